@@ -1,0 +1,68 @@
+"""The ``sigma`` command.
+
+``sigma fit|validate|predict`` are LightningCLI subcommands (training, see
+:mod:`sigma.training_cli`); ``sigma info|run|demo|gui|convert`` are plain commands, each a module
+in :mod:`sigma.commands` with a ``main(argv) -> int`` function. Modules are imported only when
+their command runs, so ``sigma info`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "PLAIN_COMMANDS", "LIGHTNING_COMMANDS"]
+
+PLAIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("sigma.commands.info", "print what a spectrum-image file holds"),
+    "run": ("sigma.commands.run", "load -> preprocess -> train -> cluster -> analyse -> save, in one go"),
+    "demo": ("sigma.commands.demo", "run the whole pipeline on the built-in synthetic scene"),
+    "gui": ("sigma.commands.gui", "open a results file in the interactive GUI (panel serve)"),
+    "convert": ("sigma.commands.convert", "rewrite a vendor file as chunked Zarr for fast later runs"),
+}
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "train the autoencoder (LightningCLI; see `sigma fit --help`)",
+    "validate": "evaluate a trained autoencoder on the validation pixels",
+    "predict": "encode every pixel and write the latent space to NetCDF/Zarr",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: sigma COMMAND [options]", "", "sigma finds the phases in EDS spectrum images.", "", "commands:"]
+    for name, (_, text) in PLAIN_COMMANDS.items():
+        lines.append(f"  {name:<9} {text}")
+    for name, text in LIGHTNING_COMMANDS.items():
+        lines.append(f"  {name:<9} {text}")
+    lines += ["", "Run `sigma COMMAND --help` for the options of one command."]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sigma`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from sigma import __version__
+
+        sys.stdout.write(f"sigma {__version__}\n")
+        return 0
+    command = argv[0]
+    if command in PLAIN_COMMANDS:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        module = importlib.import_module(PLAIN_COMMANDS[command][0])
+        return int(module.main(argv[1:]) or 0)
+    if command in LIGHTNING_COMMANDS:
+        from sigma.training_cli import run_training_cli
+
+        run_training_cli(argv)
+        return 0
+    sys.stderr.write(f"sigma: unknown command {command!r}.\n\n{_usage()}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

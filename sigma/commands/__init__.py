@@ -1,0 +1,1 @@
+"""Plain (non-Lightning) subcommands of the ``sigma`` command; each module has ``main(argv) -> int``."""

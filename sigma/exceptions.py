@@ -48,3 +48,7 @@ class XrayLineError(SigmaError, ValueError):
 
 class EmptySelectionError(SigmaError, ValueError):
     """A selection (pixels, clusters, lines) is empty where at least one item is needed."""
+
+
+class ConfigurationError(SigmaError, ValueError):
+    """An argument or configuration value is invalid or inconsistent with the others."""

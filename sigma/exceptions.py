@@ -15,6 +15,7 @@ __all__ = [
     "MissingCalibrationError",
     "XrayLineError",
     "EmptySelectionError",
+    "SimulationParameterError",
 ]
 
 
@@ -52,3 +53,7 @@ class EmptySelectionError(SigmaError, ValueError):
 
 class ConfigurationError(SigmaError, ValueError):
     """An argument or configuration value is invalid or inconsistent with the others."""
+
+
+class SimulationParameterError(SigmaError, ValueError):
+    """An argument of a simulator in :mod:`sigma.datasets` is outside what it accepts."""

@@ -55,5 +55,5 @@ class ConfigurationError(SigmaError, ValueError):
     """An argument or configuration value is invalid or inconsistent with the others."""
 
 
-class SimulationParameterError(SigmaError, ValueError):
+class SimulationParameterError(ConfigurationError):
     """An argument of a simulator in :mod:`sigma.datasets` is outside what it accepts."""

@@ -16,6 +16,7 @@ __all__ = [
     "XrayLineError",
     "EmptySelectionError",
     "SimulationParameterError",
+    "SignalSelectionError",
 ]
 
 
@@ -57,3 +58,8 @@ class ConfigurationError(SigmaError, ValueError):
 
 class SimulationParameterError(ConfigurationError):
     """An argument of a simulator in :mod:`sigma.datasets` is outside what it accepts."""
+
+
+class SignalSelectionError(SigmaError, ValueError):
+    """A file holds several candidate signals (e.g. one spectrum image per detector) and the
+    choice (``select_signal``) is missing or does not pick exactly one."""

@@ -1,0 +1,242 @@
+"""Write and read sigma datasets as NetCDF (h5netcdf) or Zarr, exactly and without pickles.
+
+NetCDF and Zarr attributes hold numbers, strings and lists of numbers or strings, but NetCDF
+turns a one-element list into a scalar and an empty list into an empty float array, and neither
+format holds dicts, booleans or ``None``. :func:`save_dataset` therefore stores every attr of
+those kinds (lists, tuples, dicts, bools, ``None``) as a JSON string and names the encoded keys in
+the attr ``_sigma_json_attrs``; :func:`open_dataset` decodes them, so attrs come back with their
+Python types. String arrays are written to Zarr as variable-length UTF-8 (which has a Zarr v3
+specification) and read back as fixed-width numpy unicode arrays, as NetCDF gives them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from sigma.exceptions import CorruptFileError, UnsupportedFormatError
+
+__all__ = ["NETCDF_EXTENSIONS", "ZARR_EXTENSIONS", "save_dataset", "open_dataset", "store_kind"]
+
+logger = logging.getLogger(__name__)
+
+NETCDF_EXTENSIONS = (".nc", ".nc4", ".h5", ".netcdf")
+ZARR_EXTENSIONS = (".zarr",)
+_JSON_KEYS_ATTR = "_sigma_json_attrs"
+
+
+def store_kind(path: str | os.PathLike[str], *, where: str = "path") -> Literal["netcdf", "zarr"]:
+    """Return ``"netcdf"`` or ``"zarr"`` from the extension of ``path``.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        When the extension is neither a NetCDF nor a Zarr one.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in NETCDF_EXTENSIONS:
+        return "netcdf"
+    if suffix in ZARR_EXTENSIONS:
+        return "zarr"
+    raise UnsupportedFormatError(
+        f"{where} {os.fspath(path)!r}: sigma writes NetCDF ({', '.join(NETCDF_EXTENSIONS)}) or "
+        f"Zarr ({', '.join(ZARR_EXTENSIONS)}), got extension {suffix!r}. Choose one of those "
+        "extensions, e.g. 'map.nc' or 'map.zarr'."
+    )
+
+
+def _needs_json(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict, bool, np.bool_)) or value is None
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _encode_attrs(attrs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Return a copy of ``attrs`` with lists, dicts, bools and None as JSON strings."""
+    out: dict[str, Any] = {}
+    encoded: list[str] = []
+    for key, value in attrs.items():
+        if key == _JSON_KEYS_ATTR:
+            continue
+        if _needs_json(value):
+            try:
+                out[key] = json.dumps(_to_jsonable(value), allow_nan=True)
+            except TypeError as err:
+                raise TypeError(
+                    f"{where}: attribute {key!r} holds {value!r}, which cannot be written to "
+                    "NetCDF/Zarr. Attributes may hold numbers, strings, and lists or dicts of "
+                    "them; "
+                    "convert it, e.g. to str."
+                ) from err
+            encoded.append(key)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "OUS":
+            out[key] = [str(v) for v in value.tolist()]
+        else:
+            out[key] = value
+    if encoded:
+        out[_JSON_KEYS_ATTR] = json.dumps(encoded)
+    return out
+
+
+def _decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Undo :func:`_encode_attrs` (and turn numpy scalars back into Python numbers)."""
+    keys_json = attrs.get(_JSON_KEYS_ATTR)
+    encoded = set(json.loads(keys_json)) if isinstance(keys_json, str) else set()
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if key == _JSON_KEYS_ATTR:
+            continue
+        if key in encoded:
+            value = json.loads(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _prepare_for_write(ds: xr.Dataset, kind: str) -> xr.Dataset:
+    """Return a shallow copy of ``ds`` with encoded attrs, clean encodings and Zarr-ready dtypes."""
+    out = ds.copy(deep=False)
+    out.attrs = _encode_attrs(ds.attrs, "dataset attrs")
+    for name in list(out.variables):
+        var = out.variables[name]
+        new_attrs = _encode_attrs(ds.variables[name].attrs, f"variable {name!r} attrs")
+        # encodings inherited from the file a dataset came from (chunk sizes, compression of
+        # another format) can clash with the target; start clean and let xarray choose.
+        keep = {
+            k: v
+            for k, v in var.encoding.items()
+            if k in ("dtype", "_FillValue", "units", "calendar")
+        }
+        if kind == "zarr" and var.dtype.kind == "U":
+            # fixed-width UTF-32 has no Zarr v3 spec (zarr warns); variable-length UTF-8 has one
+            replacement = xr.Variable(var.dims, var.values.astype(object), attrs=new_attrs)
+            keep.pop("dtype", None)
+            replacement.encoding = keep
+            if name in out.coords:
+                out = out.assign_coords({name: replacement})
+            else:
+                out[name] = replacement
+            continue
+        var.attrs = new_attrs
+        var.encoding = keep
+    return out
+
+
+def _uniform_chunks(ds: xr.Dataset) -> xr.Dataset:
+    """Rechunk dask variables whose chunks Zarr cannot store (irregular interior chunks)."""
+    fixes: dict[str, int] = {}
+    for var in ds.variables.values():
+        if var.chunks is None:
+            continue
+        for dim, sizes in zip(var.dims, var.chunks, strict=True):
+            body = sizes[:-1]
+            if body and (len(set(body)) > 1 or sizes[-1] > body[0]):
+                fixes[dim] = max(sizes)
+    if fixes:
+        logger.info("rechunking %s so that Zarr can store the dask chunks", fixes)
+        return ds.chunk(fixes)
+    return ds
+
+
+def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``ds`` to NetCDF (h5netcdf engine) or Zarr, chosen by the extension of ``path``.
+
+    See :func:`sigma.io.save` for the documentation.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(
+            f"ds must be an xarray.Dataset, got {type(ds).__name__}. Wrap a DataArray with "
+            "da.to_dataset(name='counts')."
+        )
+    target = Path(path)
+    kind = store_kind(target)
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{os.fspath(target)!r} already exists; sigma never overwrites a file unless "
+                "asked. "
+                "Pass overwrite=True (or --overwrite on the command line), or choose another path."
+            )
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prepared = _prepare_for_write(ds, kind)
+    if kind == "netcdf":
+        prepared.to_netcdf(target, engine="h5netcdf", mode="w", compute=True)
+    else:
+        _uniform_chunks(prepared).to_zarr(target, mode="w-", consolidated=False, compute=True)
+    logger.info("wrote %s", target)
+    return target
+
+
+def _restore_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Give variable-length string variables a fixed-width numpy unicode dtype."""
+    for name in list(ds.variables):
+        var = ds.variables[name]
+        kind = var.dtype.kind
+        if kind in "OT" and var.size and var.ndim:
+            values = np.asarray(var.values)
+            if all(isinstance(v, str) for v in values.ravel().tolist()):
+                replacement = xr.Variable(var.dims, values.astype(str), attrs=var.attrs)
+                replacement.encoding = var.encoding
+                if name in ds.coords:
+                    ds = ds.assign_coords({name: replacement})
+                else:
+                    ds[name] = replacement
+    return ds
+
+
+def open_dataset(path: str | os.PathLike[str], *, lazy: bool = False) -> xr.Dataset:
+    """Open a dataset written by :func:`save_dataset` (or any NetCDF/Zarr file xarray reads).
+
+    See :func:`sigma.io.open_dataset` for the documentation.
+    """
+    source = Path(path)
+    kind = store_kind(source)
+    if not source.exists():
+        raise FileNotFoundError(
+            f"{os.fspath(source)!r} does not exist. Check the path (current folder: "
+            f"{os.fspath(Path.cwd())!r})."
+        )
+    kwargs: dict[str, Any] = (
+        {"engine": "h5netcdf"} if kind == "netcdf" else {"engine": "zarr", "consolidated": False}
+    )
+    try:
+        if lazy:
+            ds = xr.open_dataset(source, chunks={}, **kwargs)
+        else:
+            with xr.open_dataset(source, **kwargs) as opened:
+                ds = opened.load()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CorruptFileError(
+            f"{os.fspath(source)!r}: could not read it as "
+            f"{'NetCDF (HDF5)' if kind == 'netcdf' else 'Zarr'} "
+            f"({type(err).__name__}: {err}). Check that the file is complete and was written by "
+            "sigma.io.save or xarray; rewrite it if it was cut short."
+        ) from err
+    ds.attrs = _decode_attrs(ds.attrs)
+    for var in ds.variables.values():
+        var.attrs = _decode_attrs(var.attrs)
+    return _restore_strings(ds)

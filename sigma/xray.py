@@ -10,6 +10,7 @@ Energies are in keV throughout.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sigma.exceptions import XrayLineError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "XrayLine",
@@ -32,6 +35,10 @@ __all__ = [
     "candidate_lines",
     "generated_weights",
     "MNKA_KEV",
+    "SpectrumPeak",
+    "snip_background",
+    "find_xray_peaks",
+    "identify_lines",
 ]
 
 #: Mn Ka energy used by the FWHM(E) law (keV)
@@ -280,3 +287,352 @@ def generated_weights(element: str, beam_energy_kev: float) -> dict[str, float]:
         top = max(out.values())
         out = {k: v / top for k, v in out.items()}
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Automatic line identification
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpectrumPeak:
+    """One peak found in a spectrum by :func:`find_xray_peaks`.
+
+    Attributes
+    ----------
+    energy_kev : float
+        Energy of the peak maximum (of the smoothed, background-subtracted spectrum).
+    net_counts : float
+        Counts above the background in a window of +/- 0.6 FWHM around the peak.
+    background_counts : float
+        Background counts in the same window.
+    significance : float
+        ``net / sqrt(net + background)``: the peak's size in Poisson standard deviations.
+    """
+
+    energy_kev: float
+    net_counts: float
+    background_counts: float
+    significance: float
+
+
+def snip_background(
+    spectrum: npt.ArrayLike, width_channels: int | npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Background under a spectrum by SNIP peak clipping (Ryan et al. 1988; Morhac 2009).
+
+    The spectrum goes through the LLS transform ``log(log(sqrt(y + 1) + 1) + 1)`` and each channel
+    is repeatedly replaced by the mean of its neighbours at distance ``m`` when that is lower,
+    for ``m = 1 .. width_channels``; peaks narrower than about ``width_channels`` are clipped.
+
+    Parameters
+    ----------
+    spectrum
+        1-D counts (non-negative).
+    width_channels
+        Clipping half-width in channels, about one to two FWHM of the peaks: one int, or one
+        value per channel (the detector resolution grows with energy).
+
+    Returns
+    -------
+    numpy.ndarray
+        Background estimate, float64, same length, never above the input.
+
+    Examples
+    --------
+    >>> y = np.full(200, 10.0)
+    >>> y[100] = 1000
+    >>> b = snip_background(y, 8)
+    >>> bool(abs(b[100] - 10) < 1)
+    True
+    """
+    y = np.asarray(spectrum, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"spectrum must be 1-D. Got shape {y.shape!r} instead.")
+    width = np.broadcast_to(np.asarray(width_channels, dtype=np.float64), y.shape)
+    if not np.all(width >= 1):
+        raise ValueError(
+            f"width_channels must be in the range [1, inf). Got minimum {float(np.min(width))!r} instead."
+        )
+    v = np.log(np.log(np.sqrt(np.clip(y, 0, None) + 1.0) + 1.0) + 1.0)
+    n = v.size
+    for m in range(1, min(int(np.max(width)), (n - 1) // 2) + 1):
+        mean = 0.5 * (v[: n - 2 * m] + v[2 * m :])
+        inner = v[m : n - m]
+        v[m : n - m] = np.where(width[m : n - m] >= m, np.minimum(inner, mean), inner)
+    back = (np.exp(np.exp(v) - 1.0) - 1.0) ** 2 - 1.0
+    return np.minimum(np.clip(back, 0, None), np.clip(y, 0, None))
+
+
+def find_xray_peaks(
+    energy_kev: npt.ArrayLike,
+    spectrum: npt.ArrayLike,
+    *,
+    mnka_resolution_ev: float = 130.0,
+    min_significance: float = 5.0,
+    min_relative_intensity: float = 0.002,
+    ignore_below_kev: float = 0.1,
+) -> list[SpectrumPeak]:
+    """Significant peaks of a counts spectrum, strongest first.
+
+    The spectrum is smoothed with a Gaussian of the detector resolution, its background is
+    estimated with :func:`snip_background`, and :func:`scipy.signal.find_peaks` runs on the
+    smoothed net spectrum. A peak is kept when its net counts in +/- 0.6 FWHM exceed
+    ``min_significance`` Poisson standard deviations and ``min_relative_intensity`` of the
+    strongest peak.
+
+    Parameters
+    ----------
+    energy_kev, spectrum
+        Channel energies (keV, increasing) and counts (a sum spectrum: raw counts, not normalised,
+        so that the Poisson significance means something).
+    mnka_resolution_ev
+        Detector FWHM at Mn Ka in eV.
+    min_significance
+        Minimum net counts in standard deviations of the counts in the peak window.
+    min_relative_intensity
+        Minimum net counts relative to the strongest peak.
+    ignore_below_kev
+        Channels below this energy (detector noise peak) are left out.
+
+    Returns
+    -------
+    list of SpectrumPeak
+    """
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import find_peaks
+
+    e = np.asarray(energy_kev, dtype=np.float64)
+    y = np.asarray(spectrum, dtype=np.float64)
+    if e.shape != y.shape or e.ndim != 1:
+        raise ValueError(
+            f"energy_kev and spectrum must be 1-D arrays of the same length. Got shapes {e.shape!r} and {y.shape!r}."
+        )
+    if e.size < 8:
+        return []
+    scale = float((e[-1] - e[0]) / (e.size - 1))
+    keep = e >= ignore_below_kev
+    y = np.where(keep, y, 0.0)
+    first = int(np.argmax(keep)) if keep.any() else e.size
+    if e.size - first < 8:
+        return []
+    fwhm_ch = fwhm_kev(e, mnka_resolution_ev) / scale
+    sigma_ch = max(float(np.median(fwhm_ch[first:])) / 2.3548, 0.5)
+    smooth = gaussian_filter1d(y[first:], sigma_ch, mode="nearest")
+    back = np.zeros_like(y)
+    back[first:] = snip_background(smooth, np.maximum(1.5 * fwhm_ch[first:], 2.0))
+    net_smooth = np.zeros_like(y)
+    net_smooth[first:] = smooth - back[first:]
+    idx, _ = find_peaks(net_smooth, distance=max(int(0.5 * float(np.min(fwhm_ch[first:]))), 1))
+    cum_y = np.concatenate([[0.0], np.cumsum(y)])
+    cum_b = np.concatenate([[0.0], np.cumsum(back)])
+    peaks = []
+    def window(a: float, b: float) -> tuple[int, int]:
+        lo_, hi_ = max(int(round(a)), first), min(int(round(b)) + 1, e.size)
+        return min(lo_, e.size), max(hi_, min(lo_, e.size))
+
+    for i in idx:
+        f = float(fwhm_ch[i])
+        lo, hi = window(i - 0.6 * f, i + 0.6 * f)
+        total = cum_y[hi] - cum_y[lo]
+        bg = cum_b[hi] - cum_b[lo]
+        net = total - bg
+        if net <= 0:
+            continue
+        sig = net / math.sqrt(max(total, 1.0))
+        # local check against side bands at 1.2 .. 2.4 FWHM: curvature of the Bremsstrahlung
+        # or a SNIP underestimate does not make a peak
+        l0, l1 = window(i - 2.4 * f, i - 1.2 * f)
+        r0, r1 = window(i + 1.2 * f, i + 2.4 * f)
+        n_side = (l1 - l0) + (r1 - r0)
+        if n_side > 0:
+            side = ((cum_y[l1] - cum_y[l0]) + (cum_y[r1] - cum_y[r0])) / n_side * (hi - lo)
+            local_sig = (total - side) / math.sqrt(max(total + side * (hi - lo) / n_side, 1.0))
+            sig = min(sig, max(local_sig, 0.0)) if local_sig < sig else sig
+        # centroid of the net counts refines the position to a fraction of a channel
+        w = np.clip(y[lo:hi] - back[lo:hi], 0, None)
+        centre = float(np.sum(w * e[lo:hi]) / np.sum(w)) if np.sum(w) > 0 else float(e[i])
+        peaks.append(SpectrumPeak(centre, float(net), float(bg), float(sig)))
+    if not peaks:
+        return []
+    top = max(p.net_counts for p in peaks)
+    kept = [p for p in peaks if p.significance >= min_significance and p.net_counts >= min_relative_intensity * top]
+    return sorted(kept, key=lambda p: -p.net_counts)
+
+
+def identify_lines(
+    energy_kev: npt.ArrayLike,
+    spectrum: npt.ArrayLike,
+    beam_energy_kev: float | None = None,
+    *,
+    mnka_resolution_ev: float = 130.0,
+    min_significance: float = 5.0,
+    min_relative_intensity: float = 0.002,
+    ignore_below_kev: float = 0.1,
+    tolerance_fwhm: float = 0.6,
+) -> list[str]:
+    """Find the X-ray lines present in a sum spectrum and name them from the table.
+
+    Peaks come from :func:`find_xray_peaks`. Each unexplained peak, strongest first, is named by
+    the candidate element (:func:`candidate_lines` within ``tolerance_fwhm`` * FWHM, lines the
+    beam can excite) with the best score:
+
+    - +1 for every detected peak that one of the element's lines explains (an element whose Ka
+      explains the peak and whose Kb explains another beats a lone coincidence);
+    - + the line's weight within its shell (prefer ``Ka``/``La``/``Ma`` over minor lines);
+    - +0.25 for a K line: a lone peak is more often a K line, whose shell puts nearly all its
+      intensity in one family, than an M line whose element shows no other line;
+    - -2 for every line of the same shell, resolvable from the matched one (more than one FWHM
+      away), that should be detectable at the observed intensity but has no peak (this rejects
+      e.g. ``Ta_Lb1`` for a peak whose ``Ta_La`` is missing).
+
+    Ties go to the line closest in energy. Every peak the chosen element explains is then marked
+    explained. A peak is skipped (and logged) when its best score is below 1, or below 1.5 where
+    it also sits at a Si escape or sum-peak energy of stronger peaks.
+
+    Parameters
+    ----------
+    energy_kev, spectrum
+        Channel energies in keV and raw counts (a sum spectrum).
+    beam_energy_kev
+        Primary beam energy; lines whose edge lies above it are not considered. ``None`` or NaN:
+        no such filter.
+    mnka_resolution_ev
+        Detector FWHM at Mn Ka in eV.
+    min_significance, min_relative_intensity, ignore_below_kev
+        Passed to :func:`find_xray_peaks`.
+    tolerance_fwhm
+        A line explains a peak when their energies differ by at most this many FWHM.
+
+    Returns
+    -------
+    list of str
+        Line names (one per explained peak, e.g. ``["C_Ka", "Mn_La", "Mn_Ka", "Mn_Kb"]``),
+        sorted by energy, no duplicates.
+
+    Examples
+    --------
+    >>> e = np.arange(0, 10.24, 0.01)
+    >>> fe = element_lines("Fe")
+    >>> y = 20 + sum(
+    ...     5000 * fe[n].weight * np.exp(-0.5 * ((e - fe[n].energy_kev) / 0.06) ** 2)
+    ...     for n in ("Fe_Ka", "Fe_Kb")
+    ... )
+    >>> identify_lines(e, y, 15.0)
+    ['Fe_Ka', 'Fe_Kb']
+    """
+    e = np.asarray(energy_kev, dtype=np.float64)
+    y = np.asarray(spectrum, dtype=np.float64)
+    peaks = find_xray_peaks(
+        e,
+        y,
+        mnka_resolution_ev=mnka_resolution_ev,
+        min_significance=min_significance,
+        min_relative_intensity=min_relative_intensity,
+        ignore_below_kev=ignore_below_kev,
+    )
+    if not peaks:
+        return []
+    beam = beam_energy_kev if beam_energy_kev is not None and np.isfinite(beam_energy_kev) else None
+    lo_e, hi_e = max(float(e[0]), ignore_below_kev), float(e[-1])
+    scale = float((e[-1] - e[0]) / (e.size - 1))
+
+    def tol(energy: float) -> float:
+        return max(tolerance_fwhm * float(fwhm_kev(energy, mnka_resolution_ev)), 1.5 * scale)
+
+    def detection_limit(energy: float) -> float:
+        # min_significance * sqrt(counts in a +/- 0.6 FWHM window), counts from the raw spectrum
+        half = 0.6 * float(fwhm_kev(energy, mnka_resolution_ev))
+        sel = (e >= energy - half) & (e <= energy + half)
+        return min_significance * math.sqrt(max(float(y[sel].sum()), 1.0))
+
+    def usable(line: XrayLine) -> bool:
+        return lo_e <= line.energy_kev <= hi_e and (beam is None or line.edge_kev < beam)
+
+    def peak_of(line: XrayLine) -> int | None:
+        best = None
+        for k, p in enumerate(peaks):
+            d = abs(p.energy_kev - line.energy_kev)
+            if d <= tol(p.energy_kev) and (best is None or d < abs(peaks[best].energy_kev - line.energy_kev)):
+                best = k
+        return best
+
+    explained: dict[int, str] = {}
+    for k, peak in enumerate(peaks):
+        if k in explained:
+            continue
+        cands = candidate_lines(
+            peak.energy_kev,
+            tolerance_kev=tol(peak.energy_kev),
+            beam_energy_kev=beam,
+            mnka_resolution_ev=mnka_resolution_ev,
+            min_weight=0.05,
+        )
+        best: tuple[tuple[float, float], XrayLine, dict[int, str]] | None = None
+        for cand in cands:
+            if not usable(cand):
+                continue
+            lines = {n: ln for n, ln in element_lines(cand.element).items() if usable(ln) and ln.weight >= 0.05}
+            matches: dict[int, str] = {k: cand.name}
+            for ln in sorted(lines.values(), key=lambda ln: -ln.weight):
+                j = peak_of(ln)
+                if j is None or j in matches or j in explained:
+                    continue
+                # a line of another shell counts only when that shell's main line is seen too
+                main = [m for m in lines.values() if m.shell == ln.shell and m.weight >= 0.999]
+                if ln.shell != cand.shell and main and peak_of(main[0]) is None:
+                    continue
+                matches[j] = ln.name
+            penalty = 0
+            fwhm_c = float(fwhm_kev(cand.energy_kev, mnka_resolution_ev))
+            for ln in lines.values():
+                # lines closer than 2 FWHM merge into the same peak (La + Lb1 + Lb3 ...)
+                if ln.shell != cand.shell or abs(ln.energy_kev - cand.energy_kev) <= 2.0 * fwhm_c:
+                    continue
+                # same shell, resolvable: the table's intensity ratio predicts its peak
+                predicted = peak.net_counts * ln.weight / cand.weight
+                j = peak_of(ln)
+                observed = peaks[j].net_counts if j is not None else 0.0
+                if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.25 * predicted:
+                    penalty += 1
+                    matches.pop(j, None) if j is not None else None
+            score = len(matches) + cand.weight - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
+            logger.debug(
+                "peak %.3f keV: %s explains %s, penalty %d, score %.2f",
+                peak.energy_kev, cand.name, sorted(matches.values()), penalty, score,
+            )
+            key = (score, -abs(cand.energy_kev - peak.energy_kev))
+            if best is None or key > best[0]:
+                best = (key, cand, matches)
+        artefact = _artefact_of(peak, peaks[:k], tol(peak.energy_kev))
+        if best is None or best[0][0] < 1.0 or (artefact and best[0][0] < 1.5):
+            logger.info(
+                "no X-ray line explains the peak at %.3f keV%s; skipped",
+                peak.energy_kev, f" (probably {artefact})" if artefact else "",
+            )
+            continue
+        explained.update(best[2])
+    names = sorted(set(explained.values()), key=lambda n: get_line(n).energy_kev)
+    return names
+
+
+#: Si Ka energy: escape peaks of a Si detector lie this far below their parent
+_SI_KA_KEV = 1.7398
+
+
+def _artefact_of(peak: SpectrumPeak, stronger: list[SpectrumPeak], tolerance_kev: float) -> str:
+    """Name the sum or escape peak that ``peak`` may be, or ``""``.
+
+    A peak is taken for a sum peak of two stronger peaks (``E1 + E2``) or a Si escape peak
+    (``E - 1.74 keV``) when it sits there within the tolerance and holds less than 10 % of the
+    weaker parent's net counts.
+    """
+    for i, p in enumerate(stronger):
+        if peak.net_counts < 0.1 * p.net_counts and abs(p.energy_kev - _SI_KA_KEV - peak.energy_kev) <= tolerance_kev:
+            return f"the Si escape peak of {p.energy_kev:.3f} keV"
+        for q in stronger[i:]:
+            if peak.net_counts < 0.1 * min(p.net_counts, q.net_counts) and abs(
+                p.energy_kev + q.energy_kev - peak.energy_kev
+            ) <= tolerance_kev:
+                return f"the sum peak of {p.energy_kev:.3f} and {q.energy_kev:.3f} keV"
+    return ""

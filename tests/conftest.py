@@ -21,3 +21,86 @@ def _clean_ddp_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in _DDP_ENV:
         if key in os.environ:
             monkeypatch.delenv(key)
+
+
+# --- real reader test files (tests/realdata.py): fetched once from PyPI wheels, skipped offline ---
+
+
+@pytest.fixture(scope="session")
+def hyperspy_file():
+    """Factory ``relpath -> Path`` of a HyperSpy 1.7.6 reader test file (see tests/realdata.py)."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file
+
+
+@pytest.fixture(scope="session")
+def bcf_50x50():
+    """Bruker bcf v2, 50x50 px x 2048 channels, elements Ag Al C Cu O."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("bruker_data/bcf_v2_50x50px.bcf")
+
+
+@pytest.fixture(scope="session")
+def bcf_p45():
+    """Bruker bcf, 75x100 px x 2048 channels, no elements, BSE + SE images."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("bruker_data/P45_the_default_job.bcf")
+
+
+@pytest.fixture(scope="session")
+def bcf_tem():
+    """Bruker bcf from a TEM, 64x64 px x 2048 channels, 200 kV, Cu O Pd Ti, HAADF image."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("bruker_data/test_TEM.bcf")
+
+
+@pytest.fixture(scope="session")
+def bcf_30x30():
+    """Bruker bcf, 30x30 px x 2048 channels, 16 elements, ~20,700 counts/pixel."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("bruker_data/30x30_instructively_packed_16bit_compressed.bcf")
+
+
+@pytest.fixture(scope="session")
+def bcf_nope():
+    """A deliberately broken .bcf (20 bytes)."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("bruker_data/Nope.bcf")
+
+
+@pytest.fixture(scope="session")
+def emd_4detectors():
+    """Velox emd, 16x16 px x 4096 channels, 4 EDS detectors, 2 frames, HAADF image."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("emd_files/fei_emd_files.zip/fei_SI_EDS-HAADF-4detectors_2frames.emd")
+
+
+@pytest.fixture(scope="session")
+def msa_example1():
+    """EMSA single spectrum (EELS, 21 channels in eV, 120 kV)."""
+    from realdata import hyperspy_test_file
+
+    return hyperspy_test_file("msa_files/example1.msa")
+
+
+@pytest.fixture(scope="session")
+def eds_sem_tm002():
+    """exspy's EDS_SEM_TM002.hspy: BAM reference spectrum, C Al Mn Cu Zr on Si, 10 kV."""
+    from realdata import exspy_reference_spectrum
+
+    return exspy_reference_spectrum("EDS_SEM_TM002.hspy")
+
+
+@pytest.fixture(scope="session")
+def eds_tem_fept():
+    """exspy's EDS_TEM_FePt_nanoparticles.hspy: TEM spectrum of FePt particles."""
+    from realdata import exspy_reference_spectrum
+
+    return exspy_reference_spectrum("EDS_TEM_FePt_nanoparticles.hspy")

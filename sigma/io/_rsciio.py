@@ -367,7 +367,14 @@ def read_rsciio(
     if plugin == "bruker":
         kwargs.setdefault("select_type", None)  # keep the BSE/SE images next to the hypermap
 
-    objs = _reader_call(plugin, path, kwargs)
+    try:
+        objs = _reader_call(plugin, path, kwargs)
+    except CorruptFileError as err:
+        # some readers take lazy= but refuse it (msa): read eagerly, wrap in dask below
+        if not (kwargs.get("lazy") and isinstance(err.__cause__, NotImplementedError)):
+            raise
+        logger.info("%s: the %r reader cannot read lazily; reading it eagerly", path, plugin)
+        objs = _reader_call(plugin, path, {**kwargs, "lazy": False})
     spectral = [o for o in objs if _is_spectral(o)]
     maps = [o for o in spectral if np.ndim(o["data"]) >= 3]
     if maps:

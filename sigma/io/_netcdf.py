@@ -197,7 +197,8 @@ def _restore_strings(ds: xr.Dataset) -> xr.Dataset:
         if kind in "OT" and var.size and var.ndim:
             values = np.asarray(var.values)
             if all(isinstance(v, str) for v in values.ravel().tolist()):
-                replacement = xr.Variable(var.dims, values.astype(str), attrs=var.attrs)
+                fixed = np.array(values.tolist(), dtype=str)
+                replacement = xr.Variable(var.dims, fixed, attrs=var.attrs)
                 replacement.encoding = var.encoding
                 if name in ds.coords:
                     ds = ds.assign_coords({name: replacement})

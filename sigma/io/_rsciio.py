@@ -288,6 +288,14 @@ def _attrs_from_metadata(
     return attrs
 
 
+def _corrupt(path: Path, plugin: str, err: BaseException) -> CorruptFileError:
+    return CorruptFileError(
+        f"{os.fspath(path)!r}: the RosettaSciIO {plugin!r} reader could not parse it "
+        f"({type(err).__name__}: {err}). The file may be truncated, damaged or not really a "
+        f"{path.suffix} file; check it opens in the vendor software, or export it again."
+    )
+
+
 def _reader_call(plugin: str, path: Path, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     reader = _reader(plugin)
     accepted = inspect.signature(reader).parameters
@@ -304,6 +312,15 @@ def _reader_call(plugin: str, path: Path, kwargs: dict[str, Any]) -> list[dict[s
         objs = reader(os.fspath(path), **kwargs)
     except FileNotFoundError:
         raise
+    except TypeError as err:
+        extra = [k for k in kwargs if k not in accepted]
+        if any(repr(k) in str(err) or k in str(err) for k in extra):
+            allowed = [k for k in accepted if k not in ("filename", "kwds", "kwargs")]
+            raise TypeError(
+                f"reader option(s) {extra!r} are not understood by the RosettaSciIO {plugin!r} "
+                f"reader used for {os.fspath(path)!r} ({err}). Its options are {allowed!r}."
+            ) from err
+        raise _corrupt(path, plugin, err) from err
     except MemoryError as err:
         raise MemoryError(
             f"{os.fspath(path)!r} does not fit in memory. Load it with lazy=True, or reduce it "
@@ -311,11 +328,7 @@ def _reader_call(plugin: str, path: Path, kwargs: dict[str, Any]) -> list[dict[s
             "reading (downsample=2, cutoff_at_kv=..., rebin_energy=2)."
         ) from err
     except Exception as err:  # any parser failure: the file is not what its extension says
-        raise CorruptFileError(
-            f"{os.fspath(path)!r}: the RosettaSciIO {plugin!r} reader could not parse it "
-            f"({type(err).__name__}: {err}). The file may be truncated, damaged or not really a "
-            f"{path.suffix} file; check it opens in the vendor software, or export it again."
-        ) from err
+        raise _corrupt(path, plugin, err) from err
     if not isinstance(objs, list):
         objs = [objs]
     return objs

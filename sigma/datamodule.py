@@ -178,7 +178,7 @@ def open_features(path: str | Path) -> xr.Dataset:
             "spectrum image."
         )
     if p.suffix == ".zarr" or p.is_dir():
-        with xr.open_zarr(p) as ds:
+        with xr.open_zarr(p, consolidated=False) as ds:
             loaded = ds.load()
     else:
         with xr.open_dataset(p, engine="h5netcdf") as ds:
@@ -293,7 +293,7 @@ class SpectralDataModule(pl.LightningDataModule):
             With ``features`` ``(y, x, feature)``; it is loaded (``.load()`` on a copy) but not
             modified.
         **kwargs
-            ``batch_size``, ``val_fraction``, ``seed``, ``num_workers``.
+            ``batch_size``, ``val_fraction``, ``seed``, ``num_workers``. The features are copied.
 
         Returns
         -------
@@ -308,7 +308,7 @@ class SpectralDataModule(pl.LightningDataModule):
                 )
         validate_features(features, where="SpectralDataModule.from_dataset")
         dm = cls(**kwargs)
-        dm._features_ds = features.copy().load()
+        dm._features_ds = features.copy(deep=True).load()
         return dm
 
     # ------------------------------------------------------------------ data source

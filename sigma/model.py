@@ -242,6 +242,11 @@ class AutoEncoder(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0])
         return loss
 
+    def on_fit_start(self) -> None:
+        """Re-create metric states (a prior ``trainer.validate`` leaves inference-mode tensors)."""
+        for metrics in self.metrics.values():
+            metrics.reset()
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """One optimisation step."""
         return self._shared_step(batch, "train")

@@ -163,7 +163,8 @@ def test_encode_batches_restore_state_and_check_input() -> None:
     model.train()
     ds = make_features(ny=5, nx=7)
     whole = encode(model, ds, show_progress=False)
-    assert whole.shape == (5, 7, 2) and whole.dtype == np.float32
+    assert whole.shape == (5, 7, 2)
+    assert whole.dtype == np.float32
     small = encode(model, ds.features.values.reshape(-1, 6), batch_size=4, show_progress=False)
     np.testing.assert_allclose(small.reshape(5, 7, 2), whole, rtol=1e-5, atol=1e-6)
     assert model.training, "encode must restore train mode"

@@ -477,16 +477,20 @@ def identify_lines(
     the candidate element (:func:`candidate_lines` within ``tolerance_fwhm`` * FWHM, lines the
     beam can excite) with the best score:
 
-    - +1 for every detected peak that one of the element's lines explains (an element whose Ka
-      explains the peak and whose Kb explains another beats a lone coincidence);
+    - +1 for the peak itself, and for every other detected peak that one of the element's lines
+      explains, +min(1, 2 * that line's weight) (an element whose Ka explains the peak and whose
+      La explains another beats a lone coincidence; minor lines add little);
     - + the line's weight within its shell (prefer ``Ka``/``La``/``Ma`` over minor lines);
     - +0.25 for a K line: a lone peak is more often a K line, whose shell puts nearly all its
       intensity in one family, than an M line whose element shows no other line;
-    - -2 for every line of the same shell, resolvable from the matched one (more than one FWHM
-      away), that should be detectable at the observed intensity but has no peak (this rejects
-      e.g. ``Ta_Lb1`` for a peak whose ``Ta_La`` is missing).
+    - -2 for every other line of the same shell that should be detectable at the observed
+      intensity (table weight ratio) but has no peak, or one less than a quarter of the predicted
+      size (this rejects e.g. ``Ta_Lb1`` for a peak whose ``Ta_La`` is missing); weaker lines
+      within 2 FWHM of the peak, and lines within 2 FWHM of another peak, may hide in a shoulder
+      and are not counted.
 
-    Ties go to the line closest in energy. Every peak the chosen element explains is then marked
+    Lines weaker than 4.5 % of their shell's main line do not claim peaks, and elements without
+    stable isotopes (Tc, Pm, Po ... Pa) are never proposed. Ties go to the line closest in energy. Every peak the chosen element explains is then marked
     explained. A peak is skipped (and logged) when its best score is below 1, or below 1.5 where
     it also sits at a Si escape or sum-peak energy of stronger peaks.
 
@@ -570,9 +574,9 @@ def identify_lines(
         )
         best: tuple[tuple[float, float], XrayLine, dict[int, str]] | None = None
         for cand in cands:
-            if not usable(cand):
+            if not usable(cand) or cand.element in _UNSTABLE:
                 continue
-            lines = {n: ln for n, ln in element_lines(cand.element).items() if usable(ln) and ln.weight >= 0.05}
+            lines = {n: ln for n, ln in element_lines(cand.element).items() if usable(ln) and ln.weight >= 0.045}
             matches: dict[int, str] = {k: cand.name}
             for ln in sorted(lines.values(), key=lambda ln: -ln.weight):
                 j = peak_of(ln)
@@ -586,17 +590,33 @@ def identify_lines(
             penalty = 0
             fwhm_c = float(fwhm_kev(cand.energy_kev, mnka_resolution_ev))
             for ln in lines.values():
-                # lines closer than 2 FWHM merge into the same peak (La + Lb1 + Lb3 ...)
-                if ln.shell != cand.shell or abs(ln.energy_kev - cand.energy_kev) <= 2.0 * fwhm_c:
+                if ln.shell != cand.shell or ln.name == cand.name:
                     continue
-                # same shell, resolvable: the table's intensity ratio predicts its peak
-                predicted = peak.net_counts * ln.weight / cand.weight
                 j = peak_of(ln)
-                observed = peaks[j].net_counts if j is not None else 0.0
+                if j == k:
+                    continue  # merged into this very peak
+                # a weaker line within 2 FWHM sits in the peak's shoulder (La + Lb1 + Lb3 ...),
+                # any line may hide in the shoulder of another peak
+                if abs(ln.energy_kev - cand.energy_kev) <= 2.0 * fwhm_c and ln.weight <= cand.weight:
+                    continue
+                if ln.weight < 0.1:
+                    continue  # minor lines' table weights are too uncertain to demand a peak
+                # otherwise the table's intensity ratio predicts its peak (which may hide in the
+                # shoulder of another peak within 2 FWHM)
+                predicted = peak.net_counts * ln.weight / cand.weight
+                fwhm_l = float(fwhm_kev(ln.energy_kev, mnka_resolution_ev))
+                near = [
+                    p.net_counts for i, p in enumerate(peaks)
+                    if i != k and abs(p.energy_kev - ln.energy_kev) <= (tol(p.energy_kev) if j is not None else 2.0 * fwhm_l)
+                ]
+                observed = max(near, default=0.0)
                 if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.25 * predicted:
                     penalty += 1
                     matches.pop(j, None) if j is not None else None
-            score = len(matches) + cand.weight - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
+            support = sum(
+                min(1.0, 2.0 * lines[name].weight) for j, name in matches.items() if j != k and name in lines
+            )
+            score = 1.0 + support + cand.weight - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
             logger.debug(
                 "peak %.3f keV: %s explains %s, penalty %d, score %.2f",
                 peak.energy_kev, cand.name, sorted(matches.values()), penalty, score,
@@ -615,6 +635,9 @@ def identify_lines(
     names = sorted(set(explained.values()), key=lambda n: get_line(n).energy_kev)
     return names
 
+
+#: elements without stable or long-lived isotopes: never proposed by :func:`identify_lines`
+_UNSTABLE = frozenset({"Tc", "Pm", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Pa"})
 
 #: Si Ka energy: escape peaks of a Si detector lie this far below their parent
 _SI_KA_KEV = 1.7398

@@ -1,0 +1,356 @@
+"""Tests of the synthetic spectrum-image simulator (sigma.datasets) against known answers."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import sigma.datasets as sd
+from sigma._schema import validate_spectrum_image
+from sigma.datasets import (
+    PHASES,
+    Phase,
+    phase_map,
+    phase_spectrum,
+    synthetic_cube,
+    synthetic_sem,
+    synthetic_tem,
+)
+from sigma.exceptions import SimulationParameterError
+from sigma.xray import fwhm_kev, get_line
+
+SMALL = {"n_channels": 1024, "show_progress": False}
+
+
+def _channel(ds, energy_kev: float) -> int:
+    e = ds.energy.values
+    return int(round((energy_kev - e[0]) / (e[1] - e[0])))
+
+
+# --- phases -------------------------------------------------------------------------------------
+
+
+def test_phase_from_formula_mass_fractions():
+    quartz = Phase.from_formula("q", "SiO2")
+    assert quartz.composition["Si"] == pytest.approx(28.0855 / 60.0843, rel=1e-3)
+    assert sum(quartz.composition.values()) == pytest.approx(1.0)
+    assert PHASES["albite"].elements == ["O", "Na", "Al", "Si"]
+    assert PHASES["hematite"].mean_z == pytest.approx(0.6994 * 26 + 0.3006 * 8, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("composition", "match"),
+    [
+        ({"Si": 0.5, "O": 0.3}, "sum to 1"),
+        ({"Xx": 1.0}, "unknown element 'Xx'"),
+        ({"Si": 1.2, "O": -0.2}, "positive"),
+        ({}, "non-empty"),
+    ],
+)
+def test_phase_rejects_bad_composition(composition, match):
+    with pytest.raises(SimulationParameterError, match=match):
+        Phase("bad", composition)
+
+
+def test_phase_does_not_modify_input_and_normalises():
+    comp = {"Si": 0.4700, "O": 0.5330}
+    phase = Phase("q", comp)
+    assert comp == {"Si": 0.4700, "O": 0.5330}
+    assert sum(phase.composition.values()) == pytest.approx(1.0, abs=1e-12)
+    assert hash(phase) == hash(Phase("q", dict(comp)))
+
+
+# --- spectra ------------------------------------------------------------------------------------
+
+
+def test_phase_spectrum_physics():
+    energy = np.arange(2048) * 0.01
+    quartz = phase_spectrum(PHASES["quartz"], energy, zero_peak_fraction=0.03)
+    assert quartz.sum() == pytest.approx(1.0)
+    si = round(get_line("Si_Ka").energy_kev / 0.01)
+    assert np.argmax(quartz[20:]) + 20 == pytest.approx(si, abs=1)
+    # zero peak: ~3 % of the counts in the first channels
+    assert quartz[:6].sum() == pytest.approx(0.03, abs=0.005)
+    # nothing above the beam energy (Duane-Hunt limit), roll-off below ~0.2 keV
+    low_beam = phase_spectrum(PHASES["hematite"], energy, beam_energy_kev=10.0)
+    assert low_beam[1001:].sum() == 0.0
+    assert quartz[12] < 0.05 * quartz[150]
+    # Fe K lines need E0 > 7.11 keV: at 5 kV only Fe L remains
+    fe5 = phase_spectrum(PHASES["hematite"], energy, beam_energy_kev=5.0)
+    fe_ka = round(get_line("Fe_Ka").energy_kev / 0.01)
+    assert fe5[fe_ka - 5 : fe_ka + 6].sum() == 0.0
+    # a thin film has a weaker continuum relative to its lines than a bulk sample
+    bulk = phase_spectrum(PHASES["quartz"], energy)
+    thin = phase_spectrum(PHASES["quartz"], energy, geometry="thin", beam_energy_kev=15.0)
+    ratio = lambda s: s[si] / s[si + 40]  # noqa: E731
+    assert ratio(thin) > 3 * ratio(bulk)
+
+
+def test_phase_spectrum_rejects_bad_energy():
+    with pytest.raises(SimulationParameterError, match="energy_kev"):
+        phase_spectrum(PHASES["quartz"], np.array([1.0, 0.5]))
+
+
+# --- scene --------------------------------------------------------------------------------------
+
+
+def test_phase_map_fractions_and_presence():
+    fractions = [0.3, 0.24, 0.16, 0.12, 0.09, 0.04, 0.03, 0.02]
+    label, abundance = phase_map((140, 256), fractions, seed=3)
+    got = np.bincount(label.ravel(), minlength=8) / label.size
+    np.testing.assert_allclose(got, fractions, atol=0.04)
+    assert got[1] > 5 * got[7]  # very different area fractions, like a real sample
+    assert set(np.unique(abundance)) == {0.0, 1.0}
+    # tiny images still hold every phase
+    for shape in [(4, 4), (2, 3), (16, 16)]:
+        label, _ = phase_map(shape, [0.5, 0.3, 0.2], seed=0)
+        assert set(np.unique(label)) == {0, 1, 2}
+
+
+# --- the simulators -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sem_pair():
+    return synthetic_sem((40, 56), counts_per_pixel=400.0, seed=5, **SMALL)
+
+
+def test_schema_and_attrs(sem_pair):
+    ds, truth = sem_pair
+    validate_spectrum_image(ds, check_values=True)
+    assert ds.counts.dims == ("y", "x", "energy")
+    assert ds.counts.dtype == np.uint16
+    assert ds.energy.attrs["units"] == "keV"
+    assert ds.y.attrs["units"] == "um"
+    assert ds.x.attrs["units"] == "um"
+    assert float(ds.x[1] - ds.x[0]) == pytest.approx(0.1)
+    assert ds.attrs["beam_energy_kev"] == 15.0
+    assert ds.attrs["energy_resolution_mnka_ev"] == 130.0
+    assert ds.attrs["elements"] == ["C", "O", "Na", "Al", "Si", "K", "Ca", "Ti", "Fe"]
+    assert ds.attrs["xray_lines"] == [f"{el}_Ka" for el in ds.attrs["elements"]]
+    assert ds.attrs["source"].startswith("sigma.datasets.synthetic_sem(seed=5, shape=(40, 56)")
+    assert len(ds.attrs["history"]) == 1
+    assert ds.bse.dims == ("y", "x")
+    assert ds.bse.dtype == np.float32
+    # truth
+    assert list(truth.phase.values) == list(sd.SEM_DEMO_PHASES)
+    assert truth.label.dims == ("y", "x")
+    assert np.issubdtype(truth.label.dtype, np.integer)
+    assert truth.abundance.dims == ("phase", "y", "x")
+    assert truth.abundance.dtype == np.float32
+    np.testing.assert_allclose(truth.abundance.sum("phase"), 1.0, atol=1e-6)
+    assert truth.phase_spectrum.dims == ("phase", "energy")
+    np.testing.assert_allclose(truth.phase_spectrum.sum("energy"), 1.0, atol=1e-12)
+    comps = json.loads(truth.attrs["compositions"])
+    assert comps["hematite"] == pytest.approx(PHASES["hematite"].composition)
+    np.testing.assert_array_equal(truth.y, ds.y)
+
+
+def test_bse_follows_mean_z(sem_pair):
+    ds, truth = sem_pair
+    bse = ds.bse.values
+    label = truth.label.values
+    mean_bse = [bse[label == p].mean() for p in range(truth.sizes["phase"])]
+    z = [PHASES[str(n)].mean_z for n in truth.phase.values]
+    assert np.argmax(mean_bse) == np.argmax(z)  # hematite is brightest
+    assert np.argmin(mean_bse) == np.argmin(z)  # epoxy darkest
+
+
+def test_line_positions_match_table(sem_pair):
+    ds, _ = sem_pair
+    total = ds.counts.sum(("y", "x")).values.astype(float)
+    for name in ds.attrs["xray_lines"]:
+        energy = get_line(name).energy_kev
+        i0 = _channel(ds, energy)
+        half = max(2, int(float(fwhm_kev(energy)) / 0.01 / 2))
+        window = total[i0 - half : i0 + half + 1]
+        peak = i0 - half + int(np.argmax(window))
+        assert abs(peak - i0) <= 1, (name, peak, i0)
+        # a real peak: clearly above the counts one FWHM further out
+        assert total[peak] > 1.3 * min(total[i0 - 4 * half], total[i0 + 4 * half]), name
+
+
+def test_sum_spectrum_matches_truth(sem_pair):
+    ds, truth = sem_pair
+    counts = ds.counts.values.reshape(-1, ds.sizes["energy"]).astype(float)
+    label = truth.label.values.ravel()
+    for p in (0, 1, 5):  # epoxy, quartz, hematite (pure pixels, blur=0)
+        mean = counts[label == p].sum(axis=0)
+        expected = truth.phase_spectrum.values[p] * mean.sum()
+        cosine = mean @ expected / np.linalg.norm(mean) / np.linalg.norm(expected)
+        assert cosine > 0.99
+
+
+@pytest.mark.parametrize(
+    ("level", "shape"), [(5.0, (64, 64)), (10.0, (64, 64)), (30.0, (40, 40)), (500.0, (16, 16))]
+)
+def test_mean_counts_per_pixel(level, shape):
+    ds, truth = synthetic_sem(
+        shape, counts_per_pixel=level, seed=1, n_channels=512, show_progress=False
+    )
+    mean = float(ds.counts.sum("energy").mean())
+    assert mean == pytest.approx(level, rel=0.02)
+    assert float(truth.expected_counts.mean()) == pytest.approx(level, rel=1e-5)
+
+
+def test_high_counts_use_uint32_and_keep_the_mean():
+    ds, _ = synthetic_sem((4, 4), counts_per_pixel=1e6, seed=0, n_channels=256, show_progress=False)
+    assert ds.counts.dtype == np.uint32
+    assert float(ds.counts.sum("energy").mean()) == pytest.approx(1e6, rel=0.002)
+
+
+def test_same_seed_identical_other_seed_differs():
+    a, ta = synthetic_sem((20, 24), seed=7, **SMALL)
+    b, tb = synthetic_sem((20, 24), seed=7, **SMALL)
+    c, tc = synthetic_sem((20, 24), seed=8, **SMALL)
+    np.testing.assert_array_equal(a.counts.values, b.counts.values)
+    np.testing.assert_array_equal(a.bse.values, b.bse.values)
+    np.testing.assert_array_equal(ta.label.values, tb.label.values)
+    assert not np.array_equal(a.counts.values, c.counts.values)
+    assert not np.array_equal(ta.label.values, tc.label.values)
+
+
+@pytest.mark.parametrize("n_phases", [2, 5, 8])
+def test_truth_has_requested_number_of_phases(n_phases):
+    names = list(sd.SEM_DEMO_PHASES)[:n_phases]
+    ds, truth = synthetic_sem((24, 24), phases=names, seed=2, **SMALL)
+    assert truth.sizes["phase"] == n_phases
+    assert sorted(np.unique(truth.label.values)) == list(range(n_phases))
+
+
+def test_blur_gives_fractional_boundaries():
+    kw = {"phases": ["quartz", "hematite", "albite"], "seed": 4, **SMALL}
+    _, sharp = synthetic_sem((48, 48), blur=0.0, **kw)
+    _, soft = synthetic_sem((48, 48), blur=1.5, **kw)
+    assert set(np.unique(sharp.abundance.values)) == {0.0, 1.0}
+    ab = soft.abundance.values
+    np.testing.assert_allclose(ab.sum(axis=0), 1.0, atol=1e-5)
+    mixed = ab.max(axis=0) < 0.999
+    assert mixed.mean() > 0.05
+    # mixed pixels lie near the sharp map's boundaries; pure pixels far from them stay pure
+    label = sharp.label.values
+    boundary = np.zeros_like(label, dtype=bool)
+    boundary[:-1] |= label[:-1] != label[1:]
+    boundary[1:] |= label[:-1] != label[1:]
+    boundary[:, :-1] |= label[:, :-1] != label[:, 1:]
+    boundary[:, 1:] |= label[:, :-1] != label[:, 1:]
+    distance = ndimage.distance_transform_edt(~boundary)
+    assert distance[mixed].max() <= 4 * 1.5 + 1
+    assert np.all(ab.max(axis=0)[distance > 4 * 1.5 + 1] > 0.999)
+    np.testing.assert_array_equal(soft.label.values, ab.argmax(axis=0))
+
+
+def test_chunked_is_lazy_deterministic_and_matches_eager():
+    kw = {"counts_per_pixel": 200.0, "seed": 11, **SMALL}
+    eager, _ = synthetic_sem((48, 40), **kw)
+    lazy, truth = synthetic_sem((48, 40), chunks=(16, 16), **kw)
+    assert isinstance(lazy.counts.data, da.Array)
+    assert lazy.counts.data.chunks[:2] == ((16, 16, 16), (16, 16, 8))
+    assert lazy.counts.data.chunks[2] == (1024,)
+    validate_spectrum_image(lazy)  # structure only: does not compute
+    first = lazy.counts.data.compute()
+    again, _ = synthetic_sem((48, 40), chunks=(16, 16), **kw)
+    np.testing.assert_array_equal(first, again.counts.data.compute())
+    assert first.dtype == eager.counts.dtype
+    assert first.sum(axis=2).mean() == pytest.approx(200.0, rel=0.02)
+    # same statistics as the eager cube: total counts and normalised sum spectrum
+    e_spec = eager.counts.values.sum(axis=(0, 1)).astype(float)
+    l_spec = first.sum(axis=(0, 1)).astype(float)
+    assert l_spec.sum() == pytest.approx(e_spec.sum(), rel=0.02)
+    cosine = e_spec @ l_spec / np.linalg.norm(e_spec) / np.linalg.norm(l_spec)
+    assert cosine > 0.999
+    # a single chunk computes on its own
+    block = lazy.counts.data.blocks[1, 2].compute()
+    np.testing.assert_array_equal(block, first[16:32, 32:40])
+
+
+def test_tem_has_lines_beyond_15_kev():
+    ds, truth = synthetic_tem((24, 24), counts_per_pixel=300.0, seed=0, show_progress=False)
+    validate_spectrum_image(ds, check_values=True)
+    assert ds.attrs["beam_energy_kev"] == 200.0
+    assert float(ds.energy[-1]) > 40.0
+    assert "haadf" in ds
+    assert ds.x.attrs["units"] == "nm"
+    high = [n for n in ds.attrs["xray_lines"] if get_line(n).energy_kev > 15.0]
+    assert high == ["Pd_Ka"]
+    total = ds.counts.sum(("y", "x")).values.astype(float)
+    i0 = _channel(ds, get_line("Pd_Ka").energy_kev)
+    assert abs(int(np.argmax(total[i0 - 15 : i0 + 16])) - 15) <= 1
+    assert total[i0 - 1 : i0 + 2].sum() > 10 * total[i0 + 60 : i0 + 63].sum()
+
+
+def test_synthetic_cube_is_tiny_fast_and_known():
+    synthetic_cube()  # warm the spectrum cache
+    start = time.perf_counter()
+    ds, truth = synthetic_cube(n_phases=4, return_truth=True)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0  # a few ms unloaded; generous for a shared CI machine
+    assert dict(ds.counts.sizes) == {"y": 16, "x": 16, "energy": 64}
+    assert float(ds.energy[-1]) < 10.24
+    assert sorted(np.unique(truth.label.values)) == [0, 1, 2, 3]
+    validate_spectrum_image(ds, check_values=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"counts_per_pixel": 0}, "counts_per_pixel"),
+        ({"counts_per_pixel": float("nan")}, "counts_per_pixel"),
+        ({"n_channels": 1.5}, "n_channels"),
+        ({"energy_scale_kev": -0.01}, "energy_scale_kev"),
+        ({"blur": -1}, "blur"),
+        ({"chunks": (0, 4)}, "chunks"),
+        ({"seed": -1}, "seed"),
+        ({"phases": ["quartz", "unobtainium"]}, "unobtainium"),
+        ({"phases": ["quartz", "calcite"], "area_fractions": [1.0]}, "area_fractions"),
+        ({"shape": (0, 5)}, "shape"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    kwargs = {"shape": (8, 8), "n_channels": 128, "show_progress": False, **kwargs}
+    with pytest.raises(SimulationParameterError, match=match):
+        synthetic_sem(**kwargs)
+
+
+def test_synthetic_cube_rejects_bad_n_phases():
+    with pytest.raises(
+        SimulationParameterError, match=r"n_phases must be an int in the range \[1, 8\]"
+    ):
+        synthetic_cube(n_phases=9)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "sigma.datasets",
+        "sigma.datasets._phases",
+        "sigma.datasets._spectrum",
+        "sigma.datasets._scene",
+    ],
+)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(
+        importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+@pytest.mark.slow
+def test_demo_scene_full_size():
+    start = time.perf_counter()
+    ds, truth = sd.demo_scene(show_progress=False)
+    elapsed = time.perf_counter() - start
+    assert ds.counts.shape == (280, 512, 2048)
+    assert ds.counts.dtype == np.uint16
+    assert float(ds.counts.sum("energy").mean()) == pytest.approx(30.0, rel=0.01)
+    assert truth.sizes["phase"] == 8
+    assert len(np.unique(truth.label.values)) == 8
+    assert elapsed < 30.0

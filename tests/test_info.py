@@ -103,3 +103,15 @@ def test_info_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     (tmp_path / "x.foo").write_text("?")
     assert main(["info", str(tmp_path / "x.foo")]) == 1
     assert "Supported extensions" in capsys.readouterr().err
+
+
+def test_info_on_a_file_without_counts(tmp_path, capsys):
+    import xarray as xr
+
+    ds = xr.Dataset({"features": (("y", "x", "feature"), np.zeros((2, 3, 4), dtype=np.float32))})
+    path = save(ds, tmp_path / "features.nc")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "y=2, x=3, feature=4" in _row(out, "dims")
+    assert _row(out, "variable features") == "(y, x, feature)"
+    assert "not a spectrum image" in _row(out, "note")

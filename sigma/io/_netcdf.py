@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,7 +162,7 @@ def _prepare_for_write(ds: xr.Dataset, kind: str) -> xr.Dataset:
 
 def _uniform_chunks(ds: xr.Dataset) -> xr.Dataset:
     """Rechunk dask variables whose chunks Zarr cannot store (irregular interior chunks)."""
-    fixes: dict[str, int] = {}
+    fixes: dict[Hashable, int] = {}
     for var in ds.variables.values():
         if var.chunks is None:
             continue

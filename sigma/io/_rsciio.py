@@ -402,6 +402,8 @@ def read_rsciio(
         )
     data = chosen["data"]
     axes = _sorted_axes(chosen)
+    while np.ndim(data) > 3 and data.shape[0] == 1:  # e.g. one frame read with sum_frames=False
+        data, axes = data[0], axes[1:]
     if np.ndim(data) == 1:
         logger.info("%s holds a single spectrum; loading it as a 1 x 1 pixel map", path)
         data = data[None, None, :]
@@ -413,7 +415,7 @@ def read_rsciio(
         raise NoSpectrumImageError(
             f"{os.fspath(path)!r}: the spectrum image has {np.ndim(data)} axes "
             f"{[a['name'] for a in axes]!r}; sigma needs (y, x, energy). For frame-resolved files "
-            "keep sum_frames=True, or pick one frame with first_frame=i, last_frame=i + 1."
+            "keep sum_frames=True, or read one frame with first_frame=i, last_frame=i + 1."
         )
     scale_kev, offset_kev = _energy_calibration(axes[-1], path, energy_calibration)
     dy, oy, uy = _spatial(axes[0])

@@ -9,7 +9,7 @@ import xarray as xr
 from realdata import REAL_SPECTRUM_IMAGES, hyperspy_test_file
 
 from sigma._schema import energy_scale, validate_spectrum_image
-from sigma.exceptions import CorruptFileError, SignalSelectionError
+from sigma.exceptions import CorruptFileError, NoSpectrumImageError, SignalSelectionError
 from sigma.io import load
 
 pytestmark = pytest.mark.network
@@ -112,6 +112,10 @@ def test_emd_rebin_energy_and_frames(emd_4detectors, emd_summed):
         first.counts.values.astype(np.int64) + second.counts.values, full.counts.values
     )
     assert "first_frame=0" in first.attrs["history"][0]
+    with pytest.raises(NoSpectrumImageError, match=r"4 axes \['Time'.*first_frame=i"):
+        load(emd_4detectors, sum_frames=False)
+    one = load(emd_4detectors, sum_frames=False, first_frame=1, last_frame=2)
+    np.testing.assert_array_equal(one.counts.values, second.counts.values)
 
 
 @pytest.mark.parametrize(

@@ -418,8 +418,8 @@ def read_rsciio(
             "keep sum_frames=True, or read one frame with first_frame=i, last_frame=i + 1."
         )
     scale_kev, offset_kev = _energy_calibration(axes[-1], path, energy_calibration)
-    dy, oy, uy = _spatial(axes[0])
     dx, ox, ux = _spatial(axes[1])
+    dy, oy, uy = _spatial(axes[0]) if axes[0] is not None else (dx, 0.0, ux)  # 1-row maps
     if uy != ux:
         logger.warning("%s: y axis in %r but x axis in %r; using pixels for both", path, uy, ux)
         dy, oy, uy, dx, ox, ux = 1.0, 0.0, "px", 1.0, 0.0, "px"
@@ -482,6 +482,19 @@ def apply_options(ds: xr.Dataset, options: Mapping[str, Any]) -> xr.Dataset:
     cutoff = options.get("cutoff_at_kv")
     if cutoff is not None:
         out = out.sel({DIM_ENERGY: out[DIM_ENERGY] <= float(cutoff)})
+        if out.sizes[DIM_ENERGY] < 2:
+            raise ValueError(
+                f"cutoff_at_kv={cutoff!r} keeps {out.sizes[DIM_ENERGY]} channel(s): the energy "
+                f"axis starts at {float(ds[DIM_ENERGY][0]):.4f} keV. Give a higher cutoff."
+            )
+    for name, dims in (("rebin_energy", (DIM_ENERGY,)), ("downsample", (DIM_Y, DIM_X))):
+        factor = options.get(name)
+        too_small = [d for d in dims if factor is not None and out.sizes[d] < int(factor)]
+        if too_small:
+            raise ValueError(
+                f"{name}={factor!r} is larger than the {too_small[0]!r} axis "
+                f"({out.sizes[too_small[0]]}); nothing would be left. Use a smaller factor."
+            )
     factor = options.get("rebin_energy")
     if factor is not None and int(factor) > 1:
         counts = (

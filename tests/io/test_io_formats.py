@@ -186,6 +186,8 @@ def test_bad_options(hspy_file):
         load(hspy_file, downsample=0)
     with pytest.raises(ValueError, match="cutoff_at_kv"):
         load(hspy_file, cutoff_at_kv=-1)
+    with pytest.raises(ValueError, match=r"downsample=9 is larger than the 'y' axis \(5\)"):
+        load(hspy_file, downsample=9)
     with pytest.raises(TypeError, match=r"\['bogus'\].*'hspy' reader"):
         load(hspy_file, bogus=1)
 
@@ -220,3 +222,12 @@ def test_readers_table_covers_the_issue_formats():
         assert ext in sigma.io.READERS
     assert set(sigma.io.SUPPORTED_EXTENSIONS) == set(sigma.io.READERS)
     assert copy.copy(sigma.io.READERS[".bcf"]).name == "bruker"
+
+
+def test_cutoff_below_the_energy_axis(tmp_path, cube):
+    axes = _axes()
+    axes[2]["offset"] = 1.0
+    path = tmp_path / "high.hspy"
+    write_hspy(str(path), _signal(cube, axes))
+    with pytest.raises(ValueError, match=r"cutoff_at_kv=0.5 keeps 0 channel.*starts at 1.0000 keV"):
+        load(path, cutoff_at_kv=0.5)

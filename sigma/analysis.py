@@ -1,0 +1,884 @@
+"""Phase analysis: cluster spectra from raw counts, areas, X-ray lines, NMF unmixing, particles, edits.
+
+The functions take and return :class:`xarray.Dataset` objects that follow the results layout of
+``docs/results_schema.md`` and never modify their input; :class:`sigma.results.SigmaResults`
+wraps them as methods. This module imports neither torch nor Lightning (the GUI uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import xarray as xr
+from scipy import sparse
+from scipy.optimize import nnls
+
+from sigma._schema import (
+    COUNTS,
+    DIM_CLUSTER,
+    DIM_COMPONENT,
+    DIM_ENERGY,
+    DIM_LATENT,
+    DIM_X,
+    DIM_Y,
+    as_str_list,
+)
+from sigma.exceptions import EmptySelectionError, SchemaError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "default_colors",
+    "cluster_spectra",
+    "pixel_area",
+    "phase_table",
+    "binary_maps",
+    "line_enrichment",
+    "top_lines",
+    "nmf_unmix",
+    "abundance_maps",
+    "particle_statistics",
+    "merge_clusters",
+    "split_cluster",
+    "rename_cluster",
+    "recolor_cluster",
+]
+
+_TAB20 = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+
+
+def default_colors(n: int) -> list[str]:
+    """``n`` distinct ``#rrggbb`` colours (matplotlib's tab10 then tab20, then HSV).
+
+    Examples
+    --------
+    >>> default_colors(2)
+    ['#1f77b4', '#ff7f0e']
+    """
+    if n <= len(_TAB20):
+        return list(_TAB20[:n])
+    import colorsys
+
+    extra = [colorsys.hsv_to_rgb(i / (n - 20), 0.65, 0.85) for i in range(n - 20)]
+    return [*_TAB20, *("#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in rgb)) for rgb in extra)]
+
+
+# --------------------------------------------------------------------------------------------
+# cluster spectra
+# --------------------------------------------------------------------------------------------
+def _counts_da(counts: Any) -> xr.DataArray:
+    if isinstance(counts, xr.Dataset):
+        if COUNTS not in counts:
+            raise SchemaError(
+                f"counts: dataset has no 'counts' variable (got {list(counts.data_vars)!r})."
+            )
+        counts = counts[COUNTS]
+    if not isinstance(counts, xr.DataArray) or set(counts.dims) != {DIM_Y, DIM_X, DIM_ENERGY}:
+        raise SchemaError(
+            "counts must be a DataArray (or spectrum-image Dataset) with dims ('y', 'x', 'energy'). "
+            f"Got {getattr(counts, 'dims', type(counts).__name__)!r}."
+        )
+    return counts.transpose(DIM_Y, DIM_X, DIM_ENERGY)
+
+
+def _label_array(label: Any) -> npt.NDArray[np.int64]:
+    if isinstance(label, xr.Dataset):
+        label = label["label"]
+    if isinstance(label, xr.DataArray):
+        label = label.transpose(DIM_Y, DIM_X).values
+    return np.asarray(label).astype(np.int64)
+
+
+def cluster_spectra(
+    counts: xr.DataArray | xr.Dataset,
+    label: xr.DataArray | npt.ArrayLike,
+    *,
+    n_clusters: int | None = None,
+    chunk_pixels: int = 65_536,
+    show_progress: bool = False,
+) -> xr.Dataset:
+    """Summed and mean raw-count spectrum of every cluster, computed chunk by chunk.
+
+    For each block of rows a one-hot ``(cluster, pixel)`` sparse matrix multiplies the block's
+    ``(pixel, energy)`` counts, so only one block (of the original dtype) is in memory at a time;
+    dask-backed counts are computed block by block.
+
+    Parameters
+    ----------
+    counts : xr.DataArray or xr.Dataset
+        Raw counts with dims ``(y, x, energy)`` (numpy or dask), or a spectrum image.
+    label : xr.DataArray or array
+        Cluster index per pixel, dims ``(y, x)``; ``-1`` (unassigned) pixels are left out.
+    n_clusters : int, optional
+        Number of clusters (default ``label.max() + 1``).
+    chunk_pixels : int
+        Pixels per block.
+    show_progress : bool
+        Show a progress bar over blocks.
+
+    Returns
+    -------
+    xr.Dataset
+        ``cluster_sum_spectrum`` and ``cluster_mean_spectrum`` ``(cluster, energy)`` float64,
+        ``n_pixels`` ``(cluster)`` int64. Empty clusters get a zero mean spectrum and a warning.
+
+    Examples
+    --------
+    >>> from sigma._schema import make_spectrum_image
+    >>> c = np.zeros((2, 2, 3), np.uint16); c[0, :, 0] = 2; c[1, :, 2] = 4
+    >>> ds = cluster_spectra(make_spectrum_image(c, energy_scale_kev=0.01), [[0, 0], [1, 1]])
+    >>> ds.cluster_mean_spectrum.values.tolist()
+    [[2.0, 0.0, 0.0], [0.0, 0.0, 4.0]]
+    """
+    da = _counts_da(counts)
+    lab = _label_array(label)
+    ny, nx, ne = da.shape
+    if lab.shape != (ny, nx):
+        raise SchemaError(f"label has shape {lab.shape!r} but counts have (y, x) = {(ny, nx)!r}.")
+    k = int(n_clusters) if n_clusters is not None else int(lab.max()) + 1
+    if k <= 0:
+        raise EmptySelectionError(
+            "cluster_spectra: no pixel has a cluster label >= 0; nothing to sum."
+        )
+    total = np.zeros((k, ne), dtype=np.float64)
+    rows = max(1, int(chunk_pixels) // max(nx, 1))
+    starts = range(0, ny, rows)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="cluster spectra", unit="block")
+    for y0 in starts:
+        block = np.asarray(da.isel({DIM_Y: slice(y0, y0 + rows)}).values).reshape(-1, ne)
+        lb = lab[y0 : y0 + rows].reshape(-1)
+        ok = (lb >= 0) & (lb < k)
+        cols = np.nonzero(ok)[0]
+        onehot = sparse.csr_matrix(
+            (np.ones(cols.size), (lb[ok], cols)), shape=(k, lb.size), dtype=np.float64
+        )
+        total += np.asarray(onehot @ block, dtype=np.float64)
+    n = np.bincount(lab[(lab >= 0) & (lab < k)], minlength=k).astype(np.int64)
+    empty = np.nonzero(n == 0)[0]
+    if empty.size:
+        warnings.warn(
+            f"clusters {empty.tolist()!r} have no pixels; their mean spectrum is set to 0.",
+            stacklevel=2,
+        )
+    mean = total / np.maximum(n, 1)[:, None]
+    coords = (
+        {DIM_CLUSTER: np.arange(k), DIM_ENERGY: da[DIM_ENERGY]}
+        if DIM_ENERGY in da.coords
+        else {DIM_CLUSTER: np.arange(k)}
+    )
+    return xr.Dataset(
+        {
+            "cluster_sum_spectrum": (
+                (DIM_CLUSTER, DIM_ENERGY),
+                total,
+                {"units": "counts", "long_name": "summed raw counts of the cluster"},
+            ),
+            "cluster_mean_spectrum": (
+                (DIM_CLUSTER, DIM_ENERGY),
+                mean,
+                {"units": "counts / pixel", "long_name": "mean raw counts per pixel"},
+            ),
+            "n_pixels": ((DIM_CLUSTER,), n, {"units": "1", "long_name": "pixels per cluster"}),
+        },
+        coords=coords,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# areas and maps
+# --------------------------------------------------------------------------------------------
+def pixel_area(ds: xr.Dataset | xr.DataArray) -> tuple[float, str, tuple[float, float]]:
+    """Return ``(area of one pixel, area units, (dy, dx))`` from the ``y``/``x`` coordinates.
+
+    Examples
+    --------
+    >>> from sigma._schema import spatial_coord
+    >>> ds = xr.Dataset(coords={"y": spatial_coord("y", 3, 0.5, "um"), "x": spatial_coord("x", 3, 0.5, "um")})
+    >>> pixel_area(ds)
+    (0.25, 'um^2', (0.5, 0.5))
+    """
+    steps = []
+    units = []
+    for dim in (DIM_Y, DIM_X):
+        if dim in ds.coords and ds.sizes[dim] > 1:
+            v = np.asarray(ds[dim].values, dtype=np.float64)
+            steps.append(float(abs(v[1] - v[0])))
+            units.append(str(ds[dim].attrs.get("units", "px")))
+        else:
+            steps.append(1.0)
+            units.append(str(ds[dim].attrs.get("units", "px")) if dim in ds.coords else "px")
+    if units[0] != units[1]:
+        raise SchemaError(
+            f"coordinates y and x have different units {units!r}; convert one of them."
+        )
+    return steps[0] * steps[1], f"{units[0]}^2", (steps[0], steps[1])
+
+
+def phase_table(ds: xr.Dataset) -> pd.DataFrame:
+    """One row per cluster: name, colour, pixel count, area (physical units) and area fraction.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        Results dataset with ``label`` ``(y, x)``; ``cluster_name`` / ``cluster_color`` if present.
+    """
+    lab = _label_array(ds["label"])
+    k = ds.sizes[DIM_CLUSTER] if DIM_CLUSTER in ds.sizes else int(lab.max()) + 1
+    n = np.bincount(lab[lab >= 0], minlength=k)[:k]
+    a, units, _ = pixel_area(ds)
+    names = (
+        [str(v) for v in ds["cluster_name"].values]
+        if "cluster_name" in ds
+        else [f"phase {i}" for i in range(k)]
+    )
+    colors = (
+        [str(v) for v in ds["cluster_color"].values] if "cluster_color" in ds else default_colors(k)
+    )
+    return pd.DataFrame(
+        {
+            "cluster": np.arange(k),
+            "name": names,
+            "color": colors,
+            "n_pixels": n.astype(np.int64),
+            f"area_{units}": n * a,
+            "area_fraction": n / max(lab.size, 1),
+        }
+    )
+
+
+def binary_maps(ds: xr.Dataset) -> xr.DataArray:
+    """Boolean maps ``(cluster, y, x)``: True where the pixel's label is the cluster."""
+    lab = ds["label"]
+    k = ds.sizes[DIM_CLUSTER]
+    clusters = xr.DataArray(np.arange(k), dims=DIM_CLUSTER)
+    out = (lab == clusters).transpose(DIM_CLUSTER, DIM_Y, DIM_X)
+    out.attrs = {"long_name": "cluster membership (label == cluster)"}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# X-ray lines
+# --------------------------------------------------------------------------------------------
+def _candidate_line_names(ds: xr.Dataset, lines: Iterable[str] | None) -> list[str]:
+    from sigma.xray import element_lines
+
+    if lines is not None:
+        return list(lines)
+    names = as_str_list(ds.attrs.get("xray_lines"))
+    if names:
+        return names
+    if "feature" in ds.coords:
+        names = [str(v) for v in ds["feature"].values if "_" in str(v)]
+        if names:
+            return names
+    e = ds[DIM_ENERGY].values
+    out = []
+    for el in as_str_list(ds.attrs.get("elements")):
+        out += [
+            n
+            for n, ln in element_lines(el).items()
+            if e[0] <= ln.energy_kev <= e[-1] and ln.weight >= 0.5
+        ]
+    return out
+
+
+def line_enrichment(
+    ds: xr.Dataset,
+    *,
+    lines: Iterable[str] | None = None,
+    mnka_resolution_ev: float | None = None,
+) -> pd.DataFrame:
+    """Share of each cluster's counts inside each X-ray line window, relative to the whole map.
+
+    The window is the line energy +/- 1 FWHM (:func:`sigma.xray.fwhm_kev`). ``fraction`` is the
+    share of the cluster's mean spectrum inside the window; ``enrichment`` divides it by the
+    same share in the map's sum spectrum (1 = like the average pixel, > 1 = richer).
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        Results with ``cluster_mean_spectrum`` ``(cluster, energy)`` (and ``sum_spectrum``).
+    lines : iterable of str, optional
+        Line names (default: attrs ``xray_lines``, else the ``feature`` names, else the
+        strong lines of attrs ``elements`` inside the energy range).
+    mnka_resolution_ev : float, optional
+        Detector resolution (default attrs ``energy_resolution_mnka_ev`` or 130 eV).
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns ``cluster, line, energy_kev, fraction, enrichment``.
+    """
+    from sigma.xray import fwhm_kev, get_line
+
+    names = _candidate_line_names(ds, lines)
+    if not names:
+        raise EmptySelectionError(
+            "line_enrichment: no X-ray lines to compare. Pass lines=['Fe_Ka', ...] or set "
+            "attrs['xray_lines'] / attrs['elements']."
+        )
+    res = float(mnka_resolution_ev or ds.attrs.get("energy_resolution_mnka_ev", 130.0) or 130.0)
+    e = np.asarray(ds[DIM_ENERGY].values, dtype=np.float64)
+    spec = np.asarray(
+        ds["cluster_mean_spectrum"].transpose(DIM_CLUSTER, DIM_ENERGY).values, dtype=np.float64
+    )
+    ref = (
+        np.asarray(ds["sum_spectrum"].values, dtype=np.float64)
+        if "sum_spectrum" in ds
+        else spec.sum(axis=0)
+    )
+    spec_n = spec / np.maximum(spec.sum(axis=1, keepdims=True), 1e-300)
+    ref_n = ref / max(ref.sum(), 1e-300)
+    rows = []
+    for name in names:
+        line = get_line(name)
+        w = float(fwhm_kev(line.energy_kev, res))
+        win = (e >= line.energy_kev - w) & (e <= line.energy_kev + w)
+        if not win.any():
+            continue
+        f_ref = float(ref_n[win].sum())
+        for c in range(spec.shape[0]):
+            f = float(spec_n[c, win].sum())
+            rows.append(
+                (c, name, line.energy_kev, f, f / f_ref if f_ref > 0 else np.inf if f > 0 else 1.0)
+            )
+    return pd.DataFrame(rows, columns=["cluster", "line", "energy_kev", "fraction", "enrichment"])
+
+
+def top_lines(
+    ds: xr.Dataset, *, n: int = 3, lines: Iterable[str] | None = None
+) -> dict[int, list[str]]:
+    """The ``n`` lines most enriched in each cluster (enrichment > 1 only), best first."""
+    table = line_enrichment(ds, lines=lines)
+    out: dict[int, list[str]] = {}
+    for c in range(ds.sizes[DIM_CLUSTER]):
+        sub = table[(table.cluster == c) & (table.enrichment > 1.0)].sort_values(
+            "enrichment", ascending=False
+        )
+        out[c] = sub.line.head(n).tolist()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# NMF
+# --------------------------------------------------------------------------------------------
+def nmf_unmix(
+    spectra: xr.DataArray,
+    *,
+    n_components: int,
+    probability: xr.DataArray | None = None,
+    random_state: int | None = 0,
+    max_iter: int = 2000,
+) -> xr.Dataset:
+    """Unmix cluster spectra into non-negative components (:class:`sklearn.decomposition.NMF`).
+
+    ``spectra ~ nmf_weight @ nmf_spectrum``; component spectra are scaled to unit sum, so a
+    weight is the counts per pixel a component contributes to a cluster's mean spectrum.
+
+    Parameters
+    ----------
+    spectra : xr.DataArray
+        Non-negative ``(cluster, energy)`` spectra (e.g. ``cluster_mean_spectrum``).
+    n_components : int
+        Number of components.
+    probability : xr.DataArray, optional
+        ``(y, x, cluster)`` probabilities; gives ``nmf_abundance`` ``(component, y, x)``: each
+        pixel's share of every component (the probability-weighted component fractions of the
+        clusters; sums to 1 over components).
+    random_state, max_iter
+        Passed to NMF (``init="nndsvda"``).
+
+    Returns
+    -------
+    xr.Dataset
+        ``nmf_spectrum`` ``(component, energy)``, ``nmf_weight`` ``(cluster, component)`` and,
+        with ``probability``, ``nmf_abundance``; attr ``nmf_reconstruction_error``.
+    """
+    from sklearn.decomposition import NMF
+
+    if (
+        isinstance(n_components, bool)
+        or not isinstance(n_components, (int, np.integer))
+        or n_components < 1
+    ):
+        raise ValueError(
+            f"n_components must be an int in the range [1, inf). Got {n_components!r} instead."
+        )
+    X = np.asarray(spectra.transpose(DIM_CLUSTER, DIM_ENERGY).values, dtype=np.float64)
+    if X.shape[0] == 0:
+        raise EmptySelectionError("nmf_unmix: no cluster spectra given.")
+    if np.any(X < 0) or not np.all(np.isfinite(X)):
+        raise SchemaError(
+            "nmf_unmix: spectra must be finite and non-negative (use raw-count spectra)."
+        )
+    if n_components > min(X.shape):
+        raise ValueError(
+            f"n_components={n_components} exceeds min(n_clusters, n_energy) = {min(X.shape)}; use fewer."
+        )
+    model = NMF(
+        n_components=n_components, init="nndsvda", random_state=random_state, max_iter=max_iter
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        W = model.fit_transform(X)
+    if any("converge" in str(w.message).lower() for w in caught):
+        warnings.warn(
+            f"NMF did not converge in max_iter={max_iter} iterations; raise max_iter.", stacklevel=2
+        )
+    H = model.components_
+    s = H.sum(axis=1)
+    s = np.where(s > 0, s, 1.0)
+    H = H / s[:, None]
+    W = W * s[None, :]
+    comp = np.arange(n_components)
+    out = xr.Dataset(
+        {
+            "nmf_spectrum": (
+                (DIM_COMPONENT, DIM_ENERGY),
+                H,
+                {"long_name": "NMF component spectrum (unit sum)"},
+            ),
+            "nmf_weight": (
+                (DIM_CLUSTER, DIM_COMPONENT),
+                W,
+                {"long_name": "NMF weight", "units": "counts / pixel"},
+            ),
+        },
+        coords={DIM_COMPONENT: comp, DIM_CLUSTER: spectra[DIM_CLUSTER].values},
+        attrs={"nmf_reconstruction_error": float(model.reconstruction_err_)},
+    )
+    if DIM_ENERGY in spectra.coords:
+        out = out.assign_coords({DIM_ENERGY: spectra[DIM_ENERGY]})
+    if probability is not None:
+        out["nmf_abundance"] = abundance_maps(out["nmf_weight"], probability)
+    return out
+
+
+def abundance_maps(weight: xr.DataArray, probability: xr.DataArray) -> xr.DataArray:
+    """``(component, y, x)`` float32: probability-weighted component fractions of the clusters."""
+    W = np.asarray(weight.transpose(DIM_CLUSTER, DIM_COMPONENT).values, dtype=np.float64)
+    rs = W.sum(axis=1, keepdims=True)
+    frac = np.divide(W, rs, out=np.zeros_like(W), where=rs > 0)
+    P = probability.transpose(DIM_Y, DIM_X, DIM_CLUSTER)
+    A = np.einsum("yxc,ck->kyx", np.asarray(P.values, dtype=np.float64), frac).astype(np.float32)
+    coords = {d: P[d] for d in (DIM_Y, DIM_X) if d in P.coords}
+    coords[DIM_COMPONENT] = weight[DIM_COMPONENT].values
+    return xr.DataArray(
+        A,
+        dims=(DIM_COMPONENT, DIM_Y, DIM_X),
+        coords=coords,
+        attrs={"long_name": "NMF abundance", "units": "1"},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# particles
+# --------------------------------------------------------------------------------------------
+def particle_statistics(
+    ds: xr.Dataset,
+    cluster: int,
+    *,
+    features: xr.DataArray | None = None,
+    connectivity: int = 2,
+    min_area_px: int = 1,
+) -> pd.DataFrame:
+    """Connected regions (particles) of one cluster with their size, shape and mean features.
+
+    Uses :func:`skimage.measure.label` and :func:`skimage.measure.regionprops_table` with the
+    pixel spacing of the ``y``/``x`` coordinates, so lengths and areas are in physical units.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        Results with ``label`` ``(y, x)`` (and ``features`` ``(y, x, feature)``).
+    cluster : int
+        The cluster.
+    features : xr.DataArray, optional
+        ``(y, x, feature)`` intensities to average per particle (default ``ds.features``).
+    connectivity : {1, 2}
+        4- or 8-connectivity.
+    min_area_px : int
+        Drop particles with fewer pixels.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per particle: ``particle, n_pixels, area, equivalent_diameter,
+        major_axis_length, minor_axis_length, centroid_y, centroid_x`` (units in ``df.attrs``)
+        and ``mean_<feature>`` columns.
+    """
+    from skimage.measure import label as sk_label
+    from skimage.measure import regionprops_table
+
+    lab = _label_array(ds["label"])
+    k = ds.sizes.get(DIM_CLUSTER, int(lab.max()) + 1)
+    if not 0 <= int(cluster) < k:
+        raise EmptySelectionError(f"cluster {cluster!r} does not exist; choose one of 0..{k - 1}.")
+    mask = lab == int(cluster)
+    if not mask.any():
+        raise EmptySelectionError(f"cluster {cluster!r} has no pixels, so it has no particles.")
+    regions = sk_label(mask, connectivity=connectivity)
+    _, units, (dy, dx) = pixel_area(ds)
+    length_units = units[:-2]
+    feats = features if features is not None else (ds["features"] if "features" in ds else None)
+    props = [
+        "label",
+        "area",
+        "num_pixels",
+        "equivalent_diameter_area",
+        "axis_major_length",
+        "axis_minor_length",
+        "centroid",
+    ]
+    intensity = None
+    names: list[str] = []
+    if feats is not None:
+        feats = feats.transpose(DIM_Y, DIM_X, ...)
+        intensity = np.asarray(feats.values, dtype=np.float64)
+        if intensity.ndim == 2:
+            intensity = intensity[..., None]
+        names = [str(v) for v in feats[feats.dims[2]].values] if feats.ndim == 3 else ["intensity"]
+        props.append("intensity_mean")
+    table = regionprops_table(
+        regions, intensity_image=intensity, properties=props, spacing=(dy, dx)
+    )
+    df = pd.DataFrame(
+        {
+            "particle": table["label"],
+            "n_pixels": table["num_pixels"],
+            "area": table["area"],
+            "equivalent_diameter": table["equivalent_diameter_area"],
+            "major_axis_length": table["axis_major_length"],
+            "minor_axis_length": table["axis_minor_length"],
+            "centroid_y": table["centroid-0"],
+            "centroid_x": table["centroid-1"],
+        }
+    )
+    for i, name in enumerate(names):
+        df[f"mean_{name}"] = table[f"intensity_mean-{i}"]
+    df = df[df.n_pixels >= min_area_px].reset_index(drop=True)
+    df.attrs = {"cluster": int(cluster), "area_units": units, "length_units": length_units}
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# edits: merge, split, rename, recolour
+# --------------------------------------------------------------------------------------------
+def _check_cluster(ds: xr.Dataset, c: Any, arg: str = "cluster") -> int:
+    k = ds.sizes[DIM_CLUSTER]
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= int(c) < k:
+        raise EmptySelectionError(f"{arg}={c!r} is not a cluster; choose an int in 0..{k - 1}.")
+    return int(c)
+
+
+def _log_edit(ds: xr.Dataset, entry: dict[str, Any]) -> dict[str, Any]:
+    from sigma._schema import append_history
+
+    attrs = append_history(dict(ds.attrs), json.dumps(entry))
+    info = json.loads(attrs.get("clustering", "{}") or "{}")
+    info.setdefault("edits", []).append(entry)
+    info["n_components"] = None  # set by the caller
+    attrs["clustering"] = json.dumps(info)
+    return attrs
+
+
+def _finish(ds: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
+    info = json.loads(attrs["clustering"])
+    info["n_components"] = int(ds.sizes[DIM_CLUSTER])
+    attrs["clustering"] = json.dumps(info)
+    ds.attrs = attrs
+    ds = ds.assign_coords({DIM_CLUSTER: np.arange(ds.sizes[DIM_CLUSTER])})
+    if "nmf_weight" in ds and "nmf_abundance" in ds and "probability" in ds:
+        ds["nmf_abundance"] = abundance_maps(ds["nmf_weight"], ds["probability"]).assign_attrs(
+            ds["nmf_abundance"].attrs
+        )
+    return ds
+
+
+def merge_clusters(ds: xr.Dataset, clusters: Sequence[int]) -> xr.Dataset:
+    """Merge ``clusters`` into the lowest of them; returns a new dataset, clusters renumbered.
+
+    Probabilities, summed spectra, pixel counts and NMF weights add (weights pixel-weighted);
+    the mean spectrum is the new sum over the new count; GMM mean and covariance are moment
+    matched. Name and colour of the lowest cluster are kept.
+    """
+    idx = sorted({_check_cluster(ds, c, "clusters") for c in clusters})
+    if len(idx) < 2:
+        raise EmptySelectionError(
+            f"merge_clusters needs at least 2 distinct clusters. Got {list(clusters)!r}."
+        )
+    target, others = idx[0], idx[1:]
+    k = ds.sizes[DIM_CLUSTER]
+    keep = [c for c in range(k) if c not in others]
+    attrs = _log_edit(ds, {"edit": "merge", "clusters": idx})
+    out = ds.copy(deep=True)
+    sel = xr.DataArray(idx, dims=DIM_CLUSTER)
+    n = (
+        out["n_pixels"].isel({DIM_CLUSTER: sel}).values.astype(np.float64)
+        if "n_pixels" in out
+        else np.ones(len(idx))
+    )
+    if "probability" in out:
+        p = out["probability"]
+        out["probability"] = (
+            xr.where(
+                p[DIM_CLUSTER] == target,
+                p.isel({DIM_CLUSTER: sel}).sum(DIM_CLUSTER),
+                p,
+                keep_attrs=True,
+            )
+            .astype(p.dtype)
+            .transpose(*p.dims)
+        )
+    if "label" in out:
+        lab = out["label"].values.copy()
+        lab[np.isin(lab, others)] = target
+        remap = -np.ones(k + 1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        out["label"] = out["label"].copy(
+            data=np.where(lab >= 0, remap[lab], -1).astype(out["label"].dtype)
+        )
+    for var in ("cluster_sum_spectrum", "n_pixels"):
+        if var in out:
+            v = out[var]
+            out[var] = (
+                xr.where(
+                    v[DIM_CLUSTER] == target,
+                    v.isel({DIM_CLUSTER: sel}).sum(DIM_CLUSTER),
+                    v,
+                    keep_attrs=True,
+                )
+                .astype(v.dtype)
+                .transpose(*v.dims)
+            )
+    if "cluster_mean_spectrum" in out and "cluster_sum_spectrum" in out and "n_pixels" in out:
+        m = out["cluster_mean_spectrum"]
+        merged = out["cluster_sum_spectrum"].sel({DIM_CLUSTER: target}) / max(float(n.sum()), 1.0)
+        out["cluster_mean_spectrum"] = xr.where(
+            m[DIM_CLUSTER] == target, merged, m, keep_attrs=True
+        ).transpose(*m.dims)
+    w_n = n / n.sum() if n.sum() > 0 else np.full(len(idx), 1 / len(idx))
+    if "nmf_weight" in out:
+        W = out["nmf_weight"].values.copy()
+        W[target] = w_n @ W[idx]
+        out["nmf_weight"] = out["nmf_weight"].copy(data=W)
+    if "gmm_mean" in out and "gmm_covariance" in out:
+        wts = out["gmm_weight"].values[idx] if "gmm_weight" in out else w_n
+        wts = wts / wts.sum()
+        M = out["gmm_mean"].values.copy()
+        C = out["gmm_covariance"].values.copy()
+        mu = wts @ M[idx]
+        diff = M[idx] - mu
+        C[target] = np.einsum("k,kij->ij", wts, C[idx]) + np.einsum("k,ki,kj->ij", wts, diff, diff)
+        M[target] = mu
+        out["gmm_mean"] = out["gmm_mean"].copy(data=M)
+        out["gmm_covariance"] = out["gmm_covariance"].copy(data=C)
+        if "gmm_weight" in out:
+            gw = out["gmm_weight"].values.copy()
+            gw[target] = out["gmm_weight"].values[idx].sum()
+            out["gmm_weight"] = out["gmm_weight"].copy(data=gw)
+    out = out.isel({DIM_CLUSTER: keep})
+    return _finish(out, attrs)
+
+
+def split_cluster(
+    ds: xr.Dataset,
+    cluster: int,
+    *,
+    counts: xr.DataArray | xr.Dataset | None = None,
+    random_state: int | None = 0,
+) -> xr.Dataset:
+    """Split one cluster in two by refitting a 2-component GMM on its pixels' embedding.
+
+    The first half keeps the index, name and colour; the second is appended as the last
+    cluster. The cluster's probability is shared between the halves by the 2-component
+    responsibilities of every pixel, so probabilities still sum to 1.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        Results with ``embedding`` ``(y, x, latent)``, ``label`` and ``probability``.
+    cluster : int
+        The cluster to split.
+    counts : xr.DataArray or xr.Dataset, optional
+        Raw counts ``(y, x, energy)``: needed to recompute the spectra of the halves (and their
+        NMF weights). Without them those spectra are NaN, with a warning.
+    random_state : int, optional
+        Seed of the 2-component fit.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    c = _check_cluster(ds, cluster)
+    for var in ("embedding", "label", "probability"):
+        if var not in ds:
+            raise SchemaError(
+                f"split_cluster needs the variable {var!r}; the dataset has {list(ds.data_vars)!r}."
+            )
+    lab = _label_array(ds["label"])
+    emb = ds["embedding"].transpose(DIM_Y, DIM_X, DIM_LATENT)
+    E = np.asarray(emb.values, dtype=np.float64).reshape(-1, emb.shape[2])
+    mask = (lab == c).reshape(-1)
+    if mask.sum() < 2:
+        raise EmptySelectionError(
+            f"cluster {c} has {int(mask.sum())} pixel(s); at least 2 are needed to split it."
+        )
+    center = E[mask].mean(axis=0)
+    scale = E[mask].std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    g = GaussianMixture(2, n_init=2, random_state=random_state).fit((E[mask] - center) / scale)
+    r = g.predict_proba((E - center) / scale)
+    k = ds.sizes[DIM_CLUSTER]
+    new = k
+    attrs = _log_edit(ds, {"edit": "split", "cluster": c, "random_state": random_state})
+
+    # extend every cluster variable by one (copy of cluster c, then fix)
+    out = xr.concat(
+        [ds, ds.isel({DIM_CLUSTER: [c]})],
+        dim=DIM_CLUSTER,
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="override",
+    )
+    for name, var in ds.data_vars.items():  # variables without a cluster dim: take them unchanged
+        if DIM_CLUSTER not in var.dims:
+            out[name] = var
+    out.attrs = dict(ds.attrs)
+    out = out.assign_coords({DIM_CLUSTER: np.arange(k + 1)})
+    ny, nx = lab.shape
+    P = np.asarray(
+        out["probability"].transpose(DIM_Y, DIM_X, DIM_CLUSTER).values, dtype=np.float64
+    ).copy()
+    pc = P[..., c].copy()
+    P[..., c] = pc * r[:, 0].reshape(ny, nx)
+    P[..., new] = pc * r[:, 1].reshape(ny, nx)
+    out["probability"] = xr.DataArray(
+        P.astype(ds["probability"].dtype),
+        dims=(DIM_Y, DIM_X, DIM_CLUSTER),
+        coords=out["probability"].transpose(DIM_Y, DIM_X, DIM_CLUSTER).coords,
+        attrs=ds["probability"].attrs,
+    ).transpose(*ds["probability"].dims)
+    lab2 = lab.copy()
+    half = np.argmax(r, axis=1).reshape(ny, nx)
+    lab2[(lab == c) & (half == 1)] = new
+    lab_da = ds["label"].transpose(DIM_Y, DIM_X)
+    out["label"] = lab_da.copy(data=lab2.astype(lab_da.dtype))
+    if "n_pixels" in out:
+        out["n_pixels"] = out["n_pixels"].copy(
+            data=np.bincount(lab2[lab2 >= 0], minlength=k + 1)[: k + 1].astype(
+                out["n_pixels"].dtype
+            )
+        )
+    if "gmm_mean" in out:
+        S = np.diag(scale)
+        M = out["gmm_mean"].values.copy()
+        C = out["gmm_covariance"].values.copy()
+        for j, tgt in enumerate((c, new)):
+            M[tgt] = center + scale * g.means_[j]
+            C[tgt] = S @ g.covariances_[j] @ S
+        out["gmm_mean"] = out["gmm_mean"].copy(data=M)
+        out["gmm_covariance"] = out["gmm_covariance"].copy(data=C)
+        if "gmm_weight" in out:
+            gw = out["gmm_weight"].values.copy()
+            total = ds["gmm_weight"].values[c]
+            gw[c], gw[new] = total * g.weights_[0], total * g.weights_[1]
+            out["gmm_weight"] = out["gmm_weight"].copy(data=gw)
+    if "cluster_name" in out:
+        names = [str(v) for v in out["cluster_name"].values]
+        names[new] = f"{names[c]} (split)"
+        out["cluster_name"] = out["cluster_name"].copy(data=np.array(names))
+    if "cluster_color" in out:
+        cols = [str(v) for v in out["cluster_color"].values]
+        cols[new] = next(
+            (col for col in default_colors(k + 21) if col not in cols[:new]), "#000000"
+        )
+        out["cluster_color"] = out["cluster_color"].copy(data=np.array(cols))
+    spectra_vars = [v for v in ("cluster_sum_spectrum", "cluster_mean_spectrum") if v in out]
+    if spectra_vars:
+        if counts is not None:
+            fresh = cluster_spectra(counts, lab2, n_clusters=k + 1)
+            for v in spectra_vars:
+                arr = out[v].values.copy()
+                arr[[c, new]] = fresh[v].values[[c, new]]
+                out[v] = out[v].copy(data=arr)
+            if "nmf_weight" in out and "nmf_spectrum" in out:
+                H = np.asarray(out["nmf_spectrum"].transpose(DIM_COMPONENT, DIM_ENERGY).values)
+                W = out["nmf_weight"].values.copy()
+                for tgt in (c, new):
+                    W[tgt] = nnls(H.T, fresh["cluster_mean_spectrum"].values[tgt])[0]
+                out["nmf_weight"] = out["nmf_weight"].copy(data=W)
+        else:
+            warnings.warn(
+                f"split_cluster: no raw counts given, so the spectra (and NMF weights) of clusters {c} "
+                f"and {new} are set to NaN. Pass counts=<the spectrum image> to recompute them.",
+                stacklevel=2,
+            )
+            for v in [*spectra_vars, *(["nmf_weight"] if "nmf_weight" in out else [])]:
+                arr = out[v].values.astype(np.float64).copy()
+                arr[[c, new]] = np.nan
+                out[v] = out[v].copy(data=arr)
+    return _finish(out, attrs)
+
+
+def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
+    """Return a copy with ``cluster_name[cluster] = name``."""
+    c = _check_cluster(ds, cluster)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty str. Got {name!r} instead.")
+    k = ds.sizes[DIM_CLUSTER]
+    names = (
+        [str(v) for v in ds["cluster_name"].values]
+        if "cluster_name" in ds
+        else [f"phase {i}" for i in range(k)]
+    )
+    names[c] = name.strip()
+    out = ds.copy()
+    out["cluster_name"] = xr.DataArray(
+        np.array(names),
+        dims=DIM_CLUSTER,
+        coords={DIM_CLUSTER: ds[DIM_CLUSTER]},
+        attrs={"long_name": "cluster name"},
+    )
+    attrs = _log_edit(ds, {"edit": "rename", "cluster": c, "name": name.strip()})
+    return _finish(out, attrs)
+
+
+def recolor_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
+    """Return a copy with ``cluster_color[cluster]`` set to ``color`` (any matplotlib colour, stored ``#rrggbb``)."""
+    from matplotlib.colors import to_hex
+
+    c = _check_cluster(ds, cluster)
+    try:
+        hexcol = to_hex(color, keep_alpha=False)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"color {color!r} is not a colour; use '#rrggbb' or a matplotlib name like 'tab:red'."
+        ) from err
+    k = ds.sizes[DIM_CLUSTER]
+    cols = (
+        [str(v) for v in ds["cluster_color"].values] if "cluster_color" in ds else default_colors(k)
+    )
+    cols[c] = hexcol
+    out = ds.copy()
+    out["cluster_color"] = xr.DataArray(
+        np.array(cols),
+        dims=DIM_CLUSTER,
+        coords={DIM_CLUSTER: ds[DIM_CLUSTER]},
+        attrs={"long_name": "cluster colour"},
+    )
+    attrs = _log_edit(ds, {"edit": "recolor", "cluster": c, "color": hexcol})
+    return _finish(out, attrs)

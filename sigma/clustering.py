@@ -1,0 +1,940 @@
+"""Clustering of the latent space: Gaussian mixtures, automatic number of phases, label maps.
+
+Everything here wraps scikit-learn (:class:`~sklearn.mixture.GaussianMixture`,
+:class:`~sklearn.mixture.BayesianGaussianMixture`, :class:`~sklearn.cluster.KMeans`,
+:class:`~sklearn.cluster.HDBSCAN`); nothing is reimplemented.
+
+The automatic number of phases
+------------------------------
+Clusters in an autoencoder latent space are rarely Gaussian: they are curved, elongated and of
+very different sizes. A Gaussian mixture then needs several components per phase, so the BIC keeps
+falling with ``k`` and its minimum (SIGMA's rule) over-counts the phases, or never appears.
+sigma separates the two questions *how many Gaussians describe the density* and *how many
+separate phases are there* (Hennig 2010, "Methods for merging Gaussian mixture components";
+Li, Ray & Lindsay 2007, "A nonparametric statistical approach to clustering via mode
+identification"):
+
+1. standardise the latent (per dimension) and fit on a random subsample (``n_fit`` points);
+2. BIC sweep ``k = 1 .. k_max`` (``n_init`` starts each, fixed seeds). The number of Gaussians is
+   the smallest ``k`` whose BIC lies within ``bic_tolerance`` of the sweep's minimum, measured as a
+   fraction of the total BIC improvement (default 0: the minimum, or ``k_max`` when the curve never
+   turns up - more Gaussians than phases is harmless here, too few is not);
+3. *responsibility-overlap merging*: for Gaussians ``i, j`` with responsibilities ``r``,
+   ``overlap = sum_n min(r_ni, r_nj) / min(sum_n r_ni, sum_n r_nj)`` is the share of the smaller
+   component's points the two explain together. Gaussians tiling one curved or elongated blob
+   share many boundary points (overlap ~0.05-0.5); Gaussians of blobs separated by a gap share
+   none (< 0.005 on the test latents). Phases are the connected components of the graph
+   ``overlap >= overlap_threshold`` (default 0.02); this follows the idea of merging mixture
+   components by their misclassification overlap (Hennig 2010, "Methods for merging Gaussian
+   mixture components"; Baudry et al. 2010, "Combining mixture components for clustering");
+4. phases holding less than ``min_cluster_fraction`` of the points join the phase they overlap
+   most (a 1 % phase is kept; the default limit is 0.2 %).
+
+A phase's probability is the summed responsibility of its Gaussians; its mean and covariance
+(for ellipses) are the moment-matched mean and covariance of its Gaussians, in the original
+latent units. The BIC and ICL curves and the number of phases each ``k`` of the sweep would give
+are returned so the user can look (:func:`plot_model_selection`) and override with an integer
+``n_components``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import HDBSCAN, KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+from sigma._schema import DIM_CLUSTER, DIM_LATENT, DIM_X, DIM_Y
+from sigma.exceptions import EmptySelectionError, SchemaError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AutoGaussianMixture",
+    "cluster",
+    "fit_gmm",
+    "fit_bgmm",
+    "smooth_probabilities",
+    "plot_model_selection",
+    "DIM_PIXEL",
+    "DIM_K",
+]
+
+Method = Literal["gmm", "bgmm", "kmeans", "hdbscan"]
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+
+#: dim of flat (non-spatial) inputs
+DIM_PIXEL = "pixel"
+#: dim of the model-selection curve
+DIM_K = "n_components_tried"
+
+_METHODS = ("gmm", "bgmm", "kmeans", "hdbscan")
+
+
+# --------------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------------
+def _as_points(latent: Any) -> tuple[npt.NDArray[np.float64], dict[str, Any] | None]:
+    """Return ``(points (n, d) float64, spatial info or None)`` from an array or DataArray."""
+    spatial: dict[str, Any] | None = None
+    if isinstance(latent, xr.Dataset):
+        if "embedding" not in latent:
+            raise SchemaError(
+                f"latent: got a Dataset without an 'embedding' variable (variables "
+                f"{list(latent.data_vars)!r}). Pass the (y, x, latent) DataArray instead."
+            )
+        latent = latent["embedding"]
+    if isinstance(latent, xr.DataArray):
+        if DIM_Y in latent.dims and DIM_X in latent.dims:
+            if latent.ndim != 3 or DIM_LATENT not in latent.dims:
+                raise SchemaError(
+                    f"latent: a spatial DataArray must have dims ('y', 'x', 'latent'). Got "
+                    f"{latent.dims!r}. Rename the latent dim, e.g. da.rename({{'dim_2': 'latent'}})."
+                )
+            latent = latent.transpose(DIM_Y, DIM_X, DIM_LATENT)
+            spatial = {
+                "coords": {d: latent[d] for d in (DIM_Y, DIM_X) if d in latent.coords},
+                "shape": latent.shape[:2],
+            }
+            arr = np.asarray(latent.values, dtype=np.float64).reshape(-1, latent.shape[2])
+        else:
+            if latent.ndim != 2:
+                raise SchemaError(
+                    f"latent: expected dims (pixel, latent) or (y, x, latent). Got {latent.dims!r}."
+                )
+            arr = np.asarray(latent.values, dtype=np.float64)
+    else:
+        arr = np.asarray(latent, dtype=np.float64)
+        if arr.ndim == 3:
+            spatial = {"coords": {}, "shape": arr.shape[:2]}
+            arr = arr.reshape(-1, arr.shape[2])
+        elif arr.ndim != 2:
+            raise SchemaError(
+                f"latent: expected an array of shape (n_pixels, n_latent) or (y, x, n_latent). Got "
+                f"shape {arr.shape!r}."
+            )
+    if arr.shape[0] == 0:
+        raise EmptySelectionError("latent: got 0 points; at least one pixel is needed to cluster.")
+    if not np.all(np.isfinite(arr)):
+        n_bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise SchemaError(
+            f"latent: {n_bad} points hold NaN or inf. Drop or fill them before clustering "
+            "(e.g. check the encoder input for empty pixels)."
+        )
+    return arr, spatial
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int in the range [{low}, inf). Got {value!r} instead.")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# the estimator
+# --------------------------------------------------------------------------------------------
+class AutoGaussianMixture(ClusterMixin, BaseEstimator):
+    """Gaussian mixture whose components are merged into phases; number of phases found automatically.
+
+    See the module docstring for the rule. Follows scikit-learn: ``__init__`` only stores,
+    :meth:`fit` returns ``self``, learned attributes end in ``_``.
+
+    Parameters
+    ----------
+    n_components : "auto" or int
+        Number of phases. An int fits exactly that many Gaussians and merges nothing.
+    k_max : int
+        Largest number of Gaussians tried by the sweep.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+        As in :class:`~sklearn.mixture.GaussianMixture`.
+    n_init : int
+        Initialisations per fit (best kept).
+    standardize : bool
+        Scale each latent dim to zero mean, unit variance before fitting.
+    bayesian : bool
+        Use :class:`~sklearn.mixture.BayesianGaussianMixture` (Dirichlet-process prior) with
+        ``k_max`` components instead of a BIC sweep; components with weight below
+        ``1 / (10 * k_max)`` are pruned before merging.
+    n_fit : int or None
+        Fit on a random subsample of this many points (``None``: all).
+    bic_tolerance : float
+        Elbow rule: smallest ``k`` whose BIC is within this fraction of the total improvement of
+        the sweep's minimum (0: the minimum itself).
+    overlap_threshold : float
+        Gaussians whose responsibility overlap (module docstring) reaches this value, in (0, 1),
+        belong to the same phase.
+    min_cluster_fraction : float
+        Phases with a smaller fraction of the points are merged into a neighbour.
+    max_iter : int
+        EM iterations per fit.
+    random_state : int or None
+        Seed for subsampling and initialisation.
+
+    Attributes
+    ----------
+    gaussian_ : GaussianMixture or BayesianGaussianMixture
+        The fitted mixture (in standardised units when ``standardize``).
+    component_cluster_ : ndarray of int, shape (n_gaussians,)
+        Phase of each Gaussian.
+    n_components_ : int
+        Number of phases.
+    means_, covariances_ : ndarray
+        Moment-matched mean ``(n_components_, d)`` and covariance ``(n_components_, d, d)`` of
+        each phase, in the original latent units.
+    weights_ : ndarray, shape (n_components_,)
+        Mixture weight of each phase.
+    k_tried_, bic_, icl_, n_phases_ : ndarray
+        The sweep: number of Gaussians, BIC, ICL and the number of phases after merging.
+    n_gaussians_ : int
+        Number of Gaussians chosen by the elbow rule.
+    center_, scale_ : ndarray, shape (d,)
+        Standardisation.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 0.3, (300, 2)), rng.normal(5, 0.3, (200, 2))])
+    >>> AutoGaussianMixture(k_max=4, n_init=1).fit(X).n_components_
+    2
+    """
+
+    def __init__(
+        self,
+        n_components: int | Literal["auto"] = "auto",
+        *,
+        k_max: int = 16,
+        covariance_type: CovarianceType = "full",
+        n_init: int = 2,
+        standardize: bool = True,
+        bayesian: bool = False,
+        n_fit: int | None = 20_000,
+        bic_tolerance: float = 0.0,
+        overlap_threshold: float = 0.02,
+        min_cluster_fraction: float = 0.002,
+        max_iter: int = 200,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.k_max = k_max
+        self.covariance_type = covariance_type
+        self.n_init = n_init
+        self.standardize = standardize
+        self.bayesian = bayesian
+        self.n_fit = n_fit
+        self.bic_tolerance = bic_tolerance
+        self.overlap_threshold = overlap_threshold
+        self.min_cluster_fraction = min_cluster_fraction
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if self.n_components != "auto":
+            _check_int("n_components", self.n_components, 1)
+        _check_int("k_max", self.k_max, 1)
+        _check_int("n_init", self.n_init, 1)
+        if self.covariance_type not in ("full", "tied", "diag", "spherical"):
+            raise ValueError(
+                f"covariance_type must be one of 'full', 'tied', 'diag', 'spherical'. Got "
+                f"{self.covariance_type!r} instead."
+            )
+        if not 0 < self.overlap_threshold < 1:
+            raise ValueError(
+                f"overlap_threshold must be a float in the range (0, 1). Got {self.overlap_threshold!r} instead."
+            )
+        if not 0 <= self.bic_tolerance < 1:
+            raise ValueError(
+                f"bic_tolerance must be a float in [0, 1). Got {self.bic_tolerance!r} instead."
+            )
+        if self.n_fit is not None:
+            _check_int("n_fit", self.n_fit, 2)
+
+    def _transform(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        return (np.asarray(X, dtype=np.float64) - self.center_) / self.scale_
+
+    def _new_gmm(self, k: int, seed: int) -> GaussianMixture | BayesianGaussianMixture:
+        common = dict(
+            covariance_type=self.covariance_type,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            random_state=seed,
+            reg_covar=1e-6,
+        )
+        if self.bayesian:
+            return BayesianGaussianMixture(
+                n_components=k, weight_concentration_prior_type="dirichlet_process", **common
+            )
+        return GaussianMixture(n_components=k, **common)
+
+    def _fit_one(self, Z: npt.NDArray[np.float64], k: int, seed: int) -> GaussianMixture:
+        model = self._new_gmm(k, seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(Z)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            warnings.warn(
+                f"the Gaussian mixture with {k} components did not converge in max_iter="
+                f"{self.max_iter} iterations; results may be poor. Raise max_iter.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return model
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, X: npt.ArrayLike, y: Any = None) -> AutoGaussianMixture:
+        """Fit the mixture and find the phases; returns ``self``."""
+        self._check_params()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise EmptySelectionError(
+                f"X must be a non-empty (n_samples, n_features) array. Got shape {X.shape!r}."
+            )
+        rng = np.random.default_rng(self.random_state)
+        if self.standardize:
+            self.center_ = X.mean(axis=0)
+            scale = X.std(axis=0)
+            self.scale_ = np.where(scale > 0, scale, 1.0)
+        else:
+            self.center_ = np.zeros(X.shape[1])
+            self.scale_ = np.ones(X.shape[1])
+        Z = self._transform(X)
+        if self.n_fit is not None and Z.shape[0] > self.n_fit:
+            Z = Z[np.sort(rng.choice(Z.shape[0], self.n_fit, replace=False))]
+        seed = int(rng.integers(2**31 - 1))
+        n = Z.shape[0]
+
+        if self.n_components != "auto":
+            k = int(self.n_components)
+            if k > n:
+                raise ValueError(
+                    f"n_components={k} is larger than the number of points ({n}). Use fewer components."
+                )
+            self.gaussian_ = self._fit_one(Z, k, seed)
+            self.component_cluster_ = np.arange(k)
+            self.k_tried_ = np.array([k])
+            self.bic_ = np.array([self._bic(self.gaussian_, Z)])
+            self.icl_ = np.array([self._icl(self.gaussian_, Z, self.bic_[0])])
+            self.n_phases_ = np.array([k])
+            self.n_gaussians_ = k
+        elif self.bayesian:
+            k = min(self.k_max, n)
+            model = self._fit_one(Z, k, seed)
+            keep = model.weights_ >= 1.0 / (10 * k)
+            self.gaussian_ = model
+            self.k_tried_ = np.array([k])
+            self.bic_ = np.array([np.nan])
+            self.icl_ = np.array([np.nan])
+            self.n_gaussians_ = int(keep.sum())
+            self.component_cluster_ = self._merge(model, Z, active=keep)
+            self.n_phases_ = np.array([int(self.component_cluster_.max()) + 1])
+        else:
+            ks = np.arange(1, min(self.k_max, n) + 1)
+            models = [self._fit_one(Z, int(k), seed) for k in ks]
+            bic = np.array([self._bic(m, Z) for m in models])
+            icl = np.array([self._icl(m, Z, b) for m, b in zip(models, bic, strict=True)])
+            k_best = self._elbow(ks, bic)
+            phases = [self._merge(m, Z) for m in models]
+            self.k_tried_, self.bic_, self.icl_ = ks, bic, icl
+            self.n_phases_ = np.array([int(p.max()) + 1 for p in phases])
+            self.n_gaussians_ = int(k_best)
+            self.gaussian_ = models[k_best - 1]
+            self.component_cluster_ = phases[k_best - 1]
+        self._set_cluster_params()
+        logger.info(
+            "AutoGaussianMixture: %d Gaussians -> %d phases", self.n_gaussians_, self.n_components_
+        )
+        return self
+
+    @staticmethod
+    def _bic(model: Any, Z: npt.NDArray[np.float64]) -> float:
+        if isinstance(model, GaussianMixture):
+            return float(model.bic(Z))
+        return float("nan")
+
+    @staticmethod
+    def _icl(model: Any, Z: npt.NDArray[np.float64], bic: float) -> float:
+        """ICL = BIC + 2 * assignment entropy (lower is better, as BIC)."""
+        resp = model.predict_proba(Z)
+        entropy = -np.sum(resp * np.log(np.clip(resp, 1e-300, None)))
+        return float(bic + 2.0 * entropy)
+
+    def _elbow(self, ks: npt.NDArray[np.int_], bic: npt.NDArray[np.float64]) -> int:
+        i_min = int(np.argmin(bic))
+        total = bic[0] - bic[i_min]
+        if total <= 0:
+            return int(ks[0])
+        within = np.nonzero(bic[: i_min + 1] - bic[i_min] <= self.bic_tolerance * total)[0]
+        return int(ks[int(within[0])])
+
+    # -- merging -----------------------------------------------------------------------------
+    def _merge(
+        self, model: Any, Z: npt.NDArray[np.float64], active: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.int_]:
+        """Map each Gaussian of ``model`` to a phase (responsibility-overlap graph).
+
+        ``overlap[i, j] = sum_n min(r_ni, r_nj) / min(sum_n r_ni, sum_n r_nj)``: the share of the
+        smaller component's points that the two components explain together. Gaussians that tile
+        one non-Gaussian blob share many points; Gaussians of blobs separated by a gap share none.
+        Phases are the connected components of ``overlap >= overlap_threshold``.
+        """
+        k = model.means_.shape[0]
+        if active is None:
+            active = np.ones(k, dtype=bool)
+        if k == 1 or active.sum() <= 1:
+            return np.zeros(k, dtype=int)
+        R = model.predict_proba(Z)
+        mass = R.sum(axis=0)
+        overlap = np.zeros((k, k))
+        for i in range(k):
+            overlap[i] = np.minimum(R[:, i : i + 1], R).sum(axis=0)
+        overlap /= np.maximum(np.minimum(mass[:, None], mass[None, :]), 1e-12)
+        np.fill_diagonal(overlap, 0.0)
+        adj = (overlap >= self.overlap_threshold) & active[:, None] & active[None, :]
+        _n, root = connected_components(csr_matrix(adj), directed=False)
+        # pruned (inactive) components join the phase they overlap most
+        idx = np.nonzero(active)[0]
+        for i in np.nonzero(~active)[0]:
+            root[i] = root[idx[np.argmax(overlap[i, idx])]]
+        frac = mass / Z.shape[0]
+        # tiny phases join the phase they overlap most
+        while True:
+            uniq = np.unique(root)
+            if uniq.size <= 1:
+                break
+            pm = {r: frac[root == r].sum() for r in uniq}
+            small = min(uniq, key=lambda r: pm[r])
+            if pm[small] >= self.min_cluster_fraction:
+                break
+            members = root == small
+            link = {r: overlap[np.ix_(members, root == r)].max() for r in uniq if r != small}
+            root[members] = max(link, key=lambda r: link[r])
+        # renumber phases by decreasing mass (largest phase is 0)
+        uniq = np.unique(root)
+        masses = np.array([frac[root == r].sum() for r in uniq])
+        order = uniq[np.argsort(-masses, kind="stable")]
+        remap = {r: i for i, r in enumerate(order)}
+        return np.array([remap[r] for r in root], dtype=int)
+
+    def _set_cluster_params(self) -> None:
+        g = self.gaussian_
+        k, d = g.means_.shape
+        cov = _full_covariances(g)
+        n_c = int(self.component_cluster_.max()) + 1
+        S = np.diag(self.scale_)
+        means = np.zeros((n_c, d))
+        covs = np.zeros((n_c, d, d))
+        weights = np.zeros(n_c)
+        for c in range(n_c):
+            sel = self.component_cluster_ == c
+            w = g.weights_[sel]
+            wn = w / w.sum()
+            mu = wn @ g.means_[sel]
+            diff = g.means_[sel] - mu
+            cv = np.einsum("k,kij->ij", wn, cov[sel]) + np.einsum("k,ki,kj->ij", wn, diff, diff)
+            means[c] = self.center_ + self.scale_ * mu
+            covs[c] = S @ cv @ S
+            weights[c] = w.sum()
+        self.n_components_ = n_c
+        self.means_, self.covariances_, self.weights_ = means, covs, weights
+
+    # -- predict --------------------------------------------------------------------------------
+    def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Phase membership probabilities, shape ``(n_samples, n_components_)``; rows sum to 1."""
+        resp = self.gaussian_.predict_proba(self._transform(X))
+        out = np.zeros((resp.shape[0], self.n_components_))
+        np.add.at(out.T, self.component_cluster_, resp.T)
+        return out
+
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int_]:
+        """Most probable phase of each sample."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def fit_predict(self, X: npt.ArrayLike, y: Any = None) -> npt.NDArray[np.int_]:
+        """Fit and return the phase of each sample."""
+        return self.fit(X).predict(X)
+
+
+def _full_covariances(g: Any) -> npt.NDArray[np.float64]:
+    k, d = g.means_.shape
+    if g.covariance_type == "full":
+        return np.asarray(g.covariances_)
+    if g.covariance_type == "tied":
+        return np.broadcast_to(g.covariances_, (k, d, d)).copy()
+    if g.covariance_type == "diag":
+        return np.stack([np.diag(c) for c in g.covariances_])
+    return np.stack([np.eye(d) * c for c in g.covariances_])
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------
+def cluster(
+    latent: Any,
+    *,
+    method: Method = "gmm",
+    n_components: int | Literal["auto"] = "auto",
+    covariance_type: CovarianceType = "full",
+    n_init: int = 2,
+    k_max: int = 16,
+    random_state: int | None = 0,
+    standardize: bool = True,
+    n_fit: int | None = 20_000,
+    overlap_threshold: float = 0.02,
+    min_cluster_size: int = 50,
+) -> xr.Dataset:
+    """Cluster latent points into phases.
+
+    Parameters
+    ----------
+    latent : array or xr.DataArray
+        ``(n_pixels, n_latent)`` array, or DataArray with dims ``(y, x, latent)`` (or an
+        ``(y, x, n_latent)`` array); spatial input gives spatial outputs.
+    method : {"gmm", "bgmm", "kmeans", "hdbscan"}
+        ``gmm``: :class:`AutoGaussianMixture` (BIC sweep + phase merging when ``"auto"``);
+        ``bgmm``: the same with a Dirichlet-process Bayesian GMM instead of the sweep;
+        ``kmeans``: k-means (``"auto"`` takes ``k`` from the ``gmm`` rule), hard probabilities;
+        ``hdbscan``: density clustering, ``n_components`` must be ``"auto"``; noise gets label -1
+        and uniform probabilities.
+    n_components : "auto" or int
+        Number of phases.
+    covariance_type, n_init, k_max, random_state, standardize, n_fit, overlap_threshold
+        See :class:`AutoGaussianMixture`.
+    min_cluster_size : int
+        HDBSCAN's ``min_cluster_size`` (on the fitted subsample).
+
+    Returns
+    -------
+    xr.Dataset
+        ``label`` (int16; dims ``(y, x)`` or ``(pixel,)``), ``probability`` (float32; dims
+        ``(y, x, cluster)`` or ``(pixel, cluster)``), ``gmm_mean`` ``(cluster, latent)`` and
+        ``gmm_covariance`` ``(cluster, latent, latent_b)`` in latent units, ``gmm_weight``
+        ``(cluster)``, the sweep ``model_selection_score`` (BIC), ``model_selection_icl`` and
+        ``model_selection_n_phases`` along ``n_components_tried``, and attr ``clustering`` (JSON).
+
+    Raises
+    ------
+    EmptySelectionError
+        If ``latent`` has no points.
+    ValueError
+        For a bad ``method`` or ``n_components``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 0.3, (300, 2)), rng.normal(5, 0.3, (100, 2))])
+    >>> ds = cluster(X, k_max=4, n_init=1)
+    >>> ds.sizes["cluster"], float(ds.probability.sum("cluster").min()) > 0.999
+    (2, True)
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS!r}. Got {method!r} instead.")
+    if n_components != "auto":
+        _check_int("n_components", n_components, 1)
+    X, spatial = _as_points(latent)
+    n, d = X.shape
+    info: dict[str, Any] = {
+        "method": method,
+        "random_state": random_state,
+        "standardize": standardize,
+        "n_fit": n_fit,
+    }
+    sweep: tuple[Any, Any, Any, Any] | None = None
+    means = covs = weights = None
+    if method in ("gmm", "bgmm"):
+        est = AutoGaussianMixture(
+            n_components,
+            k_max=k_max,
+            covariance_type=covariance_type,
+            n_init=n_init,
+            standardize=standardize,
+            bayesian=method == "bgmm",
+            n_fit=n_fit,
+            overlap_threshold=overlap_threshold,
+            random_state=random_state,
+        ).fit(X)
+        prob = est.predict_proba(X)
+        means, covs, weights = est.means_, est.covariances_, est.weights_
+        sweep = (est.k_tried_, est.bic_, est.icl_, est.n_phases_)
+        info.update(
+            n_components=int(est.n_components_),
+            n_gaussians=int(est.n_gaussians_),
+            criterion=(
+                "user"
+                if n_components != "auto"
+                else "bgmm-pruning+mode-merging"
+                if method == "bgmm"
+                else "bic-elbow+mode-merging"
+            ),
+            covariance_type=covariance_type,
+            n_init=n_init,
+            k_max=k_max,
+            overlap_threshold=overlap_threshold,
+            component_cluster=[int(c) for c in est.component_cluster_],
+        )
+    elif method == "kmeans":
+        if n_components == "auto":
+            auto = AutoGaussianMixture(
+                k_max=k_max,
+                n_init=n_init,
+                n_fit=n_fit,
+                standardize=standardize,
+                overlap_threshold=overlap_threshold,
+                random_state=random_state,
+            ).fit(X)
+            k = int(auto.n_components_)
+            sweep = (auto.k_tried_, auto.bic_, auto.icl_, auto.n_phases_)
+        else:
+            k = int(n_components)
+        scaler = _Scaler(X, standardize)
+        Z = scaler(X)
+        Zfit = _subsample(Z, n_fit, random_state)
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(Zfit)
+        lab = km.predict(Z)
+        prob = np.eye(k)[lab]
+        info.update(n_components=k, criterion="user" if n_components != "auto" else "gmm-auto-k")
+        means, covs, weights = _label_moments(X, lab, k)
+    else:
+        if n_components != "auto":
+            raise ValueError(
+                f"method='hdbscan' finds the number of clusters itself; n_components must be 'auto'. "
+                f"Got {n_components!r}. Use method='gmm' or 'kmeans' for a fixed number."
+            )
+        scaler = _Scaler(X, standardize)
+        Z = scaler(X)
+        idx = _subsample_index(Z.shape[0], n_fit, random_state)
+        hd = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit(Z[idx])
+        fit_lab = hd.labels_
+        k = int(fit_lab.max()) + 1
+        if k == 0:
+            raise EmptySelectionError(
+                f"HDBSCAN found no cluster (all points noise) with min_cluster_size={min_cluster_size}. "
+                "Lower min_cluster_size or use method='gmm'."
+            )
+        # extend to all points: nearest labelled (non-noise) fitted point within the noise scale
+        from sklearn.neighbors import KNeighborsClassifier
+
+        ok = fit_lab >= 0
+        knn = KNeighborsClassifier(n_neighbors=1).fit(Z[idx][ok], fit_lab[ok])
+        lab = knn.predict(Z)
+        lab[idx[~ok]] = -1
+        prob = np.zeros((n, k))
+        prob[lab >= 0, lab[lab >= 0]] = 1.0
+        prob[lab < 0] = 1.0 / k
+        info.update(
+            n_components=k,
+            criterion="hdbscan",
+            min_cluster_size=min_cluster_size,
+            n_noise=int((lab < 0).sum()),
+        )
+        means, covs, weights = _label_moments(X, lab, k)
+    label = np.where(prob.max(axis=1) > 0, np.argmax(prob, axis=1), -1)
+    if method == "hdbscan":
+        label = lab
+    k = prob.shape[1]
+    return _package(label, prob, means, covs, weights, sweep, spatial, d, info)
+
+
+class _Scaler:
+    def __init__(self, X: npt.NDArray[np.float64], standardize: bool) -> None:
+        self.c = X.mean(axis=0) if standardize else np.zeros(X.shape[1])
+        s = X.std(axis=0) if standardize else np.ones(X.shape[1])
+        self.s = np.where(s > 0, s, 1.0)
+
+    def __call__(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return (X - self.c) / self.s
+
+
+def _subsample_index(n: int, n_fit: int | None, random_state: int | None) -> npt.NDArray[np.int_]:
+    if n_fit is None or n <= n_fit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(random_state).choice(n, n_fit, replace=False))
+
+
+def _subsample(
+    Z: npt.NDArray[np.float64], n_fit: int | None, random_state: int | None
+) -> npt.NDArray[np.float64]:
+    return Z[_subsample_index(Z.shape[0], n_fit, random_state)]
+
+
+def _label_moments(
+    X: npt.NDArray[np.float64], lab: npt.NDArray[np.int_], k: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    d = X.shape[1]
+    means = np.zeros((k, d))
+    covs = np.zeros((k, d, d))
+    weights = np.zeros(k)
+    for c in range(k):
+        pts = X[lab == c]
+        weights[c] = pts.shape[0] / X.shape[0]
+        means[c] = pts.mean(axis=0)
+        covs[c] = np.cov(pts, rowvar=False).reshape(d, d) if pts.shape[0] > 1 else np.eye(d) * 1e-12
+    return means, covs, weights
+
+
+def _package(
+    label: Any,
+    prob: Any,
+    means: Any,
+    covs: Any,
+    weights: Any,
+    sweep: Any,
+    spatial: dict[str, Any] | None,
+    d: int,
+    info: dict[str, Any],
+) -> xr.Dataset:
+    k = prob.shape[1]
+    coords: dict[str, Any] = {
+        DIM_CLUSTER: np.arange(k),
+        DIM_LATENT: np.arange(d),
+        "latent_b": np.arange(d),
+    }
+    if spatial is not None:
+        ny, nx = spatial["shape"]
+        coords.update(spatial["coords"])
+        label_da = xr.DataArray(label.reshape(ny, nx).astype(np.int16), dims=(DIM_Y, DIM_X))
+        prob_da = xr.DataArray(
+            prob.reshape(ny, nx, k).astype(np.float32), dims=(DIM_Y, DIM_X, DIM_CLUSTER)
+        )
+    else:
+        label_da = xr.DataArray(label.astype(np.int16), dims=(DIM_PIXEL,))
+        prob_da = xr.DataArray(prob.astype(np.float32), dims=(DIM_PIXEL, DIM_CLUSTER))
+    label_da.attrs = {"long_name": "cluster label", "units": "1", "description": "-1 = unassigned"}
+    prob_da.attrs = {"long_name": "cluster membership probability", "units": "1"}
+    data = {
+        "label": label_da,
+        "probability": prob_da,
+        "gmm_mean": xr.DataArray(
+            np.asarray(means, dtype=np.float64),
+            dims=(DIM_CLUSTER, DIM_LATENT),
+            attrs={"long_name": "cluster mean in latent units"},
+        ),
+        "gmm_covariance": xr.DataArray(
+            np.asarray(covs, dtype=np.float64),
+            dims=(DIM_CLUSTER, DIM_LATENT, "latent_b"),
+            attrs={"long_name": "cluster covariance in latent units"},
+        ),
+        "gmm_weight": xr.DataArray(
+            np.asarray(weights, dtype=np.float64),
+            dims=(DIM_CLUSTER,),
+            attrs={"long_name": "mixture weight", "units": "1"},
+        ),
+    }
+    if sweep is not None:
+        ks, bic, icl, nph = sweep
+        coords[DIM_K] = np.asarray(ks, dtype=np.int64)
+        data["model_selection_score"] = xr.DataArray(
+            np.asarray(bic, dtype=np.float64),
+            dims=(DIM_K,),
+            attrs={"long_name": "BIC", "units": "1"},
+        )
+        data["model_selection_icl"] = xr.DataArray(
+            np.asarray(icl, dtype=np.float64),
+            dims=(DIM_K,),
+            attrs={"long_name": "ICL", "units": "1"},
+        )
+        data["model_selection_n_phases"] = xr.DataArray(
+            np.asarray(nph, dtype=np.int64),
+            dims=(DIM_K,),
+            attrs={"long_name": "phases after merging"},
+        )
+        info["n_components_tried"] = [int(v) for v in ks]
+    return xr.Dataset(data, coords=coords, attrs={"clustering": json.dumps(info)})
+
+
+def fit_gmm(
+    latent: Any,
+    *,
+    n_components: int | Literal["auto"] = "auto",
+    covariance_type: CovarianceType = "full",
+    n_init: int = 2,
+    random_state: int | None = 0,
+    standardize: bool = True,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Gaussian-mixture clustering; ``cluster(latent, method="gmm", ...)``.
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> int(fit_gmm(X, n_components=2).sizes["cluster"])
+    2
+    """
+    return cluster(
+        latent,
+        method="gmm",
+        n_components=n_components,
+        covariance_type=covariance_type,
+        n_init=n_init,
+        random_state=random_state,
+        standardize=standardize,
+        **kwargs,
+    )
+
+
+def fit_bgmm(
+    latent: Any,
+    *,
+    n_components: int | Literal["auto"] = "auto",
+    k_max: int = 16,
+    random_state: int | None = 0,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Bayesian (Dirichlet-process) Gaussian mixture; ``cluster(latent, method="bgmm", ...)``."""
+    return cluster(
+        latent,
+        method="bgmm",
+        n_components=n_components,
+        k_max=k_max,
+        random_state=random_state,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# spatial regularisation
+# --------------------------------------------------------------------------------------------
+def smooth_probabilities(
+    clustering: xr.Dataset | xr.DataArray,
+    *,
+    sigma: float = 1.0,
+    mode: Literal["gaussian", "uniform"] = "gaussian",
+    size: int = 3,
+) -> xr.Dataset:
+    """Smooth the ``(y, x, cluster)`` probabilities over neighbouring pixels, renormalise, relabel.
+
+    Noisy low-count pixels then no longer salt the phase map; regions larger than the kernel keep
+    their labels.
+
+    Parameters
+    ----------
+    clustering : xr.Dataset or xr.DataArray
+        A dataset with ``probability`` (and optionally ``label``) with dims ``(y, x, cluster)``,
+        or the probability DataArray itself.
+    sigma : float
+        Gaussian standard deviation in pixels (``mode="gaussian"``).
+    mode : {"gaussian", "uniform"}
+        :func:`scipy.ndimage.gaussian_filter` or :func:`scipy.ndimage.uniform_filter`.
+    size : int
+        Window size in pixels (``mode="uniform"``).
+
+    Returns
+    -------
+    xr.Dataset
+        A copy with smoothed ``probability`` (rows sum to 1) and ``label`` = argmax; unassigned
+        pixels (label -1) stay unassigned.
+
+    Examples
+    --------
+    >>> p = np.zeros((5, 5, 2), np.float32); p[..., 0] = 1; p[2, 2] = (0, 1)
+    >>> ds = xr.Dataset({"probability": (("y", "x", "cluster"), p)})
+    >>> int(smooth_probabilities(ds).label[2, 2])
+    0
+    """
+    if isinstance(clustering, xr.DataArray):
+        ds = clustering.to_dataset(name="probability")
+    else:
+        ds = clustering
+    if "probability" not in ds:
+        raise SchemaError(f"clustering: no 'probability' variable (got {list(ds.data_vars)!r}).")
+    p = ds["probability"]
+    if set(p.dims) != {DIM_Y, DIM_X, DIM_CLUSTER}:
+        raise SchemaError(
+            f"smooth_probabilities needs probability dims ('y', 'x', 'cluster'). Got {p.dims!r}."
+        )
+    p = p.transpose(DIM_Y, DIM_X, DIM_CLUSTER)
+    arr = np.asarray(p.values, dtype=np.float64)
+    if mode == "gaussian":
+        if not sigma > 0:
+            raise ValueError(f"sigma must be a positive number of pixels. Got {sigma!r} instead.")
+        sm = ndimage.gaussian_filter(arr, sigma=(sigma, sigma, 0), mode="nearest")
+    elif mode == "uniform":
+        _check_int("size", size, 1)
+        sm = ndimage.uniform_filter(arr, size=(size, size, 1), mode="nearest")
+    else:
+        raise ValueError(f"mode must be 'gaussian' or 'uniform'. Got {mode!r} instead.")
+    total = sm.sum(axis=2, keepdims=True)
+    sm = np.divide(sm, total, out=np.full_like(sm, 1.0 / sm.shape[2]), where=total > 0)
+    label = np.argmax(sm, axis=2).astype(np.int16)
+    if "label" in ds:
+        old = np.asarray(ds["label"].transpose(DIM_Y, DIM_X).values)
+        label = np.where(old < 0, old, label).astype(np.int16)
+    out = ds.copy()
+    out["probability"] = p.copy(data=sm.astype(p.dtype))
+    attrs = (
+        dict(ds["label"].attrs) if "label" in ds else {"long_name": "cluster label", "units": "1"}
+    )
+    out["label"] = xr.DataArray(
+        label,
+        dims=(DIM_Y, DIM_X),
+        coords={d: p[d] for d in (DIM_Y, DIM_X) if d in p.coords},
+        attrs=attrs,
+    )
+    info = json.loads(ds.attrs.get("clustering", "{}"))
+    info["smoothing"] = {"mode": mode, "sigma": sigma, "size": size}
+    out.attrs["clustering"] = json.dumps(info)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+def plot_model_selection(clustering: xr.Dataset, *, ax: Any = None) -> Figure:
+    """Plot the BIC / ICL sweep and the number of phases each ``k`` gives; returns the Figure.
+
+    Parameters
+    ----------
+    clustering : xr.Dataset
+        Output of :func:`cluster` (or a results dataset) with ``model_selection_score``.
+    ax : matplotlib Axes, optional
+        Axes to draw on (a new figure otherwise).
+    """
+    import matplotlib.pyplot as plt
+
+    if "model_selection_score" not in clustering:
+        raise EmptySelectionError(
+            "plot_model_selection: the dataset has no 'model_selection_score' (no sweep was run: "
+            "n_components was given). Cluster with n_components='auto' to get a curve."
+        )
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    else:
+        fig = ax.figure
+    ks = clustering[DIM_K].values
+    ax.plot(ks, clustering["model_selection_score"].values, "o-", label="BIC")
+    if "model_selection_icl" in clustering:
+        ax.plot(ks, clustering["model_selection_icl"].values, "s--", label="ICL")
+    ax.set_xlabel("number of Gaussians k")
+    ax.set_ylabel("criterion (lower is better)")
+    info = json.loads(clustering.attrs.get("clustering", "{}"))
+    if "n_gaussians" in info:
+        ax.axvline(
+            info["n_gaussians"], color="0.5", ls=":", label=f"chosen k = {info['n_gaussians']}"
+        )
+    if "model_selection_n_phases" in clustering:
+        ax2 = ax.twinx()
+        ax2.step(
+            ks,
+            clustering["model_selection_n_phases"].values,
+            where="mid",
+            color="C3",
+            label="phases",
+        )
+        ax2.set_ylabel("phases after merging", color="C3")
+    title = f"{info.get('n_components', '?')} phases ({info.get('criterion', '')})"
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="small")
+    return fig

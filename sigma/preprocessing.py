@@ -884,11 +884,15 @@ def pca_features(
             s2 += xtx.toarray() if hasattr(xtx, "toarray") else np.asarray(xtx, dtype=np.float64)
         mean = s1 / n_pix
         cov = (s2 - n_pix * np.outer(mean, mean)) / max(n_pix - 1, 1)
-        evals, evecs = np.linalg.eigh(cov)
+        from scipy.linalg import eigh
+
+        # only the top n_components eigenpairs; the total variance is the trace
+        evals, evecs = eigh(cov, subset_by_index=[ne - n_components, ne - 1])
         order = np.argsort(evals)[::-1]
         evals = np.clip(evals[order], 0, None)
-        comps = evecs[:, order[:n_components]].T
-        ratio = evals[:n_components] / evals.sum() if evals.sum() > 0 else np.zeros(n_components)
+        comps = evecs[:, order].T
+        total_var = float(np.trace(cov))
+        ratio = evals / total_var if total_var > 0 else np.zeros(n_components)
     else:
         from sklearn.decomposition import IncrementalPCA
 

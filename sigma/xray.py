@@ -455,6 +455,13 @@ def find_xray_peaks(
         peaks.append(SpectrumPeak(centre, float(net), float(bg), float(sig)))
     if not peaks:
         return []
+    # maxima closer than half a FWHM are one peak (noise on a peak top): keep the stronger
+    merged: list[SpectrumPeak] = []
+    for p in sorted(peaks, key=lambda p: -p.net_counts):
+        half_fwhm = 0.5 * float(fwhm_kev(p.energy_kev, mnka_resolution_ev))
+        if all(abs(p.energy_kev - q.energy_kev) > half_fwhm for q in merged):
+            merged.append(p)
+    peaks = merged
     top = max(p.net_counts for p in peaks)
     kept = [p for p in peaks if p.significance >= min_significance and p.net_counts >= min_relative_intensity * top]
     return sorted(kept, key=lambda p: -p.net_counts)
@@ -478,16 +485,20 @@ def identify_lines(
     beam can excite) with the best score:
 
     - +1 for the peak itself, and for every other detected peak that one of the element's lines
-      explains, +min(1, 2 * that line's weight) (an element whose Ka explains the peak and whose
-      La explains another beats a lone coincidence; minor lines add little);
-    - + the line's weight within its shell (prefer ``Ka``/``La``/``Ma`` over minor lines);
+      explains, +min(1, 2 * that line's strength) (an element whose Ka explains the peak and whose
+      La explains another beats a lone coincidence; minor lines add little). A line's strength is
+      its :func:`generated_weights` value at the beam energy (its table weight when the beam
+      energy is unknown), so lines the atom hardly emits (``K_Ll``, ``Pd_Mz``) count for little;
+    - + the line's weight within its shell, capped by its strength (prefer ``Ka``/``La``/``Ma``);
     - +0.25 for a K line: a lone peak is more often a K line, whose shell puts nearly all its
       intensity in one family, than an M line whose element shows no other line;
     - -2 for every other line of the same shell that should be detectable at the observed
       intensity (table weight ratio) but has no peak, or one less than a quarter of the predicted
       size (this rejects e.g. ``Ta_Lb1`` for a peak whose ``Ta_La`` is missing); weaker lines
       within 2 FWHM of the peak, and lines within 2 FWHM of another peak, may hide in a shoulder
-      and are not counted.
+      and are not counted; -2 likewise for a line of another shell whose generated intensity
+      predicts a peak but nothing above 3 % of that is seen (this rejects ``K_Ll`` for a C peak
+      when K Ka is weak, or ``Pd_Mz`` when the Pd L lines are missing);
 
     Lines weaker than 4.5 % of their shell's main line do not claim peaks, and elements without
     stable isotopes (Tc, Pm, Po ... Pa) are never proposed. Ties go to the line closest in energy. Every peak the chosen element explains is then marked
@@ -613,10 +624,31 @@ def identify_lines(
                 if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.25 * predicted:
                     penalty += 1
                     matches.pop(j, None) if j is not None else None
+            # across shells, generated intensities (fluorescence yield, ionisation at this beam
+            # energy) say how strong each line is relative to the element's strongest line
+            gen = _generated_cached(cand.element, beam) if beam is not None else {}
+
+            def strength(ln: XrayLine, gen: dict[str, float] = gen) -> float:
+                return gen.get(ln.name, 0.0) if gen else ln.weight
+
+            if gen and strength(cand) > 0:
+                for ln in lines.values():
+                    if ln.shell == cand.shell or strength(ln) <= strength(cand):
+                        continue
+                    predicted = peak.net_counts * strength(ln) / strength(cand)
+                    fwhm_l = float(fwhm_kev(ln.energy_kev, mnka_resolution_ev))
+                    observed = max(
+                        (p.net_counts for p in peaks if abs(p.energy_kev - ln.energy_kev) <= 2.0 * fwhm_l),
+                        default=0.0,
+                    )
+                    # lenient (3 %): absorption and detector efficiency move cross-shell ratios a lot
+                    if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.03 * predicted:
+                        penalty += 1
             support = sum(
-                min(1.0, 2.0 * lines[name].weight) for j, name in matches.items() if j != k and name in lines
+                min(1.0, 2.0 * strength(lines[name])) for j, name in matches.items() if j != k and name in lines
             )
-            score = 1.0 + support + cand.weight - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
+            own = min(cand.weight, strength(cand) / max(gen.values())) if gen else cand.weight
+            score = 1.0 + support + own - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
             logger.debug(
                 "peak %.3f keV: %s explains %s, penalty %d, score %.2f",
                 peak.energy_kev, cand.name, sorted(matches.values()), penalty, score,
@@ -659,3 +691,9 @@ def _artefact_of(peak: SpectrumPeak, stronger: list[SpectrumPeak], tolerance_kev
             ) <= tolerance_kev:
                 return f"the sum peak of {p.energy_kev:.3f} and {q.energy_kev:.3f} keV"
     return ""
+
+
+@functools.lru_cache(maxsize=1024)
+def _generated_cached(element: str, beam_energy_kev: float) -> dict[str, float]:
+    """:func:`generated_weights`, cached (it queries xraydb for every edge)."""
+    return generated_weights(element, beam_energy_kev)

@@ -173,3 +173,25 @@ def test_exspy_reference_spectrum(eds_sem_tm002):
     assert ds.attrs["beam_energy_kev"] == 10.0
     assert ds.attrs["elements"] == ["Al", "C", "Cu", "Mn", "Zr"]
     assert ds.attrs["energy_resolution_mnka_ev"] == 130.0
+
+
+def test_real_file_without_spectrum_image():
+    path = hyperspy_test_file("emd_files/example_image.emd")
+    with pytest.raises(
+        NoSpectrumImageError, match=r"example_image\.emd.*no spectrum image.*\(3, 3\)"
+    ):
+        load(path)
+
+
+def test_over_16_bit_counts_stay_uint32():
+    ds = load(hyperspy_test_file("bruker_data/over16bit.bcf"))
+    assert ds.counts.shape == (3, 4, 4096)
+    assert ds.counts.dtype == np.uint32
+    assert int(ds.counts.max()) > np.iinfo(np.uint16).max
+
+
+def test_bruker_spx_single_spectrum():
+    ds = load(hyperspy_test_file("bruker_data/bruker_nano.spx"))
+    assert ds.counts.shape == (1, 1, 4096)
+    assert ds.attrs["elements"] == ["Cu", "Fe", "S"]
+    assert ds.attrs["beam_energy_kev"] == 15.0

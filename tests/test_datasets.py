@@ -354,3 +354,28 @@ def test_demo_scene_full_size():
     assert truth.sizes["phase"] == 8
     assert len(np.unique(truth.label.values)) == 8
     assert elapsed < 30.0
+
+
+def test_eager_equals_chunked_with_the_same_blocks():
+    # small cubes are sampled eagerly as one block starting at (0, 0): same stream as one chunk
+    kw = {"counts_per_pixel": 50.0, "seed": 3, **SMALL}
+    eager, _ = synthetic_sem((20, 24), **kw)
+    lazy, _ = synthetic_sem((20, 24), chunks=(20, 24), **kw)
+    np.testing.assert_array_equal(eager.counts.values, lazy.counts.data.compute())
+
+
+def test_lazy_graph_pickles_for_distributed():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    ds, _ = synthetic_sem((12, 12), chunks=6, seed=2, n_channels=128, show_progress=False)
+    clone = cloudpickle.loads(cloudpickle.dumps(ds.counts.data))
+    np.testing.assert_array_equal(clone.compute(), ds.counts.data.compute())
+
+
+def test_energy_offset_moves_zero_peak_not_lines():
+    ds, truth = synthetic_sem(
+        (8, 8), energy_offset_kev=-0.1, n_channels=512, seed=0, show_progress=False
+    )
+    spectrum = truth.phase_spectrum.sel(phase="quartz").values
+    assert int(np.argmax(spectrum[:30])) == _channel(ds, 0.0) == 10
+    si = _channel(ds, get_line("Si_Ka").energy_kev)
+    assert abs(int(np.argmax(spectrum[100:])) + 100 - si) <= 1

@@ -40,6 +40,7 @@ from sigma._schema import (
     DIM_X,
     DIM_Y,
     append_history,
+    as_str_list,
     energy_coord,
     make_spectrum_image,
 )
@@ -397,7 +398,7 @@ def _simulate(
             "counts_per_pixel": float(counts_per_pixel),
             "blur_px": float(blur),
             "geometry": geometry,
-            "history": list(attrs["history"]),
+            "history": as_str_list(attrs["history"]),
         },
     )
     logger.debug(

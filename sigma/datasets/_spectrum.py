@@ -299,8 +299,8 @@ def phase_spectrum(
         area = np.asarray(areas) * detector_efficiency(e_line, window=window)
         if geometry == "bulk":
             area *= _absorption(phase, e_line, np.asarray(edge_e), beam_energy_kev, takeoff_deg)
-        sig = fwhm_kev(e_line, mnka_resolution_ev) / 2.3548
-        cdf = ndtr((edges[None, :] - e_line[:, None]) / sig[:, None])
+        sig_line = fwhm_kev(e_line, mnka_resolution_ev) / 2.3548
+        cdf = ndtr((edges[None, :] - e_line[:, None]) / sig_line[:, None])
         spectrum = spectrum + (area[:, None] * np.diff(cdf, axis=1)).sum(axis=0)
 
     signal = float(spectrum.sum())

@@ -5,6 +5,11 @@ without loading them whole. ``counts`` is chunked ``(Y, X, all channels)``: ever
 whole spectra, which is what per-pixel preprocessing reads. Reader options (``--downsample``,
 ``--cutoff-at-kv``, ``--rebin-energy`` ...) are applied while reading.
 
+How much of the input is in memory at once depends on its reader (RosettaSciIO): sigma
+NetCDF/Zarr, HyperSpy, Ripple and EDAX files are read block by block; a Bruker ``.bcf`` hypermap
+is one compressed stream that is decoded whole (use ``--downsample``/``--cutoff-at-kv`` to shrink
+it while decoding), and Velox ``.emd`` event streams are decoded whole as well.
+
 Examples
 --------
 .. code-block:: console

@@ -176,6 +176,22 @@ def _uniform_chunks(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def _refuse_overwriting_own_source(ds: xr.Dataset, target: Path) -> None:
+    """Raise if lazily loaded ``ds`` still reads from ``target`` (overwriting would destroy it)."""
+    if all(var.chunks is None for var in ds.variables.values()):
+        return
+    sources = {ds.encoding.get("source")} | {
+        v.encoding.get("source") for v in ds.variables.values()
+    }
+    resolved = target.resolve()
+    if any(src and Path(src).resolve() == resolved for src in sources):
+        raise ValueError(
+            f"cannot overwrite {os.fspath(target)!r}: the dataset was opened lazily from that "
+            "same file and still reads from it. Load it into memory first (ds.load()), or write "
+            "to another path."
+        )
+
+
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``ds`` to NetCDF (h5netcdf engine) or Zarr, chosen by the extension of ``path``.
 
@@ -195,6 +211,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: boo
                 "asked. "
                 "Pass overwrite=True (or --overwrite on the command line), or choose another path."
             )
+        _refuse_overwriting_own_source(ds, target)
         if target.is_dir():
             shutil.rmtree(target)
         else:

@@ -179,3 +179,14 @@ def test_save_errors(tmp_path, spectrum_image):
     (tmp_path / "junk.nc").write_bytes(b"junk")
     with pytest.raises(CorruptFileError, match=r"junk\.nc"):
         open_dataset(tmp_path / "junk.nc")
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_refuses_to_overwrite_the_file_a_lazy_dataset_reads_from(tmp_path, spectrum_image, ext):
+    path = save(spectrum_image, tmp_path / f"cube.{ext}")
+    lazy = open_dataset(path, lazy=True)
+    with pytest.raises(ValueError, match=r"opened lazily from that same file.*ds\.load\(\)"):
+        save(lazy, path, overwrite=True)
+    _assert_exact(spectrum_image, open_dataset(path))  # still intact
+    save(lazy.load(), path, overwrite=True)  # in memory: fine
+    _assert_exact(spectrum_image, open_dataset(path))

@@ -170,3 +170,16 @@ def test_ddp_two_cpu_processes_through_the_cli(tmp_path: Path, features_file: Pa
     with xr.open_dataset(features_file, engine="h5netcdf") as ds:
         expected = encode(model, ds.load(), show_progress=False)
     np.testing.assert_allclose(_latent(out), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sem_eds", "tem_eds", "demo"])
+def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_training_cli(
+            ["fit", "--config", str(REPO / "configs" / f"{name}.yaml"), "--print_config"]
+        )
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "hidden_dims:" in out
+    assert "save_last: true" in out
+    assert f"runs/{name}/embedding.nc" in out

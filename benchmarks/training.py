@@ -1,0 +1,224 @@
+"""Training throughput and time to convergence of sigma's autoencoder on the demo scene.
+
+Measures, on the CPU of this machine (no GPU is measured here):
+
+1. throughput (pixels/s over one epoch) of a SIGMA-style loop: a per-sample ``Dataset``,
+   ``DataLoader(batch_size=32, shuffle=True)`` and a plain PyTorch loop, as emsigma trains;
+2. throughput of sigma's Lightning training (``SpectralDataModule`` tensor slicing) at batch
+   sizes 32, 256, 1024 and 4096, same SIGMA-size network (F -> 512 -> 256 -> 128 -> 2);
+3. time to convergence at the default settings (batch 1024, Adam 1e-4, ReduceLROnPlateau,
+   EarlyStopping on val/loss), epochs until early stopping;
+4. encode throughput over all pixels, and the adjusted Rand index of a GMM (k = number of
+   phases) on the latent space against the scene's ground truth, as a sanity check of quality.
+
+Run:  .venv/bin/python benchmarks/training.py [--quick]
+Writes benchmarks/results/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import xarray as xr
+from lightning.pytorch.callbacks import EarlyStopping
+
+from sigma.datamodule import SpectralDataModule
+from sigma.encoding import encode
+from sigma.model import AutoEncoder
+
+OUT = Path(__file__).resolve().parent / "results" / "training.json"
+
+
+def demo_features() -> tuple[xr.Dataset, np.ndarray | None, str]:
+    """The demo scene's SIGMA features and truth labels; random features if unavailable."""
+    try:
+        from sigma.datasets import demo_scene
+        from sigma.preprocessing import Preprocessor
+
+        t0 = time.perf_counter()
+        raw, truth = demo_scene(show_progress=False)
+        feats = Preprocessor.sigma_default()(raw).load()
+        labels = np.asarray(truth["label"].values).reshape(-1)
+        return (
+            feats,
+            labels,
+            f"demo_scene + Preprocessor.sigma_default ({time.perf_counter() - t0:.1f} s)",
+        )
+    except ImportError as err:  # simulator/preprocessing not available
+        rng = np.random.default_rng(0)
+        z = rng.normal(size=(280, 512, 12)).astype(np.float32)
+        f = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        ds = xr.Dataset({"features": (("y", "x", "feature"), f.astype(np.float32))},
+                        coords={"feature": [f"f{i}" for i in range(12)]})  # fmt: skip
+        return ds, None, f"random softmax features, F=12 ({err})"
+
+
+class _PerSample(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor(self.x[i], dtype=torch.float32)
+
+
+def sigma_style_loop(flat: np.ndarray, max_batches: int) -> dict[str, Any]:
+    """emsigma-like loop: per-sample Dataset, DataLoader(batch_size=32, shuffle=True)."""
+    torch.manual_seed(0)
+    model = AutoEncoder(n_features=flat.shape[1])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loader = torch.utils.data.DataLoader(_PerSample(flat), batch_size=32, shuffle=True)
+    n = 0
+    t0 = time.perf_counter()
+    for b, x in enumerate(loader):
+        if b >= max_batches:
+            break
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), x)
+        loss.backward()
+        opt.step()
+        n += x.shape[0]
+    dt = time.perf_counter() - t0
+    return {"batch_size": 32, "pixels": n, "seconds": dt, "pixels_per_s": n / dt}
+
+
+def lightning_throughput(
+    ds: xr.Dataset, batch_size: int, max_batches: int | None
+) -> dict[str, Any]:
+    """One training epoch (or ``max_batches``) through Lightning with SpectralDataModule."""
+    pl.seed_everything(0, verbose=False)
+    dm = SpectralDataModule.from_dataset(ds, batch_size=batch_size, val_fraction=0.0)
+    dm.setup("fit")
+    model = AutoEncoder(n_features=dm.n_features, monitor="train/loss")
+    n_batches = (
+        len(dm.train_dataloader())
+        if max_batches is None
+        else min(max_batches, len(dm.train_dataloader()))
+    )
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=n_batches,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    dt = time.perf_counter() - t0
+    n = min(n_batches * batch_size, dm.train_indices.size)
+    return {"batch_size": batch_size, "pixels": n, "seconds": dt, "pixels_per_s": n / dt}
+
+
+def convergence(
+    ds: xr.Dataset, labels: np.ndarray | None, max_epochs: int, patience: int, lr: float
+) -> dict[str, Any]:
+    """Train with the demo config's settings until early stopping; encode; GMM ARI vs truth."""
+    pl.seed_everything(0, verbose=False)
+    dm = SpectralDataModule.from_dataset(ds, batch_size=1024, val_fraction=0.1, seed=0)
+    dm.setup("fit")
+    model = AutoEncoder(n_features=dm.n_features, lr=lr)
+    stop = EarlyStopping(monitor="val/loss", patience=patience, min_delta=0.0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, callbacks=[stop],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    latent = encode(model, ds, show_progress=False).reshape(-1, model.hparams.latent_dim)
+    encode_s = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "lr_start": lr,
+        "max_epochs": max_epochs,
+        "early_stopping_patience": patience,
+        "epochs_run": trainer.current_epoch,
+        "stopped_early": bool(stop.stopped_epoch),
+        "train_seconds": train_s,
+        "seconds_per_epoch": train_s / max(trainer.current_epoch, 1),
+        "final_val_loss": float(trainer.callback_metrics["val/loss"]),
+        "final_val_explained_variance": float(trainer.callback_metrics["val/explained_variance"]),
+        "final_lr": trainer.optimizers[0].param_groups[0]["lr"],
+        "encode_seconds": encode_s,
+        "encode_pixels_per_s": latent.shape[0] / encode_s,
+    }
+    if labels is not None:
+        from sklearn.metrics import adjusted_rand_score
+        from sklearn.mixture import GaussianMixture
+
+        k = int(np.unique(labels[labels >= 0]).size)
+        pred = GaussianMixture(k, covariance_type="full", random_state=0).fit_predict(latent)
+        result["gmm_k"] = k
+        result["gmm_ari_vs_truth"] = float(adjusted_rand_score(labels, pred))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer batches and epochs")
+    parser.add_argument("--max-epochs", type=int, default=30, help="as configs/demo.yaml")
+    parser.add_argument("--patience", type=int, default=5, help="as configs/demo.yaml")
+    parser.add_argument("--lr", type=float, default=1e-3, help="as configs/demo.yaml")
+    parser.add_argument("--sigma-batches", type=int, default=300, help="batches of 32 timed")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice; 1 is far faster on a busy shared CPU)",
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    ds, labels, source = demo_features()
+    flat = ds["features"].transpose("y", "x", "feature").values.reshape(-1, ds.sizes["feature"])
+    print(f"features: {flat.shape[0]} pixels x {flat.shape[1]} from {source}", flush=True)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "gpu": "not measured (no GPU on this machine)",
+            "load_average_at_start": os.getloadavg(),
+            "note": "2-core machine shared with ~6 engineers: absolute numbers are inflated "
+            "by other jobs; compare the rows of one run",
+        },  # fmt: skip
+        "features": {
+            "n_pixels": int(flat.shape[0]),
+            "n_features": int(flat.shape[1]),
+            "source": source,
+        },
+    }
+    base = sigma_style_loop(flat, max_batches=100 if args.quick else args.sigma_batches)
+    print("SIGMA-style loop (batch 32):", json.dumps(base), flush=True)
+    results["sigma_style_loop"] = base
+    results["lightning"] = []
+    for bs in (32, 256, 1024, 4096):
+        max_b = args.sigma_batches if bs == 32 else None
+        if args.quick:
+            max_b = 100 if bs == 32 else 40
+        r = lightning_throughput(ds, bs, max_b)
+        r["speedup_vs_sigma_loop"] = r["pixels_per_s"] / base["pixels_per_s"]
+        print("sigma Lightning:", json.dumps(r), flush=True)
+        results["lightning"].append(r)
+    max_epochs = 5 if args.quick else args.max_epochs
+    conv = convergence(ds, labels, max_epochs=max_epochs, patience=args.patience, lr=args.lr)
+    print("convergence:", json.dumps(conv), flush=True)
+    results["convergence"] = conv
+    results["load_average_at_end"] = os.getloadavg()
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

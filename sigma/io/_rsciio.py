@@ -15,7 +15,7 @@ import inspect
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -506,12 +506,12 @@ def apply_options(ds: xr.Dataset, options: Mapping[str, Any]) -> xr.Dataset:
     step = options.get("downsample")
     if step is not None and int(step) > 1:
         n = int(step)
-        new_vars = {}
-        for name, var in out.data_vars.items():
+        new_vars: dict[Hashable, xr.DataArray] = {}
+        for var_name, var in out.data_vars.items():
             if DIM_Y in var.dims and DIM_X in var.dims:
                 coarse = var.coarsen({DIM_Y: n, DIM_X: n}, boundary="trim", coord_func="mean")
-                new_vars[name] = coarse.sum() if name == COUNTS else coarse.mean()
-                new_vars[name].attrs = dict(var.attrs)
+                new_vars[var_name] = coarse.sum() if var_name == COUNTS else coarse.mean()
+                new_vars[var_name].attrs = dict(var.attrs)
         others = out.drop_vars(list(new_vars)).drop_dims([DIM_Y, DIM_X])
         out = xr.merge([others, xr.Dataset(new_vars)], combine_attrs="override")
         out.attrs = dict(ds.attrs)

@@ -379,3 +379,31 @@ def test_energy_offset_moves_zero_peak_not_lines():
     assert int(np.argmax(spectrum[:30])) == _channel(ds, 0.0) == 10
     si = _channel(ds, get_line("Si_Ka").energy_kev)
     assert abs(int(np.argmax(spectrum[100:])) + 100 - si) <= 1
+
+
+@pytest.mark.parametrize("path", ["sparse", "bincount", "dense"])
+def test_sampler_paths_follow_the_spectrum(path, monkeypatch):
+    from sigma.datasets import _sampling
+
+    rng = np.random.default_rng(0)
+    spectra = rng.random((2, 64)) ** 3
+    spectra[:, 40:] = 0.0  # empty channels must stay empty
+    spectra /= spectra.sum(axis=1, keepdims=True)
+    lam = np.zeros((30, 40, 2))
+    lam[:15, :, 0] = 40.0
+    lam[15:, :, 1] = 40.0
+    if path == "dense":
+        monkeypatch.setattr(_sampling, "_DENSE_FRACTION", 0.0)
+    elif path == "sparse":
+        monkeypatch.setattr(_sampling, "_MAX_BINS", 1 << 30)  # one big, sparse group
+        lam *= 0.05
+    counts = _sampling.ChannelSampler(spectra, np.uint16, seed=1).sample(lam, 0, 0)
+    assert counts.sum() == pytest.approx(lam.sum(), rel=0.02)
+    assert counts[..., 40:].sum() == 0
+    for rows, p in ((slice(0, 15), 0), (slice(15, 30), 1)):
+        observed = counts[rows].sum(axis=(0, 1)).astype(float)
+        expected = spectra[p] * lam[rows, :, p].sum()
+        strong = expected > 200
+        np.testing.assert_allclose(observed[strong], expected[strong], rtol=0.25)
+        chi2 = ((observed - expected) ** 2 / np.maximum(expected, 1))[:40].sum()
+        assert chi2 < 40 * 2  # ~ n_channels for a correct sampler

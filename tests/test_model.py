@@ -192,3 +192,26 @@ def test_embedding_dataset_round_trip(tmp_path) -> None:
         back.close()
     with pytest.raises(SchemaError, match="does not match"):
         embedding_dataset(np.zeros((7, 2)), ds)
+
+
+def test_bf16_mixed_precision_trains_and_predicts_float32(tmp_path) -> None:
+    """bf16-mixed (the GPU setting in configs/) also runs on CPU autocast: same code path."""
+    ds = make_features(ny=8, nx=8)
+    dm = SpectralDataModule.from_dataset(ds, batch_size=16)
+    model = AutoEncoder(n_features=6, hidden_dims=[16, 8], lr=1e-2)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", max_epochs=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert np.isfinite(trainer.callback_metrics["train/loss"].item())
+    preds = trainer.predict(model, datamodule=dm)
+    assert all(p.dtype == torch.float32 for p in preds)
+    assert sum(p.shape[0] for p in preds) == 64
+
+
+def test_num_workers_split_batches_without_duplicates() -> None:
+    ds = make_features(ny=6, nx=10)
+    dm = SpectralDataModule.from_dataset(ds, batch_size=7, num_workers=2)
+    dm.setup("predict")
+    idx = torch.cat([b[1] for b in dm.predict_dataloader()]).numpy()
+    np.testing.assert_array_equal(np.sort(idx), np.arange(60))

@@ -93,6 +93,22 @@ def test_phase_spectrum_physics():
     assert ratio(thin) > 3 * ratio(bulk)
 
 
+def test_si_escape_peak_of_fe_ka():
+    energy = np.arange(2048) * 0.01
+    with_esc = phase_spectrum(PHASES["hematite"], energy, normalise=False)
+    without = phase_spectrum(PHASES["hematite"], energy, normalise=False, escape_peaks=False)
+    extra = with_esc - without
+    fe_ka = get_line("Fe_Ka").energy_kev
+    escape = fe_ka - get_line("Si_Ka").energy_kev
+    assert abs(int(np.argmax(extra)) - round(escape / 0.01)) <= 1
+    assert np.argmin(extra) == pytest.approx(round(fe_ka / 0.01), abs=1)
+    # a few per mille of Fe Ka (Reed & Ware), and the total is conserved
+    fe_window = slice(round(fe_ka / 0.01) - 15, round(fe_ka / 0.01) + 16)
+    share = extra[extra > 0].sum() / without[fe_window].sum()
+    assert 0.001 < share < 0.01
+    assert with_esc.sum() == pytest.approx(without.sum(), rel=1e-9)
+
+
 def test_phase_spectrum_rejects_bad_energy():
     with pytest.raises(SimulationParameterError, match="energy_kev"):
         phase_spectrum(PHASES["quartz"], np.array([1.0, 0.5]))

@@ -17,8 +17,10 @@ The model is physically plausible, not a quantification:
 - Gaussian peaks with FWHM(E) of :func:`sigma.xray.fwhm_kev`, integrated over each channel;
 - a zero-energy (noise) peak holding a fixed fraction of the counts.
 
-Not modelled: escape and sum peaks, Compton/coherent scattering, secondary fluorescence,
-incomplete charge collection tails.
+- Si escape peaks of the characteristic lines (Reed & Ware 1972 escape fraction).
+
+Not modelled: sum (pile-up) peaks, escape peaks of the continuum, Compton/coherent scattering,
+secondary fluorescence, incomplete charge collection tails.
 """
 
 from __future__ import annotations
@@ -160,6 +162,24 @@ def main_line(
     return max(inside, key=inside.__getitem__)
 
 
+def _si_escape(
+    energy_kev: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Si escape fraction (Reed & Ware 1972, normal incidence) and escape-peak energy of lines.
+
+    ``f = omega_K / 2 * (1 - 1/r) * (1 - a * ln(1 + 1/a))`` with ``a = mu(Si Ka) / mu(E)``, for
+    photons above the Si K edge; 0 below it.
+    """
+    import xraydb
+
+    edge = xraydb.xray_edge("Si", "K")
+    si_ka = element_lines("Si")["Si_Ka"].energy_kev
+    a = _mu("Si", np.full_like(energy_kev, si_ka)) / _mu("Si", energy_kev)
+    frac = 0.5 * edge.fyield * (1 - 1 / edge.jump_ratio) * (1 - a * np.log1p(1 / a))
+    frac = np.where(energy_kev > edge.energy / 1000.0, np.clip(frac, 0.0, 0.5), 0.0)
+    return frac, energy_kev - si_ka
+
+
 def _channel_edges(energy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     mid = (energy[1:] + energy[:-1]) / 2
     first = energy[0] - (mid[0] - energy[0])
@@ -199,6 +219,7 @@ def phase_spectrum(
     takeoff_deg: float = 35.0,
     zero_peak_fraction: float = 0.03,
     continuum_scale: float = 1.0,
+    escape_peaks: bool = True,
     normalise: bool = True,
 ) -> npt.NDArray[np.float64]:
     """Expected EDS spectrum of a pure ``phase`` on the channels centred at ``energy_kev``.
@@ -224,6 +245,8 @@ def phase_spectrum(
         Fraction of all counts in the zero-energy noise peak (Gaussian at 0 keV), in [0, 0.5).
     continuum_scale : float
         Multiplies the continuum (1 = default physics).
+    escape_peaks : bool
+        Add Si escape peaks (line energy - 1.74 keV) with the Reed & Ware escape fraction.
     normalise : bool
         If True (default) the spectrum sums to 1 over the channels; otherwise it is in arbitrary
         generated-intensity units that compare across phases (the total is the phase's relative
@@ -299,6 +322,12 @@ def phase_spectrum(
         area = np.asarray(areas) * detector_efficiency(e_line, window=window)
         if geometry == "bulk":
             area *= _absorption(phase, e_line, np.asarray(edge_e), beam_energy_kev, takeoff_deg)
+        if escape_peaks:
+            # Si escape peaks: a fraction of each line above the Si K edge loses a Si Ka photon
+            f_esc, e_esc = _si_escape(e_line)
+            keep = f_esc > 0
+            e_line = np.concatenate([e_line, e_esc[keep]])
+            area = np.concatenate([area * (1 - f_esc), area[keep] * f_esc[keep]])
         sig_line = fwhm_kev(e_line, mnka_resolution_ev) / 2.3548
         cdf = ndtr((edges[None, :] - e_line[:, None]) / sig_line[:, None])
         spectrum = spectrum + (area[:, None] * np.diff(cdf, axis=1)).sum(axis=0)

@@ -393,9 +393,9 @@ class SigmaResults:
             k: (json.dumps(as_str_list(v)) if k in _LIST_ATTRS else v) for k, v in ds.attrs.items()
         }
         ds.attrs["_list_attrs_json"] = json.dumps(list(_LIST_ATTRS))
-        for var in _STR_VARS:
-            if var in ds:
-                ds[var] = ds[var].astype(str).astype(object)
+        for name in list(ds.variables):  # variable-length strings: no unstable Zarr v3 dtype
+            if ds[name].dtype.kind == "U":
+                ds[name] = ds[name].astype(object)
         if fmt == "netcdf":
             ds.to_netcdf(path, engine="h5netcdf")
         else:
@@ -433,9 +433,10 @@ class SigmaResults:
             if key in attrs:
                 attrs[key] = list(json.loads(attrs[key]))
         ds.attrs = attrs
-        for var in _STR_VARS:
-            if var in ds:
-                ds[var] = ds[var].copy(data=np.array([str(v) for v in ds[var].values]))
+        for name in list(ds.variables):
+            if name in _STR_VARS or ds[name].dtype.kind in ("O", "T"):
+                ds[name] = ds[name].copy(data=np.array([str(v) for v in ds[name].values.ravel()]).reshape(
+                    ds[name].shape))
         for name in ds.variables:
             ds[name].encoding = {}
         return cls(ds)

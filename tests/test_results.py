@@ -1,0 +1,178 @@
+"""Tests of sigma.results: building, save/load round trips, plots, exports, no torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from sigma._schema import make_spectrum_image
+from sigma.clustering import cluster
+from sigma.exceptions import SchemaError, UnsupportedFormatError
+from sigma.results import RESULTS_VERSION, SigmaResults
+
+
+def make_results(seed: int = 0) -> tuple[SigmaResults, xr.Dataset]:
+    """10 x 14 px, two phases (left/right) with Poisson counts and a 2-D latent; auto-k clustering."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((10, 14), int)
+    truth[:, 7:] = 1
+    e = np.arange(120) * 0.1
+    spec = np.stack([5 * np.exp(-((e - p) ** 2) / 0.02) + 0.2 for p in (1.74, 6.40)])
+    counts = rng.poisson(spec[truth]).astype(np.uint16)
+    si = make_spectrum_image(
+        counts,
+        energy_scale_kev=0.1,
+        pixel_size=(20.0, 20.0),
+        pixel_units="nm",
+        attrs={"xray_lines": ["Si_Ka", "Fe_Ka"], "elements": ["Si", "Fe"], "source": "synthetic"},
+        nav_images={"bse": rng.random((10, 14))},
+    )
+    emb = np.array([[0.0, 0.0], [3.0, 1.0]])[truth] + rng.normal(0, 0.2, (10, 14, 2))
+    emb_da = xr.DataArray(emb, dims=("y", "x", "latent"))
+    cl = cluster(emb_da, k_max=4, n_init=1)
+    feats = xr.DataArray(rng.random((10, 14, 2)), dims=("y", "x", "feature"), coords={"feature": ["Si_Ka", "Fe_Ka"]})
+    res = SigmaResults.from_parts(
+        clustering=cl,
+        spectrum_image=si,
+        embedding=emb_da,
+        features=feats,
+        nmf_components=2,
+        preprocessing={"steps": ["bin"]},
+        model_hparams={"latent_dim": 2},
+    )
+    return res, si
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[SigmaResults, xr.Dataset]:
+    return make_results()
+
+
+def test_from_parts_follows_the_schema(built: tuple[SigmaResults, xr.Dataset]) -> None:
+    res, si = built
+    ds = res.dataset
+    expected = {
+        "nav_image": ("y", "x"),
+        "total_counts": ("y", "x"),
+        "sum_spectrum": ("energy",),
+        "features": ("y", "x", "feature"),
+        "embedding": ("y", "x", "latent"),
+        "label": ("y", "x"),
+        "probability": ("y", "x", "cluster"),
+        "cluster_name": ("cluster",),
+        "cluster_color": ("cluster",),
+        "gmm_mean": ("cluster", "latent"),
+        "gmm_covariance": ("cluster", "latent", "latent_b"),
+        "n_pixels": ("cluster",),
+        "cluster_mean_spectrum": ("cluster", "energy"),
+        "cluster_sum_spectrum": ("cluster", "energy"),
+        "model_selection_score": ("n_components_tried",),
+        "nmf_spectrum": ("component", "energy"),
+        "nmf_weight": ("cluster", "component"),
+        "nmf_abundance": ("component", "y", "x"),
+    }
+    for name, dims in expected.items():
+        assert ds[name].dims == dims, name
+    assert ds.label.dtype == np.int16
+    assert ds.probability.dtype == np.float32
+    assert ds.total_counts.dtype == np.float32
+    assert ds.nav_image.attrs["kind"] == "bse"
+    assert res.n_clusters == 2  # found automatically
+    np.testing.assert_allclose(ds.total_counts, si.counts.sum("energy"))
+    np.testing.assert_allclose(ds.sum_spectrum, si.counts.sum(("y", "x")))
+    assert ds.x.attrs["units"] == "nm"
+    assert ds.energy.attrs["units"] == "keV"
+    for key in ("source", "beam_energy_kev", "elements", "xray_lines", "energy_resolution_mnka_ev", "history",
+                "preprocessing", "model_hparams", "clustering", "versions"):
+        assert key in ds.attrs, key
+    assert ds.attrs["sigma_results_version"] == RESULTS_VERSION
+    assert all(c.startswith("#") and len(c) == 7 for c in res.colors)
+
+
+def test_results_are_frozen(built: tuple[SigmaResults, xr.Dataset]) -> None:
+    res, _ = built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.dataset = xr.Dataset()  # type: ignore[misc]
+    with pytest.raises(SchemaError, match="lacks"):
+        SigmaResults(xr.Dataset({"label": (("y", "x"), np.zeros((2, 2), np.int16))}))
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_save_load_round_trip(built: tuple[SigmaResults, xr.Dataset], tmp_path: Path, suffix: str) -> None:
+    res, _ = built
+    path = res.save(tmp_path / f"results{suffix}")
+    back = SigmaResults.load(path)
+    xr.testing.assert_identical(res.dataset, back.dataset)
+    assert back.names == res.names
+    assert isinstance(back.dataset.attrs["history"], list)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        res.save(path)
+    edited = res.rename_cluster(0, "matrix")
+    edited.save(path, overwrite=True)
+    assert SigmaResults.load(path).names[0] == "matrix"
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SigmaResults.load(tmp_path / "missing.nc")
+    (tmp_path / "r.pkl").write_bytes(b"x")
+    with pytest.raises(UnsupportedFormatError, match="'.nc'"):
+        SigmaResults.load(tmp_path / "r.pkl")
+
+
+def test_plots_return_figures(built: tuple[SigmaResults, xr.Dataset]) -> None:
+    from matplotlib.figure import Figure
+
+    res, _ = built
+    for fig in (res.plot_phase_map(), res.plot_cluster_spectra(), res.plot_latent(), res.plot_model_selection()):
+        assert isinstance(fig, Figure)
+    assert len(res.plot_cluster_spectra().axes[0].lines) >= 2
+
+
+def test_export_writes_readable_files(built: tuple[SigmaResults, xr.Dataset], tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+    import tifffile
+
+    res, _ = built
+    written = res.export(tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"phase_map.png", "phase_map.tif", "probability.tif", "cluster_spectra.csv", "phase_table.csv"} <= names
+    assert mpimg.imread(tmp_path / "out" / "phase_map.png").ndim == 3
+    assert mpimg.imread(tmp_path / "out" / "probability_0.png").shape[0] > 10
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "phase_map.tif"), res.label.values)
+    prob = tifffile.imread(tmp_path / "out" / "probability.tif")
+    np.testing.assert_allclose(prob, res.probability.transpose("cluster", "y", "x").values)
+    spectra = pd.read_csv(tmp_path / "out" / "cluster_spectra.csv")
+    np.testing.assert_allclose(spectra["mean_1"], res.dataset.cluster_mean_spectrum.values[1])
+    np.testing.assert_allclose(spectra["energy_keV"], res.dataset.energy.values)
+    table = pd.read_csv(tmp_path / "out" / "phase_table.csv")
+    assert table.n_pixels.sum() == 140
+    assert list(table.name) == res.names
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        res.export(tmp_path / "out")
+    assert res.export(tmp_path / "out", overwrite=True)
+
+
+def test_reopening_and_plotting_needs_no_torch(built: tuple[SigmaResults, xr.Dataset], tmp_path: Path) -> None:
+    res, _ = built
+    path = res.save(tmp_path / "r.nc")
+    code = (
+        "import sys, matplotlib; matplotlib.use('Agg')\n"
+        "from sigma.results import SigmaResults\n"
+        f"r = SigmaResults.load({str(path)!r})\n"
+        "r.plot_phase_map(); r.plot_cluster_spectra(); r.plot_latent(); r.plot_model_selection()\n"
+        "r.phase_table(); r.merge_clusters([0, 1])\n"
+        "bad = [m for m in ('torch', 'lightning', 'pytorch_lightning') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -27,6 +27,10 @@ _LAZY = {
     "preprocessing": "sigma.preprocessing",
     "xray": "sigma.xray",
     "io": "sigma.io",
+    "run": "sigma.pipeline",
+    "PipelineConfig": "sigma.pipeline",
+    "SigmaResults": "sigma.results",
+    "pipeline": "sigma.pipeline",
 }
 
 __all__ = ["__version__", *_LAZY]

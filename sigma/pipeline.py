@@ -1,0 +1,309 @@
+"""The whole workflow in one call: load -> preprocess -> train -> encode -> cluster -> analyse -> save.
+
+:func:`run` is what ``sigma run`` and ``sigma demo`` call; a :class:`PipelineConfig` holds every
+choice as plain data (YAML/JSON-able) and is stored in the results file, so a result says exactly
+how it was made.
+
+Examples
+--------
+>>> import sigma
+>>> cube = sigma.datasets.synthetic_cube((24, 24, 256), n_phases=3, seed=0)
+>>> res = sigma.run(cube, config={"max_epochs": 2, "clustering": {"n_components": 3}},
+...                 show_progress=False)  # doctest: +SKIP
+>>> res.n_clusters  # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sigma._schema import COUNTS, validate_spectrum_image
+from sigma.exceptions import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PipelineConfig", "run", "StageTimer"]
+
+
+@dataclass
+class PipelineConfig:
+    """Every choice of a :func:`run`, as plain data.
+
+    Parameters
+    ----------
+    bin_factor : int, list of int or None
+        Spatial binning (summing counts) before anything else; None keeps full resolution.
+    lines : "auto", list of str or None
+        X-ray lines for the features (``["Fe_Ka", "Si_Ka"]``); None uses the file's list and
+        identifies lines automatically when the file has none; ``"auto"`` always identifies them.
+    preprocessing : dict or None
+        A full :class:`sigma.preprocessing.Preprocessor` dict; overrides ``bin_factor`` and
+        ``lines``. None uses SIGMA's chain (:meth:`Preprocessor.sigma_default`).
+    model : dict
+        Keyword arguments of :class:`sigma.model.AutoEncoder` (``n_features`` comes from the data).
+    batch_size, val_fraction : int, float
+        Training batch size and validation fraction (:class:`sigma.datamodule.SpectralDataModule`).
+    max_epochs : int
+        Upper bound on training epochs; early stopping usually ends training sooner.
+    early_stopping_patience : int
+        Epochs without validation improvement before training stops.
+    trainer : dict
+        Extra :class:`lightning.pytorch.Trainer` arguments (``accelerator``, ``devices``,
+        ``strategy``, ``num_nodes``, ``precision``).
+    clustering : dict
+        Keyword arguments of :func:`sigma.clustering.cluster` (``method``, ``n_components`` ...).
+    smooth_labels : float
+        Spatial regularisation: Gaussian sigma (pixels) over which cluster probabilities are
+        averaged before taking the label; 0 turns it off.
+    nmf_components : int or None
+        NMF components for unmixing the cluster spectra; None uses the number of clusters.
+    seed : int
+        Seed for everything random (split, weights, clustering).
+    """
+
+    bin_factor: int | list[int] | None = None
+    lines: str | list[str] | None = None
+    preprocessing: dict[str, Any] | None = None
+    model: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+    batch_size: int = 512
+    val_fraction: float = 0.1
+    max_epochs: int = 40
+    early_stopping_patience: int = 4
+    trainer: dict[str, Any] = field(default_factory=dict)
+    clustering: dict[str, Any] = field(default_factory=lambda: {"method": "gmm", "n_components": "auto"})
+    smooth_labels: float = 0.0
+    nmf_components: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineConfig:
+        """Build from a dict (e.g. parsed YAML); unknown keys are an error that lists the known ones."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown pipeline config key(s) {unknown!r}; the known keys are {sorted(known)!r}."
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PipelineConfig:
+        """Read a YAML file holding the keys of this class (see ``configs/run_*.yaml``)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pipeline config {str(path)!r} does not exist.")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"pipeline config {str(path)!r} must hold a mapping of keys, got {type(data).__name__}.")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data copy (JSON-able)."""
+        return dataclasses.asdict(self)
+
+    def preprocessor(self) -> Any:
+        """The :class:`sigma.preprocessing.Preprocessor` this config asks for."""
+        from sigma.preprocessing import Preprocessor
+
+        if self.preprocessing is not None:
+            return Preprocessor.from_dict(self.preprocessing)
+        return Preprocessor.sigma_default(lines=self.lines, bin_factor=self.bin_factor)
+
+
+class StageTimer:
+    """Wall time of each named stage, in order; used for the printed summary and the results attrs."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        logger.info("%s ...", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - t0
+            logger.info("%s done in %.2f s", name, self.seconds[name])
+
+    @property
+    def total(self) -> float:
+        """Sum of all stages in seconds."""
+        return float(sum(self.seconds.values()))
+
+
+def _load(data: str | Path | xr.Dataset, load_options: Mapping[str, Any] | None) -> xr.Dataset:
+    if isinstance(data, xr.Dataset):
+        return validate_spectrum_image(data, where="sigma.run")
+    from sigma.io import load
+
+    return load(data, **dict(load_options or {}))
+
+
+def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> Any:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from sigma.datamodule import SpectralDataModule
+    from sigma.model import AutoEncoder
+
+    pl.seed_everything(cfg.seed, verbose=False)
+    dm = SpectralDataModule.from_dataset(
+        features, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed
+    )
+    dm.setup("fit")
+    model = AutoEncoder(n_features=dm.n_features, **cfg.model)
+    trainer_kwargs: dict[str, Any] = {
+        "max_epochs": cfg.max_epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": show_progress,
+        "enable_model_summary": False,
+        "deterministic": True,
+        "callbacks": [EarlyStopping("val/loss", patience=cfg.early_stopping_patience, min_delta=1e-6)]
+        if cfg.val_fraction > 0
+        else [],
+    }
+    trainer_kwargs.update(cfg.trainer)
+    trainer = pl.Trainer(**trainer_kwargs)
+    trainer.fit(model, datamodule=dm)
+    return model, trainer
+
+
+def run(
+    data: str | Path | xr.Dataset,
+    *,
+    config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    load_options: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
+) -> Any:
+    """Find the phases in a spectrum image: the whole sigma workflow in one call.
+
+    Parameters
+    ----------
+    data : path or xr.Dataset
+        A file :func:`sigma.load` reads, or a spectrum image (counts ``(y, x, energy)``).
+    config : PipelineConfig, dict, path to YAML, or None
+        See :class:`PipelineConfig`; None uses the defaults (SIGMA's preprocessing, automatic
+        number of phases).
+    out : path or None
+        Where to save the results (``.nc`` or ``.zarr``); None keeps them in memory only.
+    overwrite : bool
+        Allow replacing an existing ``out``.
+    load_options : dict or None
+        Reader options passed to :func:`sigma.load` (``lazy``, ``downsample``, ...).
+    show_progress : bool
+        Progress bars for training and long loops.
+
+    Returns
+    -------
+    SigmaResults
+        With ``attrs["timings"]`` (JSON: seconds per stage).
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists and ``overwrite`` is False (checked before any work is done).
+    """
+    from sigma.results import SigmaResults
+
+    if isinstance(config, PipelineConfig):
+        cfg = config
+    elif isinstance(config, (str, Path)):
+        cfg = PipelineConfig.from_yaml(config)
+    else:
+        cfg = PipelineConfig.from_dict(config)
+    if out is not None and Path(out).exists() and not overwrite:
+        raise FileExistsError(
+            f"results file {str(out)!r} already exists; choose another --out or pass overwrite=True "
+            "(--overwrite) to replace it."
+        )
+    timer = StageTimer()
+    with timer("load"):
+        raw = _load(data, load_options)
+    with timer("preprocess"):
+        pre = cfg.preprocessor()
+        features = pre(raw).load()
+        # the raw counts at the features' resolution, for cluster spectra (binning is a sum)
+        counts_ds = _counts_like_features(raw, pre)
+    with timer("train"):
+        model, trainer = _train(features, cfg, show_progress)
+    with timer("encode"):
+        from sigma.encoding import encode
+
+        latent = encode(model, features, show_progress=show_progress)
+        latent = latent.reshape(features.sizes["y"], features.sizes["x"], -1)
+    with timer("cluster"):
+        from sigma.clustering import cluster, smooth_probabilities
+
+        clustering_kw = {"random_state": cfg.seed, **cfg.clustering}
+        emb = xr.DataArray(
+            latent, dims=("y", "x", "latent"), coords={"y": features.y, "x": features.x}
+        )
+        clusters = cluster(emb, **clustering_kw)
+        if cfg.smooth_labels and cfg.smooth_labels > 0:
+            clusters = smooth_probabilities(clusters, sigma=cfg.smooth_labels)
+    with timer("analyse"):
+        n_clusters = int(clusters.sizes["cluster"])
+        results = SigmaResults.from_parts(
+            clustering=clusters,
+            spectrum_image=counts_ds,
+            embedding=emb,
+            features=features,
+            nmf_components=min(cfg.nmf_components or n_clusters, n_clusters),
+            model_hparams=dict(model.hparams),
+            preprocessing=features.attrs.get("preprocessing", pre.to_json()),
+            random_state=cfg.seed,
+            show_progress=show_progress,
+        )
+        results.dataset.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
+    results.dataset.attrs["timings"] = json.dumps({k: round(v, 3) for k, v in timer.seconds.items()})
+    if out is not None:
+        with timer("save"):
+            results.save(out, overwrite=overwrite)
+    return results
+
+
+def _counts_like_features(raw: xr.Dataset, pre: Any) -> xr.Dataset:
+    """The raw counts binned the way the preprocessor bins them (no normalisation, integer)."""
+    from sigma import preprocessing as pp
+
+    ds = raw
+    for step in pre.steps:
+        if step["name"] in ("bin_spatial", "crop_energy", "rebin_energy"):
+            kwargs = {k: v for k, v in step.items() if k != "name"}
+            ds = pp.STEPS[step["name"]][0](ds, **kwargs)
+    return ds[[COUNTS] + [v for v in ds.data_vars if v != COUNTS and ds[v].dims == ("y", "x")]]
+
+
+def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
+    """A short human-readable summary: phases found, pixels each, top elements, time per stage."""
+    ds = results.dataset
+    n = int(ds.sizes.get("cluster", 0))
+    total = int(np.asarray(ds["n_pixels"].values).sum()) if "n_pixels" in ds else 0
+    lines = [f"{n} phases found in {ds.sizes['y']} x {ds.sizes['x']} pixels:"]
+    for k in range(n):
+        name = str(ds["cluster_name"].values[k]) if "cluster_name" in ds else f"phase {k}"
+        npx = int(ds["n_pixels"].values[k]) if "n_pixels" in ds else 0
+        frac = 100.0 * npx / total if total else 0.0
+        lines.append(f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)")
+    if timings:
+        lines.append("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    return "\n".join(lines)

@@ -7,7 +7,8 @@ A *spectrum image* is an :class:`xarray.Dataset` with
 - coordinates ``y`` and ``x`` with ``units`` (nm, um, ... or ``"px"`` when the file has no scale);
 - optional navigation images (``bse``, ``se``, ``haadf`` ...) with dims ``(y, x)``;
 - attrs ``beam_energy_kev``, ``elements``, ``xray_lines``, ``energy_resolution_mnka_ev``,
-  ``source`` and ``history`` (lists are stored as lists of str so NetCDF can hold them).
+  ``source`` and ``history`` (lists of str in memory; :func:`sigma.io.save` stores list and dict
+  attrs as JSON strings and :func:`sigma.io.open_dataset` restores them exactly).
 
 Feature datasets have a variable ``features`` with dims ``(y, x, feature)``; results add
 ``latent`` and ``cluster`` dims.

@@ -125,7 +125,9 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _sum_dtype(dtype: np.dtype[Any], n_summed: int, max_value: float | None = None) -> np.dtype[Any]:
+def _sum_dtype(
+    dtype: np.dtype[Any], n_summed: int, max_value: float | None = None
+) -> np.dtype[Any]:
     """Smallest dtype of the same kind that holds a sum of ``n_summed`` values of ``dtype``.
 
     With ``max_value`` (the largest value actually present) the bound uses it; otherwise the
@@ -137,8 +139,10 @@ def _sum_dtype(dtype: np.dtype[Any], n_summed: int, max_value: float | None = No
     if dtype == np.bool_:
         dtype = np.dtype(np.uint8)
     top = float(np.iinfo(dtype).max if max_value is None else max_value) * n_summed
-    for cand in (np.uint8, np.uint16, np.uint32, np.uint64) if dtype.kind == "u" else (
-        np.int8, np.int16, np.int32, np.int64
+    for cand in (
+        (np.uint8, np.uint16, np.uint32, np.uint64)
+        if dtype.kind == "u"
+        else (np.int8, np.int16, np.int32, np.int64)
     ):
         if np.dtype(cand).itemsize >= dtype.itemsize and top <= np.iinfo(cand).max:
             return np.dtype(cand)
@@ -168,7 +172,8 @@ def _mnka(ds: xr.Dataset, mnka_resolution_ev: float | None) -> float:
             mnka_resolution_ev = 130.0
     if not (isinstance(mnka_resolution_ev, (int, float)) and mnka_resolution_ev > 0):
         raise ValueError(
-            f"mnka_resolution_ev must be a positive number of eV (e.g. 130). Got {mnka_resolution_ev!r} instead."
+            "mnka_resolution_ev must be a positive number of eV (e.g. 130). Got "
+            f"{mnka_resolution_ev!r} instead."
         )
     return float(mnka_resolution_ev)
 
@@ -260,10 +265,14 @@ def bin_spatial(ds: xr.Dataset, factor: int | Sequence[int] = (2, 2)) -> xr.Data
     try:
         fy, fx = (_positive_int(f, "factor") for f in factor)
     except TypeError as err:
-        raise ValueError(f"factor must be an int or a pair of ints (fy, fx). Got {factor!r} instead.") from err
+        raise ValueError(
+            f"factor must be an int or a pair of ints (fy, fx). Got {factor!r} instead."
+        ) from err
     ny, nx = ds.sizes[DIM_Y], ds.sizes[DIM_X]
     if fy > ny or fx > nx:
-        raise ValueError(f"factor {(fy, fx)!r} exceeds the image size (y={ny}, x={nx}); use smaller factors.")
+        raise ValueError(
+            f"factor {(fy, fx)!r} exceeds the image size (y={ny}, x={nx}); use smaller factors."
+        )
     if fy == 1 and fx == 1:
         return ds.assign_attrs(_history(ds, "bin_spatial(factor=(1, 1))"))
     ry, rx = ny % fy, nx % fx
@@ -276,10 +285,14 @@ def bin_spatial(ds: xr.Dataset, factor: int | Sequence[int] = (2, 2)) -> xr.Data
     ds_c = ds.isel({DIM_Y: slice(0, ny - ry), DIM_X: slice(0, nx - rx)})
     counts = ds_c[COUNTS]
     data = counts.data
-    max_value = None if _is_dask(data) or counts.dtype.kind not in "iu" else float(np.max(data, initial=0))
+    max_value = (
+        None if _is_dask(data) or counts.dtype.kind not in "iu" else float(np.max(data, initial=0))
+    )
     dtype = _sum_dtype(counts.dtype, fy * fx, max_value)
     new_vars: dict[str, xr.DataArray] = {
-        COUNTS: xr.DataArray(_block_sum(data, {0: fy, 1: fx}, dtype), dims=counts.dims, attrs=counts.attrs)
+        COUNTS: xr.DataArray(
+            _block_sum(data, {0: fy, 1: fx}, dtype), dims=counts.dims, attrs=counts.attrs
+        )
     }
     for name in _nav_vars(ds_c):
         var = ds_c[name]
@@ -296,7 +309,11 @@ def bin_spatial(ds: xr.Dataset, factor: int | Sequence[int] = (2, 2)) -> xr.Data
         c = ds_c[dim]
         vals = np.asarray(c.values, dtype=np.float64).reshape(-1, f).mean(axis=1)
         coords[dim] = xr.DataArray(vals, dims=dim, attrs=c.attrs)
-    others = {n: v for n, v in ds_c.data_vars.items() if n not in new_vars and DIM_Y not in v.dims and DIM_X not in v.dims}
+    others = {
+        n: v
+        for n, v in ds_c.data_vars.items()
+        if n not in new_vars and DIM_Y not in v.dims and DIM_X not in v.dims
+    }
     out = xr.Dataset(
         {**new_vars, **others},
         coords={**coords, **{k: v for k, v in ds_c.coords.items() if k not in (DIM_Y, DIM_X)}},
@@ -318,7 +335,7 @@ def rebin_energy(ds: xr.Dataset, factor: int = 2) -> xr.Dataset:
     >>> from sigma._schema import make_spectrum_image
     >>> ds = make_spectrum_image(np.ones((2, 2, 8), np.uint8), energy_scale_kev=0.01)
     >>> out = rebin_energy(ds, 4)
-    >>> out.counts.shape, [round(e, 3) for e in out.energy.values]
+    >>> out.counts.shape, [round(float(e), 3) for e in out.energy.values]
     ((2, 2, 2), [0.015, 0.055])
     """
     ds = _require_counts(ds, "rebin_energy")
@@ -326,31 +343,45 @@ def rebin_energy(ds: xr.Dataset, factor: int = 2) -> xr.Dataset:
     ne = ds.sizes[DIM_ENERGY]
     if factor > ne // 2 and factor != 1:
         raise ValueError(
-            f"factor {factor!r} leaves fewer than 2 energy channels out of {ne}; use factor <= {ne // 2}."
+            f"factor {factor!r} leaves fewer than 2 energy channels out of {ne}; use factor <= "
+            f"{ne // 2}."
         )
     if factor == 1:
         return ds.assign_attrs(_history(ds, "rebin_energy(factor=1)"))
     rem = ne % factor
     if rem:
         warnings.warn(
-            f"rebin_energy: {ne} channels is not a multiple of factor {factor}; cropping the last {rem} channel(s).",
+            f"rebin_energy: {ne} channels is not a multiple of factor {factor}; cropping the "
+            f"last {rem} channel(s).",
             stacklevel=2,
         )
     ds_c = ds.isel({DIM_ENERGY: slice(0, ne - rem)})
     counts = ds_c[COUNTS]
     data = counts.data
-    max_value = None if _is_dask(data) or counts.dtype.kind not in "iu" else float(np.max(data, initial=0))
+    max_value = (
+        None if _is_dask(data) or counts.dtype.kind not in "iu" else float(np.max(data, initial=0))
+    )
     dtype = _sum_dtype(counts.dtype, factor, max_value)
     energy = _energy_kev(ds_c).reshape(-1, factor).mean(axis=1)
-    binned = xr.DataArray(_block_sum(data, {2: factor}, dtype), dims=counts.dims, attrs=counts.attrs)
-    out = ds_c.drop_vars([n for n, v in ds_c.data_vars.items() if DIM_ENERGY in v.dims]).drop_dims(DIM_ENERGY)
-    out = out.assign_coords({DIM_ENERGY: xr.DataArray(energy, dims=DIM_ENERGY, attrs=ds[DIM_ENERGY].attrs)})
+    binned = xr.DataArray(
+        _block_sum(data, {2: factor}, dtype), dims=counts.dims, attrs=counts.attrs
+    )
+    out = ds_c.drop_vars([n for n, v in ds_c.data_vars.items() if DIM_ENERGY in v.dims]).drop_dims(
+        DIM_ENERGY
+    )
+    out = out.assign_coords(
+        {DIM_ENERGY: xr.DataArray(energy, dims=DIM_ENERGY, attrs=ds[DIM_ENERGY].attrs)}
+    )
     out[COUNTS] = binned
-    out = out[[COUNTS, *[n for n in ds_c.data_vars if n != COUNTS and DIM_ENERGY not in ds_c[n].dims]]]
+    out = out[
+        [COUNTS, *[n for n in ds_c.data_vars if n != COUNTS and DIM_ENERGY not in ds_c[n].dims]]
+    ]
     return out.assign_attrs(_history(ds, f"rebin_energy(factor={factor})"))
 
 
-def crop_energy(ds: xr.Dataset, min_kev: float | None = None, max_kev: float | None = None) -> xr.Dataset:
+def crop_energy(
+    ds: xr.Dataset, min_kev: float | None = None, max_kev: float | None = None
+) -> xr.Dataset:
     """Keep the channels whose energy lies in ``[min_kev, max_kev]`` (keV; None: no limit).
 
     Raises
@@ -379,11 +410,14 @@ def crop_energy(ds: xr.Dataset, min_kev: float | None = None, max_kev: float | N
     idx = np.flatnonzero(keep)
     if idx.size < 2:
         raise ValueError(
-            f"crop_energy(min_kev={min_kev!r}, max_kev={max_kev!r}) keeps {idx.size} channel(s) of the "
+            f"crop_energy(min_kev={min_kev!r}, max_kev={max_kev!r}) keeps {idx.size} channel(s) "
+            "of the "
             f"range {e[0]:.3f} .. {e[-1]:.3f} keV; at least 2 are needed."
         )
     out = ds.isel({DIM_ENERGY: slice(int(idx[0]), int(idx[-1]) + 1)})
-    return out.assign_attrs(_history(ds, f"crop_energy({_fmt_kwargs(min_kev=min_kev, max_kev=max_kev)})"))
+    return out.assign_attrs(
+        _history(ds, f"crop_energy({_fmt_kwargs(min_kev=min_kev, max_kev=max_kev)})")
+    )
 
 
 def remove_noise_peak(ds: xr.Dataset, below_kev: float = 0.1) -> xr.Dataset:
@@ -403,7 +437,9 @@ def remove_noise_peak(ds: xr.Dataset, below_kev: float = 0.1) -> xr.Dataset:
     """
     ds = _require_counts(ds, "remove_noise_peak")
     if not np.isfinite(below_kev):
-        raise ValueError(f"below_kev must be a finite number of keV (e.g. 0.1). Got {below_kev!r} instead.")
+        raise ValueError(
+            f"below_kev must be a finite number of keV (e.g. 0.1). Got {below_kev!r} instead."
+        )
     e = _energy_kev(ds)
     n_zero = int(np.searchsorted(e, float(below_kev), side="left"))
     counts = ds[COUNTS]
@@ -417,7 +453,9 @@ def remove_noise_peak(ds: xr.Dataset, below_kev: float = 0.1) -> xr.Dataset:
         data[..., :n_zero] = 0
         new = counts.copy(data=data)
     out = ds.assign({COUNTS: new})
-    return out.assign_attrs(_history(ds, f"remove_noise_peak(below_kev={below_kev!r}) zeroed {n_zero} channel(s)"))
+    return out.assign_attrs(
+        _history(ds, f"remove_noise_peak(below_kev={below_kev!r}) zeroed {n_zero} channel(s)")
+    )
 
 
 def normalize_total(ds: xr.Dataset) -> xr.Dataset:
@@ -439,7 +477,11 @@ def normalize_total(ds: xr.Dataset) -> xr.Dataset:
     counts = ds[COUNTS]
     total = counts.sum(DIM_ENERGY, dtype=_total_dtype(counts.dtype))
     safe = xr.where(total > 0, total, 1).astype(np.float64)
-    norm = (counts.astype(np.float32) / safe.astype(np.float32)).astype(np.float32).transpose(*counts.dims)
+    norm = (
+        (counts.astype(np.float32) / safe.astype(np.float32))
+        .astype(np.float32)
+        .transpose(*counts.dims)
+    )
     norm.attrs = {"units": "1", "long_name": "fraction of the pixel's total counts"}
     out = ds.assign({COUNTS: norm})
     if TOTAL_COUNTS not in ds.data_vars:
@@ -482,19 +524,26 @@ def _resolve_lines(
         spectrum = counts.sum((DIM_Y, DIM_X), dtype=_total_dtype(counts.dtype))
         spec = np.asarray(spectrum.values, dtype=np.float64)
         names = xray.identify_lines(
-            _energy_kev(ds), spec, _beam_energy(ds), mnka_resolution_ev=mnka,
+            _energy_kev(ds),
+            spec,
+            _beam_energy(ds),
+            mnka_resolution_ev=mnka,
             ignore_below_kev=max(ignore_below_kev, 0.1),
         )
         if not names:
             raise XrayLineError(
                 "line_features(lines='auto'): no significant X-ray peak found in the sum spectrum "
-                f"({float(spec.sum()):.0f} counts). Give the lines explicitly, e.g. lines=['Fe_Ka']."
+                f"({float(spec.sum()):.0f} counts). Give the lines explicitly, e.g. "
+                "lines=['Fe_Ka']."
             )
         logger.info("line_features: identified lines %s", names)
         return names
     names = [str(n) for n in lines]
     if not names:
-        raise XrayLineError("line_features: lines is an empty list; give at least one line, e.g. ['Fe_Ka'], or 'auto'.")
+        raise XrayLineError(
+            "line_features: lines is an empty list; give at least one line, e.g. ['Fe_Ka'], or "
+            "'auto'."
+        )
     return names
 
 
@@ -524,29 +573,45 @@ def line_windows(
     XrayLineError
         If a line is unknown or its energy lies outside the energy axis.
     """
-    return [w.__dict__ | {"bg": list(w.bg)} for w in _line_windows(
-        np.asarray(energy_kev, dtype=np.float64), lines, width_fwhm, mnka_resolution_ev, background
-    )]
+    return [
+        w.__dict__ | {"bg": list(w.bg)}
+        for w in _line_windows(
+            np.asarray(energy_kev, dtype=np.float64),
+            lines,
+            width_fwhm,
+            mnka_resolution_ev,
+            background,
+        )
+    ]
 
 
 def _line_windows(
-    e: npt.NDArray[np.float64], lines: Sequence[str], width_fwhm: float, mnka: float, background: bool
+    e: npt.NDArray[np.float64],
+    lines: Sequence[str],
+    width_fwhm: float,
+    mnka: float,
+    background: bool,
 ) -> list[_Window]:
     if not width_fwhm > 0:
-        raise ValueError(f"width_fwhm must be a positive number of FWHM (e.g. 1.0). Got {width_fwhm!r} instead.")
+        raise ValueError(
+            f"width_fwhm must be a positive number of FWHM (e.g. 1.0). Got {width_fwhm!r} instead."
+        )
     half_ch = 0.5 * _channel_width(e)
     e_lo, e_hi = float(e[0]) - half_ch, float(e[-1]) + half_ch
     out: list[_Window] = []
     seen: set[str] = set()
     for name in lines:
         if name in seen:
-            raise XrayLineError(f"line_features: line {name!r} is given twice; give each line once.")
+            raise XrayLineError(
+                f"line_features: line {name!r} is given twice; give each line once."
+            )
         seen.add(name)
         line = xray.get_line(name)
         if not e_lo <= line.energy_kev <= e_hi:
             raise XrayLineError(
                 f"X-ray line {name!r} at {line.energy_kev:.3f} keV lies outside the energy range "
-                f"{e_lo:.3f} .. {e_hi:.3f} keV of the data. Remove it from lines (or crop_energy less)."
+                f"{e_lo:.3f} .. {e_hi:.3f} keV of the data. Remove it from lines (or crop_energy "
+                "less)."
             )
         half = width_fwhm * float(xray.fwhm_kev(line.energy_kev, mnka))
         lo, hi = line.energy_kev - half, line.energy_kev + half
@@ -567,12 +632,16 @@ def _line_windows(
                 )
         out.append(_Window(name, float(line.energy_kev), float(lo), float(hi), i0, i1, bg))
     overlaps = [
-        (a.name, b.name) for k, a in enumerate(out) for b in out[k + 1 :] if a.i0 < b.i1 and b.i0 < a.i1
+        (a.name, b.name)
+        for k, a in enumerate(out)
+        for b in out[k + 1 :]
+        if a.i0 < b.i1 and b.i0 < a.i1
     ]
     if overlaps:
         pairs = ", ".join(f"{a}/{b}" for a, b in overlaps)
         warnings.warn(
-            f"line_features: the windows of these lines overlap, so their features share counts: {pairs}. "
+            "line_features: the windows of these lines overlap, so their features share counts: "
+            f"{pairs}. "
             "Drop one line of each pair or use a smaller width_fwhm.",
             stacklevel=3,
         )
@@ -734,7 +803,11 @@ def line_features(
         ),
         TOTAL_COUNTS: total_da
         if total_da is not None
-        else xr.DataArray(total, dims=(DIM_Y, DIM_X), attrs={"units": "counts", "long_name": "total counts per pixel"}),
+        else xr.DataArray(
+            total,
+            dims=(DIM_Y, DIM_X),
+            attrs={"units": "counts", "long_name": "total counts per pixel"},
+        ),
     }
     for name in _nav_vars(ds):
         if name != TOTAL_COUNTS:
@@ -742,17 +815,35 @@ def line_features(
     coords = {
         DIM_Y: ds[DIM_Y],
         DIM_X: ds[DIM_X],
-        DIM_FEATURE: xr.DataArray(np.array(names, dtype=str), dims=DIM_FEATURE, attrs={"long_name": "X-ray line"}),
-        "line_energy": (DIM_FEATURE, [w.energy_kev for w in windows], {"units": "keV", "long_name": "line energy"}),
-        "window_lo": (DIM_FEATURE, [w.lo_kev for w in windows], {"units": "keV", "long_name": "window start"}),
-        "window_hi": (DIM_FEATURE, [w.hi_kev for w in windows], {"units": "keV", "long_name": "window end"}),
+        DIM_FEATURE: xr.DataArray(
+            np.array(names, dtype=str), dims=DIM_FEATURE, attrs={"long_name": "X-ray line"}
+        ),
+        "line_energy": (
+            DIM_FEATURE,
+            [w.energy_kev for w in windows],
+            {"units": "keV", "long_name": "line energy"},
+        ),
+        "window_lo": (
+            DIM_FEATURE,
+            [w.lo_kev for w in windows],
+            {"units": "keV", "long_name": "window start"},
+        ),
+        "window_hi": (
+            DIM_FEATURE,
+            [w.hi_kev for w in windows],
+            {"units": "keV", "long_name": "window end"},
+        ),
     }
     attrs = _history(
         ds,
         "line_features("
         + _fmt_kwargs(
-            lines=names, width_fwhm=width_fwhm, background=background, mnka_resolution_ev=mnka,
-            normalize=normalize, ignore_below_kev=ignore_below_kev,
+            lines=names,
+            width_fwhm=width_fwhm,
+            background=background,
+            mnka_resolution_ev=mnka,
+            normalize=normalize,
+            ignore_below_kev=ignore_below_kev,
         )
         + ")",
     )
@@ -829,7 +920,8 @@ def pca_features(
     ny, nx, ne = counts.shape
     if n_components > min(ne, ny * nx):
         raise ValueError(
-            f"n_components must be at most min(n_channels, n_pixels) = {min(ne, ny * nx)}. Got {n_components!r}."
+            f"n_components must be at most min(n_channels, n_pixels) = {min(ne, ny * nx)}. Got "
+            f"{n_components!r}."
         )
     if batch_size is None:
         batch_size = max(int(64e6 // (4 * ne)), n_components + 1)
@@ -869,8 +961,12 @@ def pca_features(
             import scipy.sparse as sp
 
             m = sp.csr_array(flat.astype(np.float32))
-            return sp.diags_array(rw.astype(np.float32)) @ m @ sp.diags_array(col_w.astype(np.float32))
-        return (flat.astype(np.float32) * rw[:, None].astype(np.float32)) * col_w.astype(np.float32)[None, :]
+            return (
+                sp.diags_array(rw.astype(np.float32)) @ m @ sp.diags_array(col_w.astype(np.float32))
+            )
+        return (flat.astype(np.float32) * rw[:, None].astype(np.float32)) * col_w.astype(
+            np.float32
+        )[None, :]
 
     n_pix = ny * nx
     it = tqdm(batches, desc="pca_features fit", disable=not show_progress)
@@ -928,7 +1024,9 @@ def pca_features(
 
         d = data.rechunk({1: -1, 2: -1}) if data.numblocks[1] > 1 or data.numblocks[2] > 1 else data
 
-        def _tx(block: npt.NDArray[Any], block_info: dict[Any, Any] | None = None) -> npt.NDArray[np.float32]:
+        def _tx(
+            block: npt.NDArray[Any], block_info: dict[Any, Any] | None = None
+        ) -> npt.NDArray[np.float32]:
             r0 = block_info[0]["array-location"][0][0] if block_info else 0
             return transform(block, r0)
 
@@ -942,17 +1040,29 @@ def pca_features(
     names = [f"PC{k + 1}" for k in range(n_components)]
     out_vars: dict[str, Any] = {
         FEATURES: xr.DataArray(
-            feats, dims=(DIM_Y, DIM_X, DIM_FEATURE),
-            attrs={"units": "1", "long_name": "PCA score", "kind": "pca", "poisson_scale": int(poisson_scale)},
+            feats,
+            dims=(DIM_Y, DIM_X, DIM_FEATURE),
+            attrs={
+                "units": "1",
+                "long_name": "PCA score",
+                "kind": "pca",
+                "poisson_scale": int(poisson_scale),
+            },
         ),
         "pca_loading": xr.DataArray(
-            comps.astype(np.float32), dims=(DIM_FEATURE, DIM_ENERGY),
-            attrs={"long_name": "PCA loading" + (" (Poisson-scaled space)" if poisson_scale else "")},
+            comps.astype(np.float32),
+            dims=(DIM_FEATURE, DIM_ENERGY),
+            attrs={
+                "long_name": "PCA loading" + (" (Poisson-scaled space)" if poisson_scale else "")
+            },
         ),
-        "explained_variance_ratio": xr.DataArray(np.asarray(ratio, dtype=np.float64), dims=DIM_FEATURE),
+        "explained_variance_ratio": xr.DataArray(
+            np.asarray(ratio, dtype=np.float64), dims=DIM_FEATURE
+        ),
         TOTAL_COUNTS: xr.DataArray(
             total.data if TOTAL_COUNTS not in ds.data_vars else ds[TOTAL_COUNTS].data,
-            dims=(DIM_Y, DIM_X), attrs={"units": "counts", "long_name": "total counts per pixel"},
+            dims=(DIM_Y, DIM_X),
+            attrs={"units": "counts", "long_name": "total counts per pixel"},
         ),
     }
     for name in _nav_vars(ds):
@@ -960,7 +1070,10 @@ def pca_features(
             out_vars[name] = ds[name]
     coords = {DIM_Y: ds[DIM_Y], DIM_X: ds[DIM_X], DIM_ENERGY: ds[DIM_ENERGY], DIM_FEATURE: names}
     attrs = _history(
-        ds, f"pca_features({_fmt_kwargs(n_components=n_components, poisson_scale=poisson_scale, solver=solver)})"
+        ds,
+        "pca_features("
+        + _fmt_kwargs(n_components=n_components, poisson_scale=poisson_scale, solver=solver)
+        + ")",
     )
     return xr.Dataset(out_vars, coords=coords, attrs=attrs)
 
@@ -1031,7 +1144,9 @@ def neighbor_average(
     else:
         new = smooth(data)
     out = ds.assign({FEATURES: feats.copy(data=new)})
-    desc = f"kind={kind!r}" + (f", sigma={sigma!r}" if kind == "gaussian" else "") + f", mode={mode!r}"
+    desc = (
+        f"kind={kind!r}" + (f", sigma={sigma!r}" if kind == "gaussian" else "") + f", mode={mode!r}"
+    )
     return out.assign_attrs(_history(ds, f"neighbor_average({desc})"))
 
 
@@ -1045,7 +1160,8 @@ def zscore(ds: xr.Dataset) -> xr.Dataset:
     --------
     >>> import numpy as np, xarray as xr
     >>> f = np.array([[[1.0], [3.0]]], np.float32)
-    >>> zscore(xr.Dataset({"features": (("y", "x", "feature"), f)})).features.values.ravel().tolist()
+    >>> ds = xr.Dataset({"features": (("y", "x", "feature"), f)})
+    >>> zscore(ds).features.values.ravel().tolist()
     [-1.0, 1.0]
     """
     ds = _require_features(ds, "zscore")
@@ -1056,9 +1172,14 @@ def zscore(ds: xr.Dataset) -> xr.Dataset:
     if not _is_dask(feats.data):
         zero = np.asarray(std.values) <= 1e-12 * np.maximum(np.abs(np.asarray(mean.values)), 1.0)
         if zero.any():
-            names = [str(v) for v in np.asarray(feats[DIM_FEATURE].values)[zero]] if DIM_FEATURE in feats.coords else np.flatnonzero(zero).tolist()
+            names = (
+                [str(v) for v in np.asarray(feats[DIM_FEATURE].values)[zero]]
+                if DIM_FEATURE in feats.coords
+                else np.flatnonzero(zero).tolist()
+            )
             warnings.warn(
-                f"zscore: feature(s) {names!r} are constant over the image (zero variance) and are set to 0. "
+                f"zscore: feature(s) {names!r} are constant over the image (zero variance) and "
+                "are set to 0. "
                 "Consider dropping them from the line list.",
                 stacklevel=2,
             )
@@ -1069,7 +1190,13 @@ def zscore(ds: xr.Dataset) -> xr.Dataset:
         valid = std > 0
         safe = xr.where(valid, std, 1.0)
     z = xr.where(valid, (f64 - mean) / safe, 0.0).astype(np.float32).transpose(*feats.dims)
-    out = ds.assign({FEATURES: z.assign_attrs(units="1", long_name="z-score of " + str(feats.attrs.get("long_name", "feature")))})
+    out = ds.assign(
+        {
+            FEATURES: z.assign_attrs(
+                units="1", long_name="z-score of " + str(feats.attrs.get("long_name", "feature"))
+            )
+        }
+    )
     return out.assign_attrs(_history(ds, "zscore()"))
 
 
@@ -1082,7 +1209,8 @@ def softmax(ds: xr.Dataset) -> xr.Dataset:
     --------
     >>> import numpy as np, xarray as xr
     >>> f = np.array([[[1000.0, 1000.0]]], np.float32)
-    >>> softmax(xr.Dataset({"features": (("y", "x", "feature"), f)})).features.values.ravel().tolist()
+    >>> ds = xr.Dataset({"features": (("y", "x", "feature"), f)})
+    >>> softmax(ds).features.values.ravel().tolist()
     [0.5, 0.5]
     """
     ds = _require_features(ds, "softmax")
@@ -1090,7 +1218,13 @@ def softmax(ds: xr.Dataset) -> xr.Dataset:
     f64 = feats.astype(np.float64)
     ex = np.exp(f64 - f64.max(DIM_FEATURE))
     sm = (ex / ex.sum(DIM_FEATURE)).astype(np.float32).transpose(*feats.dims)
-    out = ds.assign({FEATURES: sm.assign_attrs(units="1", long_name="softmax of " + str(feats.attrs.get("long_name", "feature")))})
+    out = ds.assign(
+        {
+            FEATURES: sm.assign_attrs(
+                units="1", long_name="softmax of " + str(feats.attrs.get("long_name", "feature"))
+            )
+        }
+    )
     return out.assign_attrs(_history(ds, "softmax()"))
 
 
@@ -1138,7 +1272,8 @@ class Preprocessor:
 
     Examples
     --------
-    >>> pre = Preprocessor(steps=[{"name": "line_features", "lines": ["Fe_Ka"]}, {"name": "zscore"}])
+    >>> steps = [{"name": "line_features", "lines": ["Fe_Ka"]}, {"name": "zscore"}]
+    >>> pre = Preprocessor(steps=steps)
     >>> Preprocessor.from_json(pre.to_json()) == pre
     True
     """
@@ -1153,13 +1288,18 @@ class Preprocessor:
         for k, step in enumerate(self.steps):
             name = step.get("name")
             if name not in STEPS:
-                raise ValueError(f"Preprocessor step {k}: unknown name {name!r}; use one of {sorted(STEPS)}.")
+                raise ValueError(
+                    f"Preprocessor step {k}: unknown name {name!r}; use one of {sorted(STEPS)}."
+                )
             func, kind = STEPS[name]
             params = inspect.signature(func).parameters
             allowed = [p for p in params if p != "ds"]
             unknown = [p for p in step if p != "name" and p not in allowed]
             if unknown:
-                raise ValueError(f"Preprocessor step {k} ({name}): unknown parameter(s) {unknown!r}; {name} takes {allowed!r}.")
+                raise ValueError(
+                    f"Preprocessor step {k} ({name}): unknown parameter(s) {unknown!r}; {name} "
+                    f"takes {allowed!r}."
+                )
             if kind == "counts" and stage == 1:
                 raise ValueError(
                     f"Preprocessor step {k} ({name}) works on counts but comes after the features "
@@ -1175,13 +1315,17 @@ class Preprocessor:
                 stage = 1
         if self.steps and n_feat != 1:
             raise ValueError(
-                f"Preprocessor needs exactly one feature step (line_features or pca_features); got {n_feat}."
+                "Preprocessor needs exactly one feature step (line_features or pca_features); "
+                f"got {n_feat}."
             )
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def sigma_default(cls, lines: str | Sequence[str] | None = None, bin_factor: int | Sequence[int] | None = None) -> Preprocessor:
-        """SIGMA's chain: (binning), zero < 0.1 keV, normalise, line windows +/- 1 FWHM, 3x3 mean, z-score, softmax.
+    def sigma_default(
+        cls, lines: str | Sequence[str] | None = None, bin_factor: int | Sequence[int] | None = None
+    ) -> Preprocessor:
+        """SIGMA's chain: (binning), zero < 0.1 keV, normalise, line windows +/- 1 FWHM, 3x3 mean,
+        z-score, softmax.
 
         ``lines=None`` uses the file's ``xray_lines`` (identified automatically when empty).
         """
@@ -1191,7 +1335,11 @@ class Preprocessor:
         steps += [
             {"name": "remove_noise_peak", "below_kev": 0.1},
             {"name": "normalize_total"},
-            {"name": "line_features", "lines": lines if isinstance(lines, (str, type(None))) else list(lines), "width_fwhm": 1.0},
+            {
+                "name": "line_features",
+                "lines": lines if isinstance(lines, (str, type(None))) else list(lines),
+                "width_fwhm": 1.0,
+            },
             {"name": "neighbor_average", "kind": "mean3x3"},
             {"name": "zscore"},
             {"name": "softmax"},
@@ -1208,7 +1356,9 @@ class Preprocessor:
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
             return cls(steps=[dict(s) for s in data])
         if not isinstance(data, Mapping) or "steps" not in data:
-            raise ValueError(f"Preprocessor.from_dict expects a dict with a 'steps' list. Got {data!r}.")
+            raise ValueError(
+                f"Preprocessor.from_dict expects a dict with a 'steps' list. Got {data!r}."
+            )
         return cls(steps=[dict(s) for s in data["steps"]], version=int(data.get("version", 1)))
 
     def to_json(self, **kwargs: Any) -> str:
@@ -1221,7 +1371,9 @@ class Preprocessor:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"Preprocessor.from_json: not valid JSON ({err}). Got {text[:80]!r}.") from err
+            raise ValueError(
+                f"Preprocessor.from_json: not valid JSON ({err}). Got {text[:80]!r}."
+            ) from err
         return cls.from_dict(data)
 
     # -- application --------------------------------------------------------------------------
@@ -1238,7 +1390,9 @@ class Preprocessor:
         ``lines="auto"``/``None`` replaced by the lines actually used.
         """
         if not self.steps:
-            raise ValueError("Preprocessor has no steps; add at least a line_features or pca_features step.")
+            raise ValueError(
+                "Preprocessor has no steps; add at least a line_features or pca_features step."
+            )
         _require_counts(ds, "Preprocessor")
         resolved = copy.deepcopy(self.steps)
         out = ds
@@ -1250,13 +1404,18 @@ class Preprocessor:
             if name in ("remove_noise_peak", "normalize_total"):
                 j = k
                 fused: dict[str, Any] = {}
-                while j < len(resolved) and resolved[j]["name"] in ("remove_noise_peak", "normalize_total"):
+                while j < len(resolved) and resolved[j]["name"] in (
+                    "remove_noise_peak",
+                    "normalize_total",
+                ):
                     s = resolved[j]
                     if s["name"] == "remove_noise_peak":
                         if fused.get("normalize"):
                             break  # zeroing after normalising changes the totals: no fusion
                         below = s.get("below_kev", 0.1)
-                        fused["ignore_below_kev"] = max(below, fused.get("ignore_below_kev", -np.inf))
+                        fused["ignore_below_kev"] = max(
+                            below, fused.get("ignore_below_kev", -np.inf)
+                        )
                     else:
                         fused["normalize"] = True
                     j += 1
@@ -1275,5 +1434,7 @@ class Preprocessor:
             if name == "line_features":
                 step["lines"] = as_str_list(out.attrs.get("xray_lines"))
             k += 1
-        out.attrs["preprocessing"] = json.dumps({"version": self.version, "steps": _jsonable(resolved)})
+        out.attrs["preprocessing"] = json.dumps(
+            {"version": self.version, "steps": _jsonable(resolved)}
+        )
         return out

@@ -352,7 +352,8 @@ def snip_background(
     width = np.broadcast_to(np.asarray(width_channels, dtype=np.float64), y.shape)
     if not np.all(width >= 1):
         raise ValueError(
-            f"width_channels must be in the range [1, inf). Got minimum {float(np.min(width))!r} instead."
+            f"width_channels must be in the range [1, inf). Got minimum {float(np.min(width))!r} "
+            "instead."
         )
     v = np.log(np.log(np.sqrt(np.clip(y, 0, None) + 1.0) + 1.0) + 1.0)
     n = v.size
@@ -406,7 +407,8 @@ def find_xray_peaks(
     y = np.asarray(spectrum, dtype=np.float64)
     if e.shape != y.shape or e.ndim != 1:
         raise ValueError(
-            f"energy_kev and spectrum must be 1-D arrays of the same length. Got shapes {e.shape!r} and {y.shape!r}."
+            "energy_kev and spectrum must be 1-D arrays of the same length. Got shapes "
+            f"{e.shape!r} and {y.shape!r}."
         )
     if e.size < 8:
         return []
@@ -427,6 +429,7 @@ def find_xray_peaks(
     cum_y = np.concatenate([[0.0], np.cumsum(y)])
     cum_b = np.concatenate([[0.0], np.cumsum(back)])
     peaks = []
+
     def window(a: float, b: float) -> tuple[int, int]:
         lo_, hi_ = max(int(round(a)), first), min(int(round(b)) + 1, e.size)
         return min(lo_, e.size), max(hi_, min(lo_, e.size))
@@ -463,7 +466,11 @@ def find_xray_peaks(
             merged.append(p)
     peaks = merged
     top = max(p.net_counts for p in peaks)
-    kept = [p for p in peaks if p.significance >= min_significance and p.net_counts >= min_relative_intensity * top]
+    kept = [
+        p
+        for p in peaks
+        if p.significance >= min_significance and p.net_counts >= min_relative_intensity * top
+    ]
     return sorted(kept, key=lambda p: -p.net_counts)
 
 
@@ -501,7 +508,8 @@ def identify_lines(
       when K Ka is weak, or ``Pd_Mz`` when the Pd L lines are missing);
 
     Lines weaker than 4.5 % of their shell's main line do not claim peaks, and elements without
-    stable isotopes (Tc, Pm, Po ... Pa) are never proposed. Ties go to the line closest in energy. Every peak the chosen element explains is then marked
+    stable isotopes (Tc, Pm, Po ... Pa) are never proposed. Ties go to the line closest in
+    energy. Every peak the chosen element explains is then marked
     explained. A peak is skipped (and logged) when its best score is below 1, or below 1.5 where
     it also sits at a Si escape or sum-peak energy of stronger peaks.
 
@@ -568,7 +576,9 @@ def identify_lines(
         best = None
         for k, p in enumerate(peaks):
             d = abs(p.energy_kev - line.energy_kev)
-            if d <= tol(p.energy_kev) and (best is None or d < abs(peaks[best].energy_kev - line.energy_kev)):
+            if d <= tol(p.energy_kev) and (
+                best is None or d < abs(peaks[best].energy_kev - line.energy_kev)
+            ):
                 best = k
         return best
 
@@ -587,7 +597,11 @@ def identify_lines(
         for cand in cands:
             if not usable(cand) or cand.element in _UNSTABLE:
                 continue
-            lines = {n: ln for n, ln in element_lines(cand.element).items() if usable(ln) and ln.weight >= 0.045}
+            lines = {
+                n: ln
+                for n, ln in element_lines(cand.element).items()
+                if usable(ln) and ln.weight >= 0.045
+            }
             matches: dict[int, str] = {k: cand.name}
             for ln in sorted(lines.values(), key=lambda ln: -ln.weight):
                 j = peak_of(ln)
@@ -608,7 +622,10 @@ def identify_lines(
                     continue  # merged into this very peak
                 # a weaker line within 2 FWHM sits in the peak's shoulder (La + Lb1 + Lb3 ...),
                 # any line may hide in the shoulder of another peak
-                if abs(ln.energy_kev - cand.energy_kev) <= 2.0 * fwhm_c and ln.weight <= cand.weight:
+                if (
+                    abs(ln.energy_kev - cand.energy_kev) <= 2.0 * fwhm_c
+                    and ln.weight <= cand.weight
+                ):
                     continue
                 if ln.weight < 0.1:
                     continue  # minor lines' table weights are too uncertain to demand a peak
@@ -617,8 +634,11 @@ def identify_lines(
                 predicted = peak.net_counts * ln.weight / cand.weight
                 fwhm_l = float(fwhm_kev(ln.energy_kev, mnka_resolution_ev))
                 near = [
-                    p.net_counts for i, p in enumerate(peaks)
-                    if i != k and abs(p.energy_kev - ln.energy_kev) <= (tol(p.energy_kev) if j is not None else 2.0 * fwhm_l)
+                    p.net_counts
+                    for i, p in enumerate(peaks)
+                    if i != k
+                    and abs(p.energy_kev - ln.energy_kev)
+                    <= (tol(p.energy_kev) if j is not None else 2.0 * fwhm_l)
                 ]
                 observed = max(near, default=0.0)
                 if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.25 * predicted:
@@ -638,20 +658,34 @@ def identify_lines(
                     predicted = peak.net_counts * strength(ln) / strength(cand)
                     fwhm_l = float(fwhm_kev(ln.energy_kev, mnka_resolution_ev))
                     observed = max(
-                        (p.net_counts for p in peaks if abs(p.energy_kev - ln.energy_kev) <= 2.0 * fwhm_l),
+                        (
+                            p.net_counts
+                            for p in peaks
+                            if abs(p.energy_kev - ln.energy_kev) <= 2.0 * fwhm_l
+                        ),
                         default=0.0,
                     )
-                    # lenient (3 %): absorption and detector efficiency move cross-shell ratios a lot
-                    if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.03 * predicted:
+                    # lenient (3 %): absorption and detector efficiency move cross-shell
+                    # ratios a lot
+                    if (
+                        predicted > 2.0 * detection_limit(ln.energy_kev)
+                        and observed < 0.03 * predicted
+                    ):
                         penalty += 1
             support = sum(
-                min(1.0, 2.0 * strength(lines[name])) for j, name in matches.items() if j != k and name in lines
+                min(1.0, 2.0 * strength(lines[name]))
+                for j, name in matches.items()
+                if j != k and name in lines
             )
             own = min(cand.weight, strength(cand) / max(gen.values())) if gen else cand.weight
             score = 1.0 + support + own - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
             logger.debug(
                 "peak %.3f keV: %s explains %s, penalty %d, score %.2f",
-                peak.energy_kev, cand.name, sorted(matches.values()), penalty, score,
+                peak.energy_kev,
+                cand.name,
+                sorted(matches.values()),
+                penalty,
+                score,
             )
             key = (score, -abs(cand.energy_kev - peak.energy_kev))
             if best is None or key > best[0]:
@@ -660,7 +694,8 @@ def identify_lines(
         if best is None or best[0][0] < 1.0 or (artefact and best[0][0] < 1.5):
             logger.info(
                 "no X-ray line explains the peak at %.3f keV%s; skipped",
-                peak.energy_kev, f" (probably {artefact})" if artefact else "",
+                peak.energy_kev,
+                f" (probably {artefact})" if artefact else "",
             )
             continue
         explained.update(best[2])
@@ -683,12 +718,16 @@ def _artefact_of(peak: SpectrumPeak, stronger: list[SpectrumPeak], tolerance_kev
     weaker parent's net counts.
     """
     for i, p in enumerate(stronger):
-        if peak.net_counts < 0.1 * p.net_counts and abs(p.energy_kev - _SI_KA_KEV - peak.energy_kev) <= tolerance_kev:
+        if (
+            peak.net_counts < 0.1 * p.net_counts
+            and abs(p.energy_kev - _SI_KA_KEV - peak.energy_kev) <= tolerance_kev
+        ):
             return f"the Si escape peak of {p.energy_kev:.3f} keV"
         for q in stronger[i:]:
-            if peak.net_counts < 0.1 * min(p.net_counts, q.net_counts) and abs(
-                p.energy_kev + q.energy_kev - peak.energy_kev
-            ) <= tolerance_kev:
+            if (
+                peak.net_counts < 0.1 * min(p.net_counts, q.net_counts)
+                and abs(p.energy_kev + q.energy_kev - peak.energy_kev) <= tolerance_kev
+            ):
                 return f"the sum peak of {p.energy_kev:.3f} and {q.energy_kev:.3f} keV"
     return ""
 

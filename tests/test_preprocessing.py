@@ -49,8 +49,11 @@ def _features(values: np.ndarray, names: list[str] | None = None) -> xr.Dataset:
     names = names or [f"f{k}" for k in range(values.shape[-1])]
     return xr.Dataset(
         {"features": (("y", "x", "feature"), values.astype(np.float32))},
-        coords={"feature": names, "y": ("y", np.arange(values.shape[0]), {"units": "px"}),
-                "x": ("x", np.arange(values.shape[1]), {"units": "px"})},
+        coords={
+            "feature": names,
+            "y": ("y", np.arange(values.shape[0]), {"units": "px"}),
+            "x": ("x", np.arange(values.shape[1]), {"units": "px"}),
+        },
         attrs={"history": []},
     )
 
@@ -66,8 +69,11 @@ def test_bin_spatial_sums_counts_and_bins_coords_and_images(cube: xr.Dataset) ->
     assert out.counts.dims == ("y", "x", "energy")
     np.testing.assert_allclose(out.y.values, [0.25, 1.25, 2.25])
     np.testing.assert_allclose(out.x.values, [0.75, 2.75])
-    assert out.y.attrs["units"] == "um" and out.energy.attrs["units"] == "keV"
-    np.testing.assert_allclose(out.bse.values, cube.bse.values.reshape(3, 2, 2, 4).mean(axis=(1, 3)), rtol=1e-6)
+    assert out.y.attrs["units"] == "um"
+    assert out.energy.attrs["units"] == "keV"
+    np.testing.assert_allclose(
+        out.bse.values, cube.bse.values.reshape(3, 2, 2, 4).mean(axis=(1, 3)), rtol=1e-6
+    )
     assert len(out.attrs["history"]) == len(cube.attrs["history"]) + 1
 
 
@@ -75,7 +81,8 @@ def test_bin_spatial_widens_dtype_only_when_needed() -> None:
     big = np.full((2, 2, 4), 200, np.uint8)
     ds = make_spectrum_image(big, energy_scale_kev=SCALE)
     out = pp.bin_spatial(ds, 2)
-    assert out.counts.dtype == np.uint16 and int(out.counts[0, 0, 0]) == 800
+    assert out.counts.dtype == np.uint16
+    assert int(out.counts[0, 0, 0]) == 800
     small = make_spectrum_image(np.ones((2, 2, 4), np.uint8), energy_scale_kev=SCALE)
     assert pp.bin_spatial(small, 2).counts.dtype == np.uint8
     # dask: values unknown, so the dtype alone decides (no overflow possible)
@@ -85,9 +92,11 @@ def test_bin_spatial_widens_dtype_only_when_needed() -> None:
 def test_bin_spatial_crops_remainder_with_warning(cube: xr.Dataset) -> None:
     with pytest.warns(UserWarning, match="cropping the last 0 row"):
         out = pp.bin_spatial(cube, (3, 3))
-    assert out.sizes["y"] == 2 and out.sizes["x"] == 2
+    assert out.sizes["y"] == 2
+    assert out.sizes["x"] == 2
     np.testing.assert_array_equal(
-        out.counts.values, cube.counts.values[:6, :6].astype(np.int64).reshape(2, 3, 2, 3, -1).sum(axis=(1, 3))
+        out.counts.values,
+        cube.counts.values[:6, :6].astype(np.int64).reshape(2, 3, 2, 3, -1).sum(axis=(1, 3)),
     )
     with pytest.raises(ValueError, match="factor"):
         pp.bin_spatial(cube, (0, 2))
@@ -95,7 +104,9 @@ def test_bin_spatial_crops_remainder_with_warning(cube: xr.Dataset) -> None:
 
 def test_rebin_energy_sums_channels_and_averages_energy(cube: xr.Dataset) -> None:
     out = pp.rebin_energy(cube, 4)
-    np.testing.assert_array_equal(out.counts.values, cube.counts.values.astype(np.int64).reshape(6, 8, 256, 4).sum(-1))
+    np.testing.assert_array_equal(
+        out.counts.values, cube.counts.values.astype(np.int64).reshape(6, 8, 256, 4).sum(-1)
+    )
     np.testing.assert_allclose(out.energy.values[:2], [0.015, 0.055])
     assert out.energy.attrs["units"] == "keV"
     assert "bse" in out
@@ -106,7 +117,8 @@ def test_rebin_energy_sums_channels_and_averages_energy(cube: xr.Dataset) -> Non
 def test_crop_energy_keeps_inclusive_range(cube: xr.Dataset) -> None:
     out = pp.crop_energy(cube, 1.0, 2.0)
     assert out.sizes["energy"] == 101
-    assert out.energy.values[0] == pytest.approx(1.0) and out.energy.values[-1] == pytest.approx(2.0)
+    assert out.energy.values[0] == pytest.approx(1.0)
+    assert out.energy.values[-1] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="min_kev"):
         pp.crop_energy(cube, 3.0, 2.0)
     with pytest.raises(ValueError, match="at least 2"):
@@ -118,7 +130,8 @@ def test_remove_noise_peak_zeroes_low_channels(cube: xr.Dataset) -> None:
     ds["counts"][:] = 1
     out = pp.remove_noise_peak(ds, below_kev=0.1)
     assert out.counts.dtype == np.uint16
-    assert int(out.counts[..., :10].sum()) == 0 and bool((out.counts[..., 10:] == 1).all())
+    assert int(out.counts[..., :10].sum()) == 0
+    assert bool((out.counts[..., 10:] == 1).all())
 
 
 def test_normalize_total_divides_and_empty_pixel_is_zero(cube: xr.Dataset) -> None:
@@ -143,10 +156,13 @@ def test_line_features_integrates_plus_minus_one_fwhm() -> None:
     counts[0, 1, inside[0] - 1] = 5  # just outside the window
     counts[0, 1, inside[-1] + 1] = 5
     counts[0, 1, inside[0]] = 2
-    ds = make_spectrum_image(counts, energy_scale_kev=SCALE, attrs={"energy_resolution_mnka_ev": 130.0})
+    ds = make_spectrum_image(
+        counts, energy_scale_kev=SCALE, attrs={"energy_resolution_mnka_ev": 130.0}
+    )
     out = pp.line_features(ds, ["Fe_Ka"])
     np.testing.assert_array_equal(out.features.values[0, :, 0], [inside.size, 2, 0])
-    assert out.features.dtype == np.float32 and out.features.dims == ("y", "x", "feature")
+    assert out.features.dtype == np.float32
+    assert out.features.dims == ("y", "x", "feature")
     assert list(out.feature.values) == ["Fe_Ka"]
     assert out.line_energy.attrs["units"] == "keV"
     assert out.window_lo.values[0] == pytest.approx(line.energy_kev - half)
@@ -165,12 +181,16 @@ def test_line_features_background_subtraction_and_clip() -> None:
     np.testing.assert_allclose(out.features.values[0, :, 0], [50.0, 0.0])
     counts2 = np.zeros((1, 1, 1000), np.uint16)
     counts2[0, 0, i + 20] = 9  # counts only in the right side window: net would be negative
-    out2 = pp.line_features(make_spectrum_image(counts2, energy_scale_kev=SCALE), ["Fe_Ka"], background=True)
+    out2 = pp.line_features(
+        make_spectrum_image(counts2, energy_scale_kev=SCALE), ["Fe_Ka"], background=True
+    )
     assert float(out2.features[0, 0, 0]) == 0.0
 
 
 def test_line_outside_range_raises_naming_it(cube: xr.Dataset) -> None:
-    with pytest.raises(XrayLineError, match=r"'Pb_La'.*outside the energy range -0\.005 \.\. 10\.235 keV"):
+    with pytest.raises(
+        XrayLineError, match=r"'Pb_La'.*outside the energy range -0\.005 \.\. 10\.235 keV"
+    ):
         pp.line_features(cube, ["Fe_Ka", "Pb_La"])
     with pytest.raises(XrayLineError, match="Xx_Ka"):
         pp.line_features(cube, ["Xx_Ka"])
@@ -185,8 +205,11 @@ def test_overlapping_windows_warn_with_pairs(cube: xr.Dataset) -> None:
 def test_line_features_uses_attrs_lines_and_keeps_nav_and_attrs(cube: xr.Dataset) -> None:
     out = pp.line_features(cube)
     assert list(out.feature.values) == ["Fe_Ka", "Cu_Ka"]
-    assert "bse" in out and "total_counts" in out and "counts" not in out
-    assert out.attrs["source"] == "test" and out.attrs["beam_energy_kev"] == 15.0
+    assert "bse" in out
+    assert "total_counts" in out
+    assert "counts" not in out
+    assert out.attrs["source"] == "test"
+    assert out.attrs["beam_energy_kev"] == 15.0
     assert out.y.attrs["units"] == "um"
 
 
@@ -226,8 +249,11 @@ def test_identify_lines_synthetic_sem_finds_its_elements() -> None:
     from sigma.datasets import synthetic_sem
 
     ds, _ = synthetic_sem(
-        (16, 16), phases=["quartz", "hematite", "calcite", "rutile"], counts_per_pixel=200,
-        n_channels=1024, show_progress=False,
+        (16, 16),
+        phases=["quartz", "hematite", "calcite", "rutile"],
+        counts_per_pixel=200,
+        n_channels=1024,
+        show_progress=False,
     )
     out = pp.line_features(ds, "auto")
     found = {str(n).split("_")[0] for n in out.feature.values}
@@ -236,9 +262,8 @@ def test_identify_lines_synthetic_sem_finds_its_elements() -> None:
 
 @pytest.mark.network
 def test_identify_lines_real_reference_spectrum_tm002() -> None:
-    from rsciio.hspy import file_reader
-
     from realdata import exspy_reference_spectrum
+    from rsciio.hspy import file_reader
 
     sig = file_reader(str(exspy_reference_spectrum("EDS_SEM_TM002.hspy")))[0]
     ax = sig["axes"][-1]
@@ -261,12 +286,18 @@ def test_pca_matches_sklearn_without_scaling(rng: np.random.Generator) -> None:
     ds = make_spectrum_image(counts, energy_scale_kev=0.1)
     out = pp.pca_features(ds, 3, poisson_scale=False, batch_size=25)
     ref = PCA(3).fit(counts.reshape(-1, 40).astype(np.float64))
-    np.testing.assert_allclose(out.explained_variance_ratio.values, ref.explained_variance_ratio_, rtol=1e-5)
+    np.testing.assert_allclose(
+        out.explained_variance_ratio.values, ref.explained_variance_ratio_, rtol=1e-5
+    )
     ref_scores = ref.transform(counts.reshape(-1, 40)).reshape(10, 12, 3)
-    np.testing.assert_allclose(np.abs(out.features.values), np.abs(ref_scores), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        np.abs(out.features.values), np.abs(ref_scores), rtol=1e-3, atol=1e-3
+    )
     inc = pp.pca_features(ds, 3, poisson_scale=False, batch_size=40, solver="incremental")
     # IncrementalPCA is approximate for the noise components; the signal component must agree
-    np.testing.assert_allclose(np.abs(inc.features.values[..., 0]), np.abs(ref_scores[..., 0]), rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(
+        np.abs(inc.features.values[..., 0]), np.abs(ref_scores[..., 0]), rtol=0.05, atol=0.05
+    )
 
 
 def test_pca_poisson_scaling_is_safe_for_empty_pixels_and_channels(cube: xr.Dataset) -> None:
@@ -277,7 +308,11 @@ def test_pca_poisson_scaling_is_safe_for_empty_pixels_and_channels(cube: xr.Data
     ds = pp.rebin_energy(ds, 4)  # 256 channels keep the eigenproblem small
     out = pp.pca_features(ds, 4)
     assert np.isfinite(out.features.values).all()
-    assert out.features.dims == ("y", "x", "feature") and out.pca_loading.dims == ("feature", "energy")
+    assert out.features.dims == ("y", "x", "feature")
+    assert out.pca_loading.dims == (
+        "feature",
+        "energy",
+    )
     pc1 = out.features.values[..., 0]
     top, bottom = pc1[:3].ravel()[1:], pc1[3:].ravel()
     assert abs(top.mean() - bottom.mean()) > 3 * max(top.std(), bottom.std())
@@ -302,9 +337,14 @@ def test_neighbor_average_mean3x3_and_gaussian() -> None:
     # corner pixel with 'nearest' edges: the corner value is counted 4 times in its 3x3 block
     assert float(out.features[0, 0, 0]) == pytest.approx(4.0)
     assert float(out.features[1, 1, 0]) == pytest.approx(1.0)
-    assert float(out.features[2, 2, 1]) == pytest.approx(1.0) and float(out.features[2, 2, 0]) == 0.0
+    assert float(out.features[2, 2, 1]) == pytest.approx(1.0)
+    assert float(out.features[2, 2, 0]) == 0.0
     g = pp.neighbor_average(ds, kind="gaussian", sigma=1.5, mode="reflect")
-    np.testing.assert_allclose(g.features.values[..., 1], ndimage.gaussian_filter(f[..., 1], 1.5, mode="reflect"), rtol=1e-6)
+    np.testing.assert_allclose(
+        g.features.values[..., 1],
+        ndimage.gaussian_filter(f[..., 1], 1.5, mode="reflect"),
+        rtol=1e-6,
+    )
     gd = pp.neighbor_average(ds.chunk({"y": 2, "x": 2}), kind="gaussian", sigma=1.5, mode="reflect")
     assert isinstance(gd.features.data, da.Array)
     np.testing.assert_allclose(gd.features.values, g.features.values, rtol=1e-6, atol=1e-7)
@@ -316,7 +356,9 @@ def test_zscore_and_zero_variance_warning() -> None:
     with pytest.warns(UserWarning, match=r"\['const'\]"):
         out = pp.zscore(ds)
     a = np.arange(6.0)
-    np.testing.assert_allclose(out.features.values[..., 0].ravel(), (a - a.mean()) / a.std(), rtol=1e-6)
+    np.testing.assert_allclose(
+        out.features.values[..., 0].ravel(), (a - a.mean()) / a.std(), rtol=1e-6
+    )
     assert (out.features.values[..., 1] == 0).all()
 
 
@@ -330,7 +372,9 @@ def test_softmax_is_stable_and_sums_to_one() -> None:
 
 def test_steps_in_wrong_order_error_clearly(cube: xr.Dataset) -> None:
     feats = pp.line_features(cube)
-    with pytest.raises(SchemaError, match="bin_spatial: operates on 'counts'.*before line_features"):
+    with pytest.raises(
+        SchemaError, match="bin_spatial: operates on 'counts'.*before line_features"
+    ):
         pp.bin_spatial(feats)
     with pytest.raises(SchemaError, match="zscore: operates on 'features'.*line_features"):
         pp.zscore(cube)
@@ -368,7 +412,8 @@ def test_numpy_and_dask_agree_input_untouched(cube: xr.Dataset, name: str, call)
     np.testing.assert_allclose(dout[var].values, out[var].values, rtol=1e-5, atol=1e-6)
     assert not np.isnan(out[var].values).any()
     assert out[var].dims == dout[var].dims
-    assert out.y.attrs == cube.y.attrs and out.x.attrs == cube.x.attrs
+    assert out.y.attrs == cube.y.attrs
+    assert out.x.attrs == cube.x.attrs
     if "energy" in out.dims:
         assert out.energy.attrs == cube.energy.attrs
     assert len(out.attrs["history"]) > len(cube.attrs["history"])
@@ -386,41 +431,54 @@ def test_feature_steps_pure_on_features(cube: xr.Dataset) -> None:
 def test_fused_chain_equals_step_by_step(cube: xr.Dataset) -> None:
     pre = pp.Preprocessor.sigma_default(lines=["Fe_Ka", "Cu_Ka"])
     fused = pre(cube)
-    manual = pp.softmax(pp.zscore(pp.neighbor_average(
-        pp.line_features(pp.normalize_total(pp.remove_noise_peak(cube, 0.1)), ["Fe_Ka", "Cu_Ka"])
-    )))
+    manual = pp.softmax(
+        pp.zscore(
+            pp.neighbor_average(
+                pp.line_features(
+                    pp.normalize_total(pp.remove_noise_peak(cube, 0.1)), ["Fe_Ka", "Cu_Ka"]
+                )
+            )
+        )
+    )
     np.testing.assert_allclose(fused.features.values, manual.features.values, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(fused.total_counts.values, manual.total_counts.values)
-    assert "bse" in fused and np.isfinite(fused.features.values).all()
+    assert "bse" in fused
+    assert np.isfinite(fused.features.values).all()
 
 
 def test_preprocessor_json_round_trip_and_reapply_identically(rng: np.random.Generator) -> None:
-    pre = pp.Preprocessor(steps=[
-        {"name": "bin_spatial", "factor": [2, 2]},
-        {"name": "remove_noise_peak", "below_kev": 0.1},
-        {"name": "line_features", "lines": "auto"},
-        {"name": "neighbor_average"},
-        {"name": "zscore"},
-        {"name": "softmax"},
-    ])
+    pre = pp.Preprocessor(
+        steps=[
+            {"name": "bin_spatial", "factor": [2, 2]},
+            {"name": "remove_noise_peak", "below_kev": 0.1},
+            {"name": "line_features", "lines": "auto"},
+            {"name": "neighbor_average"},
+            {"name": "zscore"},
+            {"name": "softmax"},
+        ]
+    )
     again = pp.Preprocessor.from_json(pre.to_json())
-    assert again == pre and again.to_dict() == pre.to_dict()
+    assert again == pre
+    assert again.to_dict() == pre.to_dict()
     assert pp.Preprocessor.from_dict(json.loads(pre.to_json())) == pre
     e = np.arange(1024) * SCALE
     spec = _element_spectrum({"Fe": 1.0, "Si": 1.0}, e, 15.0, background=0.05) / 2.0
     ds = make_spectrum_image(
         rng.poisson(np.broadcast_to(spec, (8, 8, 1024))).astype(np.uint16),
-        energy_scale_kev=SCALE, attrs={"beam_energy_kev": 15.0},
+        energy_scale_kev=SCALE,
+        attrs={"beam_energy_kev": 15.0},
     )
     out = pre(ds)
     chain = json.loads(out.attrs["preprocessing"])
     lines = chain["steps"][2]["lines"]
-    assert lines == list(out.feature.values) and {"Fe_Ka", "Si_Ka"} <= set(lines)
+    assert lines == list(out.feature.values)
+    assert {"Fe_Ka", "Si_Ka"} <= set(lines)
     replay = pp.Preprocessor.from_json(out.attrs["preprocessing"])
     out2 = replay(ds)
     xr.testing.assert_allclose(out.features, out2.features)
     assert out2.attrs["preprocessing"] == out.attrs["preprocessing"]
-    assert out.sizes["y"] == 4 and out.total_counts.dims == ("y", "x")
+    assert out.sizes["y"] == 4
+    assert out.total_counts.dims == ("y", "x")
 
 
 @pytest.mark.slow
@@ -428,8 +486,11 @@ def test_preprocessor_json_round_trip_and_reapply_identically(rng: np.random.Gen
 def test_identify_lines_demo_scenes_exactly(kind: str) -> None:
     from sigma.datasets import synthetic_sem, synthetic_tem
 
-    ds, _ = (synthetic_sem((64, 64), show_progress=False) if kind == "sem"
-             else synthetic_tem((48, 48), show_progress=False))
+    ds, _ = (
+        synthetic_sem((64, 64), show_progress=False)
+        if kind == "sem"
+        else synthetic_tem((48, 48), show_progress=False)
+    )
     spec = ds.counts.sum(("y", "x")).values
     found = identify_lines(ds.energy.values, spec, ds.attrs["beam_energy_kev"])
     assert {n.split("_")[0] for n in found} == set(ds.attrs["elements"])

@@ -1,0 +1,53 @@
+"""The sigma GUI, served by ``panel serve gui/app.py`` or ``sigma gui RESULTS``.
+
+The results path comes from, in order: ``panel serve gui/app.py --args RESULTS``, the URL
+(``?results=/path/results.nc``), the environment variable ``SIGMA_RESULTS``; with none, the demo
+opens. ``--warm``-friendly: run with ``panel serve gui/app.py --warm`` to pay numba's first
+datashader compile and the file read before the first visitor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `panel serve gui/app.py` from anywhere: make `gui` importable
+    sys.path.insert(0, str(_ROOT))
+
+import panel as pn  # noqa: E402
+
+from gui.views import SigmaApp, error_page, warm_up  # noqa: E402
+
+logger = logging.getLogger("gui.app")
+pn.extension("tabulator", notifications=True, loading_indicator=True, sizing_mode="stretch_width")
+
+
+def results_path() -> str | None:
+    """The results file asked for: ``--args PATH``, ``?results=PATH``, ``$SIGMA_RESULTS``, else None (demo)."""
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if args and Path(sys.argv[0]).name == "app.py":
+        return args[0]
+    session_args = pn.state.session_args if pn.state.curdoc is not None else {}
+    if session_args.get("results"):
+        return session_args["results"][0].decode()
+    return os.environ.get("SIGMA_RESULTS") or None
+
+
+def create_app(path: str | None = None) -> pn.template.BaseTemplate:
+    """Build the page for ``path`` (None: the demo); a bad file gives an error page, not a dead one."""
+    try:
+        app = SigmaApp(path)
+        seconds = warm_up(app)
+        if seconds:
+            logger.info("warmed up datashader in %.1f s", seconds)
+        return app.template()
+    except Exception as err:  # the page must explain the problem instead of dying
+        logger.exception("could not open results %r", path)
+        return error_page(f"{type(err).__name__}: {err}")
+
+
+if pn.state.served:
+    create_app(results_path()).servable()

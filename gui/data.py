@@ -1,0 +1,673 @@
+"""Pure, vectorised functions behind the GUI: load, select, edit and export results.
+
+Nothing here imports panel or torch; the views in :mod:`gui.views` call these and turn their
+exceptions into notifications. Every function returns new objects and never modifies its input.
+
+The loader reads the file with xarray directly; once ``sigma.results.SigmaResults.load`` lands,
+:func:`load_results` should call it (one place to change).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import xarray as xr
+
+from sigma._schema import append_history, as_str_list
+from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
+
+__all__ = [
+    "REQUIRED_VARIABLES",
+    "PALETTE",
+    "load_results",
+    "validate_results",
+    "n_clusters",
+    "latent_xy",
+    "pixel_xy",
+    "select_polygon",
+    "select_bounds",
+    "mean_spectrum",
+    "selection_mean_spectrum",
+    "feature_means",
+    "add_cluster_from_mask",
+    "merge_clusters",
+    "rename_cluster",
+    "recolour_cluster",
+    "bic_sweep",
+    "refit_clusters",
+    "particle_table",
+    "phase_rgba",
+    "cluster_spectra_frame",
+    "write_image",
+    "save_results",
+]
+
+logger = logging.getLogger(__name__)
+
+#: variables a results file must hold for the GUI to open it
+REQUIRED_VARIABLES: tuple[str, ...] = ("embedding", "label")
+
+#: colours given to new clusters (Tableau 10, then Dark2)
+PALETTE: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------- loading
+def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Read a results file (NetCDF via h5netcdf, or a ``.zarr`` store) fully into memory.
+
+    Parameters
+    ----------
+    path
+        A ``results.nc`` / ``results.zarr`` written by ``sigma run`` or ``SigmaResults.save``.
+
+    Returns
+    -------
+    xr.Dataset
+        Validated by :func:`validate_results`; string variables come back as ``str``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CorruptFileError
+        If the file cannot be read as NetCDF/Zarr.
+    SchemaError
+        If it lacks what the GUI needs (see :func:`validate_results`).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"results file {str(path)!r} does not exist. Give the path of a results.nc written by "
+            "`sigma run` (or run `sigma gui` with no path to open the demo)."
+        )
+    try:
+        if path.suffix == ".zarr" or path.is_dir():
+            with xr.open_zarr(path) as raw:
+                ds = raw.load()
+        else:
+            with xr.open_dataset(path, engine="h5netcdf") as raw:
+                ds = raw.load()
+    except Exception as err:  # h5py/zarr raise many types for a bad file
+        raise CorruptFileError(
+            f"could not read results file {str(path)!r} as NetCDF (h5netcdf) or Zarr: {err}. "
+            "Check that it is a results file written by `sigma run`, not a raw spectrum image."
+        ) from err
+    for name in ("cluster_name", "cluster_color", "feature"):
+        if name in ds.variables:
+            ds[name] = ds[name].astype(str)
+    return validate_results(ds, where=str(path))
+
+
+def validate_results(ds: xr.Dataset, *, where: str = "results") -> xr.Dataset:
+    """Check that ``ds`` holds what the GUI needs and return it unchanged.
+
+    Required: ``embedding`` with dims ``(y, x, latent)`` and 2 latent dims, ``label`` with dims
+    ``(y, x)``. Everything else in ``docs/results_schema.md`` is optional: views whose data is
+    missing say so instead of failing.
+
+    Raises
+    ------
+    SchemaError
+        Naming the missing variable or wrong dims and the fix.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise SchemaError(f"{where}: expected an xarray.Dataset. Got {type(ds).__name__!r} instead.")
+    missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
+    if missing:
+        raise SchemaError(
+            f"{where}: variable(s) {missing!r} missing; a results file needs {list(REQUIRED_VARIABLES)!r} "
+            "(see docs/results_schema.md). Is this a raw spectrum image? Run `sigma run` on it first."
+        )
+    if ds["embedding"].dims != ("y", "x", "latent"):
+        raise SchemaError(
+            f"{where}: 'embedding' must have dims ('y', 'x', 'latent'). Got {ds['embedding'].dims!r}; "
+            "transpose it with ds.embedding.transpose('y', 'x', 'latent')."
+        )
+    if ds.sizes["latent"] != 2:
+        raise SchemaError(f"{where}: the GUI shows a 2-D latent space. Got {ds.sizes['latent']!r} latent dims.")
+    if ds["label"].dims != ("y", "x"):
+        raise SchemaError(f"{where}: 'label' must have dims ('y', 'x'). Got {ds['label'].dims!r}.")
+    if not np.all(np.isfinite(ds["embedding"].values)):
+        raise SchemaError(f"{where}: 'embedding' holds NaN or inf values; the encoder output is broken.")
+    return ds
+
+
+def n_clusters(ds: xr.Dataset) -> int:
+    """Number of clusters: the ``cluster`` dim, else ``max(label) + 1``."""
+    if "cluster" in ds.sizes:
+        return int(ds.sizes["cluster"])
+    return int(ds["label"].max()) + 1
+
+
+def latent_xy(ds: xr.Dataset) -> npt.NDArray[np.float32]:
+    """Latent coordinates as an ``(n_pixels, 2)`` array in C order of ``(y, x)``."""
+    emb = ds["embedding"].transpose("y", "x", "latent").values
+    return np.ascontiguousarray(emb.reshape(-1, emb.shape[-1]), dtype=np.float32)
+
+
+def pixel_xy(ds: xr.Dataset) -> npt.NDArray[np.float64]:
+    """Scan coordinates ``(x, y)`` (in the coords' units) of every pixel, ``(n_pixels, 2)``."""
+    xx, yy = np.meshgrid(ds["x"].values, ds["y"].values)
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+# ------------------------------------------------------------------------------------- selection
+def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Boolean mask of the ``points`` inside ``polygon`` (vectorised, shapely ``contains_xy``).
+
+    Parameters
+    ----------
+    points
+        ``(n, 2)`` array of ``(x, y)``.
+    polygon
+        ``(m, 2)`` vertices of a lasso, closed implicitly; fewer than 3 vertices select nothing.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` bool.
+
+    Examples
+    --------
+    >>> select_polygon([[0.5, 0.5], [2, 2]], [[0, 0], [1, 0], [1, 1], [0, 1]]).tolist()
+    [True, False]
+    """
+    import shapely
+
+    pts = np.asarray(points, dtype=np.float64)
+    poly = np.asarray(polygon, dtype=np.float64)
+    mask = np.zeros(len(pts), dtype=bool)
+    if poly.ndim != 2 or len(poly) < 3:
+        return mask
+    (x0, y0), (x1, y1) = poly.min(axis=0), poly.max(axis=0)
+    # bounding-box prefilter: the exact test only runs on the candidates
+    cand = np.flatnonzero((pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1))
+    if cand.size == 0:
+        return mask
+    shape = shapely.Polygon(poly)
+    if not shape.is_valid:  # self-crossing lasso: repair instead of failing
+        shape = shapely.make_valid(shape)
+    shapely.prepare(shape)
+    mask[cand] = shapely.contains_xy(shape, pts[cand, 0], pts[cand, 1])
+    return mask
+
+
+def select_bounds(points: npt.ArrayLike, bounds: Sequence[float]) -> npt.NDArray[np.bool_]:
+    """Boolean mask of the ``points`` inside the box ``(x0, y0, x1, y1)`` (edges included).
+
+    Examples
+    --------
+    >>> select_bounds([[0.5, 0.5], [2, 2]], (0, 0, 1, 1)).tolist()
+    [True, False]
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if len(bounds) != 4:
+        raise ValueError(f"bounds must be (x0, y0, x1, y1). Got {bounds!r} instead.")
+    x0, y0, x1, y1 = bounds
+    x0, x1 = min(x0, x1), max(x0, x1)
+    y0, y1 = min(y0, y1), max(y0, y1)
+    return (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+
+
+def mean_spectrum(ds: xr.Dataset) -> xr.DataArray:
+    """Mean counts spectrum per pixel of the whole scan (from ``sum_spectrum``)."""
+    n = ds.sizes["y"] * ds.sizes["x"]
+    if "counts" in ds:
+        return ds["counts"].mean(("y", "x"))
+    if "sum_spectrum" in ds:
+        return ds["sum_spectrum"] / n
+    if "cluster_mean_spectrum" in ds and "n_pixels" in ds:
+        return (ds["cluster_mean_spectrum"] * ds["n_pixels"]).sum("cluster") / n
+    raise SchemaError("results: no 'sum_spectrum' or 'cluster_mean_spectrum' to show a spectrum from.")
+
+
+def _mask2d(ds: xr.Dataset, mask: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    m = np.asarray(mask, dtype=bool)
+    shape = (ds.sizes["y"], ds.sizes["x"])
+    if m.size != shape[0] * shape[1]:
+        raise ValueError(f"mask must have {shape[0] * shape[1]} pixels (y*x = {shape}). Got {m.size}.")
+    return m.reshape(shape)
+
+
+def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:
+    """Mean counts spectrum per pixel of the selected pixels.
+
+    With a ``counts`` variable in ``ds`` the mean is exact. A results file holds no per-pixel
+    spectra, so otherwise it is estimated as the selection's mean cluster probability times the
+    cluster mean spectra (exact when every pixel of a cluster has that cluster's mean spectrum).
+
+    Returns
+    -------
+    (spectrum, exact)
+        The spectrum over ``energy`` and whether it is exact.
+
+    Raises
+    ------
+    EmptySelectionError
+        If the mask selects no pixel.
+    """
+    m = _mask2d(ds, mask)
+    if not m.any():
+        raise EmptySelectionError("the selection is empty: draw a lasso or box around some pixels first.")
+    if "counts" in ds:
+        sel = ds["counts"].values[m]
+        return xr.DataArray(sel.mean(axis=0), coords={"energy": ds["energy"]}, dims="energy"), True
+    if "cluster_mean_spectrum" not in ds:
+        raise SchemaError("results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from.")
+    if "probability" in ds:
+        p = ds["probability"].transpose("y", "x", "cluster").values[m].mean(axis=0)
+    else:
+        p = np.bincount(ds["label"].values[m].clip(0), minlength=n_clusters(ds)) / m.sum()
+    spec = p @ ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
+    return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), False
+
+
+def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None) -> pd.DataFrame:
+    """Mean of each feature over all pixels and (if ``mask``) over the selection.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``feature``; columns ``all`` and, with a mask, ``selection``.
+    """
+    if "features" not in ds:
+        raise SchemaError("results: no 'features' variable to average.")
+    feats = ds["features"].transpose("y", "x", "feature").values.reshape(-1, ds.sizes["feature"])
+    out = pd.DataFrame({"all": feats.mean(axis=0)}, index=pd.Index(ds["feature"].values.astype(str), name="feature"))
+    if mask is not None:
+        m = _mask2d(ds, mask).ravel()
+        if not m.any():
+            raise EmptySelectionError("the selection is empty: draw a lasso or box around some pixels first.")
+        out["selection"] = feats[m].mean(axis=0)
+    return out
+
+
+# --------------------------------------------------------------------------------------- editing
+def _nnls_weights(spectra: np.ndarray, components: np.ndarray) -> np.ndarray:
+    from scipy.optimize import nnls
+
+    return np.stack([nnls(components.T, s)[0] for s in spectra])
+
+
+def _recompute(ds: xr.Dataset, label: np.ndarray, prob: np.ndarray | None, names: list[str],
+               colors: list[str], cms: np.ndarray | None, step: str) -> xr.Dataset:
+    """New dataset with per-cluster variables rebuilt for ``label`` (k clusters)."""
+    k = len(names)
+    emb = latent_xy(ds).astype(np.float64)
+    flat = label.ravel()
+    n_pixels = np.bincount(flat[flat >= 0], minlength=k)[:k].astype(np.int64)
+    means = np.zeros((k, 2))
+    covs = np.tile(np.eye(2) * 1e-6, (k, 1, 1))
+    for j in range(k):
+        members = emb[flat == j]
+        if len(members):
+            means[j] = members.mean(axis=0)
+        if len(members) > 2:
+            covs[j] = np.cov(members, rowvar=False) + np.eye(2) * 1e-9
+    drop = [v for v in ds.data_vars if "cluster" in ds[v].dims]
+    out = ds.drop_vars(drop).drop_vars(["cluster"], errors="ignore")
+    coords = {"cluster": np.arange(k)}
+    out = out.assign_coords(coords)
+    new = {
+        "label": (("y", "x"), label.astype(np.int16), ds["label"].attrs),
+        "cluster_name": ("cluster", np.array(names, dtype=object)),
+        "cluster_color": ("cluster", np.array(colors, dtype=object)),
+        "gmm_mean": (("cluster", "latent"), means),
+        "gmm_covariance": (("cluster", "latent", "latent_b"), covs),
+        "n_pixels": ("cluster", n_pixels),
+    }
+    if "latent_b" not in out.coords:
+        out = out.assign_coords(latent_b=np.arange(2))
+    if prob is not None:
+        new["probability"] = (("y", "x", "cluster"), prob.astype(np.float32))
+    if cms is not None:
+        new["cluster_mean_spectrum"] = (("cluster", "energy"), cms, {"units": "counts"})
+        new["cluster_sum_spectrum"] = (("cluster", "energy"), cms * n_pixels[:, None], {"units": "counts"})
+        if "nmf_spectrum" in ds:
+            comps = ds["nmf_spectrum"].transpose("component", "energy").values
+            new["nmf_weight"] = (("cluster", "component"), _nnls_weights(cms, comps))
+    out = out.assign(new)
+    out.attrs = append_history(ds.attrs, step)
+    return out
+
+
+def _names_colors(ds: xr.Dataset) -> tuple[list[str], list[str]]:
+    k = n_clusters(ds)
+    names = as_str_list(ds["cluster_name"].values) if "cluster_name" in ds else [f"phase {i}" for i in range(k)]
+    colors = as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else list(PALETTE[:k])
+    return names, colors
+
+
+def _cms(ds: xr.Dataset) -> np.ndarray | None:
+    if "cluster_mean_spectrum" not in ds:
+        return None
+    return ds["cluster_mean_spectrum"].transpose("cluster", "energy").values.astype(np.float64)
+
+
+def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | None = None,
+                          color: str | None = None) -> xr.Dataset:
+    """Return a copy of ``ds`` where the selected pixels form a new cluster (the last one).
+
+    The selected pixels leave their old clusters (probability one for the new cluster). The new
+    cluster's mean spectrum is exact with ``counts``, else the pixel-weighted mean of the old
+    clusters' spectra it took pixels from.
+
+    Raises
+    ------
+    EmptySelectionError
+        If the mask selects no pixel.
+
+    Examples
+    --------
+    >>> from gui.demo_data import make_demo_results
+    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> mask = np.zeros(256, bool); mask[:10] = True
+    >>> new = add_cluster_from_mask(ds, mask, name="grain")
+    >>> int(new.sizes["cluster"]), int(new.n_pixels[-1])
+    (4, 10)
+    """
+    m = _mask2d(ds, mask)
+    if not m.any():
+        raise EmptySelectionError("cannot make a cluster from an empty selection: select some pixels first.")
+    k = n_clusters(ds)
+    names, colors = _names_colors(ds)
+    names.append(name or f"phase {k}")
+    colors.append(color or PALETTE[k % len(PALETTE)])
+    label = ds["label"].values.copy()
+    old = label[m]
+    label[m] = k
+    prob = None
+    if "probability" in ds:
+        p = ds["probability"].transpose("y", "x", "cluster").values
+        prob = np.concatenate([p, np.zeros(p.shape[:2] + (1,), p.dtype)], axis=-1)
+        prob[m] = 0
+        prob[m, k] = 1
+    cms = _cms(ds)
+    if cms is not None:
+        if "counts" in ds:
+            new_spec = ds["counts"].values[m].mean(axis=0)
+        else:
+            counts = np.bincount(old.clip(0), minlength=k)[:k]
+            new_spec = counts @ cms / max(counts.sum(), 1)
+        cms = np.vstack([cms, new_spec])
+    return _recompute(ds, label, prob, names, colors, cms, f"gui: new cluster {names[-1]!r} from {int(m.sum())} pixels")
+
+
+def merge_clusters(ds: xr.Dataset, clusters: Sequence[int], *, name: str | None = None) -> xr.Dataset:
+    """Return a copy of ``ds`` with ``clusters`` merged into the first of them.
+
+    Probabilities add; the merged mean spectrum is the pixel-weighted mean; the other clusters are
+    removed and the remaining ones renumbered in order.
+
+    Examples
+    --------
+    >>> from gui.demo_data import make_demo_results
+    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> new = merge_clusters(ds, [1, 2])
+    >>> int(new.sizes["cluster"]), int(new.n_pixels[1]) == int(ds.n_pixels[1] + ds.n_pixels[2])
+    (2, True)
+    """
+    k = n_clusters(ds)
+    chosen = sorted({int(c) for c in clusters})
+    if len(chosen) < 2:
+        raise EmptySelectionError(f"clusters: choose at least two clusters to merge. Got {list(clusters)!r}.")
+    bad = [c for c in chosen if not 0 <= c < k]
+    if bad:
+        raise ValueError(f"clusters: {bad!r} are not cluster indices; allowed 0..{k - 1}.")
+    target, others = chosen[0], chosen[1:]
+    keep = [c for c in range(k) if c not in others]
+    remap = np.full(k + 1, -1, dtype=np.int64)  # last slot maps label -1 to -1
+    for new_i, c in enumerate(keep):
+        remap[c] = new_i
+    for c in others:
+        remap[c] = keep.index(target)
+    lab = ds["label"].values.astype(np.int64)
+    label = np.where(lab >= 0, remap[lab.clip(0)], -1)
+    names, colors = _names_colors(ds)
+    names[target] = name or names[target]
+    names = [names[c] for c in keep]
+    colors = [colors[c] for c in keep]
+    prob = None
+    if "probability" in ds:
+        p = ds["probability"].transpose("y", "x", "cluster").values
+        prob = p[..., keep].copy()
+        prob[..., keep.index(target)] += p[..., others].sum(axis=-1)
+    cms = _cms(ds)
+    if cms is not None:
+        n = ds["n_pixels"].values.astype(np.float64) if "n_pixels" in ds else np.bincount(lab[lab >= 0], minlength=k)
+        merged = (n[chosen, None] * cms[chosen]).sum(axis=0) / max(n[chosen].sum(), 1)
+        cms = cms[keep].copy()
+        cms[keep.index(target)] = merged
+    return _recompute(ds, label, prob, names, colors, cms, f"gui: merged clusters {chosen!r}")
+
+
+def _check_cluster(ds: xr.Dataset, cluster: int) -> int:
+    k = n_clusters(ds)
+    if not isinstance(cluster, (int, np.integer)) or not 0 <= cluster < k:
+        raise ValueError(f"cluster must be an int in [0, {k - 1}]. Got {cluster!r} instead.")
+    return int(cluster)
+
+
+def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
+    """Return a copy of ``ds`` with ``cluster`` called ``name`` (a non-empty string)."""
+    c = _check_cluster(ds, cluster)
+    if not str(name).strip():
+        raise ValueError(f"name must be a non-empty string. Got {name!r} instead.")
+    names, _ = _names_colors(ds)
+    names[c] = str(name).strip()
+    out = ds.assign(cluster_name=("cluster", np.array(names, dtype=object)))
+    out.attrs = append_history(ds.attrs, f"gui: renamed cluster {c} to {names[c]!r}")
+    return out
+
+
+def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
+    """Return a copy of ``ds`` with ``cluster`` drawn in ``color`` (``#rrggbb``)."""
+    c = _check_cluster(ds, cluster)
+    color = str(color).strip().lower()
+    if len(color) != 7 or color[0] != "#" or any(ch not in "0123456789abcdef" for ch in color[1:]):
+        raise ValueError(f"color must be '#rrggbb'. Got {color!r} instead.")
+    _, colors = _names_colors(ds)
+    colors[c] = color
+    out = ds.assign(cluster_color=("cluster", np.array(colors, dtype=object)))
+    out.attrs = append_history(ds.attrs, f"gui: recoloured cluster {c} to {color}")
+    return out
+
+
+def _subsample(emb: np.ndarray, max_samples: int, random_state: int) -> np.ndarray:
+    if len(emb) <= max_samples:
+        return emb
+    idx = np.random.default_rng(random_state).choice(len(emb), max_samples, replace=False)
+    return emb[idx]
+
+
+def bic_sweep(ds: xr.Dataset, n_components: Sequence[int], *, random_state: int = 0,
+              max_samples: int = 50_000) -> pd.Series:
+    """BIC of a full-covariance Gaussian mixture on the embedding for each k (scikit-learn).
+
+    Fits on at most ``max_samples`` randomly chosen pixels so the GUI stays responsive.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    emb = _subsample(latent_xy(ds).astype(np.float64), max_samples, random_state)
+    scores = {int(k): GaussianMixture(int(k), random_state=random_state).fit(emb).bic(emb) for k in n_components}
+    return pd.Series(scores, name="bic").rename_axis("n_components")
+
+
+def refit_clusters(ds: xr.Dataset, n_components: int, *, random_state: int = 0,
+                   max_samples: int = 100_000) -> xr.Dataset:
+    """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
+
+    Labels and probabilities come from the new mixture for every pixel; cluster mean spectra are
+    estimated from the old probabilities and spectra (a results file holds no per-pixel spectra).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"n_components must be an int in the range [1, inf). Got {n_components!r} instead.")
+    emb = latent_xy(ds).astype(np.float64)
+    gmm = GaussianMixture(int(n_components), random_state=random_state).fit(_subsample(emb, max_samples, random_state))
+    prob = gmm.predict_proba(emb)
+    label = prob.argmax(axis=1).reshape(ds.sizes["y"], ds.sizes["x"])
+    prob = prob.reshape(ds.sizes["y"], ds.sizes["x"], -1)
+    cms = _cms(ds)
+    if cms is not None:
+        if "probability" in ds:
+            old = ds["probability"].transpose("y", "x", "cluster").values.reshape(-1, cms.shape[0])
+        else:
+            old = np.eye(cms.shape[0])[ds["label"].values.ravel().clip(0)]
+        flat = label.ravel()
+        per_px = np.stack([old[flat == j].mean(axis=0) if np.any(flat == j) else np.zeros(cms.shape[0])
+                           for j in range(n_components)])  # fmt: skip
+        cms = per_px @ cms
+    names = [f"phase {j}" for j in range(n_components)]
+    colors = [PALETTE[j % len(PALETTE)] for j in range(n_components)]
+    out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={n_components}")
+    out["gmm_mean"].values[:] = gmm.means_
+    out["gmm_covariance"].values[:] = gmm.covariances_
+    return out
+
+
+# -------------------------------------------------------------------------------------- analysis
+def particle_table(ds: xr.Dataset, cluster: int, *, connectivity: int = 1) -> pd.DataFrame:
+    """Connected regions ("particles") of one cluster in the label map, with their sizes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per particle: ``n_pixels``, ``area`` and ``equivalent_diameter`` in the scan
+        units (column names carry the unit), ``centroid_y``, ``centroid_x``.
+    """
+    from scipy import ndimage
+
+    c = _check_cluster(ds, cluster)
+    binary = ds["label"].values == c
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    lab, n = ndimage.label(binary, structure=structure)
+    units = ds["x"].attrs.get("units", "px")
+    dy = float(np.diff(ds["y"].values[:2])[0]) if ds.sizes["y"] > 1 else 1.0
+    dx = float(np.diff(ds["x"].values[:2])[0]) if ds.sizes["x"] > 1 else 1.0
+    if n == 0:
+        return pd.DataFrame(columns=["n_pixels", f"area ({units}^2)", f"equivalent_diameter ({units})",
+                                     "centroid_y", "centroid_x"])  # fmt: skip
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    centroids = np.array(ndimage.center_of_mass(binary, lab, np.arange(1, n + 1)))
+    area = sizes * abs(dy * dx)
+    return pd.DataFrame(
+        {
+            "n_pixels": sizes,
+            f"area ({units}^2)": area,
+            f"equivalent_diameter ({units})": np.sqrt(4 * area / np.pi),
+            "centroid_y": np.interp(centroids[:, 0], np.arange(ds.sizes["y"]), ds["y"].values),
+            "centroid_x": np.interp(centroids[:, 1], np.arange(ds.sizes["x"]), ds["x"].values),
+        },
+        index=pd.RangeIndex(1, n + 1, name="particle"),
+    )
+
+
+def _hex_to_rgb(colors: Sequence[str]) -> np.ndarray:
+    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.float64)
+
+
+def phase_rgba(ds: xr.Dataset, *, opacity: float = 0.6, colors: Sequence[str] | None = None) -> npt.NDArray[np.uint8]:
+    """Phase map in cluster colours blended over the grey navigation image, ``(y, x, 4)`` uint8.
+
+    ``opacity`` 0 shows only the navigation image, 1 only the phase colours; unassigned pixels
+    (label -1) show the navigation image.
+    """
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be in [0, 1]. Got {opacity!r} instead.")
+    _, default_colors = _names_colors(ds)
+    rgb = _hex_to_rgb(list(colors) if colors is not None else default_colors)
+    label = ds["label"].values
+    if "nav_image" in ds:
+        nav = ds["nav_image"].values.astype(np.float64)
+        lo, hi = np.percentile(nav, [1, 99])
+        grey = np.clip((nav - lo) / max(hi - lo, 1e-12), 0, 1)[..., None] * 255
+    else:
+        grey = np.full(label.shape + (1,), 255.0)
+    colour = rgb[label.clip(0)]
+    alpha = np.where(label[..., None] >= 0, opacity, 0.0)
+    out = np.empty(label.shape + (4,), dtype=np.uint8)
+    out[..., :3] = np.round(alpha * colour + (1 - alpha) * grey)
+    out[..., 3] = 255
+    return out
+
+
+def cluster_spectra_frame(ds: xr.Dataset, variable: str = "cluster_mean_spectrum") -> pd.DataFrame:
+    """Cluster spectra as a table: index energy (keV), one column per cluster name."""
+    if variable not in ds:
+        raise SchemaError(f"results: no {variable!r} variable to export.")
+    names, _ = _names_colors(ds)
+    data = ds[variable].transpose("energy", ...).values
+    cols = [f"{i}: {n}" for i, n in enumerate(names)] if data.ndim == 2 else [variable]
+    return pd.DataFrame(data.reshape(len(ds["energy"]), -1), columns=cols,
+                        index=pd.Index(ds["energy"].values, name="energy (keV)"))
+
+
+# ---------------------------------------------------------------------------------------- export
+def write_image(image: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
+    """Write an image array (``(y, x)`` float or ``(y, x, 3|4)`` uint8) as PNG or TIFF.
+
+    Float maps keep their values in TIFF; PNG scales them to 8 bits.
+    """
+    path = Path(path)
+    arr = np.asarray(image)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, arr)
+    elif suffix == ".png":
+        from PIL import Image
+
+        if arr.dtype != np.uint8:
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = np.round(255 * (arr - lo) / max(hi - lo, 1e-12)).astype(np.uint8)
+        Image.fromarray(arr).save(path)
+    else:
+        raise ValueError(f"path {str(path)!r}: the image format must be .png, .tif or .tiff. Got {suffix!r}.")
+    return path
+
+
+def save_results(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write (edited) results to NetCDF (h5netcdf) or ``.zarr``; refuse to replace a file unless asked.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{str(path)!r} already exists. Choose another name (e.g. results_edited.nc) or tick "
+            "'overwrite' to replace it."
+        )
+    if path.suffix not in (".nc", ".zarr", ".h5", ".nc4"):
+        raise ValueError(f"path {str(path)!r}: save results as .nc or .zarr. Got {path.suffix!r}.")
+    out = ds.copy()
+    for name in ("cluster_name", "cluster_color", "feature"):
+        if name in out.variables:
+            out[name] = out[name].astype(str)
+    out.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in out.attrs.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".zarr":
+        out.to_zarr(tmp, mode="w")
+    else:
+        out.to_netcdf(tmp, engine="h5netcdf")
+    if path.exists() and path.is_dir():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.replace(path)
+    logger.info("saved results to %s", path)
+    return path

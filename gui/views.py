@@ -1,0 +1,967 @@
+"""Panel views of a results dataset: Dataset, Latent and Clusters tabs, linked by one selection.
+
+Every view is a :class:`panel.viewable.Viewer` whose state lives in ``param`` parameters and whose
+widgets come from ``.from_param``. All views of one session share one :class:`ResultsState`,
+which holds the (possibly edited) results, the selected pixels and the last message. Shared data
+is loaded once per server process through :func:`panel.cache`, not copied per session.
+
+Heavy lifting is vectorised: datashader renders the latent density of all pixels; lasso and box
+selections are a bounding-box prefilter plus ``shapely.contains_xy``; no Python loop runs per
+pixel. Errors never kill the page: handlers catch them and show a notification.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import datashader as dsh
+import holoviews as hv
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import panel as pn
+import param
+import xarray as xr
+from holoviews.operation.datashader import datashade, rasterize
+
+from gui import data as gd
+from sigma._schema import as_str_list
+from sigma.exceptions import EmptySelectionError
+from sigma.xray import candidate_lines, lines_in_range
+
+__all__ = [
+    "open_results",
+    "ResultsState",
+    "SpectrumView",
+    "DatasetView",
+    "LatentView",
+    "ClustersView",
+    "SigmaApp",
+]
+
+logger = logging.getLogger(__name__)
+hv.extension("bokeh", logo=False)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_PLOT = {"responsive": True, "min_height": 300, "toolbar": "above", "default_tools": ["pan", "wheel_zoom", "reset"]}
+_IMAGE = {**_PLOT, "data_aspect": 1, "xlabel": "x", "ylabel": "y"}
+
+
+# ------------------------------------------------------------------------------------- loading
+@pn.cache(max_items=4)
+def _cached_results(path: str, mtime: float) -> xr.Dataset:
+    """One read per (file, modification time) per server process, shared by all sessions."""
+    logger.info("loading results %s", path)
+    return gd.load_results(path)
+
+
+@pn.cache(max_items=4)
+def _cached_xy(path: str, mtime: float) -> npt.NDArray[np.float32]:
+    return gd.latent_xy(_cached_results(path, mtime))
+
+
+def open_results(path: str | os.PathLike[str]) -> tuple[xr.Dataset, npt.NDArray[np.float32]]:
+    """Return the (cached, shared, read-only) results at ``path`` and their latent ``(n, 2)`` array."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        return gd.load_results(p), np.empty((0, 2), np.float32)  # raises the clear error
+    mtime = p.stat().st_mtime
+    return _cached_results(str(p), mtime), _cached_xy(str(p), mtime)
+
+
+# -------------------------------------------------------------------------------------- state
+class ResultsState(param.Parameterized):
+    """What all views of one session share: results, selection and messages.
+
+    Parameters
+    ----------
+    results
+        The results dataset shown (edits replace it by a new dataset; the cached original is
+        never modified).
+    path
+        The file it came from (``""`` for an in-memory dataset).
+    """
+
+    results = param.ClassSelector(class_=xr.Dataset, doc="results shown (possibly edited)")
+    path = param.String(default="", doc="file the results came from")
+    selection = param.Array(default=None, allow_None=True, doc="bool mask over the y*x pixels")
+    selection_source = param.Selector(default="none", objects=["none", "latent", "map", "cluster"])
+    message = param.String(default="", doc="last message shown to the user")
+    edited = param.Boolean(default=False, doc="True once the results differ from the file")
+
+    def __init__(self, results: xr.Dataset, xy: npt.NDArray[np.float32] | None = None, **params: Any) -> None:
+        super().__init__(results=results, **params)
+        self.xy = gd.latent_xy(results) if xy is None else xy
+        self.pixel_xy = gd.pixel_xy(results)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> ResultsState:
+        """Open ``path`` through the shared cache."""
+        ds, xy = open_results(path)
+        return cls(ds, xy, path=str(path))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the scan."""
+        return int(self.results.sizes["y"]), int(self.results.sizes["x"])
+
+    @property
+    def n_selected(self) -> int:
+        """Number of selected pixels."""
+        return 0 if self.selection is None else int(np.count_nonzero(self.selection))
+
+    def select(self, mask: npt.ArrayLike | None, source: str) -> int:
+        """Set the selection (bool mask over all pixels) and return its pixel count."""
+        if mask is None:
+            self.param.update(selection=None, selection_source="none")
+            return 0
+        m = np.asarray(mask, dtype=bool).ravel()
+        n = self.shape[0] * self.shape[1]
+        if m.size != n:
+            raise ValueError(f"mask must have {n} elements (one per pixel). Got {m.size}.")
+        self.param.update(selection=m, selection_source=source)
+        return int(m.sum())
+
+    def update_results(self, ds: xr.Dataset) -> None:
+        """Replace the results by an edited dataset (same pixels and embedding)."""
+        self.param.update(results=ds, edited=True)
+
+    def notify(self, text: str, kind: str = "info") -> None:
+        """Show ``text`` as a notification (when served) and remember it in ``message``."""
+        self.message = text
+        log = logger.warning if kind in ("error", "warning") else logger.info
+        log("%s", text)
+        notifications = pn.state.notifications
+        if notifications is not None:
+            getattr(notifications, kind)(text, duration=6000 if kind != "error" else 0)
+
+    def names(self) -> list[str]:
+        """Cluster names."""
+        ds = self.results
+        k = gd.n_clusters(ds)
+        return as_str_list(ds["cluster_name"].values) if "cluster_name" in ds else [f"phase {i}" for i in range(k)]
+
+    def colors(self) -> list[str]:
+        """Cluster colours ``#rrggbb``."""
+        ds = self.results
+        k = gd.n_clusters(ds)
+        return as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else list(gd.PALETTE[:k])
+
+
+def _guarded(method: _F) -> _F:
+    """Turn an exception in a GUI callback into an error notification (never a dead page)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # the GUI reports every error instead of dying
+            logger.exception("GUI callback %s failed", method.__name__)
+            self.state.notify(f"{type(err).__name__}: {err}", "error")
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- plot helpers
+def _image(da: xr.DataArray | npt.NDArray[Any], ds: xr.Dataset, label: str, **opts: Any) -> hv.Image:
+    values = np.asarray(da)
+    units = ds["x"].attrs.get("units", "px")
+    x, y = ds["x"].values, ds["y"].values
+    img = hv.Image((x, y, values), kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
+                   vdims=[label])  # fmt: skip
+    return img.opts(invert_yaxis=True, **{**_IMAGE, "colorbar": True, **opts})
+
+
+def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
+    units = ds["x"].attrs.get("units", "px")
+    x, y = ds["x"].values, ds["y"].values
+    dx = (x[1] - x[0]) if len(x) > 1 else 1.0
+    dy = (y[1] - y[0]) if len(y) > 1 else 1.0
+    bounds = (x[0] - dx / 2, y[0] - dy / 2, x[-1] + dx / 2, y[-1] + dy / 2)
+    # hv.RGB's first row is the top (max y): flip so row 0 (y[0]) sits at the bottom, then invert the axis
+    rgb = hv.RGB(rgba[::-1], bounds=bounds, kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
+                 vdims=["R", "G", "B", "A"])  # fmt: skip
+    return rgb.opts(invert_yaxis=True, **{**_IMAGE, **opts})
+
+
+def _grey(ds: xr.Dataset) -> npt.NDArray[np.float64]:
+    if "nav_image" in ds:
+        nav = ds["nav_image"].values.astype(np.float64)
+    else:
+        nav = ds["total_counts"].values.astype(np.float64) if "total_counts" in ds else np.ones(ds["label"].shape)
+    lo, hi = np.percentile(nav, [1, 99])
+    return np.clip((nav - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+def selection_rgba(ds: xr.Dataset, mask: npt.NDArray[np.bool_] | None, color: str = "#ff2020",
+                   opacity: float = 0.65) -> npt.NDArray[np.uint8]:  # fmt: skip
+    """The navigation image in grey with the selected pixels tinted ``color``, ``(y, x, 4)`` uint8."""
+    grey = _grey(ds)[..., None] * 255
+    out = np.empty(grey.shape[:2] + (4,), np.uint8)
+    out[..., :3] = np.round(np.repeat(grey, 3, axis=-1))
+    out[..., 3] = 255
+    if mask is not None and mask.any():
+        m = mask.reshape(grey.shape[:2])
+        rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+        out[m, :3] = np.round(opacity * rgb + (1 - opacity) * grey[m]).astype(np.uint8)
+    return out
+
+
+def line_markers(elements: list[str], energy_range: tuple[float, float], beam_energy_kev: float | None,
+                 y: float) -> hv.Overlay:  # fmt: skip
+    """Vertical lines and labels at the X-ray lines (weight >= 0.3) of ``elements`` in range."""
+    lines = lines_in_range(elements, energy_range, beam_energy_kev=beam_energy_kev, min_weight=0.3) if elements else []
+    energies = [ln.energy_kev for ln in lines]
+    vlines = hv.VLines(energies, kdims=["energy"]).opts(color="#555555", line_dash="dashed", line_width=1, alpha=0.7)
+    labels = hv.Labels((energies, [y] * len(lines), [ln.name for ln in lines]), kdims=["energy", "counts"],
+                       vdims=["line"]).opts(text_font_size="8pt", angle=90, text_align="left",
+                                            text_baseline="middle", yoffset=0)  # fmt: skip
+    return vlines * labels
+
+
+def spectrum_overlay(energy: npt.NDArray[np.float64], curves: dict[str, tuple[npt.NDArray[np.float64], str]],
+                     *, log: bool, elements: list[str], beam_energy_kev: float | None,
+                     ylabel: str = "counts per pixel") -> hv.Overlay:  # fmt: skip
+    """Curves over energy (keV) with X-ray line markers; on a log axis values are floored, not NaN."""
+    peak = max((float(np.max(v)) for v, _ in curves.values()), default=1.0) or 1.0
+    floor = peak * 1e-4
+    layers = []
+    for name, (values, color) in curves.items():
+        v = np.maximum(values, floor) if log else values
+        layers.append(hv.Curve((energy, v), hv.Dimension("energy", label="X-ray energy", unit="keV"),
+                               hv.Dimension("counts", label=ylabel), label=name).opts(color=color))  # fmt: skip
+    y_label = peak * (0.5 if log else 0.9)
+    overlay = hv.Overlay(layers) * line_markers(elements, (float(energy[0]), float(energy[-1])), beam_energy_kev, y_label)
+    return overlay.opts(hv.opts.Curve(logy=log, tools=["hover"], **_PLOT),
+                        hv.opts.Overlay(legend_position="top_right", responsive=True, min_height=300))
+
+
+# ------------------------------------------------------------------------------------- views
+class SpectrumView(pn.viewable.Viewer):
+    """Spectra with a log/linear toggle and X-ray line markers from an element picker.
+
+    Shared by the tabs: the element picker is one per session so every spectrum marks the same lines.
+    """
+
+    log_scale = param.Boolean(default=True, doc="logarithmic counts axis")
+    elements = param.ListSelector(default=[], objects=[], doc="elements whose X-ray lines are marked")
+
+    def __init__(self, state: ResultsState, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        from sigma.xray import ELEMENTS
+
+        self.param.elements.objects = list(ELEMENTS[2:])
+        if not self.elements:
+            self.elements = [e for e in as_str_list(state.results.attrs.get("elements")) if e in ELEMENTS]
+        self.log_toggle = pn.widgets.Toggle.from_param(self.param.log_scale, name="log counts")
+        self.element_picker = pn.widgets.MultiChoice.from_param(self.param.elements, name="X-ray lines of",
+                                                                 placeholder="type an element, e.g. Fe")  # fmt: skip
+
+    @property
+    def beam_energy_kev(self) -> float | None:
+        """Beam energy in keV, None when unknown."""
+        value = self.state.results.attrs.get("beam_energy_kev")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return None
+        return v if np.isfinite(v) else None
+
+    def plot(self, curves: dict[str, tuple[npt.NDArray[np.float64], str]], ylabel: str = "counts per pixel") -> hv.Overlay:
+        """Overlay ``curves`` ({label: (values, colour)}) on the results' energy axis."""
+        energy = self.state.results["energy"].values
+        return spectrum_overlay(energy, curves, log=self.log_scale, elements=list(self.elements),
+                                beam_energy_kev=self.beam_energy_kev, ylabel=ylabel)  # fmt: skip
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Row(self.log_toggle, self.element_picker)
+
+
+class DatasetView(pn.viewable.Viewer):
+    """Dataset tab: navigation image, sum spectrum, element maps, counts map and histogram, line lookup."""
+
+    feature = param.Selector(default=None, objects=[], doc="feature (X-ray line) whose map is shown")
+    lookup_energy = param.Number(default=None, allow_None=True, bounds=(0, None), doc="energy (keV) to identify")
+
+    def __init__(self, state: ResultsState, spectra: SpectrumView, **params: Any) -> None:
+        super().__init__(**params)
+        self.state, self.spectra = state, spectra
+        ds = state.results
+        feats = as_str_list(ds["feature"].values) if "feature" in ds.coords else []
+        self.param.feature.objects = feats
+        if feats and self.feature is None:
+            self.feature = feats[0]
+        self._spectrum_dmap = hv.DynamicMap(self._sum_spectrum, streams=[
+            hv.streams.Params(spectra, ["log_scale", "elements"])])  # fmt: skip
+        self._tap = hv.streams.SingleTap(source=self._spectrum_dmap, transient=True)
+        self._tap.add_subscriber(self._on_tap)
+
+    def _sum_spectrum(self, log_scale: bool, elements: list[str]) -> hv.Overlay:
+        return self.spectra.plot({"mean spectrum": (gd.mean_spectrum(self.state.results).values, "#1f3b73")})
+
+    def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
+        if x is not None:
+            self.lookup_energy = round(float(x), 4)
+
+    def candidates(self) -> pd.DataFrame:
+        """X-ray lines within half an FWHM of ``lookup_energy``."""
+        cols = ["line", "energy (keV)", "weight", "distance (eV)"]
+        if self.lookup_energy is None:
+            return pd.DataFrame(columns=cols)
+        mnka = float(self.state.results.attrs.get("energy_resolution_mnka_ev", 130.0))
+        lines = candidate_lines(self.lookup_energy, beam_energy_kev=self.spectra.beam_energy_kev, mnka_resolution_ev=mnka)
+        return pd.DataFrame([(ln.name, round(ln.energy_kev, 4), round(ln.weight, 3),
+                              round(1000 * (ln.energy_kev - self.lookup_energy), 1)) for ln in lines], columns=cols)  # fmt: skip
+
+    @param.depends("lookup_energy")
+    def _candidates_table(self) -> pn.viewable.Viewable:
+        if self.lookup_energy is None:
+            return pn.pane.Markdown("Click the spectrum or type an energy to list the X-ray lines there.")
+        return pn.widgets.Tabulator(self.candidates(), show_index=False, height=220, disabled=True)
+
+    @param.depends("feature", "state.results")
+    def _feature_map(self) -> pn.viewable.Viewable:
+        ds = self.state.results
+        if "features" not in ds or self.feature is None:
+            return pn.pane.Markdown("No features in these results.")
+        return pn.pane.HoloViews(_image(ds["features"].sel(feature=self.feature).values, ds, self.feature,
+                                        cmap="viridis", title=f"feature map: {self.feature}"), sizing_mode="stretch_width")  # fmt: skip
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        ds = self.state.results
+        nav_name = ds["nav_image"].attrs.get("kind", "navigation").upper() if "nav_image" in ds else None
+        nav = (_image(ds["nav_image"].values, ds, "intensity", cmap="gray", title=f"{nav_name} image")
+               if nav_name else pn.pane.Markdown("No navigation image in these results."))  # fmt: skip
+        if "total_counts" in ds:
+            tc = ds["total_counts"].values
+            counts = _image(tc, ds, "counts", cmap="magma", title="counts per pixel")
+            freq, edges = np.histogram(tc, bins=60)
+            hist = hv.Histogram((edges, freq), kdims=[hv.Dimension("counts", label="counts per pixel")], vdims=["pixels"]).opts(
+                **_PLOT, title="counts-per-pixel histogram", color="#7a4b94")  # fmt: skip
+            counts_row = pn.Row(pn.pane.HoloViews(counts, sizing_mode="stretch_width"),
+                                pn.pane.HoloViews(hist, sizing_mode="stretch_width"))  # fmt: skip
+        else:
+            counts_row = pn.pane.Markdown("No total_counts in these results.")
+        energy_input = pn.widgets.FloatInput.from_param(self.param.lookup_energy, name="energy (keV)", step=0.01,
+                                                        placeholder="e.g. 6.40")  # fmt: skip
+        return pn.Column(
+            pn.Row(pn.pane.HoloViews(nav, sizing_mode="stretch_width"), self._feature_map, sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(self.param.feature, name="element map"),
+            pn.Row(self.spectra, sizing_mode="stretch_width"),
+            pn.pane.HoloViews(self._spectrum_dmap.opts(title="sum spectrum / pixel"), sizing_mode="stretch_width"),
+            pn.Row(pn.Column("### Energy → X-ray lines", energy_input, self._candidates_table), sizing_mode="stretch_width"),
+            counts_row,
+            sizing_mode="stretch_width",
+        )
+
+
+class LatentView(pn.viewable.Viewer):
+    """Latent tab: datashaded density of every pixel, GMM ellipses, lasso/box selection, linked views."""
+
+    shading = param.Selector(default="eq_hist", objects=["eq_hist", "log", "linear"], doc="density colour scaling")
+    color_by = param.Selector(default="cluster", objects=["cluster", "density"], doc="colour points by")
+    show_ellipses = param.Boolean(default=True, doc="draw the GMM 2-sigma ellipses")
+    color_key = param.List(default=[], doc="cluster colours (internal)")
+    cluster_alpha = param.Number(default=1.0, bounds=(0, 1), doc="opacity of the cluster colours (internal)")
+
+    @param.depends("color_by", watch=True)
+    def _on_color_by(self) -> None:
+        self.cluster_alpha = 1.0 if self.color_by == "cluster" else 0.0
+
+    def __init__(self, state: ResultsState, spectra: SpectrumView, **params: Any) -> None:
+        super().__init__(**params)
+        self.state, self.spectra = state, spectra
+        self.color_key = state.colors()
+        self._frame = self._points_frame()
+        state.param.watch(self._on_results, ["results"])
+        self._points = hv.DynamicMap(self._latent_points, streams=[hv.streams.Params(state, ["results"])])
+        density = rasterize(self._points, aggregator=dsh.count(), dynamic=True).apply.opts(
+            cnorm=self.param.shading, cmap="viridis", colorbar=True, tools=["hover", "lasso_select", "box_select"],
+            active_tools=["lasso_select", "wheel_zoom"], **_PLOT)  # fmt: skip
+        self._density = density
+        self._clusters = (datashade(self._points, aggregator=dsh.count_cat("cluster"),
+                                             color_key=self.param.color_key, cnorm=self.param.shading,
+                                             min_alpha=60)).apply.opts(alpha=self.param.cluster_alpha)  # fmt: skip
+        # same columns as the density layer, so datashader reuses its compiled count pipeline
+        self._selected = rasterize(hv.DynamicMap(self._selected_points, streams=[
+            hv.streams.Params(state, ["selection"])]), aggregator=dsh.count()).opts(
+            cmap=["#ff2020"], colorbar=False, alpha=0.9)  # fmt: skip
+        self._ellipses = hv.DynamicMap(self._ellipse_paths, streams=[
+            hv.streams.Params(state, ["results"]), hv.streams.Params(self, ["show_ellipses"])])  # fmt: skip
+        self.lasso = hv.streams.Lasso(source=density)
+        self.bounds = hv.streams.BoundsXY(source=density)
+        self.lasso.add_subscriber(self._on_lasso)
+        self.bounds.add_subscriber(self._on_bounds)
+        self.map_lasso: hv.streams.Lasso | None = None
+        self.map_bounds: hv.streams.BoundsXY | None = None
+
+    # -- data
+    def _points_frame(self) -> pd.DataFrame:
+        ds, xy = self.state.results, self.state.xy
+        lab = ds["label"].values.ravel().astype(np.int64)
+        k = gd.n_clusters(ds)
+        cats = pd.Categorical.from_codes(np.where(lab < k, lab, -1), categories=[str(i) for i in range(k)])
+        return pd.DataFrame({"latent 0": xy[:, 0], "latent 1": xy[:, 1], "cluster": cats})
+
+    def _on_results(self, event: param.parameterized.Event) -> None:
+        self._frame = self._points_frame()
+        self.color_key = self.state.colors()
+
+    def _latent_points(self, results: xr.Dataset) -> hv.Points:
+        return hv.Points(self._frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
+
+    def _selected_points(self, selection: npt.NDArray[np.bool_] | None) -> hv.Points:
+        frame = self._frame.iloc[:0] if selection is None else self._frame[selection]
+        return hv.Points(frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
+
+    def _ellipse_paths(self, results: xr.Dataset, show_ellipses: bool) -> hv.Overlay:
+        paths, labels = [], ([], [], [])
+        if show_ellipses and "gmm_mean" in results and "gmm_covariance" in results:
+            t = np.linspace(0, 2 * np.pi, 64)
+            circle = np.stack([np.cos(t), np.sin(t)])
+            names, colors = self.state.names(), self.state.colors()
+            for k, (mean, cov) in enumerate(zip(results["gmm_mean"].values, results["gmm_covariance"].values)):
+                vals, vecs = np.linalg.eigh(cov)
+                pts = mean[:, None] + 2 * vecs @ (np.sqrt(np.clip(vals, 0, None))[:, None] * circle)
+                paths.append({"latent 0": pts[0], "latent 1": pts[1], "cluster": f"{k}: {names[k]}"})
+                labels[0].append(mean[0])
+                labels[1].append(mean[1])
+                labels[2].append(f"{k}: {names[k]}")
+        cmap = {f"{k}: {n}": c for k, (n, c) in enumerate(zip(self.state.names(), self.state.colors()))}
+        path = hv.Path(paths, kdims=["latent 0", "latent 1"], vdims=["cluster"]).opts(
+            color="cluster", cmap=cmap, line_width=2, show_legend=False)
+        text = hv.Labels(labels, kdims=["latent 0", "latent 1"], vdims=["name"]).opts(text_font_size="9pt",
+                                                                                     text_color="black")  # fmt: skip
+        return path * text
+
+    # -- selection
+    @_guarded
+    def select_polygon(self, geometry: npt.ArrayLike | None) -> int:
+        """Select the pixels whose latent point lies inside ``geometry`` (lasso vertices)."""
+        if geometry is None or len(np.asarray(geometry)) < 3:
+            return 0
+        mask = gd.select_polygon(self.state.xy, geometry)
+        return self._report(mask, "latent")
+
+    @_guarded
+    def select_box(self, bounds: tuple[float, float, float, float] | None) -> int:
+        """Select the pixels whose latent point lies inside ``bounds`` ``(x0, y0, x1, y1)``."""
+        if bounds is None:
+            return 0
+        return self._report(gd.select_bounds(self.state.xy, bounds), "latent")
+
+    @_guarded
+    def select_map_polygon(self, geometry: npt.ArrayLike | None) -> int:
+        """Select the pixels whose scan position lies inside ``geometry`` (map lasso)."""
+        if geometry is None or len(np.asarray(geometry)) < 3:
+            return 0
+        return self._report(gd.select_polygon(self.state.pixel_xy, geometry), "map")
+
+    @_guarded
+    def select_map_box(self, bounds: tuple[float, float, float, float] | None) -> int:
+        """Select the pixels inside the scan-coordinate box ``bounds``."""
+        if bounds is None:
+            return 0
+        return self._report(gd.select_bounds(self.state.pixel_xy, bounds), "map")
+
+    def _report(self, mask: npt.NDArray[np.bool_], source: str) -> int:
+        n = self.state.select(mask, source)
+        if n == 0:
+            self.state.notify("The selection is empty: no pixel lies inside it. Draw around the points.", "warning")
+        return n
+
+    def _on_lasso(self, geometry: npt.ArrayLike | None = None) -> None:
+        self.select_polygon(geometry)
+
+    def _on_bounds(self, bounds: tuple[float, float, float, float] | None = None) -> None:
+        self.select_box(bounds)
+
+    def clear_selection(self, event: Any = None) -> None:
+        """Forget the selection."""
+        self.state.select(None, "none")
+
+    # -- linked views
+    @param.depends("state.selection", "state.results")
+    def selection_summary(self) -> pn.viewable.Viewable:
+        """Text with the selected-pixel count (and its share) and the clusters it covers."""
+        n, total = self.state.n_selected, self.state.shape[0] * self.state.shape[1]
+        text = f"**Selected pixels: {n}** of {total} ({100 * n / total:.1f} %)"
+        if n:
+            lab = self.state.results["label"].values.ravel()[self.state.selection]
+            k = gd.n_clusters(self.state.results)
+            counts = np.bincount(lab[lab >= 0], minlength=k)
+            names = self.state.names()
+            top = np.argsort(counts)[::-1][:3]
+            text += " — mostly " + ", ".join(f"{names[i]} ({counts[i]})" for i in top if counts[i])
+        return pn.pane.Markdown(text, css_classes=["selection-count"], sizing_mode="stretch_width")
+
+    def _map_rgba(self, selection: npt.NDArray[np.bool_] | None) -> hv.RGB:
+        title = "selected pixels on the navigation image"
+        return _rgba(selection_rgba(self.state.results, selection), self.state.results, title=title,
+                     tools=["lasso_select", "box_select"])  # fmt: skip
+
+    def map_plot(self) -> hv.DynamicMap:
+        """Navigation image with the selection in red; lasso/box on it selects pixels by position."""
+        dmap = hv.DynamicMap(self._map_rgba, streams=[hv.streams.Params(self.state, ["selection"])])
+        self.map_lasso = hv.streams.Lasso(source=dmap)
+        self.map_bounds = hv.streams.BoundsXY(source=dmap)
+        self.map_lasso.add_subscriber(lambda geometry=None: self.select_map_polygon(geometry))
+        self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
+        return dmap
+
+    @param.depends("state.selection", "state.results", "spectra.log_scale", "spectra.elements")
+    def selection_spectrum(self) -> pn.viewable.Viewable:
+        """Mean spectrum of the selection against the overall mean, with line markers."""
+        ds = self.state.results
+        curves = {"all pixels": (gd.mean_spectrum(ds).values, "#1f3b73")}
+        note = ""
+        if self.state.n_selected:
+            spec, exact = gd.selection_mean_spectrum(ds, self.state.selection)
+            curves["selection"] = (spec.values, "#e02020")
+            note = "" if exact else " (estimated from cluster spectra)"
+        plot = self.spectra.plot(curves).opts(title=f"mean spectrum per pixel{note}")
+        return pn.pane.HoloViews(plot, sizing_mode="stretch_width")
+
+    @param.depends("state.selection", "state.results")
+    def feature_bars(self) -> pn.viewable.Viewable:
+        """Mean of each feature, all pixels against the selection."""
+        ds = self.state.results
+        if "features" not in ds:
+            return pn.pane.Markdown("No features in these results.")
+        table = gd.feature_means(ds, self.state.selection if self.state.n_selected else None)
+        long = table.reset_index().melt(id_vars="feature", var_name="pixels", value_name="mean")
+        bars = hv.Bars(long, ["feature", "pixels"], "mean").opts(
+            **{**_PLOT, "default_tools": []}, xrotation=60, title="mean features", cmap=["#1f3b73", "#e02020"],
+            color="pixels", tools=["hover"], multi_level=False)  # fmt: skip
+        return pn.pane.HoloViews(bars, sizing_mode="stretch_width")
+
+    def latent_plot(self) -> hv.Overlay:
+        """The latent overlay: density, cluster colours, selection, ellipses."""
+        return (self._density * self._clusters * self._selected * self._ellipses).opts(
+            title="latent space (lasso or box to select)", responsive=True, min_height=420)  # fmt: skip
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        controls = pn.Row(
+            pn.widgets.RadioButtonGroup.from_param(self.param.shading, name="shading"),
+            pn.widgets.RadioButtonGroup.from_param(self.param.color_by, name="colour by"),
+            pn.widgets.Checkbox.from_param(self.param.show_ellipses, name="GMM ellipses"),
+            pn.widgets.Button(label="Clear selection", color="light", on_click=self.clear_selection),
+        )
+        return pn.Column(
+            controls,
+            self.selection_summary,
+            pn.Row(
+                pn.pane.HoloViews(self.latent_plot(), sizing_mode="stretch_width", css_classes=["latent-plot"]),
+                pn.pane.HoloViews(self.map_plot(), sizing_mode="stretch_width", css_classes=["selection-map"]),
+                sizing_mode="stretch_width",
+            ),
+            self.spectra,
+            pn.Row(self.selection_spectrum, self.feature_bars, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+
+class ClustersView(pn.viewable.Viewer):
+    """Clusters tab: maps, spectra, NMF, particles; make/merge/rename/recolour/refit; export."""
+
+    cluster = param.Integer(default=0, bounds=(0, None), doc="cluster shown in the per-cluster maps")
+    opacity = param.Number(default=0.6, bounds=(0, 1), step=0.05, doc="phase-map opacity over the nav image")
+    shown = param.ListSelector(default=[], objects=[], doc="clusters whose spectra are drawn")
+    component = param.Integer(default=0, bounds=(0, None), doc="NMF component whose abundance is shown")
+    new_name = param.String(default="", doc="name of a new cluster, or the new name of the chosen one")
+    new_color = param.Color(default="#ff00ff", doc="colour for the chosen cluster")
+    merge = param.ListSelector(default=[], objects=[], doc="clusters to merge")
+    n_components = param.Integer(default=8, bounds=(1, 30), doc="k of a refit")
+    output_dir = param.String(default="", doc="folder exports are written to")
+    output_name = param.String(default="results_edited.nc", doc="file name for the edited results")
+    overwrite = param.Boolean(default=False, doc="allow replacing an existing file")
+    bic = param.Parameter(default=None, doc="BIC sweep computed in this session (pandas Series)")
+
+    def __init__(self, state: ResultsState, spectra: SpectrumView, **params: Any) -> None:
+        super().__init__(**params)
+        self.state, self.spectra = state, spectra
+        if not self.output_dir:
+            self.output_dir = str(Path(state.path).expanduser().resolve().parent) if state.path else os.getcwd()
+        self.n_components = gd.n_clusters(state.results)
+        self._sync_options()
+        state.param.watch(lambda e: self._sync_options(), ["results"])
+        self.last_export: Path | None = None
+
+    def _options(self) -> dict[str, int]:
+        return {f"{i}: {n}": i for i, n in enumerate(self.state.names())}
+
+    def _sync_options(self) -> None:
+        opts = self._options()
+        k = len(opts)
+        self.param.cluster.bounds = (0, max(k - 1, 0))
+        self.param.shown.objects = opts
+        self.param.merge.objects = opts
+        self.param.update(cluster=min(self.cluster, k - 1), shown=[v for v in opts.values()],
+                          merge=[m for m in self.merge if m < k])  # fmt: skip
+        if "component" in self.state.results.sizes:
+            self.param.component.bounds = (0, int(self.state.results.sizes["component"]) - 1)
+
+    # -- maps
+    @param.depends("cluster", "state.results")
+    def cluster_maps(self) -> pn.viewable.Viewable:
+        """Probability and binary map of the chosen cluster."""
+        ds = self.state.results
+        name = self.state.names()[self.cluster]
+        binary = _image((ds["label"].values == self.cluster).astype(np.float32), ds, "member", cmap=["#ffffff", "#000000"],
+                        colorbar=False, title=f"{name}: binary map")  # fmt: skip
+        if "probability" in ds:
+            prob = _image(ds["probability"].isel(cluster=self.cluster).values, ds, "probability", cmap="viridis",
+                          clim=(0, 1), title=f"{name}: probability")  # fmt: skip
+            return pn.Row(pn.pane.HoloViews(prob, sizing_mode="stretch_width"),
+                          pn.pane.HoloViews(binary, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
+        return pn.pane.HoloViews(binary, sizing_mode="stretch_width")
+
+    @param.depends("opacity", "state.results")
+    def phase_map(self) -> pn.viewable.Viewable:
+        """Phase map in cluster colours over the navigation image, with a legend."""
+        ds = self.state.results
+        rgb = _rgba(gd.phase_rgba(ds, opacity=self.opacity), ds, title="phase map")
+        legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {i}: {n} ({int(p)} px)" for i, (n, c, p) in
+                           enumerate(zip(self.state.names(), self.state.colors(), ds["n_pixels"].values
+                                         if "n_pixels" in ds else [0] * gd.n_clusters(ds))))  # fmt: skip
+        return pn.Column(pn.pane.HoloViews(rgb, sizing_mode="stretch_width", css_classes=["phase-map"]),
+                         pn.pane.HTML(legend), sizing_mode="stretch_width")  # fmt: skip
+
+    @param.depends("shown", "state.results", "spectra.log_scale", "spectra.elements")
+    def cluster_spectra(self) -> pn.viewable.Viewable:
+        """Mean spectrum per pixel of the chosen clusters."""
+        ds = self.state.results
+        if "cluster_mean_spectrum" not in ds:
+            return pn.pane.Markdown("No cluster spectra in these results.")
+        names, colors = self.state.names(), self.state.colors()
+        cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
+        curves = {f"{i}: {names[i]}": (cms[i], colors[i]) for i in self.shown if i < len(names)}
+        return pn.pane.HoloViews(self.spectra.plot(curves).opts(title="cluster mean spectra"), sizing_mode="stretch_width")
+
+    @param.depends("component", "state.results", "spectra.log_scale", "spectra.elements")
+    def nmf(self) -> pn.viewable.Viewable:
+        """NMF component spectra, the weights of each cluster and one abundance map."""
+        ds = self.state.results
+        if "nmf_spectrum" not in ds:
+            return pn.pane.Markdown("No NMF decomposition in these results.")
+        comps = ds["nmf_spectrum"].transpose("component", "energy").values
+        curves = {f"component {j}": (comps[j], gd.PALETTE[(j + 10) % len(gd.PALETTE)]) for j in range(len(comps))}
+        items: list[Any] = [pn.pane.HoloViews(self.spectra.plot(curves, ylabel="intensity").opts(title="NMF components"),
+                                              sizing_mode="stretch_width")]  # fmt: skip
+        if "nmf_weight" in ds:
+            w = ds["nmf_weight"].transpose("cluster", "component").values
+            names = self.state.names()
+            frame = pd.DataFrame([(f"{i}: {names[i]}", f"component {j}", w[i, j]) for i in range(w.shape[0])
+                                  for j in range(w.shape[1])], columns=["cluster", "component", "weight"])  # fmt: skip
+            items.append(pn.pane.HoloViews(hv.HeatMap(frame, ["component", "cluster"], "weight").opts(
+                cmap="Blues", colorbar=True, tools=["hover"], title="NMF weight per cluster", **_PLOT),
+                sizing_mode="stretch_width"))  # fmt: skip
+        if "nmf_abundance" in ds:
+            ab = ds["nmf_abundance"].isel(component=self.component).values
+            items.append(pn.pane.HoloViews(_image(ab, ds, "abundance", cmap="viridis",
+                                                  title=f"component {self.component} abundance"),
+                                           sizing_mode="stretch_width"))  # fmt: skip
+        return pn.Row(*items, sizing_mode="stretch_width")
+
+    def particles(self) -> pd.DataFrame:
+        """Particle statistics of the chosen cluster."""
+        return gd.particle_table(self.state.results, self.cluster)
+
+    @param.depends("cluster", "state.results")
+    def particle_view(self) -> pn.viewable.Viewable:
+        """Particle table and equivalent-diameter histogram of the chosen cluster."""
+        table = self.particles()
+        dcol = [c for c in table.columns if c.startswith("equivalent_diameter")][0]
+        if len(table):
+            freq, edges = np.histogram(table[dcol].values, bins=min(30, max(len(table), 1)))
+        else:
+            freq, edges = np.zeros(1), np.array([0.0, 1.0])
+        hist = hv.Histogram((edges, freq), kdims=[hv.Dimension(dcol)], vdims=["particles"]).opts(
+            **_PLOT, title=f"{len(table)} particles of {self.state.names()[self.cluster]}", color="#2a7f62")
+        return pn.Row(pn.widgets.Tabulator(table.round(4), height=300, disabled=True, pagination="local", page_size=10),
+                      pn.pane.HoloViews(hist, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
+
+    @param.depends("bic", "state.results")
+    def bic_plot(self) -> pn.viewable.Viewable:
+        """Stored model-selection scores and any BIC sweep run here."""
+        ds = self.state.results
+        layers = []
+        if "model_selection_score" in ds:
+            ks = ds["n_components_tried"].values if "n_components_tried" in ds.coords else np.arange(ds.sizes["n_components_tried"])
+            layers.append(hv.Curve((ks, ds["model_selection_score"].values), "n_components", "score",
+                                   label="stored (from the run)") * hv.Scatter((ks, ds["model_selection_score"].values),
+                                                                               "n_components", "score"))  # fmt: skip
+        if self.bic is not None:
+            layers.append(hv.Curve((self.bic.index.values, self.bic.values), "n_components", "score", label="GUI sweep").opts(
+                color="#d62728") * hv.Scatter((self.bic.index.values, self.bic.values), "n_components", "score").opts(color="#d62728"))  # fmt: skip
+        if not layers:
+            return pn.pane.Markdown("No model-selection scores yet: run a BIC sweep.")
+        return pn.pane.HoloViews(hv.Overlay(layers).opts(title="BIC per number of clusters", **_PLOT),
+                                 sizing_mode="stretch_width")  # fmt: skip
+
+    # -- edits
+    @_guarded
+    def new_cluster_from_selection(self, event: Any = None) -> int:
+        """Make the current selection a new cluster; return its index."""
+        if not self.state.n_selected:
+            raise EmptySelectionError("no pixels selected: lasso some points in the Latent tab first.")
+        ds = gd.add_cluster_from_mask(self.state.results, self.state.selection, name=self.new_name.strip() or None)
+        self.state.update_results(ds)
+        k = gd.n_clusters(ds) - 1
+        self.cluster = k
+        self.state.notify(f"New cluster {k} ({self.state.names()[k]}) with {int(ds['n_pixels'][k])} pixels.", "success")
+        return k
+
+    @_guarded
+    def merge_selected(self, event: Any = None) -> None:
+        """Merge the clusters chosen in ``merge``."""
+        ds = gd.merge_clusters(self.state.results, self.merge, name=self.new_name.strip() or None)
+        merged = sorted(self.merge)
+        self.merge = []
+        self.state.update_results(ds)
+        self.state.notify(f"Merged clusters {merged} into {merged[0]}.", "success")
+
+    @_guarded
+    def rename(self, event: Any = None) -> None:
+        """Rename the chosen cluster to ``new_name``."""
+        self.state.update_results(gd.rename_cluster(self.state.results, self.cluster, self.new_name))
+        self.state.notify(f"Cluster {self.cluster} is now {self.new_name.strip()!r}.", "success")
+
+    @_guarded
+    def recolour(self, event: Any = None) -> None:
+        """Give the chosen cluster ``new_color``."""
+        self.state.update_results(gd.recolour_cluster(self.state.results, self.cluster, self.new_color))
+
+    @_guarded
+    def refit(self, event: Any = None) -> None:
+        """Re-cluster the embedding with a ``n_components`` Gaussian mixture."""
+        self.state.update_results(gd.refit_clusters(self.state.results, int(self.n_components)))
+        self.state.select(None, "none")
+        self.state.notify(f"Refitted a Gaussian mixture with k = {self.n_components}.", "success")
+
+    @_guarded
+    def sweep(self, event: Any = None) -> None:
+        """BIC of Gaussian mixtures with k = 2 .. max(12, k + 4)."""
+        top = max(12, int(self.n_components) + 4)
+        self.bic = gd.bic_sweep(self.state.results, range(2, top + 1))
+        best = int(self.bic.idxmin())
+        self.state.notify(f"BIC sweep done: lowest BIC at k = {best}.", "success")
+
+    # -- export
+    def _out(self, name: str) -> Path:
+        folder = Path(self.output_dir).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"output folder {str(folder)!r} does not exist; create it or choose another.")
+        return folder / name
+
+    def _stem(self) -> str:
+        return Path(self.state.path).stem if self.state.path else "results"
+
+    def _refuse_existing(self, path: Path) -> None:
+        if path.exists() and not self.overwrite:
+            raise FileExistsError(f"{str(path)!r} already exists. Tick 'overwrite' to replace it or choose another name.")
+
+    @_guarded
+    def export_phase_map(self, event: Any = None, suffix: str = ".png") -> Path:
+        """Write the phase map (as shown) to ``<stem>_phase_map.png|tif``."""
+        path = self._out(f"{self._stem()}_phase_map{suffix}")
+        self._refuse_existing(path)
+        gd.write_image(gd.phase_rgba(self.state.results, opacity=self.opacity), path)
+        return self._exported(path)
+
+    @_guarded
+    def export_cluster_map(self, event: Any = None) -> Path:
+        """Write the chosen cluster's probability map (float32 TIFF) or binary map."""
+        ds = self.state.results
+        data = (ds["probability"].isel(cluster=self.cluster).values if "probability" in ds
+                else (ds["label"].values == self.cluster).astype(np.float32))  # fmt: skip
+        path = self._out(f"{self._stem()}_cluster{self.cluster}_probability.tif")
+        self._refuse_existing(path)
+        gd.write_image(data.astype(np.float32), path)
+        return self._exported(path)
+
+    @_guarded
+    def export_spectra(self, event: Any = None) -> Path:
+        """Write the cluster mean spectra as CSV."""
+        path = self._out(f"{self._stem()}_cluster_spectra.csv")
+        self._refuse_existing(path)
+        gd.cluster_spectra_frame(self.state.results).to_csv(path)
+        return self._exported(path)
+
+    @_guarded
+    def export_particles(self, event: Any = None) -> Path:
+        """Write the chosen cluster's particle table as CSV."""
+        path = self._out(f"{self._stem()}_cluster{self.cluster}_particles.csv")
+        self._refuse_existing(path)
+        self.particles().to_csv(path)
+        return self._exported(path)
+
+    @_guarded
+    def save(self, event: Any = None) -> Path:
+        """Write the edited results to ``output_dir/output_name`` (never the input unless ``overwrite``)."""
+        path = self._out(self.output_name.strip())
+        if self.state.path and path.resolve() == Path(self.state.path).expanduser().resolve() and not self.overwrite:
+            raise FileExistsError(f"{str(path)!r} is the input file. Choose another name or tick 'overwrite'.")
+        gd.save_results(self.state.results, path, overwrite=self.overwrite)
+        return self._exported(path)
+
+    def _exported(self, path: Path) -> Path:
+        self.last_export = path
+        self.state.notify(f"Wrote {path}", "success")
+        return path
+
+    def _phase_png(self) -> Any:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(gd.phase_rgba(self.state.results, opacity=self.opacity)).save(buf, format="PNG")
+        buf.seek(0)
+        return buf
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        button = functools.partial(pn.widgets.Button, color="primary")
+        edit = pn.Card(
+            pn.widgets.IntSlider.from_param(self.param.cluster, name="cluster"),
+            pn.widgets.TextInput.from_param(self.param.new_name, name="name"),
+            pn.Row(button(label="New cluster from selection", on_click=self.new_cluster_from_selection),
+                   button(label="Rename", on_click=self.rename)),  # fmt: skip
+            pn.Row(pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
+                   button(label="Recolour", on_click=self.recolour)),  # fmt: skip
+            pn.widgets.MultiChoice.from_param(self.param.merge, name="merge clusters"),
+            button(label="Merge", on_click=self.merge_selected),
+            pn.widgets.IntInput.from_param(self.param.n_components, name="k"),
+            pn.Row(button(label="Refit GMM", on_click=self.refit), button(label="BIC sweep", on_click=self.sweep)),
+            title="Edit clusters", sizing_mode="stretch_width",
+        )
+        export = pn.Card(
+            pn.widgets.TextInput.from_param(self.param.output_dir, name="output folder"),
+            pn.Row(button(label="Phase map PNG", on_click=self.export_phase_map, css_classes=["export-png"]),
+                   button(label="Phase map TIFF", on_click=lambda e: self.export_phase_map(suffix=".tif"))),  # fmt: skip
+            pn.Row(button(label="Cluster probability TIFF", on_click=self.export_cluster_map),
+                   button(label="Spectra CSV", on_click=self.export_spectra)),  # fmt: skip
+            button(label="Particles CSV", on_click=self.export_particles),
+            pn.widgets.FileDownload(callback=self._phase_png, filename="phase_map.png", label="Download phase map PNG"),
+            pn.widgets.TextInput.from_param(self.param.output_name, name="edited results file"),
+            pn.widgets.Checkbox.from_param(self.param.overwrite, name="overwrite existing files"),
+            button(label="Save edited results", on_click=self.save, css_classes=["save-results"]),
+            title="Export", sizing_mode="stretch_width",
+        )
+        return pn.Row(
+            pn.Column(edit, export, width=330),
+            pn.Column(
+                pn.widgets.FloatSlider.from_param(self.param.opacity, name="phase-map opacity"),
+                pn.Row(self.phase_map, self.cluster_maps, sizing_mode="stretch_width"),
+                pn.widgets.MultiChoice.from_param(self.param.shown, name="spectra of"),
+                self.cluster_spectra,
+                pn.widgets.IntSlider.from_param(self.param.component, name="NMF component"),
+                self.nmf,
+                "### Particles",
+                self.particle_view,
+                self.bic_plot,
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+        )
+
+
+class SigmaApp(pn.viewable.Viewer):
+    """The whole GUI: one results file in three linked tabs.
+
+    Parameters
+    ----------
+    path
+        Results file; ``None`` opens the demo (see :func:`gui.demo_data.demo_results_path`).
+
+    Examples
+    --------
+    >>> from gui.demo_data import make_demo_results
+    >>> app = SigmaApp(results=make_demo_results((16, 16), n_phases=3, n_energy=32))
+    >>> app.state.n_selected
+    0
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, results: xr.Dataset | None = None,
+                 **params: Any) -> None:  # fmt: skip
+        super().__init__(**params)
+        self.error: str | None = None
+        if results is not None:
+            self.state = ResultsState(gd.validate_results(results))
+        else:
+            if path is None:
+                from gui.demo_data import demo_results_path
+
+                path = demo_results_path()
+            self.state = ResultsState.from_path(path)
+        self.spectra = SpectrumView(self.state)
+        self.dataset = DatasetView(self.state, self.spectra)
+        self.latent = LatentView(self.state, self.spectra)
+        self.clusters = ClustersView(self.state, self.spectra)
+
+    @param.depends("state.edited", "state.results")
+    def _title(self) -> pn.viewable.Viewable:
+        ds = self.state.results
+        src = self.state.path or ds.attrs.get("source", "in-memory results")
+        edited = " — <b>edited, not saved</b>" if self.state.edited else ""
+        return pn.pane.HTML(f"<code>{src}</code>: {ds.sizes['y']}×{ds.sizes['x']} pixels, "
+                            f"{gd.n_clusters(ds)} clusters{edited}")  # fmt: skip
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        # only the first tab is built for the first paint; the others when first opened
+        views = {"Latent": self.latent, "Dataset": self.dataset, "Clusters": self.clusters}
+        tabs = pn.Tabs(("Latent", self.latent), *((name, pn.Column(pn.indicators.LoadingSpinner(
+            value=True, size=40), name=name)) for name in list(views)[1:]), sizing_mode="stretch_width")  # fmt: skip
+        built = {0}
+
+        def build(event: param.parameterized.Event) -> None:
+            i = event.new
+            if i in built:
+                return
+            built.add(i)
+            name = list(views)[i]
+            tabs[i] = (name, pn.panel(views[name]))
+
+        tabs.param.watch(build, "active")
+        self.tabs = tabs
+        return pn.Column(self._title, tabs, sizing_mode="stretch_width")
+
+    def template(self) -> pn.template.BaseTemplate:
+        """The app in a Panel template, ready for ``.servable()``."""
+        # Bootstrap, not Fast: the Fast design fetches a Google web font, which fails offline
+        return pn.template.BootstrapTemplate(title="sigma: phases in spectrum images", main=[self],
+                                             header_background="#1f3b73", main_max_width="1800px")  # fmt: skip
+
+
+_WARMED: set[str] = set()
+
+
+def warm_up(app: SigmaApp) -> float:
+    """Render the latent plot once per file per process, so numba compiles datashader's pipelines
+    before a visitor waits for it (``panel serve --warm`` runs this at start-up). Returns seconds."""
+    import time
+
+    key = app.state.path or "memory"
+    if key in _WARMED:
+        return 0.0
+    start = time.perf_counter()
+    hv.render(app.latent.latent_plot())
+    _WARMED.add(key)
+    return time.perf_counter() - start
+
+
+def error_page(message: str) -> pn.template.BaseTemplate:
+    """A page that explains why the results could not be opened (instead of a dead page)."""
+    if pn.state.notifications is not None:
+        pn.state.notifications.error(message, duration=0)
+    body = pn.pane.Alert(f"**Could not open the results.**\n\n{message}\n\nStart it again with a results file: "
+                         "`sigma gui results.nc`, or with no path for the demo.", alert_type="danger")  # fmt: skip
+    return pn.template.BootstrapTemplate(title="sigma: phases in spectrum images", main=[body],
+                                         header_background="#1f3b73")

@@ -1,0 +1,133 @@
+"""Real-browser tests: the served app in headless Chromium (Debian's, not a Playwright download).
+
+Run with ``pytest -m ui tests/gui/test_browser.py``; screenshots go to ``test-artifacts/gui/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ui
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "gui"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def ui_browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.skip("Debian chromium is not installed: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def demo_page(ui_browser, demo_server):
+    """The demo page, loaded once for the module, with its console messages collected."""
+    url, _ = demo_server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg = ui_browser.new_page(viewport={"width": 1600, "height": 1100})
+    pg.console_messages = []
+    pg.on("console", lambda msg: pg.console_messages.append((msg.type, msg.text)))
+    pg.on("pageerror", lambda err: pg.console_messages.append(("pageerror", str(err))))
+    start = time.perf_counter()
+    pg.goto(url, timeout=120_000)
+    pg.wait_for_selector("text=Selected pixels", timeout=120_000)
+    pg.wait_for_selector(".latent-plot canvas", timeout=60_000)
+    pg.load_seconds = time.perf_counter() - start
+    pg.wait_for_timeout(1500)  # let bokeh paint
+    yield pg
+    pg.close()
+
+
+def _count(pg) -> int:
+    text = pg.locator("text=/Selected pixels:/").first.inner_text()  # pierces bokeh's shadow DOM
+    return int(text.split("Selected pixels:")[1].split()[0])
+
+
+def _map_png(pg) -> bytes:
+    return pg.locator(".selection-map").screenshot()
+
+
+def test_demo_page_loads_without_console_errors(demo_page):
+    page = demo_page
+    page.screenshot(path=str(ARTIFACTS / "01_latent_tab.png"))
+    errors = [m for m in page.console_messages if m[0] in ("error", "pageerror")]
+    assert errors == []
+    assert _count(page) == 0
+    assert page.get_by_text("192×256 pixels, 8 clusters").count() == 1
+
+
+def test_lasso_drag_selects_pixels_and_repaints_map(demo_page):
+    page = demo_page
+    before_map = _map_png(page)
+    frame = page.locator(".latent-plot canvas").first.bounding_box()
+    assert frame is not None
+    # a lasso around the middle-right of the plot area (the demo's 'quartz' blob sits at (4, 0))
+    cx, cy, w, h = frame["x"], frame["y"], frame["width"], frame["height"]
+    pts = [(0.55, 0.25), (0.95, 0.25), (0.95, 0.75), (0.55, 0.75), (0.56, 0.26)]
+    page.mouse.move(cx + w * pts[0][0], cy + h * pts[0][1])
+    page.mouse.down()
+    for fx, fy in pts[1:]:
+        page.mouse.move(cx + w * fx, cy + h * fy, steps=8)
+    page.mouse.up()
+    deadline = time.monotonic() + 60
+    while _count(page) == 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+    n = _count(page)
+    page.wait_for_timeout(2000)  # the map repaints after the count
+    page.screenshot(path=str(ARTIFACTS / "02_after_lasso.png"))
+    assert 0 < n < 192 * 256
+    after_map = _map_png(page)
+    assert after_map != before_map
+
+
+def test_export_writes_file(demo_page, demo_server):
+    page = demo_page
+    _, folder = demo_server
+    page.get_by_text("Clusters", exact=True).first.click()
+    page.wait_for_selector("text=Save edited results", timeout=240_000)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(ARTIFACTS / "03_clusters_tab.png"))
+    target = folder / "results_edited.nc"
+    assert not target.exists()
+    page.get_by_role("button", name="Save edited results").click()
+    deadline = time.monotonic() + 60
+    while not target.exists() and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert target.exists()
+    page.get_by_role("button", name="Phase map PNG").click()
+    png = next(folder.glob("*_phase_map.png"), None)
+    deadline = time.monotonic() + 30
+    while png is None and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+        png = next(folder.glob("*_phase_map.png"), None)
+    assert png is not None
+    from PIL import Image
+
+    img = np.asarray(Image.open(png))
+    assert img.shape[:2] == (192, 256)
+    page.screenshot(path=str(ARTIFACTS / "04_after_export.png"))
+
+
+def test_dataset_tab_renders(demo_page):
+    page = demo_page
+    page.get_by_text("Dataset", exact=True).first.click()
+    page.wait_for_selector("text=Energy → X-ray lines", timeout=240_000)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(ARTIFACTS / "05_dataset_tab.png"))
+    errors = [m for m in page.console_messages if m[0] in ("error", "pageerror")]
+    assert errors == []

@@ -1,0 +1,257 @@
+"""GUI logic without a browser: loading, selection, linked views, edits, export, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import pytest
+import xarray as xr
+
+from gui import data as gd
+from gui.demo_data import make_demo_results, write_results
+from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
+from sigma.xray import get_line
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def app(small_results):
+    from gui.views import SigmaApp
+
+    return SigmaApp(results=small_results)
+
+
+# ------------------------------------------------------------------------------ demo and loading
+def test_demo_results_follow_the_schema(small_results):
+    ds = small_results
+    assert ds["embedding"].dims == ("y", "x", "latent")
+    assert ds["probability"].dims == ("y", "x", "cluster")
+    assert ds["energy"].attrs["units"] == "keV"
+    assert ds.sizes["cluster"] == 5
+    # the posterior agrees with the true labels on almost every pixel of this well-separated scene
+    assert (ds["probability"].argmax("cluster") == ds["label"]).mean() > 0.99
+    np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
+    assert int(ds["n_pixels"].sum()) == 48 * 64
+    # hematite (phase 1) has its strongest peak at Fe Ka
+    spec = ds["cluster_mean_spectrum"].sel(cluster=1)
+    e_peak = float(ds["energy"][int(spec.sel(energy=slice(5, 10)).argmax()) + int((ds.energy < 5).sum())])
+    assert abs(e_peak - get_line("Fe_Ka").energy_kev) <= 0.041  # half a channel (80 eV)
+
+
+def test_load_round_trip(small_results, small_results_path):
+    ds = gd.load_results(small_results_path)
+    np.testing.assert_array_equal(ds["label"].values, small_results["label"].values)
+    assert list(ds["cluster_name"].values) == list(small_results["cluster_name"].values)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.nc"):
+        gd.load_results(tmp_path / "nope.nc")
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(b"this is not netcdf")
+    with pytest.raises(CorruptFileError, match="bad.nc"):
+        gd.load_results(bad)
+    raw = xr.Dataset({"counts": (("y", "x", "energy"), np.zeros((2, 2, 3)))})
+    raw.to_netcdf(tmp_path / "raw.nc", engine="h5netcdf")
+    with pytest.raises(SchemaError, match="embedding"):
+        gd.load_results(tmp_path / "raw.nc")
+
+
+def test_gui_imports_no_torch(small_results_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import gui.app, gui.views
+        app = gui.views.SigmaApp({str(small_results_path)!r})
+        app.latent.select_box((-10, -10, 10, 10))
+        assert app.state.n_selected == 48 * 64, app.state.n_selected
+        heavy = [m for m in ("torch", "lightning", "pytorch_lightning") if m in sys.modules]
+        assert not heavy, heavy
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+# ------------------------------------------------------------------------------------ selection
+def test_select_polygon_matches_hand_computation(rng):
+    pts = rng.uniform(-1, 1, size=(20_000, 2))
+    square = [[-0.5, -0.25], [0.5, -0.25], [0.5, 0.75], [-0.5, 0.75]]
+    mask = gd.select_polygon(pts, square)
+    hand = (np.abs(pts[:, 0]) < 0.5) & (pts[:, 1] > -0.25) & (pts[:, 1] < 0.75)
+    np.testing.assert_array_equal(mask, hand)
+    triangle = [[0, 0], [1, 0], [0, 1]]
+    np.testing.assert_array_equal(gd.select_polygon(pts, triangle), (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts.sum(1) < 1))
+    assert not gd.select_polygon(pts, [[0, 0], [1, 1]]).any()  # a line selects nothing
+    bowtie = [[-1, -1], [1, 1], [1, -1], [-1, 1]]  # self-crossing lasso is repaired, not an error
+    assert gd.select_polygon(pts, bowtie).any()
+
+
+def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results):
+    xy = gd.latent_xy(small_results)
+    poly = np.array([[3.0, -1.5], [5.5, -1.5], [5.5, 1.5], [3.0, 1.5]])
+    hand = int(((xy[:, 0] > 3) & (xy[:, 0] < 5.5) & (np.abs(xy[:, 1]) < 1.5)).sum())
+    app.latent.lasso.event(geometry=poly)  # what a lasso drag in the browser sends
+    assert app.state.n_selected == hand > 0
+    assert app.state.selection_source == "latent"
+    assert f"Selected pixels: {hand}**" in app.latent.selection_summary().object
+    # the blob at (4, 0) is phase 0: the selection's spectrum is phase 0's
+    spec, exact = gd.selection_mean_spectrum(small_results, app.state.selection)
+    assert not exact
+    np.testing.assert_allclose(spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3)
+    feats = gd.feature_means(small_results, app.state.selection)
+    want = small_results["features"].values.reshape(-1, small_results.sizes["feature"])[app.state.selection].mean(0)
+    np.testing.assert_allclose(feats["selection"], want, rtol=1e-6)
+    # the linked map tints exactly the selected pixels
+    rgba = app.latent._map_rgba(app.state.selection).data
+    tinted = (rgba["R"] > rgba["G"] + 20)[::-1].ravel() if isinstance(rgba, dict) else None
+    if tinted is not None:
+        assert tinted.sum() == hand
+
+
+def test_box_and_map_selections(app, small_results):
+    app.latent.bounds.event(bounds=(3.0, -1.5, 5.5, 1.5))
+    xy = gd.latent_xy(small_results)
+    assert app.state.n_selected == int(((xy[:, 0] >= 3) & (xy[:, 0] <= 5.5) & (np.abs(xy[:, 1]) <= 1.5)).sum())
+    app.latent.map_plot()
+    x, y = small_results["x"].values, small_results["y"].values
+    app.latent.map_bounds.event(bounds=(x[2], y[5], x[11], y[9]))  # 10 columns x 5 rows
+    assert app.state.n_selected == 50
+    assert app.state.selection_source == "map"
+    sel = app.state.selection.reshape(48, 64)
+    assert sel[5:10, 2:12].all() and sel.sum() == 50
+
+
+def test_empty_selection_is_a_message_not_an_exception(app):
+    n = app.latent.select_polygon([[100, 100], [101, 100], [101, 101]])
+    assert n == 0
+    assert "empty" in app.state.message
+    assert app.clusters.new_cluster_from_selection() is None  # nothing selected: error notified
+    assert "EmptySelectionError" in app.state.message
+    with pytest.raises(EmptySelectionError):
+        gd.selection_mean_spectrum(app.state.results, np.zeros(48 * 64, bool))
+
+
+# -------------------------------------------------------------------------------------- editing
+def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
+    mask = small_results["label"].values.ravel() == 2
+    app.state.select(mask, "latent")
+    app.clusters.new_name = "grain"
+    k = app.clusters.new_cluster_from_selection()
+    ds = app.state.results
+    assert k == 5 and ds.sizes["cluster"] == 6 and app.state.edited
+    assert int(ds["n_pixels"][5]) == mask.sum() and int(ds["n_pixels"][2]) == 0
+    assert list(ds["cluster_name"].values)[-1] == "grain"
+    np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
+    np.testing.assert_allclose(ds["cluster_mean_spectrum"][5], small_results["cluster_mean_spectrum"][2])
+    assert small_results.sizes["cluster"] == 5  # the input is never modified
+    app.clusters.merge = [0, 5]
+    app.clusters.new_name = ""
+    app.clusters.merge_selected()
+    ds = app.state.results
+    assert ds.sizes["cluster"] == 5
+    assert int(ds["n_pixels"][0]) == int(small_results["n_pixels"][0]) + mask.sum()
+    app.clusters.cluster = 1
+    app.clusters.new_name = "haematite"
+    app.clusters.rename()
+    app.clusters.new_color = "#00ff00"
+    app.clusters.recolour()
+    assert app.state.names()[1] == "haematite" and app.state.colors()[1] == "#00ff00"
+    assert any("renamed" in h for h in app.state.results.attrs["history"])
+    with pytest.raises(ValueError, match="#rrggbb"):
+        gd.recolour_cluster(app.state.results, 1, "green")
+
+
+def test_refit_and_bic_sweep_find_the_true_k():
+    ds = make_demo_results((40, 40), n_phases=4, n_energy=32, seed=3)
+    bic = gd.bic_sweep(ds, range(2, 7))
+    assert int(bic.idxmin()) == 4
+    new = gd.refit_clusters(ds, 3)
+    assert new.sizes["cluster"] == 3 and set(np.unique(new["label"])) == {0, 1, 2}
+    np.testing.assert_allclose(new["probability"].sum("cluster"), 1, atol=1e-5)
+
+
+def test_particle_table_counts_known_grains():
+    ds = make_demo_results((20, 20), n_phases=3, n_energy=16)
+    label = np.zeros((20, 20), np.int16)
+    label[2:5, 2:5] = 1  # 9 px
+    label[10:12, 10:12] = 1  # 4 px
+    ds = ds.assign(label=(("y", "x"), label))
+    table = gd.particle_table(ds, 1)
+    assert sorted(table["n_pixels"]) == [4, 9]
+    assert np.isclose(table["area (um^2)"].sum(), 13 * 0.05**2)
+
+
+def test_phase_rgba_opacity(small_results):
+    full = gd.phase_rgba(small_results, opacity=1.0)
+    label = small_results["label"].values
+    assert tuple(full[label == 1][0, :3]) == (0xFF, 0x7F, 0x0E)  # hematite's '#ff7f0e'
+    none = gd.phase_rgba(small_results, opacity=0.0)
+    assert (none[..., 0] == none[..., 1]).all()  # grey only
+
+
+# ----------------------------------------------------------------------------------------- export
+def test_exports_and_save_refuses_to_overwrite(app, small_results_path, tmp_path):
+    app.state.path = str(small_results_path)
+    app.clusters.output_dir = str(tmp_path)
+    png = app.clusters.export_phase_map()
+    tif = app.clusters.export_phase_map(suffix=".tif")
+    csv = app.clusters.export_spectra()
+    parts = app.clusters.export_particles()
+    prob = app.clusters.export_cluster_map()
+    assert all(p is not None and p.exists() for p in (png, tif, csv, parts, prob))
+    import tifffile
+
+    assert tifffile.imread(prob).dtype == np.float32
+    assert app.clusters.export_phase_map() is None and "already exists" in app.state.message
+    saved = app.clusters.save()
+    assert saved == tmp_path / "results_edited.nc"
+    np.testing.assert_array_equal(gd.load_results(saved)["label"], app.state.results["label"])
+    assert app.clusters.save() is None and "already exists" in app.state.message
+    app.clusters.output_dir = str(small_results_path.parent)
+    app.clusters.output_name = small_results_path.name
+    assert app.clusters.save() is None and "input file" in app.state.message
+
+
+# -------------------------------------------------------------------------------------- rendering
+def test_views_render_to_bokeh(app):
+    from bokeh.models import BoxSelectTool, LassoSelectTool
+
+    fig = hv.render(app.latent.latent_plot())
+    tools = {type(t) for t in fig.tools}
+    assert LassoSelectTool in tools and BoxSelectTool in tools
+    app.spectra.elements = ["Fe"]
+    overlay = app.spectra.plot({"x": (gd.mean_spectrum(app.state.results).values, "#000000")})
+    vlines = [el for el in overlay.values() if isinstance(el, hv.VLines)]
+    assert any(np.isclose(v, get_line("Fe_Ka").energy_kev) for v in vlines[0].data.iloc[:, 0])
+    hv.render(overlay)
+    root = app.clusters.__panel__().get_root()
+    assert root is not None
+    app.dataset.lookup_energy = 6.40
+    assert app.dataset.candidates()["line"].iloc[0] == "Fe_Ka"
+
+
+def test_sigma_gui_command(small_results_path, capsys):
+    from sigma.commands import gui as cmd
+
+    assert cmd.main([str(small_results_path), "--dry-run", "--port", "5999", "--no-show"]) == 0
+    out = capsys.readouterr().out
+    assert "panel serve" in out and str(cmd.app_path()) in out and str(small_results_path) in out
+    assert "--show" not in out and "5999" in out
+    assert cmd.main(["/does/not/exist.nc", "--dry-run"]) == 2
+    assert "exist.nc" in capsys.readouterr().err
+
+
+def test_write_image_rejects_unknown_format(tmp_path):
+    with pytest.raises(ValueError, match=".jpg"):
+        gd.write_image(np.zeros((2, 2)), tmp_path / "a.jpg")
+    write_results(make_demo_results((8, 8), n_phases=2, n_energy=16), tmp_path / "r.nc")
+    with pytest.raises(FileExistsError):
+        gd.save_results(xr.Dataset(), tmp_path / "r.nc")

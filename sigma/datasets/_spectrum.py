@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import ndtr
+from scipy.special import expit, ndtr
 
 from sigma.datasets._phases import Phase, _atomic_mass
 from sigma.exceptions import SimulationParameterError
@@ -109,7 +109,7 @@ def detector_efficiency(
         raise SimulationParameterError(f"window must be 'polymer' or 'none'. Got {window!r}.")
     trans *= np.exp(-_mu("Si", e) * 2.33 * dead_layer_um * 1e-4)
     trans *= -np.expm1(-_mu("Si", e) * 2.33 * crystal_um * 1e-4)
-    trans *= 1.0 / (1.0 + np.exp(-(e - threshold_kev) / 0.015))
+    trans *= expit((e - threshold_kev) / 0.015)
     return trans.reshape(shape)
 
 

@@ -148,7 +148,7 @@ def parse_line(name: str) -> tuple[str, str]:
     return element, family
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def element_lines(element: str) -> dict[str, XrayLine]:
     """All line families of ``element`` in the table, keyed by name (``"Fe_Ka"`` ...).
 
@@ -257,7 +257,7 @@ def candidate_lines(
     return sorted(found, key=lambda ln: (round(abs(ln.energy_kev - energy_kev), 3), -ln.weight))
 
 
-def generated_weights(element: str, beam_energy_kev: float) -> dict[str, float]:
+def generated_weights(element: str, beam_energy_kev: float, *, normalise: bool = True) -> dict[str, float]:
     """Relative generated intensity of each line of ``element`` at ``beam_energy_kev`` across shells.
 
     Within a shell the weights are the table's; across shells they scale with the fluorescence
@@ -283,7 +283,7 @@ def generated_weights(element: str, beam_energy_kev: float) -> dict[str, float]:
         jump_factor = (jump - 1) / jump if jump > 1 else 0.5
         ionisation = math.log(u) / (u * line.edge_kev**2)
         out[name] = line.weight * max(yield_, 1e-4) * jump_factor * ionisation
-    if out:
+    if out and normalise:
         top = max(out.values())
         out = {k: v / top for k, v in out.items()}
     return out

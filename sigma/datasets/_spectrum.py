@@ -117,25 +117,10 @@ def detector_efficiency(
 def _element_scale(element: str, beam_energy_kev: float) -> float:
     """Generated intensity of the strongest line of ``element`` per atom (arbitrary units).
 
-    Same formula as :func:`sigma.xray.generated_weights` before its normalisation, so that
     ``generated_weights(...)[line] * _element_scale(...)`` compares across elements.
     """
-    import xraydb
-
-    weights = _generated(element, beam_energy_kev)
-    if not weights:
-        return 0.0
-    top = max(weights, key=weights.__getitem__)
-    line = element_lines(element)[top]
-    shell_edge = {"K": "K", "L": "L3", "M": "M5"}[line.shell]
-    try:
-        edge = xraydb.xray_edge(element, shell_edge)
-        yield_, jump = float(edge.fyield), float(edge.jump_ratio)
-    except Exception:  # noqa: BLE001 - same fallback as sigma.xray.generated_weights
-        yield_, jump = 0.01, 2.0
-    jump_factor = (jump - 1) / jump if jump > 1 else 0.5
-    u = beam_energy_kev / line.edge_kev
-    return line.weight * max(yield_, 1e-4) * jump_factor * math.log(u) / (u * line.edge_kev**2)
+    raw = generated_weights(element, beam_energy_kev, normalise=False)
+    return max(raw.values()) if raw else 0.0
 
 
 def main_line(

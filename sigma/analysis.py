@@ -1,4 +1,4 @@
-"""Phase analysis: cluster spectra from raw counts, areas, X-ray lines, NMF unmixing, particles, edits.
+"""Phase analysis: cluster spectra from raw counts, areas, lines, NMF, particles, edits.
 
 The functions take and return :class:`xarray.Dataset` objects that follow the results layout of
 ``docs/results_schema.md`` and never modify their input; :class:`sigma.results.SigmaResults`
@@ -86,7 +86,8 @@ def _counts_da(counts: Any) -> xr.DataArray:
         counts = counts[COUNTS]
     if not isinstance(counts, xr.DataArray) or set(counts.dims) != {DIM_Y, DIM_X, DIM_ENERGY}:
         raise SchemaError(
-            "counts must be a DataArray (or spectrum-image Dataset) with dims ('y', 'x', 'energy'). "
+            "counts must be a DataArray (or spectrum-image Dataset) with dims "
+            "('y', 'x', 'energy'). "
             f"Got {getattr(counts, 'dims', type(counts).__name__)!r}."
         )
     return counts.transpose(DIM_Y, DIM_X, DIM_ENERGY)
@@ -207,7 +208,8 @@ def pixel_area(ds: xr.Dataset | xr.DataArray) -> tuple[float, str, tuple[float, 
     Examples
     --------
     >>> from sigma._schema import spatial_coord
-    >>> ds = xr.Dataset(coords={"y": spatial_coord("y", 3, 0.5, "um"), "x": spatial_coord("x", 3, 0.5, "um")})
+    >>> yx = {d: spatial_coord(d, 3, 0.5, "um") for d in ("y", "x")}
+    >>> ds = xr.Dataset(coords=yx)
     >>> pixel_area(ds)
     (0.25, 'um^2', (0.5, 0.5))
     """
@@ -427,7 +429,8 @@ def nmf_unmix(
         )
     if n_components > min(X.shape):
         raise ValueError(
-            f"n_components={n_components} exceeds min(n_clusters, n_energy) = {min(X.shape)}; use fewer."
+            f"n_components={n_components} exceeds min(n_clusters, n_energy) = "
+            f"{min(X.shape)}; use fewer."
         )
     model = NMF(
         n_components=n_components, init="nndsvda", random_state=random_state, max_iter=max_iter
@@ -823,7 +826,8 @@ def split_cluster(
                 out["nmf_weight"] = out["nmf_weight"].copy(data=W)
         else:
             warnings.warn(
-                f"split_cluster: no raw counts given, so the spectra (and NMF weights) of clusters {c} "
+                "split_cluster: no raw counts given, so the spectra (and NMF weights) of "
+                f"clusters {c} "
                 f"and {new} are set to NaN. Pass counts=<the spectrum image> to recompute them.",
                 stacklevel=2,
             )
@@ -858,7 +862,7 @@ def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
 
 
 def recolor_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
-    """Return a copy with ``cluster_color[cluster]`` set to ``color`` (any matplotlib colour, stored ``#rrggbb``)."""
+    """Return a copy with ``cluster_color[cluster] = color`` (any matplotlib colour)."""
     from matplotlib.colors import to_hex
 
     c = _check_cluster(ds, cluster)

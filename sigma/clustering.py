@@ -103,7 +103,8 @@ def _as_points(latent: Any) -> tuple[npt.NDArray[np.float64], dict[str, Any] | N
             if latent.ndim != 3 or DIM_LATENT not in latent.dims:
                 raise SchemaError(
                     f"latent: a spatial DataArray must have dims ('y', 'x', 'latent'). Got "
-                    f"{latent.dims!r}. Rename the latent dim, e.g. da.rename({{'dim_2': 'latent'}})."
+                    f"{latent.dims!r}. Rename the latent dim, e.g. "
+                    "da.rename({'dim_2': 'latent'})."
                 )
             latent = latent.transpose(DIM_Y, DIM_X, DIM_LATENT)
             spatial = {
@@ -148,7 +149,7 @@ def _check_int(name: str, value: Any, low: int) -> int:
 # the estimator
 # --------------------------------------------------------------------------------------------
 class AutoGaussianMixture(ClusterMixin, BaseEstimator):
-    """Gaussian mixture whose components are merged into phases; number of phases found automatically.
+    """Gaussian mixture whose components are merged into phases, found automatically.
 
     See the module docstring for the rule. Follows scikit-learn: ``__init__`` only stores,
     :meth:`fit` returns ``self``, learned attributes end in ``_``.
@@ -241,7 +242,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------------
     def _check_params(self) -> None:
         if self.n_components != "auto":
             _check_int("n_components", self.n_components, 1)
@@ -254,7 +255,8 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             )
         if not 0 < self.overlap_threshold < 1:
             raise ValueError(
-                f"overlap_threshold must be a float in the range (0, 1). Got {self.overlap_threshold!r} instead."
+                "overlap_threshold must be a float in the range (0, 1). Got "
+                f"{self.overlap_threshold!r} instead."
             )
         if not 0 <= self.bic_tolerance < 1:
             raise ValueError(
@@ -294,7 +296,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             )
         return model
 
-    # -- fit ------------------------------------------------------------------------------------
+    # -- fit -----------------------------------------------------------------------------------
     def fit(self, X: npt.ArrayLike, y: Any = None) -> AutoGaussianMixture:
         """Fit the mixture and find the phases; returns ``self``."""
         self._check_params()
@@ -321,7 +323,8 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             k = int(self.n_components)
             if k > n:
                 raise ValueError(
-                    f"n_components={k} is larger than the number of points ({n}). Use fewer components."
+                    f"n_components={k} is larger than the number of points ({n}). "
+                    "Use fewer components."
                 )
             self.gaussian_ = self._fit_one(Z, k, seed)
             self.component_cluster_ = np.arange(k)
@@ -380,7 +383,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         within = np.nonzero(bic[: i_min + 1] - bic[i_min] <= self.bic_tolerance * total)[0]
         return int(ks[int(within[0])])
 
-    # -- merging -----------------------------------------------------------------------------
+    # -- merging -------------------------------------------------------------------------------
     def _merge(
         self, model: Any, Z: npt.NDArray[np.float64], active: npt.NDArray[np.bool_] | None = None
     ) -> npt.NDArray[np.int_]:
@@ -451,7 +454,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         self.n_components_ = n_c
         self.means_, self.covariances_, self.weights_ = means, covs, weights
 
-    # -- predict --------------------------------------------------------------------------------
+    # -- predict -------------------------------------------------------------------------------
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Phase membership probabilities, shape ``(n_samples, n_components_)``; rows sum to 1."""
         resp = self.gaussian_.predict_proba(self._transform(X))
@@ -610,7 +613,8 @@ def cluster(
     else:
         if n_components != "auto":
             raise ValueError(
-                f"method='hdbscan' finds the number of clusters itself; n_components must be 'auto'. "
+                "method='hdbscan' finds the number of clusters itself; n_components must be "
+                "'auto'. "
                 f"Got {n_components!r}. Use method='gmm' or 'kmeans' for a fixed number."
             )
         scaler = _Scaler(X, standardize)
@@ -621,7 +625,8 @@ def cluster(
         k = int(fit_lab.max()) + 1
         if k == 0:
             raise EmptySelectionError(
-                f"HDBSCAN found no cluster (all points noise) with min_cluster_size={min_cluster_size}. "
+                "HDBSCAN found no cluster (all points noise) with "
+                f"min_cluster_size={min_cluster_size}. "
                 "Lower min_cluster_size or use method='gmm'."
             )
         # extend to all points: nearest labelled (non-noise) fitted point within the noise scale

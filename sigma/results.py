@@ -97,7 +97,7 @@ def _spatial(
 
 @dataclass(frozen=True)
 class SigmaResults:
-    """Immutable results of a sigma run around one :class:`xarray.Dataset` (``docs/results_schema.md``).
+    """Immutable results of a sigma run: one :class:`xarray.Dataset` (docs/results_schema.md).
 
     Every edit (:meth:`merge_clusters`, :meth:`split_cluster`, :meth:`rename_cluster`,
     :meth:`recolor_cluster`) returns a new object.
@@ -125,7 +125,7 @@ class SigmaResults:
                 f"results 'label' must have dims ('y', 'x'). Got {ds['label'].dims!r}."
             )
 
-    # -- building ---------------------------------------------------------------------------------
+    # -- building ------------------------------------------------------------------------------
     @classmethod
     def from_parts(
         cls,
@@ -170,8 +170,9 @@ class SigmaResults:
         """
         if "label" not in clustering or tuple(clustering["label"].dims) != (DIM_Y, DIM_X):
             raise SchemaError(
-                "clustering must come from sigma.clustering.cluster() on a spatial (y, x, latent) input: "
-                f"'label' with dims ('y', 'x') is needed. Got {getattr(clustering.get('label'), 'dims', None)!r}."
+                "clustering must come from sigma.clustering.cluster() on a spatial (y, x, latent) "
+                "input: 'label' with dims ('y', 'x') is needed. Got "
+                f"{getattr(clustering.get('label'), 'dims', None)!r}."
             )
         ny, nx = clustering["label"].shape
         coords: dict[str, Any] = {}
@@ -179,7 +180,8 @@ class SigmaResults:
             validate_spectrum_image(spectrum_image, where="SigmaResults.from_parts")
             if spectrum_image.sizes[DIM_Y] != ny or spectrum_image.sizes[DIM_X] != nx:
                 raise SchemaError(
-                    f"spectrum_image has (y, x) = {(spectrum_image.sizes[DIM_Y], spectrum_image.sizes[DIM_X])!r} "
+                    "spectrum_image has (y, x) = "
+                    f"{(spectrum_image.sizes[DIM_Y], spectrum_image.sizes[DIM_X])!r} "
                     f"but the labels have {(ny, nx)!r}; bin the cube like the features."
                 )
             coords = {d: spectrum_image[d] for d in (DIM_Y, DIM_X)}
@@ -296,7 +298,7 @@ class SigmaResults:
         ds.attrs = append_history(ds.attrs, f"sigma.results: {k} clusters")
         return cls(ds)
 
-    # -- views --------------------------------------------------------------------------------------
+    # -- views ---------------------------------------------------------------------------------
     @property
     def n_clusters(self) -> int:
         """Number of clusters."""
@@ -328,7 +330,7 @@ class SigmaResults:
         return dict(json.loads(self.dataset.attrs.get("clustering", "{}") or "{}"))
 
     def phase_table(self) -> pd.DataFrame:
-        """Name, colour, pixels, area and area fraction per cluster (see :func:`sigma.analysis.phase_table`)."""
+        """Name, colour, pixels, area and area fraction of each cluster."""
         return analysis.phase_table(self.dataset)
 
     def binary_maps(self) -> xr.DataArray:
@@ -343,7 +345,7 @@ class SigmaResults:
         """Particles of one cluster (:func:`sigma.analysis.particle_statistics`)."""
         return analysis.particle_statistics(self.dataset, cluster, **kwargs)
 
-    # -- edits ----------------------------------------------------------------------------------------
+    # -- edits ---------------------------------------------------------------------------------
     def merge_clusters(self, clusters: list[int]) -> SigmaResults:
         """New results with ``clusters`` merged (:func:`sigma.analysis.merge_clusters`)."""
         return SigmaResults(analysis.merge_clusters(self.dataset, clusters))
@@ -364,7 +366,7 @@ class SigmaResults:
         """New results with a cluster's colour changed."""
         return SigmaResults(analysis.recolor_cluster(self.dataset, cluster, color))
 
-    # -- disk -----------------------------------------------------------------------------------------
+    # -- disk ----------------------------------------------------------------------------------
     def save(
         self,
         path: str | Path,
@@ -435,13 +437,14 @@ class SigmaResults:
         ds.attrs = attrs
         for name in list(ds.variables):
             if name in _STR_VARS or ds[name].dtype.kind in ("O", "T"):
-                ds[name] = ds[name].copy(data=np.array([str(v) for v in ds[name].values.ravel()]).reshape(
-                    ds[name].shape))
+                ds[name] = ds[name].copy(
+                    data=np.array([str(v) for v in ds[name].values.ravel()]).reshape(ds[name].shape)
+                )
         for name in ds.variables:
             ds[name].encoding = {}
         return cls(ds)
 
-    # -- plots ----------------------------------------------------------------------------------------
+    # -- plots ---------------------------------------------------------------------------------
     def plot_phase_map(self, *, ax: Any = None, legend: bool = True) -> Figure:
         """Phase map in the cluster colours, axes in physical units; returns the Figure."""
         import matplotlib.pyplot as plt
@@ -592,7 +595,7 @@ class SigmaResults:
         plt.close(fig)
         return fig
 
-    # -- exports --------------------------------------------------------------------------------------
+    # -- exports -------------------------------------------------------------------------------
     def export(
         self, directory: str | Path, *, overwrite: bool = False, dpi: int = 150
     ) -> list[Path]:
@@ -685,7 +688,7 @@ def _format_of(path: Path) -> Literal["netcdf", "zarr"]:
     from sigma.exceptions import UnsupportedFormatError
 
     raise UnsupportedFormatError(
-        f"results path {str(path)!r} has suffix {suffix!r}; use '.nc' (NetCDF) or '.zarr' (Zarr), or pass format=."
+        f"results path {str(path)!r} has suffix {suffix!r}; use '.nc' (NetCDF) or '.zarr' (Zarr)."
     )
 
 

@@ -84,11 +84,16 @@ def test_spatial_input_gives_spatial_output_and_probabilities_sum_to_one() -> No
     emb = xr.DataArray(
         X.reshape(20, 30, 2),
         dims=("y", "x", "latent"),
-        coords={"y": ("y", np.arange(20) * 0.5, {"units": "um"}), "x": ("x", np.arange(30) * 0.5, {"units": "um"})},
+        coords={
+            "y": ("y", np.arange(20) * 0.5, {"units": "um"}),
+            "x": ("x", np.arange(30) * 0.5, {"units": "um"}),
+        },
     )
     ds = cluster(emb, n_components=3, n_init=1)
-    assert ds.label.dims == ("y", "x") and ds.label.dtype == np.int16
-    assert ds.probability.dims == ("y", "x", "cluster") and ds.probability.dtype == np.float32
+    assert ds.label.dims == ("y", "x")
+    assert ds.label.dtype == np.int16
+    assert ds.probability.dims == ("y", "x", "cluster")
+    assert ds.probability.dtype == np.float32
     np.testing.assert_allclose(ds.probability.sum("cluster"), 1.0, atol=1e-5)
     assert ds.y.attrs["units"] == "um"
     np.testing.assert_array_equal(ds.label.values, ds.probability.argmax("cluster").values)
@@ -104,7 +109,9 @@ def test_deterministic_for_a_random_state() -> None:
 
 def test_means_and_covariances_in_original_units() -> None:
     rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal([1000, -5], [10, 0.1], (500, 2)), rng.normal([1100, -4], [5, 0.2], (300, 2))])
+    X = np.concatenate(
+        [rng.normal([1000, -5], [10, 0.1], (500, 2)), rng.normal([1100, -4], [5, 0.2], (300, 2))]
+    )
     ds = fit_gmm(X, n_components=2, n_init=1)
     order = np.argsort(ds.gmm_mean.values[:, 0])
     np.testing.assert_allclose(ds.gmm_mean.values[order], [[1000, -5], [1100, -4]], atol=2)
@@ -165,7 +172,9 @@ def test_smoothing_removes_salt_noise_and_keeps_regions() -> None:
     noisy[salt] = (truth[salt] + 1) % 3
     q = np.full((40, 40, 3), 0.15, np.float32)
     q[np.arange(40)[:, None], np.arange(40)[None, :], noisy] = 0.7
-    ds = xr.Dataset({"probability": (("y", "x", "cluster"), q), "label": (("y", "x"), noisy.astype(np.int16))})
+    ds = xr.Dataset(
+        {"probability": (("y", "x", "cluster"), q), "label": (("y", "x"), noisy.astype(np.int16))}
+    )
     out = smooth_probabilities(ds, sigma=1.0)
     assert (noisy != truth).mean() > 0.08
     assert (out.label.values != truth).mean() < 0.02  # salt gone, only boundary pixels may differ
@@ -186,4 +195,6 @@ def test_plot_model_selection_returns_figure() -> None:
     assert len(fig.axes[0].lines) >= 2
     plt.close(fig)
     with pytest.raises(EmptySelectionError, match="no 'model_selection_score'"):
-        plot_model_selection(fit_gmm(X, n_components=2, n_init=1).drop_vars("model_selection_score"))
+        plot_model_selection(
+            fit_gmm(X, n_components=2, n_init=1).drop_vars("model_selection_score")
+        )

@@ -19,7 +19,7 @@ from sigma.results import RESULTS_VERSION, SigmaResults
 
 
 def make_results(seed: int = 0) -> tuple[SigmaResults, xr.Dataset]:
-    """10 x 14 px, two phases (left/right) with Poisson counts and a 2-D latent; auto-k clustering."""
+    """10 x 14 px, two phases with Poisson counts and a 2-D latent; auto-k clustering."""
     rng = np.random.default_rng(seed)
     truth = np.zeros((10, 14), int)
     truth[:, 7:] = 1
@@ -37,7 +37,9 @@ def make_results(seed: int = 0) -> tuple[SigmaResults, xr.Dataset]:
     emb = np.array([[0.0, 0.0], [3.0, 1.0]])[truth] + rng.normal(0, 0.2, (10, 14, 2))
     emb_da = xr.DataArray(emb, dims=("y", "x", "latent"))
     cl = cluster(emb_da, k_max=4, n_init=1)
-    feats = xr.DataArray(rng.random((10, 14, 2)), dims=("y", "x", "feature"), coords={"feature": ["Si_Ka", "Fe_Ka"]})
+    feats = xr.DataArray(
+        rng.random((10, 14, 2)), dims=("y", "x", "feature"), coords={"feature": ["Si_Ka", "Fe_Ka"]}
+    )
     res = SigmaResults.from_parts(
         clustering=cl,
         spectrum_image=si,
@@ -89,8 +91,18 @@ def test_from_parts_follows_the_schema(built: tuple[SigmaResults, xr.Dataset]) -
     np.testing.assert_allclose(ds.sum_spectrum, si.counts.sum(("y", "x")))
     assert ds.x.attrs["units"] == "nm"
     assert ds.energy.attrs["units"] == "keV"
-    for key in ("source", "beam_energy_kev", "elements", "xray_lines", "energy_resolution_mnka_ev", "history",
-                "preprocessing", "model_hparams", "clustering", "versions"):
+    for key in (
+        "source",
+        "beam_energy_kev",
+        "elements",
+        "xray_lines",
+        "energy_resolution_mnka_ev",
+        "history",
+        "preprocessing",
+        "model_hparams",
+        "clustering",
+        "versions",
+    ):
         assert key in ds.attrs, key
     assert ds.attrs["sigma_results_version"] == RESULTS_VERSION
     assert all(c.startswith("#") and len(c) == 7 for c in res.colors)
@@ -105,7 +117,9 @@ def test_results_are_frozen(built: tuple[SigmaResults, xr.Dataset]) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".nc", ".zarr"])
-def test_save_load_round_trip(built: tuple[SigmaResults, xr.Dataset], tmp_path: Path, suffix: str) -> None:
+def test_save_load_round_trip(
+    built: tuple[SigmaResults, xr.Dataset], tmp_path: Path, suffix: str
+) -> None:
     res, _ = built
     path = res.save(tmp_path / f"results{suffix}")
     back = SigmaResults.load(path)
@@ -131,22 +145,37 @@ def test_plots_return_figures(built: tuple[SigmaResults, xr.Dataset]) -> None:
     from matplotlib.figure import Figure
 
     res, _ = built
-    for fig in (res.plot_phase_map(), res.plot_cluster_spectra(), res.plot_latent(), res.plot_model_selection()):
+    for fig in (
+        res.plot_phase_map(),
+        res.plot_cluster_spectra(),
+        res.plot_latent(),
+        res.plot_model_selection(),
+    ):
         assert isinstance(fig, Figure)
     assert len(res.plot_cluster_spectra().axes[0].lines) >= 2
 
 
-def test_export_writes_readable_files(built: tuple[SigmaResults, xr.Dataset], tmp_path: Path) -> None:
+def test_export_writes_readable_files(
+    built: tuple[SigmaResults, xr.Dataset], tmp_path: Path
+) -> None:
     import matplotlib.image as mpimg
     import tifffile
 
     res, _ = built
     written = res.export(tmp_path / "out")
     names = {p.name for p in written}
-    assert {"phase_map.png", "phase_map.tif", "probability.tif", "cluster_spectra.csv", "phase_table.csv"} <= names
+    assert {
+        "phase_map.png",
+        "phase_map.tif",
+        "probability.tif",
+        "cluster_spectra.csv",
+        "phase_table.csv",
+    } <= names
     assert mpimg.imread(tmp_path / "out" / "phase_map.png").ndim == 3
     assert mpimg.imread(tmp_path / "out" / "probability_0.png").shape[0] > 10
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "phase_map.tif"), res.label.values)
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "out" / "phase_map.tif"), res.label.values
+    )
     prob = tifffile.imread(tmp_path / "out" / "probability.tif")
     np.testing.assert_allclose(prob, res.probability.transpose("cluster", "y", "x").values)
     spectra = pd.read_csv(tmp_path / "out" / "cluster_spectra.csv")
@@ -160,7 +189,9 @@ def test_export_writes_readable_files(built: tuple[SigmaResults, xr.Dataset], tm
     assert res.export(tmp_path / "out", overwrite=True)
 
 
-def test_reopening_and_plotting_needs_no_torch(built: tuple[SigmaResults, xr.Dataset], tmp_path: Path) -> None:
+def test_reopening_and_plotting_needs_no_torch(
+    built: tuple[SigmaResults, xr.Dataset], tmp_path: Path
+) -> None:
     res, _ = built
     path = res.save(tmp_path / "r.nc")
     code = (
@@ -173,6 +204,8 @@ def test_reopening_and_plotting_needs_no_torch(built: tuple[SigmaResults, xr.Dat
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"

@@ -29,7 +29,11 @@ def make_scene(seed: int = 0) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
         energy_scale_kev=0.04,
         pixel_size=(0.5, 0.5),
         pixel_units="um",
-        attrs={"xray_lines": ["Al_Ka", "Fe_Ka", "Cu_Ka"], "elements": ["Al", "Fe", "Cu"], "beam_energy_kev": 20.0},
+        attrs={
+            "xray_lines": ["Al_Ka", "Fe_Ka", "Cu_Ka"],
+            "elements": ["Al", "Fe", "Cu"],
+            "beam_energy_kev": 20.0,
+        },
     )
     emb = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])[truth] + rng.normal(0, 0.3, (12, 16, 2))
     return si, truth, emb
@@ -45,10 +49,14 @@ def results(scene: tuple[xr.Dataset, np.ndarray, np.ndarray]) -> SigmaResults:
     si, _truth, emb = scene
     emb_da = xr.DataArray(emb, dims=("y", "x", "latent"))
     cl = cluster(emb_da, n_components=3, n_init=1)
-    return SigmaResults.from_parts(clustering=cl, spectrum_image=si, embedding=emb, nmf_components=2)
+    return SigmaResults.from_parts(
+        clustering=cl, spectrum_image=si, embedding=emb, nmf_components=2
+    )
 
 
-def test_cluster_spectra_equal_hand_computation(scene: tuple[xr.Dataset, np.ndarray, np.ndarray]) -> None:
+def test_cluster_spectra_equal_hand_computation(
+    scene: tuple[xr.Dataset, np.ndarray, np.ndarray],
+) -> None:
     si, truth, _ = scene
     label = truth.copy()
     label[0, 0] = -1  # unassigned pixels are left out
@@ -67,7 +75,9 @@ def test_cluster_spectra_equal_hand_computation(scene: tuple[xr.Dataset, np.ndar
     xr.testing.assert_allclose(out, out_lazy)
 
 
-def test_empty_cluster_warns_and_empty_selection_raises(scene: tuple[xr.Dataset, np.ndarray, np.ndarray]) -> None:
+def test_empty_cluster_warns_and_empty_selection_raises(
+    scene: tuple[xr.Dataset, np.ndarray, np.ndarray],
+) -> None:
     si, truth, _ = scene
     with pytest.warns(UserWarning, match=r"clusters \[3\] have no pixels"):
         out = analysis.cluster_spectra(si, truth, n_clusters=4)
@@ -104,7 +114,9 @@ def test_nmf_recovers_two_known_components() -> None:
     a = np.exp(-((e - 2.0) ** 2) / 0.02) + 0.3 * np.exp(-e / 3)
     b = np.exp(-((e - 6.4) ** 2) / 0.05) + 0.5 * np.exp(-((e - 7.1) ** 2) / 0.05)
     w = np.array([[1.0, 0.0], [0.7, 0.3], [0.4, 0.6], [0.1, 0.9], [0.0, 1.0]])
-    spectra = xr.DataArray((w @ np.stack([a, b])) * 100, dims=("cluster", "energy"), coords={"energy": e})
+    spectra = xr.DataArray(
+        (w @ np.stack([a, b])) * 100, dims=("cluster", "energy"), coords={"energy": e}
+    )
     out = analysis.nmf_unmix(spectra, n_components=2, random_state=0)
     H = out.nmf_spectrum.values
     for truth in (a, b):
@@ -130,7 +142,10 @@ def test_particle_statistics_on_hand_drawn_labels() -> None:
     feats[2:6, 2:6, 0] = 3.0
     feats[10:12, 3:9, 0] = 5.0
     feats[..., 1] = 1.0
-    coords = {"y": ("y", np.arange(20) * 0.5, {"units": "um"}), "x": ("x", np.arange(20) * 0.5, {"units": "um"})}
+    coords = {
+        "y": ("y", np.arange(20) * 0.5, {"units": "um"}),
+        "x": ("x", np.arange(20) * 0.5, {"units": "um"}),
+    }
     ds = xr.Dataset(
         {
             "label": (("y", "x"), lab),

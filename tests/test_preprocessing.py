@@ -339,6 +339,13 @@ def test_neighbor_average_mean3x3_and_gaussian() -> None:
     assert float(out.features[1, 1, 0]) == pytest.approx(1.0)
     assert float(out.features[2, 2, 1]) == pytest.approx(1.0)
     assert float(out.features[2, 2, 0]) == 0.0
+    rnd = np.random.default_rng(3).random((7, 9, 3)).astype(np.float32)
+    for mode in ("nearest", "reflect"):
+        np.testing.assert_allclose(
+            pp.neighbor_average(_features(rnd), mode=mode).features.values,
+            ndimage.uniform_filter(rnd, size=(3, 3, 1), mode=mode),
+            rtol=1e-5,
+        )
     g = pp.neighbor_average(ds, kind="gaussian", sigma=1.5, mode="reflect")
     np.testing.assert_allclose(
         g.features.values[..., 1],

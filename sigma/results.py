@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,7 +51,6 @@ __all__ = ["SigmaResults", "RESULTS_VERSION"]
 #: value of attrs["sigma_results_version"]
 RESULTS_VERSION = 1
 
-_LIST_ATTRS = ("elements", "xray_lines", "history")
 _STR_VARS = ("cluster_name", "cluster_color")
 _REQUIRED = ("label", "probability")
 
@@ -367,81 +365,51 @@ class SigmaResults:
         return SigmaResults(analysis.recolor_cluster(self.dataset, cluster, color))
 
     # -- disk ----------------------------------------------------------------------------------
-    def save(
-        self,
-        path: str | Path,
-        *,
-        overwrite: bool = False,
-        format: Literal["netcdf", "zarr"] | None = None,
-    ) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the results to NetCDF (``.nc``, h5netcdf) or Zarr (``.zarr``); returns the path.
+
+        Uses :func:`sigma.io.save` (list/dict attrs kept exactly, never pickles).
 
         Raises
         ------
         FileExistsError
             If ``path`` exists and ``overwrite`` is False.
+        UnsupportedFormatError
+            If the suffix is neither a NetCDF nor a Zarr one.
         """
+        from sigma.io import save
+
         path = Path(path)
-        fmt = format or _format_of(path)
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        ds = self.dataset.copy()
-        ds.attrs = {
-            k: (json.dumps(as_str_list(v)) if k in _LIST_ATTRS else v) for k, v in ds.attrs.items()
-        }
-        ds.attrs["_list_attrs_json"] = json.dumps(list(_LIST_ATTRS))
-        for name in list(ds.variables):  # variable-length strings: no unstable Zarr v3 dtype
-            if ds[name].dtype.kind == "U":
-                ds[name] = ds[name].astype(object)
-        if fmt == "netcdf":
-            ds.to_netcdf(path, engine="h5netcdf")
-        else:
-            ds.to_zarr(path, mode="w-", consolidated=False)
-        logger.info("results written to %s", path)
-        return path
+        _format_of(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+        out = Path(save(self.dataset, path, overwrite=overwrite))
+        logger.info("results written to %s", out)
+        return out
 
     @classmethod
     def load(cls, path: str | Path) -> SigmaResults:
         """Read results written by :meth:`save` (NetCDF or Zarr), fully into memory.
 
+        Needs neither torch nor the raw data file.
+
         Raises
         ------
         FileNotFoundError
             If ``path`` does not exist.
+        UnsupportedFormatError, CorruptFileError
+            For an unknown suffix or an unreadable file.
         """
+        from sigma.io import open_dataset
+
         path = Path(path)
+        _format_of(path)
         if not path.exists():
             raise FileNotFoundError(f"results file {str(path)!r} does not exist.")
-        fmt = _format_of(path)
-        try:
-            if fmt == "netcdf":
-                with xr.open_dataset(path, engine="h5netcdf") as f:
-                    ds = f.load()
-            else:
-                with xr.open_zarr(path, consolidated=False) as f:
-                    ds = f.load()
-        except (OSError, ValueError, KeyError) as err:
-            from sigma.exceptions import CorruptFileError
-
-            raise CorruptFileError(f"could not read results from {str(path)!r}: {err}") from err
-        listed = json.loads(ds.attrs.pop("_list_attrs_json", "[]"))
-        attrs = dict(ds.attrs)
-        for key in listed:
-            if key in attrs:
-                attrs[key] = list(json.loads(attrs[key]))
-        ds.attrs = attrs
-        for name in list(ds.variables):
-            if name in _STR_VARS or ds[name].dtype.kind in ("O", "T"):
-                ds[name] = ds[name].copy(
-                    data=np.array([str(v) for v in ds[name].values.ravel()]).reshape(ds[name].shape)
-                )
-        for name in ds.variables:
-            ds[name].encoding = {}
+        ds = open_dataset(path)
+        for name in _STR_VARS:  # always plain str arrays, whatever the backend returns
+            if name in ds:
+                ds[name] = ds[name].copy(data=np.array([str(v) for v in ds[name].values]))
         return cls(ds)
 
     # -- plots ---------------------------------------------------------------------------------

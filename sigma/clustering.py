@@ -184,6 +184,9 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         EM iterations per fit.
     random_state : int or None
         Seed for subsampling and initialisation.
+    n_jobs : int or None
+        Fit the sweep's mixtures in parallel with joblib (``-1``: all cores); results do not
+        depend on it.
 
     Attributes
     ----------
@@ -228,6 +231,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         min_cluster_fraction: float = 0.002,
         max_iter: int = 200,
         random_state: int | None = 0,
+        n_jobs: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.k_max = k_max
@@ -241,6 +245,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         self.min_cluster_fraction = min_cluster_fraction
         self.max_iter = max_iter
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -283,18 +288,25 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         return GaussianMixture(n_components=k, **common)
 
     def _fit_one(self, Z: npt.NDArray[np.float64], k: int, seed: int) -> GaussianMixture:
-        model = self._new_gmm(k, seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(Z)
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        return self._fit_many(Z, [k], seed)[0]
+
+    def _fit_many(self, Z: npt.NDArray[np.float64], ks: Any, seed: int) -> list[Any]:
+        models = [self._new_gmm(int(k), seed) for k in ks]
+        if self.n_jobs in (None, 1) or len(models) == 1:
+            fitted = [_fit_quietly(m, Z) for m in models]
+        else:
+            from joblib import Parallel, delayed
+
+            fitted = Parallel(n_jobs=self.n_jobs)(delayed(_fit_quietly)(m, Z) for m in models)
+        bad = [int(k) for k, m in zip(ks, fitted, strict=True) if not m.converged_]
+        if bad:
             warnings.warn(
-                f"the Gaussian mixture with {k} components did not converge in max_iter="
+                f"the Gaussian mixtures with {bad} components did not converge in max_iter="
                 f"{self.max_iter} iterations; results may be poor. Raise max_iter.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        return model
+        return list(fitted)
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, X: npt.ArrayLike, y: Any = None) -> AutoGaussianMixture:
@@ -346,11 +358,14 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             self.n_phases_ = np.array([int(self.component_cluster_.max()) + 1])
         else:
             ks = np.arange(1, min(self.k_max, n) + 1)
-            models = [self._fit_one(Z, int(k), seed) for k in ks]
+            models = self._fit_many(Z, ks, seed)
+            resps = [m.predict_proba(Z) for m in models]
             bic = np.array([self._bic(m, Z) for m in models])
-            icl = np.array([self._icl(m, Z, b) for m, b in zip(models, bic, strict=True)])
+            icl = np.array(
+                [self._icl(m, Z, b, r) for m, b, r in zip(models, bic, resps, strict=True)]
+            )
             k_best = self._elbow(ks, bic)
-            phases = [self._merge(m, Z) for m in models]
+            phases = [self._merge(m, Z, resp=r) for m, r in zip(models, resps, strict=True)]
             self.k_tried_, self.bic_, self.icl_ = ks, bic, icl
             self.n_phases_ = np.array([int(p.max()) + 1 for p in phases])
             self.n_gaussians_ = int(k_best)
@@ -369,9 +384,10 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         return float("nan")
 
     @staticmethod
-    def _icl(model: Any, Z: npt.NDArray[np.float64], bic: float) -> float:
+    def _icl(model: Any, Z: npt.NDArray[np.float64], bic: float, resp: Any = None) -> float:
         """ICL = BIC + 2 * assignment entropy (lower is better, as BIC)."""
-        resp = model.predict_proba(Z)
+        if resp is None:
+            resp = model.predict_proba(Z)
         entropy = -np.sum(resp * np.log(np.clip(resp, 1e-300, None)))
         return float(bic + 2.0 * entropy)
 
@@ -385,7 +401,11 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
 
     # -- merging -------------------------------------------------------------------------------
     def _merge(
-        self, model: Any, Z: npt.NDArray[np.float64], active: npt.NDArray[np.bool_] | None = None
+        self,
+        model: Any,
+        Z: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_] | None = None,
+        resp: Any = None,
     ) -> npt.NDArray[np.int_]:
         """Map each Gaussian of ``model`` to a phase (responsibility-overlap graph).
 
@@ -399,7 +419,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             active = np.ones(k, dtype=bool)
         if k == 1 or active.sum() <= 1:
             return np.zeros(k, dtype=int)
-        R = model.predict_proba(Z)
+        R = model.predict_proba(Z) if resp is None else resp
         mass = R.sum(axis=0)
         overlap = np.zeros((k, k))
         for i in range(k):
@@ -471,6 +491,14 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         return self.fit(X).predict(X)
 
 
+def _fit_quietly(model: Any, Z: npt.NDArray[np.float64]) -> Any:
+    """Fit ``model``; non-convergence is reported by the caller from ``model.converged_``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(Z)
+    return model
+
+
 def _full_covariances(g: Any) -> npt.NDArray[np.float64]:
     k, d = g.means_.shape
     if g.covariance_type == "full":
@@ -498,6 +526,7 @@ def cluster(
     n_fit: int | None = 20_000,
     overlap_threshold: float = 0.02,
     min_cluster_size: int = 50,
+    n_jobs: int | None = None,
 ) -> xr.Dataset:
     """Cluster latent points into phases.
 
@@ -518,6 +547,8 @@ def cluster(
         See :class:`AutoGaussianMixture`.
     min_cluster_size : int
         HDBSCAN's ``min_cluster_size`` (on the fitted subsample).
+    n_jobs : int or None
+        Parallel fits of the BIC sweep (joblib); does not change the result.
 
     Returns
     -------
@@ -568,6 +599,7 @@ def cluster(
             n_fit=n_fit,
             overlap_threshold=overlap_threshold,
             random_state=random_state,
+            n_jobs=n_jobs,
         ).fit(X)
         prob = est.predict_proba(X)
         means, covs, weights = est.means_, est.covariances_, est.weights_
@@ -597,6 +629,7 @@ def cluster(
                 standardize=standardize,
                 overlap_threshold=overlap_threshold,
                 random_state=random_state,
+                n_jobs=n_jobs,
             ).fit(X)
             k = int(auto.n_components_)
             sweep = (auto.k_tried_, auto.bic_, auto.icl_, auto.n_phases_)

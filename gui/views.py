@@ -190,7 +190,25 @@ def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
     return rgb.opts(invert_yaxis=True, **{**_IMAGE, **opts})
 
 
+_GREY_CACHE: dict[int, tuple[Any, npt.NDArray[np.float64]]] = {}
+
+
 def _grey(ds: xr.Dataset) -> npt.NDArray[np.float64]:
+    """The navigation image scaled to [0, 1] (1st-99th percentile), cached per image array."""
+    src = ds["nav_image"].values if "nav_image" in ds else None
+    key = id(src) if src is not None else -1
+    hit = _GREY_CACHE.get(key)
+    if hit is not None and hit[0] is src:
+        return hit[1]
+    grey = _grey_uncached(ds)
+    if src is not None:
+        if len(_GREY_CACHE) > 8:
+            _GREY_CACHE.clear()
+        _GREY_CACHE[key] = (src, grey)
+    return grey
+
+
+def _grey_uncached(ds: xr.Dataset) -> npt.NDArray[np.float64]:
     if "nav_image" in ds:
         nav = ds["nav_image"].values.astype(np.float64)
     else:
@@ -399,6 +417,8 @@ class LatentView(pn.viewable.Viewer):
         self.bounds = hv.streams.BoundsXY(source=density)
         self.lasso.add_subscriber(self._on_lasso)
         self.bounds.add_subscriber(self._on_bounds)
+        self.summary = pn.pane.Markdown(self.summary_text(), css_classes=["selection-count"], sizing_mode="stretch_width")
+        state.param.watch(self._update_summary, ["selection", "results"])
         self.map_lasso: hv.streams.Lasso | None = None
         self.map_bounds: hv.streams.BoundsXY | None = None
 
@@ -426,15 +446,16 @@ class LatentView(pn.viewable.Viewer):
         if show_ellipses and "gmm_mean" in results and "gmm_covariance" in results:
             t = np.linspace(0, 2 * np.pi, 64)
             circle = np.stack([np.cos(t), np.sin(t)])
-            names, colors = self.state.names(), self.state.colors()
-            for k, (mean, cov) in enumerate(zip(results["gmm_mean"].values, results["gmm_covariance"].values)):
+            names = self.state.names()
+            for k, (mean, cov) in enumerate(zip(results["gmm_mean"].values, results["gmm_covariance"].values,
+                                                strict=True)):  # fmt: skip
                 vals, vecs = np.linalg.eigh(cov)
                 pts = mean[:, None] + 2 * vecs @ (np.sqrt(np.clip(vals, 0, None))[:, None] * circle)
                 paths.append({"latent 0": pts[0], "latent 1": pts[1], "cluster": f"{k}: {names[k]}"})
                 labels[0].append(mean[0])
                 labels[1].append(mean[1])
                 labels[2].append(f"{k}: {names[k]}")
-        cmap = {f"{k}: {n}": c for k, (n, c) in enumerate(zip(self.state.names(), self.state.colors()))}
+        cmap = {f"{k}: {n}": c for k, (n, c) in enumerate(zip(self.state.names(), self.state.colors(), strict=True))}
         path = hv.Path(paths, kdims=["latent 0", "latent 1"], vdims=["cluster"]).opts(
             color="cluster", cmap=cmap, line_width=2, show_legend=False)
         text = hv.Labels(labels, kdims=["latent 0", "latent 1"], vdims=["name"]).opts(text_font_size="9pt",
@@ -488,9 +509,8 @@ class LatentView(pn.viewable.Viewer):
         self.state.select(None, "none")
 
     # -- linked views
-    @param.depends("state.selection", "state.results")
-    def selection_summary(self) -> pn.viewable.Viewable:
-        """Text with the selected-pixel count (and its share) and the clusters it covers."""
+    def summary_text(self) -> str:
+        """The selected-pixel count (and its share) and the clusters the selection covers."""
         n, total = self.state.n_selected, self.state.shape[0] * self.state.shape[1]
         text = f"**Selected pixels: {n}** of {total} ({100 * n / total:.1f} %)"
         if n:
@@ -500,7 +520,10 @@ class LatentView(pn.viewable.Viewer):
             names = self.state.names()
             top = np.argsort(counts)[::-1][:3]
             text += " — mostly " + ", ".join(f"{names[i]} ({counts[i]})" for i in top if counts[i])
-        return pn.pane.Markdown(text, css_classes=["selection-count"], sizing_mode="stretch_width")
+        return text
+
+    def _update_summary(self, *events: param.parameterized.Event) -> None:
+        self.summary.object = self.summary_text()
 
     def _map_rgba(self, selection: npt.NDArray[np.bool_] | None) -> hv.RGB:
         title = "selected pixels on the navigation image"
@@ -516,31 +539,57 @@ class LatentView(pn.viewable.Viewer):
         self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
         return dmap
 
-    @param.depends("state.selection", "state.results", "spectra.log_scale", "spectra.elements")
-    def selection_spectrum(self) -> pn.viewable.Viewable:
-        """Mean spectrum of the selection against the overall mean, with line markers."""
-        ds = self.state.results
-        curves = {"all pixels": (gd.mean_spectrum(ds).values, "#1f3b73")}
+    def _selection_curves(self, selection: npt.NDArray[np.bool_] | None, results: xr.Dataset,
+                          elements: list[str]) -> hv.Overlay:  # fmt: skip
+        ds = results
+        overall = gd.mean_spectrum(ds).values
         note = ""
-        if self.state.n_selected:
-            spec, exact = gd.selection_mean_spectrum(ds, self.state.selection)
-            curves["selection"] = (spec.values, "#e02020")
+        if selection is not None and selection.any():
+            spec, exact = gd.selection_mean_spectrum(ds, selection)
+            sel = spec.values
             note = "" if exact else " (estimated from cluster spectra)"
-        plot = self.spectra.plot(curves).opts(title=f"mean spectrum per pixel{note}")
-        return pn.pane.HoloViews(plot, sizing_mode="stretch_width")
+        else:
+            sel = overall[:0]
+        energy = ds["energy"].values
+        log = self.spectra.log_scale
+        floor = float(overall.max()) * 1e-4
+        curves = [hv.Curve((e, np.maximum(v, floor) if log else v), hv.Dimension("energy", label="X-ray energy", unit="keV"),
+                           hv.Dimension("counts", label="counts per pixel"), label=name).opts(color=color)
+                  for name, e, v, color in (("all pixels", energy, overall, "#1f3b73"),
+                                            ("selection", energy[: len(sel)], sel, "#e02020"))]  # fmt: skip
+        markers = line_markers(list(elements), (float(energy[0]), float(energy[-1])), self.spectra.beam_energy_kev,
+                               float(overall.max()) * (0.5 if log else 0.9))  # fmt: skip
+        return (hv.Overlay(curves) * markers).opts(title=f"mean spectrum per pixel{note}")
 
-    @param.depends("state.selection", "state.results")
+    @param.depends("spectra.log_scale")
+    def selection_spectrum(self) -> pn.viewable.Viewable:
+        """Mean spectrum of the selection against the overall mean, with line markers.
+
+        A DynamicMap, so a new selection only sends new curve data to the browser.
+        """
+        dmap = hv.DynamicMap(self._selection_curves, streams=[
+            hv.streams.Params(self.state, ["selection", "results"]), hv.streams.Params(self.spectra, ["elements"])])
+        dmap = dmap.opts(hv.opts.Curve(logy=self.spectra.log_scale, tools=["hover"], **_PLOT),
+                         hv.opts.Overlay(legend_position="top_right", responsive=True, min_height=300))  # fmt: skip
+        return pn.pane.HoloViews(dmap, sizing_mode="stretch_width")
+
+    def _bars(self, selection: npt.NDArray[np.bool_] | None, results: xr.Dataset) -> hv.Bars:
+        table = gd.feature_means(results)
+        if selection is not None and selection.any():
+            table["selection"] = gd.feature_means(results, selection)["selection"]
+        else:
+            table["selection"] = 0.0
+        long = table.reset_index().melt(id_vars="feature", var_name="pixels", value_name="mean")
+        return hv.Bars(long, ["feature", "pixels"], "mean")
+
     def feature_bars(self) -> pn.viewable.Viewable:
         """Mean of each feature, all pixels against the selection."""
-        ds = self.state.results
-        if "features" not in ds:
+        if "features" not in self.state.results:
             return pn.pane.Markdown("No features in these results.")
-        table = gd.feature_means(ds, self.state.selection if self.state.n_selected else None)
-        long = table.reset_index().melt(id_vars="feature", var_name="pixels", value_name="mean")
-        bars = hv.Bars(long, ["feature", "pixels"], "mean").opts(
-            **{**_PLOT, "default_tools": []}, xrotation=60, title="mean features", cmap=["#1f3b73", "#e02020"],
-            color="pixels", tools=["hover"], multi_level=False)  # fmt: skip
-        return pn.pane.HoloViews(bars, sizing_mode="stretch_width")
+        dmap = hv.DynamicMap(self._bars, streams=[hv.streams.Params(self.state, ["selection", "results"])])
+        dmap = dmap.opts(hv.opts.Bars(**{**_PLOT, "default_tools": []}, xrotation=60, title="mean features",
+                                      cmap=["#1f3b73", "#e02020"], color="pixels", tools=["hover"], multi_level=False))  # fmt: skip
+        return pn.pane.HoloViews(dmap, sizing_mode="stretch_width")
 
     def latent_plot(self) -> hv.Overlay:
         """The latent overlay: density, cluster colours, selection, ellipses."""
@@ -556,14 +605,14 @@ class LatentView(pn.viewable.Viewer):
         )
         return pn.Column(
             controls,
-            self.selection_summary,
+            self.summary,
             pn.Row(
                 pn.pane.HoloViews(self.latent_plot(), sizing_mode="stretch_width", css_classes=["latent-plot"]),
                 pn.pane.HoloViews(self.map_plot(), sizing_mode="stretch_width", css_classes=["selection-map"]),
                 sizing_mode="stretch_width",
             ),
             self.spectra,
-            pn.Row(self.selection_spectrum, self.feature_bars, sizing_mode="stretch_width"),
+            pn.Row(self.selection_spectrum, self.feature_bars(), sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
 
@@ -588,7 +637,7 @@ class ClustersView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state, self.spectra = state, spectra
         if not self.output_dir:
-            self.output_dir = str(Path(state.path).expanduser().resolve().parent) if state.path else os.getcwd()
+            self.output_dir = str(Path(state.path).expanduser().resolve().parent) if state.path else str(Path.cwd())
         self.n_components = gd.n_clusters(state.results)
         self._sync_options()
         state.param.watch(lambda e: self._sync_options(), ["results"])
@@ -630,7 +679,7 @@ class ClustersView(pn.viewable.Viewer):
         rgb = _rgba(gd.phase_rgba(ds, opacity=self.opacity), ds, title="phase map")
         legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {i}: {n} ({int(p)} px)" for i, (n, c, p) in
                            enumerate(zip(self.state.names(), self.state.colors(), ds["n_pixels"].values
-                                         if "n_pixels" in ds else [0] * gd.n_clusters(ds))))  # fmt: skip
+                                         if "n_pixels" in ds else [0] * gd.n_clusters(ds), strict=True)))  # fmt: skip
         return pn.Column(pn.pane.HoloViews(rgb, sizing_mode="stretch_width", css_classes=["phase-map"]),
                          pn.pane.HTML(legend), sizing_mode="stretch_width")  # fmt: skip
 

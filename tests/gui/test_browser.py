@@ -104,12 +104,12 @@ def test_export_writes_file(demo_page, demo_server):
     page.screenshot(path=str(ARTIFACTS / "03_clusters_tab.png"))
     target = folder / "results_edited.nc"
     assert not target.exists()
-    page.get_by_role("button", name="Save edited results").click()
+    page.get_by_role("button", name="Save edited results", exact=True).click()
     deadline = time.monotonic() + 60
     while not target.exists() and time.monotonic() < deadline:
         page.wait_for_timeout(300)
     assert target.exists()
-    page.get_by_role("button", name="Phase map PNG").click()
+    page.get_by_role("button", name="Phase map PNG", exact=True).click()
     png = next(folder.glob("*_phase_map.png"), None)
     deadline = time.monotonic() + 30
     while png is None and time.monotonic() < deadline:

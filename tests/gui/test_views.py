@@ -101,7 +101,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     app.latent.lasso.event(geometry=poly)  # what a lasso drag in the browser sends
     assert app.state.n_selected == hand > 0
     assert app.state.selection_source == "latent"
-    assert f"Selected pixels: {hand}**" in app.latent.selection_summary().object
+    assert f"Selected pixels: {hand}**" in app.latent.summary.object
     # the blob at (4, 0) is phase 0: the selection's spectrum is phase 0's
     spec, exact = gd.selection_mean_spectrum(small_results, app.state.selection)
     assert not exact
@@ -126,7 +126,8 @@ def test_box_and_map_selections(app, small_results):
     assert app.state.n_selected == 50
     assert app.state.selection_source == "map"
     sel = app.state.selection.reshape(48, 64)
-    assert sel[5:10, 2:12].all() and sel.sum() == 50
+    assert sel[5:10, 2:12].all()
+    assert sel.sum() == 50
 
 
 def test_empty_selection_is_a_message_not_an_exception(app):
@@ -146,8 +147,11 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     app.clusters.new_name = "grain"
     k = app.clusters.new_cluster_from_selection()
     ds = app.state.results
-    assert k == 5 and ds.sizes["cluster"] == 6 and app.state.edited
-    assert int(ds["n_pixels"][5]) == mask.sum() and int(ds["n_pixels"][2]) == 0
+    assert k == 5
+    assert ds.sizes["cluster"] == 6
+    assert app.state.edited
+    assert int(ds["n_pixels"][5]) == mask.sum()
+    assert int(ds["n_pixels"][2]) == 0
     assert list(ds["cluster_name"].values)[-1] == "grain"
     np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
     np.testing.assert_allclose(ds["cluster_mean_spectrum"][5], small_results["cluster_mean_spectrum"][2])
@@ -163,7 +167,8 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     app.clusters.rename()
     app.clusters.new_color = "#00ff00"
     app.clusters.recolour()
-    assert app.state.names()[1] == "haematite" and app.state.colors()[1] == "#00ff00"
+    assert app.state.names()[1] == "haematite"
+    assert app.state.colors()[1] == "#00ff00"
     assert any("renamed" in h for h in app.state.results.attrs["history"])
     with pytest.raises(ValueError, match="#rrggbb"):
         gd.recolour_cluster(app.state.results, 1, "green")
@@ -174,7 +179,8 @@ def test_refit_and_bic_sweep_find_the_true_k():
     bic = gd.bic_sweep(ds, range(2, 7))
     assert int(bic.idxmin()) == 4
     new = gd.refit_clusters(ds, 3)
-    assert new.sizes["cluster"] == 3 and set(np.unique(new["label"])) == {0, 1, 2}
+    assert new.sizes["cluster"] == 3
+    assert set(np.unique(new["label"])) == {0, 1, 2}
     np.testing.assert_allclose(new["probability"].sum("cluster"), 1, atol=1e-5)
 
 
@@ -210,14 +216,17 @@ def test_exports_and_save_refuses_to_overwrite(app, small_results_path, tmp_path
     import tifffile
 
     assert tifffile.imread(prob).dtype == np.float32
-    assert app.clusters.export_phase_map() is None and "already exists" in app.state.message
+    assert app.clusters.export_phase_map() is None
+    assert "already exists" in app.state.message
     saved = app.clusters.save()
     assert saved == tmp_path / "results_edited.nc"
     np.testing.assert_array_equal(gd.load_results(saved)["label"], app.state.results["label"])
-    assert app.clusters.save() is None and "already exists" in app.state.message
+    assert app.clusters.save() is None
+    assert "already exists" in app.state.message
     app.clusters.output_dir = str(small_results_path.parent)
     app.clusters.output_name = small_results_path.name
-    assert app.clusters.save() is None and "input file" in app.state.message
+    assert app.clusters.save() is None
+    assert "input file" in app.state.message
 
 
 # -------------------------------------------------------------------------------------- rendering
@@ -226,7 +235,8 @@ def test_views_render_to_bokeh(app):
 
     fig = hv.render(app.latent.latent_plot())
     tools = {type(t) for t in fig.tools}
-    assert LassoSelectTool in tools and BoxSelectTool in tools
+    assert LassoSelectTool in tools
+    assert BoxSelectTool in tools
     app.spectra.elements = ["Fe"]
     overlay = app.spectra.plot({"x": (gd.mean_spectrum(app.state.results).values, "#000000")})
     vlines = [el for el in overlay.values() if isinstance(el, hv.VLines)]
@@ -243,8 +253,11 @@ def test_sigma_gui_command(small_results_path, capsys):
 
     assert cmd.main([str(small_results_path), "--dry-run", "--port", "5999", "--no-show"]) == 0
     out = capsys.readouterr().out
-    assert "panel serve" in out and str(cmd.app_path()) in out and str(small_results_path) in out
-    assert "--show" not in out and "5999" in out
+    assert "panel serve" in out
+    assert str(cmd.app_path()) in out
+    assert str(small_results_path) in out
+    assert "--show" not in out
+    assert "5999" in out
     assert cmd.main(["/does/not/exist.nc", "--dry-run"]) == 2
     assert "exist.nc" in capsys.readouterr().err
 
@@ -255,3 +268,17 @@ def test_write_image_rejects_unknown_format(tmp_path):
     write_results(make_demo_results((8, 8), n_phases=2, n_energy=16), tmp_path / "r.nc")
     with pytest.raises(FileExistsError):
         gd.save_results(xr.Dataset(), tmp_path / "r.nc")
+
+
+def test_bad_file_gives_an_error_page_not_a_dead_one(tmp_path):
+    import panel as pn
+
+    from gui.app import create_app
+
+    bad = tmp_path / "broken.nc"
+    bad.write_bytes(b"garbage")
+    page = create_app(str(bad))
+    alerts = [obj for obj in page.main.objects if isinstance(obj, pn.pane.Alert)]
+    assert len(alerts) == 1
+    assert "CorruptFileError" in alerts[0].object
+    assert "broken.nc" in alerts[0].object

@@ -203,7 +203,7 @@ def _beam_energy(ds: xr.Dataset) -> float | None:
 
 def _nav_vars(ds: xr.Dataset) -> list[str]:
     """Names of the (y, x) variables (navigation images, total_counts ...)."""
-    return [n for n, v in ds.data_vars.items() if tuple(v.dims) == (DIM_Y, DIM_X)]
+    return [str(n) for n, v in ds.data_vars.items() if tuple(v.dims) == (DIM_Y, DIM_X)]
 
 
 def _counts_total(ds: xr.Dataset) -> xr.DataArray:
@@ -229,16 +229,21 @@ def _block_sum(data: Any, factors: dict[int, int], dtype: np.dtype[Any]) -> Any:
         import dask.array as da
 
         return da.coarsen(np.sum, data, factors, trim_excess=True, dtype=dtype)
-    shape: list[int] = []
-    axes: list[int] = []
-    for ax, n in enumerate(data.shape):
-        f = factors.get(ax, 1)
-        if f > 1:
-            shape.extend([n // f, f])
-            axes.append(len(shape) - 1)
+    # numpy: add the f_y * f_x * ... strided views (one vectorised pass each); several times
+    # faster than reshape(...).sum(axis) whose innermost reduced axes are tiny
+    arr = np.asarray(data)
+    offsets: list[tuple[int, ...]] = [()]
+    for ax in range(arr.ndim):
+        offsets = [(*o, k) for o in offsets for k in range(factors.get(ax, 1))]
+    out: npt.NDArray[Any] | None = None
+    for off in offsets:
+        view = arr[tuple(slice(k, None, factors.get(ax, 1)) for ax, k in enumerate(off))]
+        if out is None:
+            out = view.astype(dtype, copy=True)
         else:
-            shape.append(n)
-    return np.asarray(data).reshape(shape).sum(axis=tuple(axes), dtype=dtype)
+            np.add(out, view, out=out, casting="unsafe")
+    assert out is not None
+    return out
 
 
 def bin_spatial(ds: xr.Dataset, factor: int | Sequence[int] = (2, 2)) -> xr.Dataset:
@@ -278,7 +283,7 @@ def bin_spatial(ds: xr.Dataset, factor: int | Sequence[int] = (2, 2)) -> xr.Data
     if isinstance(factor, (int, np.integer)) and not isinstance(factor, bool):
         factor = (int(factor), int(factor))
     try:
-        fy, fx = (_positive_int(f, "factor") for f in factor)
+        fy, fx = (_positive_int(f, "factor") for f in factor)  # type: ignore[union-attr]
     except TypeError as err:
         raise ValueError(
             f"factor must be an int or a pair of ints (fy, fx). Got {factor!r} instead."
@@ -491,12 +496,15 @@ def normalize_total(ds: xr.Dataset) -> xr.Dataset:
     ds = _require_counts(ds, "normalize_total")
     counts = ds[COUNTS]
     total = counts.sum(DIM_ENERGY, dtype=_total_dtype(counts.dtype))
-    safe = xr.where(total > 0, total, 1).astype(np.float64)
-    norm = (
-        (counts.astype(np.float32) / safe.astype(np.float32))
-        .astype(np.float32)
-        .transpose(*counts.dims)
-    )
+    if _is_dask(counts.data):
+        safe = xr.where(total > 0, total, 1).astype(np.float32)
+        norm = (counts.astype(np.float32) / safe).astype(np.float32).transpose(*counts.dims)
+    else:  # one float32 allocation, scaled in place
+        tot = np.asarray(total.values, dtype=np.float64)
+        inv = np.where(tot > 0, 1.0 / np.where(tot > 0, tot, 1.0), 0.0).astype(np.float32)
+        data = np.asarray(counts.data).astype(np.float32)
+        data *= inv[..., None]
+        norm = counts.copy(data=data)
     norm.attrs = {"units": "1", "long_name": "fraction of the pixel's total counts"}
     out = ds.assign({COUNTS: norm})
     if TOTAL_COUNTS not in ds.data_vars:
@@ -967,18 +975,19 @@ def pca_features(
         block = data[r0:r1]
         return np.asarray(block.compute() if is_dask else block)
 
-    def scaled(r0: int, r1: int, block: npt.NDArray[Any] | None = None) -> Any:
-        blk = get_rows(r0, r1) if block is None else block
-        flat = blk.reshape(-1, ne)
-        rw = row_w[r0:r1].reshape(-1)
-        density = np.count_nonzero(flat) / max(flat.size, 1)
-        if density < 0.1:
-            import scipy.sparse as sp
+    def sparse_rows(flat: npt.NDArray[Any], rw: npt.NDArray[np.float64]) -> Any:
+        """Scaled rows as a CSR matrix built from the non-zeros only (no dense float copy)."""
+        import scipy.sparse as sp
 
-            m = sp.csr_array(flat.astype(np.float32))
-            return (
-                sp.diags_array(rw.astype(np.float32)) @ m @ sp.diags_array(col_w.astype(np.float32))
-            )
+        r, c = np.nonzero(flat)
+        vals = flat[r, c].astype(np.float64) * rw[r] * col_w[c]
+        return sp.csr_array((vals, (r, c)), shape=flat.shape)
+
+    def scaled(r0: int, r1: int) -> Any:
+        flat = get_rows(r0, r1).reshape(-1, ne)
+        rw = row_w[r0:r1].reshape(-1)
+        if np.count_nonzero(flat) < 0.1 * flat.size:
+            return sparse_rows(flat, rw)
         return (flat.astype(np.float32) * rw[:, None].astype(np.float32)) * col_w.astype(
             np.float32
         )[None, :]
@@ -1029,10 +1038,14 @@ def pca_features(
 
     def transform(block: npt.NDArray[Any], r0: int = 0) -> npt.NDArray[np.float32]:
         by, bx = block.shape[:2]
-        flat = block.reshape(-1, ne).astype(np.float32)
-        rw = row_w[r0 : r0 + by].reshape(-1, 1)
-        scores = (flat * col_w.astype(np.float32)[None, :]) @ comps.T.astype(np.float32)
-        return ((scores * rw) - offset).astype(np.float32).reshape(by, bx, -1)
+        flat = block.reshape(-1, ne)
+        rw = row_w[r0 : r0 + by].reshape(-1)
+        if np.count_nonzero(flat) < 0.1 * flat.size:
+            scores = np.asarray(sparse_rows(flat, rw) @ comps.T)
+        else:
+            weighted = flat.astype(np.float32) * col_w.astype(np.float32)[None, :]
+            scores = (weighted @ comps.T.astype(np.float32)) * rw[:, None]
+        return (scores - offset).astype(np.float32).reshape(by, bx, -1)
 
     if is_dask:
         import dask.array as da

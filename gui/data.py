@@ -3,8 +3,8 @@
 Nothing here imports panel or torch; the views in :mod:`gui.views` call these and turn their
 exceptions into notifications. Every function returns new objects and never modifies its input.
 
-The loader reads the file with xarray directly; once ``sigma.results.SigmaResults.load`` lands,
-:func:`load_results` should call it (one place to change).
+The loader goes through ``sigma.results.SigmaResults.load`` (no torch), with a plain xarray
+fallback for an install without it.
 """
 
 from __future__ import annotations
@@ -89,6 +89,23 @@ def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
             f"results file {str(path)!r} does not exist. Give the path of a results.nc written by "
             "`sigma run` (or run `sigma gui` with no path to open the demo)."
         )
+    try:
+        from sigma.results import SigmaResults
+    except ImportError:  # a viewer-only install without the library's results module
+        SigmaResults = None  # noqa: N806
+    if SigmaResults is not None:
+        try:
+            ds = SigmaResults.load(path).dataset
+        except SchemaError:
+            raise
+        except (OSError, ValueError) as err:  # CorruptFileError, UnsupportedFormatError
+            raise CorruptFileError(
+                f"could not read results file {str(path)!r}: {err}. Check that it is a results file "
+                "written by `sigma run`, not a raw spectrum image."
+            ) from err
+        if "feature" in ds.variables:
+            ds["feature"] = ds["feature"].astype(str)
+        return validate_results(ds, where=str(path))
     try:
         if path.suffix == ".zarr" or path.is_dir():
             with xr.open_zarr(path) as raw:

@@ -59,7 +59,7 @@ def test_load_errors_name_the_file(tmp_path):
         gd.load_results(bad)
     raw = xr.Dataset({"counts": (("y", "x", "energy"), np.zeros((2, 2, 3)))})
     raw.to_netcdf(tmp_path / "raw.nc", engine="h5netcdf")
-    with pytest.raises(SchemaError, match="embedding"):
+    with pytest.raises(SchemaError, match="label|embedding"):
         gd.load_results(tmp_path / "raw.nc")
 
 

@@ -891,7 +891,7 @@ def pca_features(
     poisson_scale: bool = True,
     batch_size: int | None = None,
     solver: Literal["covariance", "incremental"] = "covariance",
-    show_progress: bool = False,
+    show_progress: bool = True,
 ) -> xr.Dataset:
     """Principal-component scores of every pixel's spectrum, streamed over pixel batches.
 

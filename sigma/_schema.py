@@ -104,7 +104,9 @@ def energy_coord(n_channels: int, scale_kev: float, offset_kev: float = 0.0) -> 
     return xr.DataArray(values, dims=DIM_ENERGY, attrs=dict(ENERGY_ATTRS))
 
 
-def spatial_coord(dim: str, n: int, scale: float = 1.0, units: str = "px", offset: float = 0.0) -> xr.DataArray:
+def spatial_coord(
+    dim: str, n: int, scale: float = 1.0, units: str = "px", offset: float = 0.0
+) -> xr.DataArray:
     """Return a ``y`` or ``x`` coordinate with ``units`` (``"px"`` when the scale is unknown)."""
     values = offset + scale * np.arange(n, dtype=np.float64)
     long_name = {"y": "scan position y", "x": "scan position x"}.get(dim, dim)
@@ -153,10 +155,16 @@ def make_spectrum_image(
         DIM_ENERGY: energy_coord(ne, energy_scale_kev, energy_offset_kev),
     }
     data_vars: dict[str, Any] = {
-        COUNTS: xr.DataArray(counts, dims=(DIM_Y, DIM_X, DIM_ENERGY), attrs={"units": "counts", "long_name": "X-ray counts"})
+        COUNTS: xr.DataArray(
+            counts,
+            dims=(DIM_Y, DIM_X, DIM_ENERGY),
+            attrs={"units": "counts", "long_name": "X-ray counts"},
+        )
     }
     for name, img in (nav_images or {}).items():
-        data_vars[name] = xr.DataArray(img, dims=(DIM_Y, DIM_X), attrs={"long_name": f"{name.upper()} navigation image"})
+        data_vars[name] = xr.DataArray(
+            img, dims=(DIM_Y, DIM_X), attrs={"long_name": f"{name.upper()} navigation image"}
+        )
     full_attrs = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_ATTRS.items()}
     full_attrs.update(attrs or {})
     for key in ("elements", "xray_lines", "history"):
@@ -168,7 +176,9 @@ def energy_scale(ds: xr.Dataset | xr.DataArray) -> tuple[float, float]:
     """Return ``(scale, offset)`` of the energy axis in keV (scale from the mean spacing)."""
     e = np.asarray(ds[DIM_ENERGY].values, dtype=np.float64)
     if e.size < 2:
-        raise SchemaError(f"the energy axis needs at least 2 channels to have a scale. Got {e.size}.")
+        raise SchemaError(
+            f"the energy axis needs at least 2 channels to have a scale. Got {e.size}."
+        )
     return float((e[-1] - e[0]) / (e.size - 1)), float(e[0])
 
 
@@ -187,12 +197,16 @@ def _check_energy_coord(ds: xr.Dataset, where: str) -> None:
         )
     e = np.asarray(ds[DIM_ENERGY].values)
     if e.size > 1 and not np.all(np.diff(e) > 0):
-        raise SchemaError(f"{where}: the 'energy' coordinate must increase strictly from channel to channel.")
+        raise SchemaError(
+            f"{where}: the 'energy' coordinate must increase strictly from channel to channel."
+        )
     if not np.all(np.isfinite(e)):
         raise SchemaError(f"{where}: the 'energy' coordinate holds NaN or inf values.")
 
 
-def validate_spectrum_image(ds: Any, *, check_values: bool = False, where: str = "spectrum image") -> xr.Dataset:
+def validate_spectrum_image(
+    ds: Any, *, check_values: bool = False, where: str = "spectrum image"
+) -> xr.Dataset:
     """Check that ``ds`` follows the spectrum-image contract and return it unchanged.
 
     Parameters
@@ -233,7 +247,9 @@ def validate_spectrum_image(ds: Any, *, check_values: bool = False, where: str =
     _check_energy_coord(ds, where)
     for dim in (DIM_Y, DIM_X):
         if dim in ds.coords and "units" not in ds[dim].attrs:
-            raise SchemaError(f"{where}: coordinate {dim!r} has no 'units' attribute (use 'px' if unknown).")
+            raise SchemaError(
+                f"{where}: coordinate {dim!r} has no 'units' attribute (use 'px' if unknown)."
+            )
     if check_values:
         _check_counts_values(ds[COUNTS], where)
     return ds
@@ -267,7 +283,9 @@ def validate_features(ds: Any, *, where: str = "features") -> xr.Dataset:
         )
     dims = tuple(ds[FEATURES].dims)
     if dims != (DIM_Y, DIM_X, DIM_FEATURE):
-        raise SchemaError(f"{where}: 'features' must have dims ('y', 'x', 'feature'). Got {dims!r}.")
+        raise SchemaError(
+            f"{where}: 'features' must have dims ('y', 'x', 'feature'). Got {dims!r}."
+        )
     return ds
 
 
@@ -283,4 +301,6 @@ def require_dims(obj: xr.DataArray | xr.Dataset, dims: Sequence[str], where: str
     """Raise :class:`SchemaError` unless every name in ``dims`` is a dimension of ``obj``."""
     missing = [d for d in dims if d not in obj.dims]
     if missing:
-        raise SchemaError(f"{where}: dimension(s) {missing!r} not found in dims {tuple(obj.dims)!r}.")
+        raise SchemaError(
+            f"{where}: dimension(s) {missing!r} not found in dims {tuple(obj.dims)!r}."
+        )

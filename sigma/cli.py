@@ -17,10 +17,16 @@ __all__ = ["main", "PLAIN_COMMANDS", "LIGHTNING_COMMANDS"]
 
 PLAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("sigma.commands.info", "print what a spectrum-image file holds"),
-    "run": ("sigma.commands.run", "load -> preprocess -> train -> cluster -> analyse -> save, in one go"),
+    "run": (
+        "sigma.commands.run",
+        "load -> preprocess -> train -> cluster -> analyse -> save, in one go",
+    ),
     "demo": ("sigma.commands.demo", "run the whole pipeline on the built-in synthetic scene"),
     "gui": ("sigma.commands.gui", "open a results file in the interactive GUI (panel serve)"),
-    "convert": ("sigma.commands.convert", "rewrite a vendor file as chunked Zarr for fast later runs"),
+    "convert": (
+        "sigma.commands.convert",
+        "rewrite a vendor file as chunked Zarr for fast later runs",
+    ),
 }
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train the autoencoder (LightningCLI; see `sigma fit --help`)",
@@ -30,7 +36,13 @@ LIGHTNING_COMMANDS: dict[str, str] = {
 
 
 def _usage() -> str:
-    lines = ["usage: sigma COMMAND [options]", "", "sigma finds the phases in EDS spectrum images.", "", "commands:"]
+    lines = [
+        "usage: sigma COMMAND [options]",
+        "",
+        "sigma finds the phases in EDS spectrum images.",
+        "",
+        "commands:",
+    ]
     for name, (_, text) in PLAIN_COMMANDS.items():
         lines.append(f"  {name:<9} {text}")
     for name, text in LIGHTNING_COMMANDS.items():

@@ -82,7 +82,9 @@ class PipelineConfig:
     max_epochs: int = 40
     early_stopping_patience: int = 4
     trainer: dict[str, Any] = field(default_factory=dict)
-    clustering: dict[str, Any] = field(default_factory=lambda: {"method": "gmm", "n_components": "auto"})
+    clustering: dict[str, Any] = field(
+        default_factory=lambda: {"method": "gmm", "n_components": "auto"}
+    )
     smooth_labels: float = 0.0
     nmf_components: int | None = None
     seed: int = 0
@@ -109,7 +111,9 @@ class PipelineConfig:
             raise FileNotFoundError(f"pipeline config {str(path)!r} does not exist.")
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
-            raise ConfigurationError(f"pipeline config {str(path)!r} must hold a mapping of keys, got {type(data).__name__}.")
+            raise ConfigurationError(
+                f"pipeline config {str(path)!r} must hold a mapping of keys, got {type(data).__name__}."
+            )
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,7 +179,9 @@ def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> An
         "enable_progress_bar": show_progress,
         "enable_model_summary": False,
         "deterministic": True,
-        "callbacks": [EarlyStopping("val/loss", patience=cfg.early_stopping_patience, min_delta=1e-6)]
+        "callbacks": [
+            EarlyStopping("val/loss", patience=cfg.early_stopping_patience, min_delta=1e-6)
+        ]
         if cfg.val_fraction > 0
         else [],
     }
@@ -274,7 +280,9 @@ def run(
             show_progress=show_progress,
         )
         results.dataset.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
-    results.dataset.attrs["timings"] = json.dumps({k: round(v, 3) for k, v in timer.seconds.items()})
+    results.dataset.attrs["timings"] = json.dumps(
+        {k: round(v, 3) for k, v in timer.seconds.items()}
+    )
     if out is not None:
         with timer("save"):
             results.save(out, overwrite=overwrite)

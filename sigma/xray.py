@@ -64,7 +64,17 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 _SHELL_OF = {fam: fam[0] for fam in FAMILIES}
 # relative population of sub-shells used to put L1/L2/L3 (M1..M5) lines on one scale
-_SUBSHELL_POP = {"K": 1.0, "L1": 0.25, "L2": 0.25, "L3": 0.5, "M1": 0.1, "M2": 0.1, "M3": 0.2, "M4": 0.2, "M5": 0.4}
+_SUBSHELL_POP = {
+    "K": 1.0,
+    "L1": 0.25,
+    "L2": 0.25,
+    "L3": 0.5,
+    "M1": 0.1,
+    "M2": 0.1,
+    "M3": 0.2,
+    "M4": 0.2,
+    "M5": 0.4,
+}
 
 ELEMENTS: tuple[str, ...] = (
     "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar",
@@ -109,7 +119,9 @@ class XrayLine:
         return self.family[0]
 
 
-def fwhm_kev(energy_kev: float | npt.ArrayLike, mnka_resolution_ev: float = 130.0) -> npt.NDArray[np.float64]:
+def fwhm_kev(
+    energy_kev: float | npt.ArrayLike, mnka_resolution_ev: float = 130.0
+) -> npt.NDArray[np.float64]:
     """Detector resolution FWHM(E) in keV (Fiori & Newbury law used by SIGMA and HyperSpy).
 
     ``FWHM(E) = sqrt(2.5 * (E - 5.8987 keV) * 1000 + FWHM_MnKa**2) / 1000`` with ``FWHM_MnKa`` in eV.
@@ -120,7 +132,9 @@ def fwhm_kev(energy_kev: float | npt.ArrayLike, mnka_resolution_ev: float = 130.
     0.13
     """
     if not mnka_resolution_ev > 0:
-        raise ValueError(f"mnka_resolution_ev must be a positive number of eV. Got {mnka_resolution_ev!r} instead.")
+        raise ValueError(
+            f"mnka_resolution_ev must be a positive number of eV. Got {mnka_resolution_ev!r} instead."
+        )
     e = np.asarray(energy_kev, dtype=np.float64)
     inner = 2.5 * (e - MNKA_KEV) * 1000.0 + mnka_resolution_ev**2
     # below ~0.1 keV the law goes negative for good detectors: floor at a quarter of FWHM(MnKa)
@@ -144,7 +158,9 @@ def parse_line(name: str) -> tuple[str, str]:
     if element not in ELEMENTS:
         raise XrayLineError(f"X-ray line {name!r}: unknown element {element!r}.")
     if family not in FAMILIES:
-        raise XrayLineError(f"X-ray line {name!r}: unknown family {family!r}; use one of {sorted(FAMILIES)}.")
+        raise XrayLineError(
+            f"X-ray line {name!r}: unknown family {family!r}; use one of {sorted(FAMILIES)}."
+        )
     return element, family
 
 
@@ -187,7 +203,9 @@ def element_lines(element: str) -> dict[str, XrayLine]:
         top = max(v[1] for v in fams.values())
         for family, (energy, intensity, edge) in fams.items():
             name = f"{element}_{family}"
-            out[name] = XrayLine(name, element, family, float(energy), float(intensity / top), float(edge))
+            out[name] = XrayLine(
+                name, element, family, float(energy), float(intensity / top), float(edge)
+            )
     return out
 
 
@@ -202,7 +220,9 @@ def get_line(name: str) -> XrayLine:
     element, _family = parse_line(name)
     lines = element_lines(element)
     if name not in lines:
-        raise XrayLineError(f"X-ray line {name!r} is not in the table; {element} has {sorted(lines)}.")
+        raise XrayLineError(
+            f"X-ray line {name!r} is not in the table; {element} has {sorted(lines)}."
+        )
     return lines[name]
 
 
@@ -220,7 +240,11 @@ def lines_in_range(
         for line in element_lines(element).values():
             if not lo <= line.energy_kev <= hi or line.weight < min_weight:
                 continue
-            if beam_energy_kev is not None and np.isfinite(beam_energy_kev) and line.edge_kev >= beam_energy_kev:
+            if (
+                beam_energy_kev is not None
+                and np.isfinite(beam_energy_kev)
+                and line.edge_kev >= beam_energy_kev
+            ):
                 continue
             out.append(line)
     return sorted(out, key=lambda ln: ln.energy_kev)
@@ -251,13 +275,19 @@ def candidate_lines(
         for line in element_lines(element).values():
             if line.weight < min_weight or abs(line.energy_kev - energy_kev) > tolerance_kev:
                 continue
-            if beam_energy_kev is not None and np.isfinite(beam_energy_kev) and line.edge_kev >= beam_energy_kev:
+            if (
+                beam_energy_kev is not None
+                and np.isfinite(beam_energy_kev)
+                and line.edge_kev >= beam_energy_kev
+            ):
                 continue
             found.append(line)
     return sorted(found, key=lambda ln: (round(abs(ln.energy_kev - energy_kev), 3), -ln.weight))
 
 
-def generated_weights(element: str, beam_energy_kev: float, *, normalise: bool = True) -> dict[str, float]:
+def generated_weights(
+    element: str, beam_energy_kev: float, *, normalise: bool = True
+) -> dict[str, float]:
     """Relative generated intensity of each line of ``element`` at ``beam_energy_kev`` across shells.
 
     Within a shell the weights are the table's; across shells they scale with the fluorescence

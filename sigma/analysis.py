@@ -757,9 +757,9 @@ def split_cluster(
         compat="override",
         join="override",
     )
-    for name, var in ds.data_vars.items():  # variables without a cluster dim: take them unchanged
-        if DIM_CLUSTER not in var.dims:
-            out[name] = var
+    for vname, variable in ds.data_vars.items():  # variables without a cluster dim: unchanged
+        if DIM_CLUSTER not in variable.dims:
+            out[vname] = variable
     out.attrs = dict(ds.attrs)
     out = out.assign_coords({DIM_CLUSTER: np.arange(k + 1)})
     ny, nx = lab.shape

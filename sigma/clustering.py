@@ -122,7 +122,7 @@ def _as_points(latent: Any) -> tuple[npt.NDArray[np.float64], dict[str, Any] | N
         arr = np.asarray(latent, dtype=np.float64)
         if arr.ndim == 3:
             spatial = {"coords": {}, "shape": arr.shape[:2]}
-            arr = arr.reshape(-1, arr.shape[2])
+            arr = arr.reshape(-1, int(arr.shape[-1]))
         elif arr.ndim != 2:
             raise SchemaError(
                 f"latent: expected an array of shape (n_pixels, n_latent) or (y, x, n_latent). Got "
@@ -430,8 +430,8 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         _n, root = connected_components(csr_matrix(adj), directed=False)
         # pruned (inactive) components join the phase they overlap most
         idx = np.nonzero(active)[0]
-        for i in np.nonzero(~active)[0]:
-            root[i] = root[idx[np.argmax(overlap[i, idx])]]
+        for j in np.nonzero(~active)[0]:
+            root[j] = root[idx[np.argmax(overlap[j, idx])]]
         frac = mass / Z.shape[0]
         # tiny phases join the phase they overlap most
         while True:

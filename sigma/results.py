@@ -58,7 +58,7 @@ _REQUIRED = ("label", "probability")
 def _versions() -> str:
     import importlib.metadata as md
 
-    out = {}
+    out: dict[str, str | None] = {}
     for pkg in ("sigma-eds", "numpy", "xarray", "scikit-learn", "scipy"):
         try:
             out[pkg] = md.version(pkg)
@@ -546,7 +546,17 @@ class SigmaResults:
                 vals, vecs = np.linalg.eigh(cov)
                 ang = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
                 w, h = 2 * 2 * np.sqrt(np.maximum(vals[::-1], 0))
-                ax.add_patch(Ellipse(mu, w, h, angle=ang, fill=False, color=self.colors[i], lw=1.5))
+                ax.add_patch(
+                    Ellipse(
+                        (float(mu[0]), float(mu[1])),
+                        w,
+                        h,
+                        angle=ang,
+                        fill=False,
+                        color=self.colors[i],
+                        lw=1.5,
+                    )
+                )
         ax.set_xlabel("latent 0")
         ax.set_ylabel("latent 1")
         ax.set_title("latent space")

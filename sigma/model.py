@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
@@ -211,13 +211,13 @@ class AutoEncoder(pl.LightningModule):
         x = self._inputs(batch)
         training = stage == "train"
         noisy = (
-            x + self.hparams.input_noise * torch.randn_like(x)
-            if training and self.hparams.input_noise > 0
+            x + self.hparams["input_noise"] * torch.randn_like(x)
+            if training and self.hparams["input_noise"] > 0
             else x
         )
         recon, kl = self._reconstruct(noisy, sample=training)
         mse = nn.functional.mse_loss(recon.float(), x.float())
-        loss = mse + self.hparams.kl_weight * kl if self.hparams.variational else mse
+        loss = mse + self.hparams["kl_weight"] * kl if self.hparams["variational"] else mse
         on_step = training
         self.log(
             f"{stage}/loss",
@@ -228,7 +228,7 @@ class AutoEncoder(pl.LightningModule):
             batch_size=x.shape[0],
             sync_dist=not training,
         )
-        if self.hparams.variational:
+        if self.hparams["variational"]:
             self.log(
                 f"{stage}/kl",
                 kl,
@@ -237,7 +237,7 @@ class AutoEncoder(pl.LightningModule):
                 batch_size=x.shape[0],
                 sync_dist=not training,
             )
-        metrics = self.metrics[f"{stage}_metrics"]
+        metrics = cast(MetricCollection, self.metrics[f"{stage}_metrics"])
         metrics.update(recon.detach().float(), x.float())
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=x.shape[0])
         return loss
@@ -245,7 +245,7 @@ class AutoEncoder(pl.LightningModule):
     def on_fit_start(self) -> None:
         """Re-create metric states (a prior ``trainer.validate`` leaves inference-mode tensors)."""
         for metrics in self.metrics.values():
-            metrics.reset()
+            cast(MetricCollection, metrics).reset()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """One optimisation step."""
@@ -266,16 +266,18 @@ class AutoEncoder(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam with ReduceLROnPlateau on ``monitor``."""
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        )
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="min",
-            factor=hp.lr_factor,
-            patience=hp.lr_patience,
-            threshold=hp.lr_threshold,
-            min_lr=hp.min_lr,
+            factor=hp["lr_factor"],
+            patience=hp["lr_patience"],
+            threshold=hp["lr_threshold"],
+            min_lr=hp["min_lr"],
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": hp.monitor},
+            "lr_scheduler": {"scheduler": scheduler, "monitor": hp["monitor"]},
         }

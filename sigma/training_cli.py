@@ -101,7 +101,7 @@ class LatentWriter(BasePredictionWriter):
         pl_module: pl.LightningModule,
         parts: list[tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float32]]],
     ) -> Path:
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, SpectralDataModule):
             raise ConfigurationError(
                 "LatentWriter needs a SpectralDataModule (for the pixel grid); got "

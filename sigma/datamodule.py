@@ -229,17 +229,18 @@ class SpectralDataModule(pl.LightningDataModule):
     batch_size : int
         Pixels per optimisation step and per device. The default 1024 is far larger than SIGMA's
         32: a pixel is a short feature vector, so small batches leave the CPU/GPU idle and make
-        an epoch over 10^5-10^6 pixels take minutes; 1024 runs many times faster with
-        the same final loss on the scenes we measured (see benchmarks/training.py). Lower it for
-        tiny images (under ~10^4 pixels), where it would give too few steps per epoch.
+        an epoch over 10^5-10^6 pixels take minutes; 1024 runs several times faster per epoch
+        (benchmarks/training.py), and with lr 1e-3 the demo scene converges in ~25 epochs.
+        Larger batches take fewer steps per epoch, so pair them with a larger ``model.lr``;
+        lower it for tiny images (under ~10^4 pixels).
     val_fraction : float
         Fraction of pixels (drawn at random with ``seed``) held out for validation, in [0, 1).
         Early stopping and the learning-rate schedule watch the loss on them.
     seed : int
         Seed of the train/validation split and of the per-epoch shuffling.
     num_workers : int
-        DataLoader worker processes. 0 (the default) is fastest here: batches are slices of one
-        in-memory tensor, so workers would only add inter-process copies.
+        DataLoader worker processes. 0 (the default) is usually best: batches are slices of
+        one in-memory tensor, so workers mostly add inter-process copies.
     """
 
     def __init__(

@@ -281,7 +281,8 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     if "cluster_mean_spectrum" not in ds:
         raise SchemaError("results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from.")
     if "probability" in ds:
-        p = ds["probability"].transpose("y", "x", "cluster").values[m].mean(axis=0)
+        prob = ds["probability"].transpose("y", "x", "cluster").values.reshape(m.size, -1)
+        p = _masked_mean(prob, m.ravel())
     else:
         p = np.bincount(ds["label"].values[m].clip(0), minlength=n_clusters(ds)) / m.sum()
     spec = p @ ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
@@ -304,8 +305,14 @@ def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None) -> pd.DataF
         m = _mask2d(ds, mask).ravel()
         if not m.any():
             raise EmptySelectionError("the selection is empty: draw a lasso or box around some pixels first.")
-        out["selection"] = feats[m].mean(axis=0)
+        out["selection"] = _masked_mean(feats, m)
     return out
+
+
+def _masked_mean(values: np.ndarray, mask: npt.NDArray[np.bool_]) -> np.ndarray:
+    """Mean of the rows of ``values`` where ``mask``: a BLAS matrix-vector product, no row copy."""
+    w = mask.astype(values.dtype if values.dtype.kind == "f" else np.float64)
+    return (w @ values) / max(int(mask.sum()), 1)
 
 
 # --------------------------------------------------------------------------------------- editing

@@ -93,6 +93,8 @@ class ResultsState(param.Parameterized):
     selection_source = param.Selector(default="none", objects=["none", "latent", "map", "cluster"])
     message = param.String(default="", doc="last message shown to the user")
     edited = param.Boolean(default=False, doc="True once the results differ from the file")
+    selection_version = param.Integer(default=0, doc="bumped on every selection change (cheap for streams to hash)")
+    results_version = param.Integer(default=0, doc="bumped on every results change")
 
     def __init__(self, results: xr.Dataset, xy: npt.NDArray[np.float32] | None = None, **params: Any) -> None:
         super().__init__(results=results, **params)
@@ -118,18 +120,18 @@ class ResultsState(param.Parameterized):
     def select(self, mask: npt.ArrayLike | None, source: str) -> int:
         """Set the selection (bool mask over all pixels) and return its pixel count."""
         if mask is None:
-            self.param.update(selection=None, selection_source="none")
+            self.param.update(selection=None, selection_source="none", selection_version=self.selection_version + 1)
             return 0
         m = np.asarray(mask, dtype=bool).ravel()
         n = self.shape[0] * self.shape[1]
         if m.size != n:
             raise ValueError(f"mask must have {n} elements (one per pixel). Got {m.size}.")
-        self.param.update(selection=m, selection_source=source)
+        self.param.update(selection=m, selection_source=source, selection_version=self.selection_version + 1)
         return int(m.sum())
 
     def update_results(self, ds: xr.Dataset) -> None:
         """Replace the results by an edited dataset (same pixels and embedding)."""
-        self.param.update(results=ds, edited=True)
+        self.param.update(results=ds, edited=True, results_version=self.results_version + 1)
 
     def notify(self, text: str, kind: str = "info") -> None:
         """Show ``text`` as a notification (when served) and remember it in ``message``."""
@@ -220,15 +222,33 @@ def _grey_uncached(ds: xr.Dataset) -> npt.NDArray[np.float64]:
 def selection_rgba(ds: xr.Dataset, mask: npt.NDArray[np.bool_] | None, color: str = "#ff2020",
                    opacity: float = 0.65) -> npt.NDArray[np.uint8]:  # fmt: skip
     """The navigation image in grey with the selected pixels tinted ``color``, ``(y, x, 4)`` uint8."""
-    grey = _grey(ds)[..., None] * 255
-    out = np.empty(grey.shape[:2] + (4,), np.uint8)
-    out[..., :3] = np.round(np.repeat(grey, 3, axis=-1))
+    grey = _grey_u8(ds)
+    out = np.empty(grey.shape + (4,), np.uint8)
+    out[..., :3] = grey[..., None]
     out[..., 3] = 255
     if mask is not None and mask.any():
-        m = mask.reshape(grey.shape[:2])
+        m = mask.reshape(grey.shape)
         rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
-        out[m, :3] = np.round(opacity * rgb + (1 - opacity) * grey[m]).astype(np.uint8)
+        lut = np.round(opacity * rgb[None, :] + (1 - opacity) * np.arange(256.0)[:, None]).astype(np.uint8)
+        out[..., :3] = np.where(m[..., None], lut[grey], out[..., :3])
     return out
+
+
+_GREY_U8: dict[int, tuple[Any, npt.NDArray[np.uint8]]] = {}
+
+
+def _grey_u8(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
+    """:func:`_grey` as uint8 0..255, cached per navigation image."""
+    src = ds["nav_image"].values if "nav_image" in ds else None
+    hit = _GREY_U8.get(id(src))
+    if src is not None and hit is not None and hit[0] is src:
+        return hit[1]
+    grey = np.round(_grey(ds) * 255).astype(np.uint8)
+    if src is not None:
+        if len(_GREY_U8) > 8:
+            _GREY_U8.clear()
+        _GREY_U8[id(src)] = (src, grey)
+    return grey
 
 
 def line_markers(elements: list[str], energy_range: tuple[float, float], beam_energy_kev: float | None,
@@ -399,7 +419,7 @@ class LatentView(pn.viewable.Viewer):
         self.color_key = state.colors()
         self._frame = self._points_frame()
         state.param.watch(self._on_results, ["results"])
-        self._points = hv.DynamicMap(self._latent_points, streams=[hv.streams.Params(state, ["results"])])
+        self._points = hv.DynamicMap(self._latent_points, streams=[hv.streams.Params(state, ["results_version"])])
         density = rasterize(self._points, aggregator=dsh.count(), dynamic=True).apply.opts(
             cnorm=self.param.shading, cmap="viridis", colorbar=True, tools=["hover", "lasso_select", "box_select"],
             active_tools=["lasso_select", "wheel_zoom"], **_PLOT)  # fmt: skip
@@ -409,10 +429,10 @@ class LatentView(pn.viewable.Viewer):
                                              min_alpha=60)).apply.opts(alpha=self.param.cluster_alpha)  # fmt: skip
         # same columns as the density layer, so datashader reuses its compiled count pipeline
         self._selected = rasterize(hv.DynamicMap(self._selected_points, streams=[
-            hv.streams.Params(state, ["selection"])]), aggregator=dsh.count()).opts(
+            hv.streams.Params(state, ["selection_version"])]), aggregator=dsh.count()).opts(
             cmap=["#ff2020"], colorbar=False, alpha=0.9)  # fmt: skip
         self._ellipses = hv.DynamicMap(self._ellipse_paths, streams=[
-            hv.streams.Params(state, ["results"]), hv.streams.Params(self, ["show_ellipses"])])  # fmt: skip
+            hv.streams.Params(state, ["results_version"]), hv.streams.Params(self, ["show_ellipses"])])  # fmt: skip
         self.lasso = hv.streams.Lasso(source=density)
         self.bounds = hv.streams.BoundsXY(source=density)
         self.lasso.add_subscriber(self._on_lasso)
@@ -434,14 +454,16 @@ class LatentView(pn.viewable.Viewer):
         self._frame = self._points_frame()
         self.color_key = self.state.colors()
 
-    def _latent_points(self, results: xr.Dataset) -> hv.Points:
+    def _latent_points(self, results_version: int) -> hv.Points:
         return hv.Points(self._frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
 
-    def _selected_points(self, selection: npt.NDArray[np.bool_] | None) -> hv.Points:
+    def _selected_points(self, selection_version: int) -> hv.Points:
+        selection = self.state.selection
         frame = self._frame.iloc[:0] if selection is None else self._frame[selection]
         return hv.Points(frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
 
-    def _ellipse_paths(self, results: xr.Dataset, show_ellipses: bool) -> hv.Overlay:
+    def _ellipse_paths(self, results_version: int, show_ellipses: bool) -> hv.Overlay:
+        results = self.state.results
         paths, labels = [], ([], [], [])
         if show_ellipses and "gmm_mean" in results and "gmm_covariance" in results:
             t = np.linspace(0, 2 * np.pi, 64)
@@ -525,23 +547,23 @@ class LatentView(pn.viewable.Viewer):
     def _update_summary(self, *events: param.parameterized.Event) -> None:
         self.summary.object = self.summary_text()
 
-    def _map_rgba(self, selection: npt.NDArray[np.bool_] | None) -> hv.RGB:
+    def _map_rgba(self, selection_version: int = 0) -> hv.RGB:
+        selection = self.state.selection
         title = "selected pixels on the navigation image"
         return _rgba(selection_rgba(self.state.results, selection), self.state.results, title=title,
                      tools=["lasso_select", "box_select"])  # fmt: skip
 
     def map_plot(self) -> hv.DynamicMap:
         """Navigation image with the selection in red; lasso/box on it selects pixels by position."""
-        dmap = hv.DynamicMap(self._map_rgba, streams=[hv.streams.Params(self.state, ["selection"])])
+        dmap = hv.DynamicMap(self._map_rgba, streams=[hv.streams.Params(self.state, ["selection_version"])])
         self.map_lasso = hv.streams.Lasso(source=dmap)
         self.map_bounds = hv.streams.BoundsXY(source=dmap)
         self.map_lasso.add_subscriber(lambda geometry=None: self.select_map_polygon(geometry))
         self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
         return dmap
 
-    def _selection_curves(self, selection: npt.NDArray[np.bool_] | None, results: xr.Dataset,
-                          elements: list[str]) -> hv.Overlay:  # fmt: skip
-        ds = results
+    def _selection_curves(self, selection_version: int, results_version: int, elements: list[str]) -> hv.Overlay:
+        ds, selection = self.state.results, self.state.selection
         overall = gd.mean_spectrum(ds).values
         note = ""
         if selection is not None and selection.any():
@@ -568,16 +590,17 @@ class LatentView(pn.viewable.Viewer):
         A DynamicMap, so a new selection only sends new curve data to the browser.
         """
         dmap = hv.DynamicMap(self._selection_curves, streams=[
-            hv.streams.Params(self.state, ["selection", "results"]), hv.streams.Params(self.spectra, ["elements"])])
+            hv.streams.Params(self.state, ["selection_version", "results_version"]), hv.streams.Params(self.spectra, ["elements"])])
         dmap = dmap.opts(hv.opts.Curve(logy=self.spectra.log_scale, tools=["hover"], **_PLOT),
                          hv.opts.Overlay(legend_position="top_right", responsive=True, min_height=300))  # fmt: skip
         return pn.pane.HoloViews(dmap, sizing_mode="stretch_width")
 
-    def _bars(self, selection: npt.NDArray[np.bool_] | None, results: xr.Dataset) -> hv.Bars:
-        table = gd.feature_means(results)
+    def _bars(self, selection_version: int, results_version: int) -> hv.Bars:
+        selection, results = self.state.selection, self.state.results
         if selection is not None and selection.any():
-            table["selection"] = gd.feature_means(results, selection)["selection"]
+            table = gd.feature_means(results, selection)
         else:
+            table = gd.feature_means(results)
             table["selection"] = 0.0
         long = table.reset_index().melt(id_vars="feature", var_name="pixels", value_name="mean")
         return hv.Bars(long, ["feature", "pixels"], "mean")
@@ -586,7 +609,7 @@ class LatentView(pn.viewable.Viewer):
         """Mean of each feature, all pixels against the selection."""
         if "features" not in self.state.results:
             return pn.pane.Markdown("No features in these results.")
-        dmap = hv.DynamicMap(self._bars, streams=[hv.streams.Params(self.state, ["selection", "results"])])
+        dmap = hv.DynamicMap(self._bars, streams=[hv.streams.Params(self.state, ["selection_version", "results_version"])])
         dmap = dmap.opts(hv.opts.Bars(**{**_PLOT, "default_tools": []}, xrotation=60, title="mean features",
                                       cmap=["#1f3b73", "#e02020"], color="pixels", tools=["hover"], multi_level=False))  # fmt: skip
         return pn.pane.HoloViews(dmap, sizing_mode="stretch_width")

@@ -108,7 +108,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     np.testing.assert_allclose(spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3)
     feats = gd.feature_means(small_results, app.state.selection)
     want = small_results["features"].values.reshape(-1, small_results.sizes["feature"])[app.state.selection].mean(0)
-    np.testing.assert_allclose(feats["selection"], want, rtol=1e-6)
+    np.testing.assert_allclose(feats["selection"], want, rtol=1e-5)  # float32 sums
     # the linked map tints exactly the selected pixels
     rgba = app.latent._map_rgba(app.state.selection).data
     tinted = (rgba["R"] > rgba["G"] + 20)[::-1].ravel() if isinstance(rgba, dict) else None

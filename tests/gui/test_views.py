@@ -110,10 +110,12 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     want = small_results["features"].values.reshape(-1, small_results.sizes["feature"])[app.state.selection].mean(0)
     np.testing.assert_allclose(feats["selection"], want, rtol=1e-5)  # float32 sums
     # the linked map tints exactly the selected pixels
-    rgba = app.latent._map_rgba(app.state.selection).data
-    tinted = (rgba["R"] > rgba["G"] + 20)[::-1].ravel() if isinstance(rgba, dict) else None
-    if tinted is not None:
-        assert tinted.sum() == hand
+    from gui.views import selection_rgba
+
+    rgba = selection_rgba(small_results, app.state.selection).astype(int)
+    tinted = (rgba[..., 0] > rgba[..., 1] + 20).ravel()
+    np.testing.assert_array_equal(tinted, app.state.selection)
+    assert isinstance(app.latent._map_rgba(), hv.RGB)
 
 
 def test_box_and_map_selections(app, small_results):

@@ -875,6 +875,12 @@ def smooth_probabilities(
         A copy with smoothed ``probability`` (rows sum to 1) and ``label`` = argmax; unassigned
         pixels (label -1) stay unassigned.
 
+    Notes
+    -----
+    Apply it to the output of :func:`cluster`, before
+    :meth:`sigma.results.SigmaResults.from_parts`, so that pixel counts and cluster spectra are
+    computed from the smoothed labels.
+
     Examples
     --------
     >>> p = np.zeros((5, 5, 2), np.float32); p[..., 0] = 1; p[2, 2] = (0, 1)

@@ -31,6 +31,10 @@ _LAZY = {
     "PipelineConfig": "sigma.pipeline",
     "SigmaResults": "sigma.results",
     "pipeline": "sigma.pipeline",
+    "cluster": "sigma.clustering",
+    "clustering": "sigma.clustering",
+    "analysis": "sigma.analysis",
+    "results": "sigma.results",
 }
 
 __all__ = ["__version__", *_LAZY]

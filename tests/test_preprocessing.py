@@ -501,3 +501,20 @@ def test_identify_lines_demo_scenes_exactly(kind: str) -> None:
     spec = ds.counts.sum(("y", "x")).values
     found = identify_lines(ds.energy.values, spec, ds.attrs["beam_energy_kev"])
     assert {n.split("_")[0] for n in found} == set(ds.attrs["elements"])
+
+
+def test_line_feature_chain_never_builds_a_float_cube(rng: np.random.Generator) -> None:
+    import tracemalloc
+
+    counts = rng.poisson(0.02, (64, 64, 1024)).astype(np.uint16)  # 8 MiB; float32 copy: 16 MiB
+    ds = make_spectrum_image(counts, energy_scale_kev=SCALE)
+    pre = pp.Preprocessor.sigma_default(lines=["O_Ka", "Si_Ka", "Fe_Ka"])
+    pre(ds.isel(y=slice(0, 16), x=slice(0, 16)))  # warm up: imports and X-ray table caches
+    tracemalloc.start()
+    try:
+        out = pre(ds)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.sizes["feature"] == 3
+    assert peak < 0.25 * counts.nbytes, f"peak {peak / 2**20:.1f} MiB for an 8 MiB cube"

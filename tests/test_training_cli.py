@@ -140,7 +140,7 @@ def _run_cli_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProce
     return result
 
 
-@pytest.mark.slow  # ~25 s idle, 140 s on the shared 2-core box (4 processes import torch)
+@pytest.mark.slow  # 78-143 s on the shared 2-core box (4 processes import torch)
 def test_ddp_two_cpu_processes_through_the_cli(tmp_path: Path, features_file: Path) -> None:
     root = tmp_path / "ddp"
     ddp = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")

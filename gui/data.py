@@ -646,19 +646,21 @@ def write_image(image: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     arr = np.asarray(image)
     suffix = path.suffix.lower()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # written whole, then renamed: no half files
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, arr)
+        tifffile.imwrite(tmp, arr)
     elif suffix == ".png":
         from PIL import Image
 
         if arr.dtype != np.uint8:
             lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
             arr = np.round(255 * (arr - lo) / max(hi - lo, 1e-12)).astype(np.uint8)
-        Image.fromarray(arr).save(path)
+        Image.fromarray(arr).save(tmp, format="PNG")
     else:
         raise ValueError(f"path {str(path)!r}: the image format must be .png, .tif or .tiff. Got {suffix!r}.")
+    tmp.replace(path)
     return path
 
 

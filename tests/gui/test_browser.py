@@ -110,7 +110,7 @@ def test_export_writes_file(demo_page, demo_server):
         page.wait_for_timeout(300)
     assert target.exists()
     page.get_by_role("button", name="Phase map PNG", exact=True).click()
-    png = next(folder.glob("*_phase_map.png"), None)
+    png = next(folder.glob("*_phase_map.png"), None)  # written to a temp name, then renamed
     deadline = time.monotonic() + 30
     while png is None and time.monotonic() < deadline:
         page.wait_for_timeout(300)

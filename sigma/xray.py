@@ -171,7 +171,7 @@ def element_lines(element: str) -> dict[str, XrayLine]:
     Examples
     --------
     >>> lines = element_lines("Fe")
-    >>> round(lines["Fe_Ka"].energy_kev, 3), lines["Fe_Ka"].weight
+    >>> round(lines["Fe_Ka"].energy_kev, 2), lines["Fe_Ka"].weight
     (6.4, 1.0)
     """
     import xraydb

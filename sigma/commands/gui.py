@@ -7,6 +7,7 @@ this Python, so the GUI process imports no torch.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,7 +18,10 @@ __all__ = ["main", "app_path", "build_command"]
 
 
 def app_path() -> Path:
-    """Locate ``gui/app.py``: ``$SIGMA_GUI_APP``, else the source checkout next to the package.
+    """Locate ``gui/app.py``: ``$SIGMA_GUI_APP``, else the ``gui`` package next to ``sigma``.
+
+    Both a source checkout and an installed wheel (which ships the top-level ``gui`` package)
+    have ``gui/`` beside ``sigma/``; failing that, wherever ``import gui`` would find it.
 
     Raises
     ------
@@ -28,13 +32,20 @@ def app_path() -> Path:
     if os.environ.get("SIGMA_GUI_APP"):
         candidates.append(Path(os.environ["SIGMA_GUI_APP"]))
     here = Path(__file__).resolve()
-    candidates += [here.parents[1] / "_gui_app" / "app.py", here.parents[2] / "gui" / "app.py"]
+    # a source checkout or a wheel: the top-level `gui` package sits next to `sigma`
+    candidates.append(here.parents[2] / "gui" / "app.py")
+    try:
+        spec = importlib.util.find_spec("gui")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / "app.py" for p in spec.submodule_search_locations]
     for path in candidates:
         if path.is_file():
             return path
     raise FileNotFoundError(
-        f"cannot find the GUI app file; looked at {[str(p) for p in candidates]!r}. Install sigma from a "
-        "source checkout (`pip install -e .[gui]`) or set SIGMA_GUI_APP=/path/to/gui/app.py."
+        f"cannot find the GUI app file; looked at {[str(p) for p in candidates]!r}. Install sigma with its GUI "
+        "(`pip install sigma-eds[gui]`, or `pip install -e .[gui]` from a checkout) or set SIGMA_GUI_APP=/path/to/gui/app.py."
     )
 
 
@@ -62,8 +73,7 @@ def build_command(argv: Sequence[str]) -> list[str]:
     """
     args = _parser().parse_args(list(argv))
     cmd = [sys.executable, "-m", "panel", "serve", str(app_path()), "--port", str(args.port),
-           "--address", args.address, "--allow-websocket-origin", f"{args.address}:{args.port}",
-           ]  # fmt: skip
+           "--address", args.address]  # fmt: skip
     for origin in dict.fromkeys([args.address, "localhost", "127.0.0.1"]):
         cmd += ["--allow-websocket-origin", f"{origin}:{args.port}"]
     if args.show:

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `gui/` lives at the repository root, outside the installed package
-    sys.path.insert(0, str(ROOT))
 
 ARTIFACTS = ROOT / "test-artifacts" / "gui"
 

@@ -15,6 +15,7 @@ __all__ = [
     "MissingCalibrationError",
     "XrayLineError",
     "EmptySelectionError",
+    "ConfigurationError",
     "SimulationParameterError",
     "SignalSelectionError",
 ]

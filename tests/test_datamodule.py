@@ -12,15 +12,6 @@ from sigma.datamodule import PixelBatches, SpectralDataModule, features_to_array
 from sigma.exceptions import ConfigurationError, SchemaError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run far faster on one thread, above all on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_features(ny: int = 12, nx: int = 10, n_features: int = 5, seed: int = 0) -> xr.Dataset:
     """Three Gaussian blobs in feature space laid out as bands in (y, x), softmax-normalised."""
     rng = np.random.default_rng(seed)

@@ -14,15 +14,6 @@ from sigma.exceptions import ConfigurationError, SchemaError
 from sigma.model import AutoEncoder
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run far faster on one thread, above all on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_features(ny: int = 16, nx: int = 16, n_features: int = 6, seed: int = 0) -> xr.Dataset:
     """Three Gaussian blobs in feature space laid out as bands in (y, x), softmax-normalised."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from sigma.encoding import encode
@@ -23,12 +22,9 @@ DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NO
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run far faster on one thread, above all on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As under `sigma fit ...`: LightningCLI warns when pytest's own arguments sit in sys.argv."""
+    monkeypatch.setattr(sys, "argv", ["sigma"])
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_demo_results_follow_the_schema(small_results):
     assert int(ds["n_pixels"].sum()) == 48 * 64
     # hematite (phase 1) has its strongest peak at Fe Ka
     spec = ds["cluster_mean_spectrum"].sel(cluster=1)
-    e_peak = float(ds["energy"][int(spec.sel(energy=slice(5, 10)).argmax()) + int((ds.energy < 5).sum())])
+    e_peak = float(ds["energy"][int(spec.sel(energy=slice(5, 10)).argmax("energy")) + int((ds.energy < 5).sum())])
     assert abs(e_peak - get_line("Fe_Ka").energy_kev) <= 0.041  # half a channel (80 eV)
 
 

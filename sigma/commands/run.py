@@ -17,7 +17,7 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
         prog=prog,
         description="Find the phases in a spectrum image and save a results file (NetCDF or Zarr).",
     )
-    p.add_argument("--config", help="pipeline YAML (keys of sigma.pipeline.PipelineConfig, e.g. configs/run_sem.yaml)")
+    p.add_argument("--config", help="pipeline YAML (keys of sigma.pipeline.PipelineConfig, e.g. configs/run_demo.yaml)")
     p.add_argument("--out", help="results file (.nc or .zarr); default: <input stem>_sigma.nc in the current folder")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--bin", type=int, dest="bin_factor", metavar="N", help="sum N x N pixels first (e.g. 2)")

@@ -268,9 +268,10 @@ def run(
         raw = _load(data, load_options)
     with timer("preprocess"):
         pre = cfg.preprocessor()
-        features = pre(raw).load()
-        # the raw counts at the features' resolution, for cluster spectra (binning is a sum)
-        counts_ds = _counts_like_features(raw, pre)
+        # shape steps (binning, cropping) once: their integer cube feeds both the features and
+        # the cluster spectra; it is held in memory when small enough, else stays lazy
+        counts_ds, rest = _apply_shape_steps(raw, pre)
+        features = rest(counts_ds).load()
     with timer("train"):
         model, trainer = _train(features, cfg, show_progress)
     with timer("encode"):
@@ -311,16 +312,27 @@ def run(
     return results
 
 
-def _counts_like_features(raw: xr.Dataset, pre: Any) -> xr.Dataset:
-    """The raw counts binned the way the preprocessor bins them (no normalisation, integer)."""
-    from sigma import preprocessing as pp
+_SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
+#: binned cubes up to this size are computed into memory (faster spectra); larger stay lazy
+_MATERIALISE_BYTES = 2 * 1024**3
+
+
+def _apply_shape_steps(raw: xr.Dataset, pre: Any) -> tuple[xr.Dataset, Any]:
+    """Run the leading binning/cropping steps of ``pre``; return the cube and the remaining chain.
+
+    The cube keeps integer counts (binning is a sum) and the navigation images, so it is both the
+    input of the rest of the chain and the source of the raw-count cluster spectra.
+    """
+    from sigma.preprocessing import STEPS, Preprocessor
 
     ds = raw
-    for step in pre.steps:
-        if step["name"] in ("bin_spatial", "crop_energy", "rebin_energy"):
-            kwargs = {k: v for k, v in step.items() if k != "name"}
-            ds = pp.STEPS[step["name"]][0](ds, **kwargs)
-    return ds[[COUNTS] + [v for v in ds.data_vars if v != COUNTS and ds[v].dims == ("y", "x")]]
+    steps = list(pre.steps)
+    while steps and steps[0]["name"] in _SHAPE_STEPS:
+        step = steps.pop(0)
+        ds = STEPS[step["name"]][0](ds, **{k: v for k, v in step.items() if k != "name"})
+    if ds is not raw and ds[COUNTS].nbytes <= _MATERIALISE_BYTES:
+        ds = ds.compute()
+    return ds, Preprocessor(steps=steps)
 
 
 def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:

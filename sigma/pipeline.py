@@ -57,12 +57,16 @@ class PipelineConfig:
         well (benchmarks/quality.py).
     model : dict
         Keyword arguments of :class:`sigma.model.AutoEncoder` (``n_features`` comes from the data).
+        The pipeline default is half SIGMA's widths, ``hidden_dims=[256, 128, 64]``: on the demo
+        scene it separates the phases as well or better (ARI 0.84 vs 0.82) at under half the
+        cost; ``configs/sem_eds.yaml`` keeps SIGMA's network for ``sigma fit``.
     batch_size, val_fraction : int, float
         Training batch size and validation fraction (:class:`sigma.datamodule.SpectralDataModule`).
     max_epochs : int
-        Upper bound on training epochs. The default 8 is deliberate: on the demo scene the phase
+        Upper bound on training epochs. The default 4 is deliberate: on the demo scene the phase
         separation (ARI of the clusters) is reached after 2-4 epochs at batch 512 and lr 1e-3 and
-        does not improve with longer training, while the reconstruction loss keeps falling slowly.
+        does not improve with longer training (0.84 at epoch 2 and 4, 0.84 at 6), while the
+        reconstruction loss keeps falling slowly.
     early_stopping_patience : int
         Epochs without validation improvement before training stops.
     trainer : dict
@@ -83,11 +87,15 @@ class PipelineConfig:
     lines: str | list[str] | None = None
     preprocessing: dict[str, Any] | None = None
     model: dict[str, Any] = field(
-        default_factory=lambda: {"lr": 1e-3, "output_activation": "identity"}
+        default_factory=lambda: {
+            "lr": 1e-3,
+            "output_activation": "identity",
+            "hidden_dims": [256, 128, 64],
+        }
     )
     batch_size: int = 512
     val_fraction: float = 0.1
-    max_epochs: int = 8
+    max_epochs: int = 4
     early_stopping_patience: int = 2
     trainer: dict[str, Any] = field(default_factory=dict)
     clustering: dict[str, Any] = field(

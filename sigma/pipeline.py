@@ -304,7 +304,7 @@ def run(
             spectrum_image=counts_ds,
             embedding=emb,
             features=features,
-            nmf_components=min(cfg.nmf_components or n_clusters, n_clusters),
+            nmf_components=min(cfg.nmf_components or _nmf_rank(clusters, counts_ds), n_clusters),
             model_hparams=dict(model.hparams),
             preprocessing=features.attrs.get("preprocessing", pre.to_json()),
             random_state=cfg.seed,
@@ -318,6 +318,25 @@ def run(
         with timer("save"):
             results.save(out, overwrite=overwrite)
     return results
+
+
+def _nmf_rank(clusters: xr.Dataset, counts_ds: xr.Dataset, rel: float = 0.05) -> int:
+    """Number of NMF components for the cluster spectra: their numerical rank.
+
+    Clusters of mixed (boundary) pixels are combinations of the pure ones, so asking NMF for one
+    component per cluster is rank-deficient (it never converges); the rank is the number of
+    singular values of the unit-sum mean spectra above ``rel`` of the largest.
+    """
+    from sigma.analysis import cluster_spectra
+
+    n = int(clusters.sizes["cluster"])
+    if n <= 1:
+        return 1
+    spectra = cluster_spectra(counts_ds[COUNTS], clusters["label"], n_clusters=n)
+    X = np.asarray(spectra["cluster_mean_spectrum"].values, dtype=np.float64)
+    X = X / np.maximum(X.sum(axis=1, keepdims=True), 1e-12)
+    s = np.linalg.svd(X, compute_uv=False)
+    return int(max(1, min(n, int(np.sum(s > rel * s[0])))))
 
 
 _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")

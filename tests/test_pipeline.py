@@ -1,0 +1,112 @@
+"""The one-call pipeline (sigma.run), `sigma run` and `sigma demo` end to end on small scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import sigma
+from sigma.exceptions import ConfigurationError
+from sigma.pipeline import PipelineConfig, default_steps
+
+FAST = {"max_epochs": 3, "batch_size": 256, "clustering": {"n_components": "auto", "k_max": 6}}
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[object, object]:
+    return sigma.datasets.synthetic_sem(
+        (64, 96), phases=["quartz", "calcite", "hematite"], counts_per_pixel=200, grain_size_px=48,
+        seed=1, show_progress=False,
+    )
+
+
+def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path: Path) -> None:
+    ds, truth = scene
+    before = ds.copy(deep=True)
+    out = tmp_path / "res.nc"
+    res = sigma.run(ds, config=FAST, out=out, show_progress=False)
+    rd = res.dataset
+    # the 3 phases, plus at most one small cluster of mixed boundary pixels
+    assert res.n_clusters in (3, 4)
+    assert np.sort(rd.n_pixels.values)[::-1][:3].sum() > 0.95 * rd.sizes["y"] * rd.sizes["x"]
+    assert adjusted_rand_score(truth.label.values.ravel(), rd.label.values.ravel()) > 0.9
+    for var in ("embedding", "features", "probability", "cluster_mean_spectrum", "nmf_spectrum", "total_counts"):
+        assert var in rd
+    assert rd.embedding.dims == ("y", "x", "latent")
+    assert rd.energy.attrs["units"] == "keV"
+    assert set(json.loads(rd.attrs["timings"])) >= {"preprocess", "train", "encode", "cluster", "analyse"}
+    assert json.loads(rd.attrs["pipeline_config"])["max_epochs"] == 3
+    assert "line_features" in rd.attrs["preprocessing"]
+    # the cluster spectra are raw counts: they add up to the cube's sum spectrum
+    np.testing.assert_allclose(rd.cluster_sum_spectrum.sum("cluster"), ds.counts.sum(("y", "x")), rtol=1e-9)
+    reopened = sigma.SigmaResults.load(out)
+    assert reopened.n_clusters == res.n_clusters
+    sigma.io.open_dataset(out)  # plain sigma dataset too
+    # input untouched; out not overwritten without asking
+    assert before.identical(ds)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        sigma.run(ds, config=FAST, out=out, show_progress=False)
+
+
+def test_binning_gives_binned_results_with_raw_count_spectra(scene) -> None:
+    ds, _ = scene
+    res = sigma.run(ds, config={**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}, show_progress=False)
+    rd = res.dataset
+    assert (rd.sizes["y"], rd.sizes["x"]) == (32, 48)
+    assert float(rd.total_counts.sum()) == pytest.approx(float(ds.counts.sum()))
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigurationError, match="max_epoch"):
+        PipelineConfig.from_dict({"max_epoch": 3})
+    steps = default_steps(lines=["Fe_Ka"], bin_factor=2)
+    assert [s["name"] for s in steps] == ["bin_spatial", "line_features", "neighbor_average", "zscore"]
+
+
+def test_yaml_config_round_trip(tmp_path: Path) -> None:
+    cfg = PipelineConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "run_demo.yaml")
+    assert cfg.bin_factor == 2
+    assert cfg.model["output_activation"] == "identity"
+    assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(FileNotFoundError):
+        PipelineConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_sigma_run_command_on_a_netcdf_file(scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sigma.cli import main
+
+    ds, _ = scene
+    src = tmp_path / "cube.nc"
+    sigma.save(ds, src)
+    out = tmp_path / "cube_sigma.nc"
+    rc = main(["run", str(src), "--out", str(out), "--epochs", "2", "--k", "3", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "3 phases found" in text
+    assert f"sigma gui {out}" in text
+    assert out.exists()
+    # a second run refuses to overwrite, with a one-line error
+    rc = main(["run", str(src), "--out", str(out), "--epochs", "2", "--quiet"])
+    assert rc == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_sigma_run_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sigma.cli import main
+
+    rc = main(["run", str(tmp_path / "nope.bcf"), "--quiet"])
+    assert rc == 1
+    assert "nope.bcf" in capsys.readouterr().err
+
+
+def test_demo_free_name(tmp_path: Path) -> None:
+    from sigma.commands.demo import free_name
+
+    p = tmp_path / "sigma_demo.nc"
+    assert free_name(p) == p
+    p.write_bytes(b"")
+    assert free_name(p).name == "sigma_demo_2.nc"

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,9 +217,33 @@ def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> An
         else [],
     }
     trainer_kwargs.update(cfg.trainer)
-    trainer = pl.Trainer(**trainer_kwargs)
-    trainer.fit(model, datamodule=dm)
+    with _quiet_lightning():
+        trainer = pl.Trainer(**trainer_kwargs)
+        trainer.fit(model, datamodule=dm)
     return model, trainer
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's start-up banner and two known-harmless warnings during a pipeline run.
+
+    The banner ("GPU available ...", tips) is INFO on Lightning's rank-zero logger; the warnings
+    are about ``__len__`` on our slicing batch source (documented in sigma.datamodule) and a
+    torch pytree deprecation inside Lightning. Everything else still shows.
+    """
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def run(

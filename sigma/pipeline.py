@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sigma._schema import COUNTS, validate_spectrum_image
+from sigma._schema import COUNTS, DIM_ENERGY, validate_spectrum_image
 from sigma.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,12 @@ class PipelineConfig:
         ``strategy``, ``num_nodes``, ``precision``).
     clustering : dict
         Keyword arguments of :func:`sigma.clustering.cluster` (``method``, ``n_components`` ...).
+    neighbor_average : "auto" or bool
+        3x3 mean of the features in the default chain. ``"auto"`` averages only when the
+        (binned) pixels hold fewer than :data:`SPARSE_COUNTS` counts on average: averaging
+        rescues sparse spectra but blurs boundaries and small particles, which costs more than
+        it gives once pixels are well exposed (demo scene, 2x2 binning, 30 counts/px: ARI 0.88
+        without, 0.84 with). Ignored when ``preprocessing`` is given.
     smooth_labels : float
         Spatial regularisation: Gaussian sigma (pixels) over which cluster probabilities are
         averaged before taking the label; 0 turns it off.
@@ -102,6 +108,7 @@ class PipelineConfig:
     clustering: dict[str, Any] = field(
         default_factory=lambda: {"method": "gmm", "n_components": "auto"}
     )
+    neighbor_average: bool | str = "auto"
     smooth_labels: float = 0.0
     nmf_components: int | None = None
     seed: int = 0
@@ -137,27 +144,44 @@ class PipelineConfig:
         """Plain-data copy (JSON-able)."""
         return dataclasses.asdict(self)
 
-    def preprocessor(self) -> Any:
-        """The :class:`sigma.preprocessing.Preprocessor` this config asks for."""
+    def preprocessor(self, mean_counts: float | None = None) -> Any:
+        """The :class:`sigma.preprocessing.Preprocessor` this config asks for.
+
+        ``mean_counts`` (counts per pixel after binning) decides ``neighbor_average="auto"``;
+        None counts as sparse.
+        """
         from sigma.preprocessing import Preprocessor
 
         if self.preprocessing is not None:
             return Preprocessor.from_dict(self.preprocessing)
-        return Preprocessor(steps=default_steps(lines=self.lines, bin_factor=self.bin_factor))
+        if self.neighbor_average == "auto":
+            average = mean_counts is None or mean_counts < SPARSE_COUNTS
+        elif isinstance(self.neighbor_average, bool):
+            average = self.neighbor_average
+        else:
+            raise ConfigurationError(
+                f"neighbor_average must be 'auto', true or false. Got {self.neighbor_average!r}."
+            )
+        return Preprocessor(
+            steps=default_steps(lines=self.lines, bin_factor=self.bin_factor, neighbor_average=average)
+        )
 
 
 def default_steps(
-    lines: str | list[str] | None = None, bin_factor: int | list[int] | None = None
+    lines: str | list[str] | None = None,
+    bin_factor: int | list[int] | None = None,
+    neighbor_average: bool = True,
 ) -> list[dict[str, Any]]:
     """sigma's default preprocessing chain (see :class:`PipelineConfig`)."""
     steps: list[dict[str, Any]] = []
     if bin_factor is not None:
         steps.append({"name": "bin_spatial", "factor": bin_factor})
-    steps += [
-        {"name": "line_features", "lines": lines, "normalize": True, "ignore_below_kev": 0.1},
-        {"name": "neighbor_average", "kind": "mean3x3"},
-        {"name": "zscore"},
-    ]
+    steps.append(
+        {"name": "line_features", "lines": lines, "normalize": True, "ignore_below_kev": 0.1}
+    )
+    if neighbor_average:
+        steps.append({"name": "neighbor_average", "kind": "mean3x3"})
+    steps.append({"name": "zscore"})
     return steps
 
 
@@ -300,11 +324,13 @@ def run(
     with timer("load"):
         raw = _load(data, load_options)
     with timer("preprocess"):
-        pre = cfg.preprocessor()
         # shape steps (binning, cropping) once: their integer cube feeds both the features and
         # the cluster spectra; it is held in memory when small enough, else stays lazy
-        counts_ds, rest = _apply_shape_steps(raw, pre)
-        features = rest(counts_ds).load()
+        shape_steps, _ = _split_shape_steps(cfg.preprocessor())
+        counts_ds = _apply_shape_steps(raw, shape_steps)
+        mean_counts = float(counts_ds[COUNTS].sum(DIM_ENERGY).mean())
+        pre = cfg.preprocessor(mean_counts)
+        features = _split_shape_steps(pre)[1](counts_ds).load()
     with timer("train"):
         model, trainer = _train(features, cfg, show_progress)
     with timer("encode"):
@@ -365,26 +391,37 @@ def _nmf_rank(clusters: xr.Dataset, counts_ds: xr.Dataset, rel: float = 0.05) ->
 
 
 _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
+#: below this many counts per (binned) pixel the default chain averages 3x3 neighbours
+SPARSE_COUNTS = 100.0
 #: binned cubes up to this size are computed into memory (faster spectra); larger stay lazy
 _MATERIALISE_BYTES = 2 * 1024**3
 
 
-def _apply_shape_steps(raw: xr.Dataset, pre: Any) -> tuple[xr.Dataset, Any]:
-    """Run the leading binning/cropping steps of ``pre``; return the cube and the remaining chain.
+def _split_shape_steps(pre: Any) -> tuple[list[dict[str, Any]], Any]:
+    """Split ``pre`` into its leading binning/cropping steps and a Preprocessor of the rest."""
+    from sigma.preprocessing import Preprocessor
 
-    The cube keeps integer counts (binning is a sum) and the navigation images, so it is both the
-    input of the rest of the chain and the source of the raw-count cluster spectra.
+    steps = list(pre.steps)
+    n = 0
+    while n < len(steps) and steps[n]["name"] in _SHAPE_STEPS:
+        n += 1
+    return steps[:n], Preprocessor(steps=steps[n:])
+
+
+def _apply_shape_steps(raw: xr.Dataset, shape_steps: list[dict[str, Any]]) -> xr.Dataset:
+    """Run binning/cropping steps; the cube keeps integer counts and the navigation images.
+
+    It is both the input of the rest of the chain and the source of the raw-count cluster
+    spectra; it is computed into memory when under :data:`_MATERIALISE_BYTES`, else stays lazy.
     """
-    from sigma.preprocessing import STEPS, Preprocessor
+    from sigma.preprocessing import STEPS
 
     ds = raw
-    steps = list(pre.steps)
-    while steps and steps[0]["name"] in _SHAPE_STEPS:
-        step = steps.pop(0)
+    for step in shape_steps:
         ds = STEPS[step["name"]][0](ds, **{k: v for k, v in step.items() if k != "name"})
     if ds is not raw and ds[COUNTS].nbytes <= _MATERIALISE_BYTES:
         ds = ds.compute()
-    return ds, Preprocessor(steps=steps)
+    return ds
 
 
 def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:

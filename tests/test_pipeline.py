@@ -41,6 +41,7 @@ def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path
     assert set(json.loads(rd.attrs["timings"])) >= {"preprocess", "train", "encode", "cluster", "analyse"}
     assert json.loads(rd.attrs["pipeline_config"])["max_epochs"] == 3
     assert "line_features" in rd.attrs["preprocessing"]
+    assert "neighbor_average" not in rd.attrs["preprocessing"]  # 200 counts/px is not sparse
     # the cluster spectra are raw counts: they add up to the cube's sum spectrum
     np.testing.assert_allclose(rd.cluster_sum_spectrum.sum("cluster"), ds.counts.sum(("y", "x")), rtol=1e-9)
     reopened = sigma.SigmaResults.load(out)
@@ -63,6 +64,16 @@ def test_binning_gives_binned_results_with_raw_count_spectra(scene) -> None:
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigurationError, match="max_epoch"):
         PipelineConfig.from_dict({"max_epoch": 3})
+    with pytest.raises(ConfigurationError, match="neighbor_average"):
+        PipelineConfig(neighbor_average="sometimes").preprocessor()
+
+
+def test_neighbour_averaging_only_for_sparse_pixels() -> None:
+    names = lambda pre: [s["name"] for s in pre.steps]  # noqa: E731
+    cfg = PipelineConfig()
+    assert "neighbor_average" in names(cfg.preprocessor(mean_counts=40.0))
+    assert "neighbor_average" not in names(cfg.preprocessor(mean_counts=400.0))
+    assert "neighbor_average" in names(PipelineConfig(neighbor_average=True).preprocessor(400.0))
     steps = default_steps(lines=["Fe_Ka"], bin_factor=2)
     assert [s["name"] for s in steps] == ["bin_spatial", "line_features", "neighbor_average", "zscore"]
 
@@ -110,3 +121,23 @@ def test_demo_free_name(tmp_path: Path) -> None:
     assert free_name(p) == p
     p.write_bytes(b"")
     assert free_name(p).name == "sigma_demo_2.nc"
+
+
+def test_lazy_zarr_on_a_local_dask_cluster_matches_the_in_memory_run(scene, tmp_path: Path) -> None:
+    """Out-of-core path: chunked Zarr read lazily, preprocessing on a 2-worker LocalCluster."""
+    import dask.array as da
+
+    from sigma.commands.run import _dask_client
+
+    ds, _ = scene
+    src = tmp_path / "cube.zarr"
+    sigma.save(ds.chunk({"y": 32, "x": 48}), src)
+    lazy = sigma.io.open_dataset(src, lazy=True)
+    assert isinstance(lazy.counts.data, da.Array)
+    cfg = {**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}
+    local = sigma.run(ds, config=cfg, show_progress=False)
+    with _dask_client("local") as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        remote = sigma.run(lazy, config=cfg, show_progress=False)
+    np.testing.assert_array_equal(remote.dataset.features.values, local.dataset.features.values)
+    np.testing.assert_array_equal(remote.dataset.label.values, local.dataset.label.values)

@@ -226,6 +226,15 @@ def get_line(name: str) -> XrayLine:
     return lines[name]
 
 
+def _excited(line: XrayLine, beam_energy_kev: float | None) -> bool:
+    """Whether a beam of ``beam_energy_kev`` (None or NaN: unknown, so yes) ionises the line's edge."""
+    return (
+        beam_energy_kev is None
+        or not np.isfinite(beam_energy_kev)
+        or line.edge_kev < beam_energy_kev
+    )
+
+
 def lines_in_range(
     elements: Iterable[str],
     energy_range_kev: tuple[float, float],
@@ -238,15 +247,12 @@ def lines_in_range(
     out = []
     for element in elements:
         for line in element_lines(element).values():
-            if not lo <= line.energy_kev <= hi or line.weight < min_weight:
-                continue
             if (
-                beam_energy_kev is not None
-                and np.isfinite(beam_energy_kev)
-                and line.edge_kev >= beam_energy_kev
+                lo <= line.energy_kev <= hi
+                and line.weight >= min_weight
+                and _excited(line, beam_energy_kev)
             ):
-                continue
-            out.append(line)
+                out.append(line)
     return sorted(out, key=lambda ln: ln.energy_kev)
 
 
@@ -273,15 +279,12 @@ def candidate_lines(
     found = []
     for element in ELEMENTS[2:]:  # no H, He lines
         for line in element_lines(element).values():
-            if line.weight < min_weight or abs(line.energy_kev - energy_kev) > tolerance_kev:
-                continue
             if (
-                beam_energy_kev is not None
-                and np.isfinite(beam_energy_kev)
-                and line.edge_kev >= beam_energy_kev
+                line.weight >= min_weight
+                and abs(line.energy_kev - energy_kev) <= tolerance_kev
+                and _excited(line, beam_energy_kev)
             ):
-                continue
-            found.append(line)
+                found.append(line)
     return sorted(found, key=lambda ln: (round(abs(ln.energy_kev - energy_kev), 3), -ln.weight))
 
 

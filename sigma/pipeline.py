@@ -286,7 +286,7 @@ def run(
     data : path or xr.Dataset
         A file :func:`sigma.load` reads, or a spectrum image (counts ``(y, x, energy)``).
     config : PipelineConfig, dict, path to YAML, or None
-        See :class:`PipelineConfig`; None uses the defaults (SIGMA's preprocessing, automatic
+        See :class:`PipelineConfig`; None uses the defaults (line-intensity features, automatic
         number of phases).
     out : path or None
         Where to save the results (``.nc`` or ``.zarr``); None keeps them in memory only.
@@ -357,7 +357,7 @@ def run(
             features=features,
             nmf_components=min(cfg.nmf_components or _nmf_rank(clusters, counts_ds), n_clusters),
             model_hparams=dict(model.hparams),
-            preprocessing=features.attrs.get("preprocessing", pre.to_json()),
+            preprocessing=_full_chain(shape_steps, features, pre),
             random_state=cfg.seed,
             show_progress=show_progress,
         )
@@ -395,6 +395,17 @@ _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
 SPARSE_COUNTS = 100.0
 #: binned cubes up to this size are computed into memory (faster spectra); larger stay lazy
 _MATERIALISE_BYTES = 2 * 1024**3
+
+
+def _full_chain(shape_steps: list[dict[str, Any]], features: xr.Dataset, pre: Any) -> str:
+    """The whole chain as JSON: the shape steps plus the rest as the features recorded it.
+
+    The features' record has ``lines="auto"`` resolved to the lines found, so re-applying the
+    chain to another file gives the same features.
+    """
+    rest = json.loads(features.attrs.get("preprocessing") or _split_shape_steps(pre)[1].to_json())
+    rest["steps"] = [*shape_steps, *rest.get("steps", [])]
+    return json.dumps(rest)
 
 
 def _split_shape_steps(pre: Any) -> tuple[list[dict[str, Any]], Any]:

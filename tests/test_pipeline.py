@@ -58,6 +58,9 @@ def test_binning_gives_binned_results_with_raw_count_spectra(scene) -> None:
     res = sigma.run(ds, config={**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}, show_progress=False)
     rd = res.dataset
     assert (rd.sizes["y"], rd.sizes["x"]) == (32, 48)
+    chain = sigma.preprocessing.Preprocessor.from_json(rd.attrs["preprocessing"])
+    assert [s["name"] for s in chain.steps][:2] == ["bin_spatial", "line_features"]
+    assert chain(ds).features.shape == rd.features.shape  # the recorded chain re-applies
     assert float(rd.total_counts.sum()) == pytest.approx(float(ds.counts.sum()))
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sigma._schema import COUNTS, DIM_ENERGY, validate_spectrum_image
+from sigma._schema import COUNTS, DIM_ENERGY, append_history, validate_spectrum_image
 from sigma.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -334,9 +334,13 @@ def run(
     with timer("train"):
         model, trainer = _train(features, cfg, show_progress)
     with timer("encode"):
-        from sigma.encoding import encode
+        client = _dask_client()
+        if client is not None:
+            latent = _encode_on_cluster(model, features)
+        else:
+            from sigma.encoding import encode
 
-        latent = encode(model, features, show_progress=show_progress)
+            latent = encode(model, features, show_progress=show_progress)
         latent = latent.reshape(features.sizes["y"], features.sizes["x"], -1)
     with timer("cluster"):
         from sigma.clustering import cluster, smooth_probabilities
@@ -362,6 +366,14 @@ def run(
             show_progress=show_progress,
         )
         results.dataset.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
+        if client is not None:
+            n_workers = len(client.scheduler_info().get("workers", {}))
+            results.dataset.attrs.update(
+                append_history(
+                    results.dataset.attrs,
+                    f"sigma.run: preprocessing and encoding on a Dask cluster ({n_workers} workers)",
+                )
+            )
     results.dataset.attrs["timings"] = json.dumps(
         {k: round(v, 3) for k, v in timer.seconds.items()}
     )
@@ -395,6 +407,47 @@ _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
 SPARSE_COUNTS = 100.0
 #: binned cubes up to this size are computed into memory (faster spectra); larger stay lazy
 _MATERIALISE_BYTES = 2 * 1024**3
+
+
+def _dask_client() -> Any:
+    """The active Dask distributed client, or None (no cluster, or distributed not installed)."""
+    try:
+        from distributed import get_client
+    except ImportError:
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def _encode_block(block: np.ndarray, hparams: dict[str, Any], state: dict[str, Any]) -> np.ndarray:
+    """Encode one ``(rows, x, feature)`` block on a Dask worker (the model is rebuilt there)."""
+    from sigma.encoding import encode
+    from sigma.model import AutoEncoder
+
+    model = AutoEncoder(**hparams)
+    model.load_state_dict(state)
+    return encode(model, block, show_progress=False, device="cpu").reshape(*block.shape[:2], -1)
+
+
+def _encode_on_cluster(model: Any, features: xr.Dataset, rows_per_task: int = 64) -> np.ndarray:
+    """Stream the pixels through the encoder on the Dask workers, a block of image rows per task."""
+    import dask.array as da
+
+    data = features["features"].values
+    rows = max(1, min(rows_per_task, data.shape[0]))
+    blocks = da.from_array(data, chunks=(rows, data.shape[1], data.shape[2]))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    latent_dim = int(model.hparams["latent_dim"])
+    out = blocks.map_blocks(
+        _encode_block,
+        dict(model.hparams),
+        state,
+        chunks=(blocks.chunks[0], (data.shape[1],), (latent_dim,)),
+        dtype=np.float32,
+    )
+    return np.asarray(out.compute())
 
 
 def _full_chain(shape_steps: list[dict[str, Any]], features: xr.Dataset, pre: Any) -> str:

@@ -143,4 +143,6 @@ def test_lazy_zarr_on_a_local_dask_cluster_matches_the_in_memory_run(scene, tmp_
         assert len(client.scheduler_info()["workers"]) == 2
         remote = sigma.run(lazy, config=cfg, show_progress=False)
     np.testing.assert_array_equal(remote.dataset.features.values, local.dataset.features.values)
+    np.testing.assert_allclose(remote.dataset.embedding.values, local.dataset.embedding.values, atol=1e-5)
+    assert "Dask cluster (2 workers)" in remote.dataset.attrs["history"][-1]
     np.testing.assert_array_equal(remote.dataset.label.values, local.dataset.label.values)

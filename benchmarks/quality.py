@@ -46,7 +46,9 @@ def upsample(label: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarr
     return up[: shape[0], : shape[1]]
 
 
-def score(label_full: np.ndarray, truth: Any, counts_binned: np.ndarray, label_binned: np.ndarray) -> dict[str, float]:
+def score(
+    label_full: np.ndarray, truth: Any, counts_binned: np.ndarray, label_binned: np.ndarray
+) -> dict[str, float]:
     """ARI at full resolution (over the area the binned map covers) and matched spectral cosine."""
     ny, nx = label_full.shape
     true = truth["label"].values[:ny, :nx]
@@ -63,7 +65,12 @@ def score(label_full: np.ndarray, truth: Any, counts_binned: np.ndarray, label_b
     rows, cols = linear_sum_assignment(-cos)
     per_phase = np.zeros(ref.shape[0])
     per_phase[rows] = cos[rows, cols]  # unmatched phases (fewer clusters than phases) score 0
-    return {"ari": float(ari), "cosine_mean": float(per_phase.mean()), "cosine_min": float(per_phase.min()), "k_found": len(ks)}
+    return {
+        "ari": float(ari),
+        "cosine_mean": float(per_phase.mean()),
+        "cosine_min": float(per_phase.min()),
+        "k_found": len(ks),
+    }
 
 
 def run_sigma(ds: Any, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -88,7 +95,9 @@ def baselines(ds_binned: Any, feats_plain: Any, k: int, seed: int) -> dict[str, 
     W = NMF(k, init="nndsvda", max_iter=500, random_state=seed).fit_transform(np.clip(X, 0, None))
     out["nmf_argmax"] = W.argmax(axis=1).reshape(ny, nx)
     Xz = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
-    out["gmm_features"] = GaussianMixture(k, n_init=2, random_state=seed).fit(Xz).predict(Xz).reshape(ny, nx)
+    out["gmm_features"] = (
+        GaussianMixture(k, n_init=2, random_state=seed).fit(Xz).predict(Xz).reshape(ny, nx)
+    )
     return out
 
 
@@ -110,7 +119,9 @@ def main() -> None:
         t0 = time.perf_counter()
         label_b, timings = run_sigma(ds, args.seed)
         t_sigma = time.perf_counter() - t0
-        binned = Preprocessor(steps=[{"name": "bin_spatial", "factor": BIN}, {"name": "line_features"}])
+        binned = Preprocessor(
+            steps=[{"name": "bin_spatial", "factor": BIN}, {"name": "line_features"}]
+        )
         plain = binned(ds)
         from sigma.preprocessing import bin_spatial
 
@@ -118,18 +129,28 @@ def main() -> None:
         counts_b = ds_b["counts"].values
         rows: dict[str, Any] = {}
         full = upsample(label_b, BIN, shape)
-        rows["sigma"] = {**score(full, truth, counts_b, label_b), "seconds": round(t_sigma, 2), "timings": timings}
+        rows["sigma"] = {
+            **score(full, truth, counts_b, label_b),
+            "seconds": round(t_sigma, 2),
+            "timings": timings,
+        }
         for method, lab in baselines(ds_b, plain, k_true, args.seed).items():
             rows[method] = score(upsample(lab, BIN, shape), truth, counts_b, lab)
         report["scenes"][name] = {"k_true": k_true, **SCENES[name], "methods": rows}
-        print(f"{name}: " + ", ".join(f"{m} ARI {r['ari']:.3f}" for m, r in rows.items()), flush=True)
+        print(
+            f"{name}: " + ", ".join(f"{m} ARI {r['ari']:.3f}" for m, r in rows.items()), flush=True
+        )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / ("quality_small.json" if args.small else "quality.json")
     out.write_text(json.dumps(report, indent=2))
-    print("\n| scene | method | k found | ARI | mean cosine | min cosine |\n|---|---|---|---|---|---|")
+    print(
+        "\n| scene | method | k found | ARI | mean cosine | min cosine |\n|---|---|---|---|---|---|"
+    )
     for name, scene in report["scenes"].items():
         for method, r in scene["methods"].items():
-            print(f"| {name} | {method} | {r['k_found']} | {r['ari']:.3f} | {r['cosine_mean']:.3f} | {r['cosine_min']:.3f} |")
+            print(
+                f"| {name} | {method} | {r['k_found']} | {r['ari']:.3f} | {r['cosine_mean']:.3f} | {r['cosine_min']:.3f} |"
+            )
     print(f"\nwritten to {out}")
 
 

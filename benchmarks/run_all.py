@@ -58,7 +58,9 @@ def main() -> None:
             parts.append(f"\n## {name}\n\nnot run: {cmd[0]} is missing\n")
             failed.append(name)
             continue
-        proc = subprocess.run([sys.executable, str(script), *cmd[1:]], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(script), *cmd[1:]], capture_output=True, text=True, check=False
+        )
         table = "\n".join(line for line in proc.stdout.splitlines() if line.startswith("|"))
         status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         if proc.returncode:

@@ -34,21 +34,38 @@ def _child(size: int, workdir: str, epochs: int) -> None:
 
     path = Path(workdir) / f"cube_{size}.zarr"
     t0 = time.perf_counter()
-    ds, _ = synthetic_sem((size, size), chunks=(min(size, 256), min(size, 256)), show_progress=False)
+    ds, _ = synthetic_sem(
+        (size, size), chunks=(min(size, 256), min(size, 256)), show_progress=False
+    )
     save(ds, path)
     t_make = time.perf_counter() - t0
     rss_make = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lazy = open_dataset(path, lazy=True)
     t0 = time.perf_counter()
-    res = run(lazy, config={"bin_factor": 2, "max_epochs": epochs}, out=Path(workdir) / f"res_{size}.nc", show_progress=False)
+    res = run(
+        lazy,
+        config={"bin_factor": 2, "max_epochs": epochs},
+        out=Path(workdir) / f"res_{size}.nc",
+        show_progress=False,
+    )
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     raw_mb = size * size * 2048 * 2 / 2**20
-    print(json.dumps({
-        "size": size, "pixels": size * size, "raw_cube_mib": round(raw_mb, 1), "make_cube_s": round(t_make, 2),
-        "peak_rss_after_make_mib": round(rss_make, 1), "wall_s": round(wall, 2), "peak_rss_mib": round(rss, 1),
-        "timings": json.loads(res.dataset.attrs["timings"]), "k_found": int(res.dataset.sizes["cluster"]),
-    }))
+    print(
+        json.dumps(
+            {
+                "size": size,
+                "pixels": size * size,
+                "raw_cube_mib": round(raw_mb, 1),
+                "make_cube_s": round(t_make, 2),
+                "peak_rss_after_make_mib": round(rss_make, 1),
+                "wall_s": round(wall, 2),
+                "peak_rss_mib": round(rss, 1),
+                "timings": json.loads(res.dataset.attrs["timings"]),
+                "k_found": int(res.dataset.sizes["cluster"]),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -64,7 +81,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in [int(s) for s in args.sizes.split(",")]:
-            cmd = [sys.executable, __file__, "--child", str(size), "--workdir", tmp, "--epochs", str(args.epochs)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(size),
+                "--workdir",
+                tmp,
+                "--epochs",
+                str(args.epochs),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
@@ -78,13 +104,22 @@ def main() -> None:
     else:
         exponent = float("nan")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps({"rows": rows, "time_exponent_in_pixels": exponent}, indent=2))
+    (RESULTS / "scale.json").write_text(
+        json.dumps({"rows": rows, "time_exponent_in_pixels": exponent}, indent=2)
+    )
     stages = list(rows[0]["timings"])
-    print("\n| pixels | raw cube MiB | " + " | ".join(f"{s} s" for s in stages) + " | total s | peak RSS MiB |")
+    print(
+        "\n| pixels | raw cube MiB | "
+        + " | ".join(f"{s} s" for s in stages)
+        + " | total s | peak RSS MiB |"
+    )
     print("|---" * (len(stages) + 4) + "|")
     for r in rows:
-        print(f"| {r['size']}^2 | {r['raw_cube_mib']} | " + " | ".join(f"{r['timings'].get(s, 0):.2f}" for s in stages)
-              + f" | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+        print(
+            f"| {r['size']}^2 | {r['raw_cube_mib']} | "
+            + " | ".join(f"{r['timings'].get(s, 0):.2f}" for s in stages)
+            + f" | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |"
+        )
     print(f"\ntime grows as pixels^{exponent:.2f}")
 
 

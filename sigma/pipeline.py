@@ -163,7 +163,9 @@ class PipelineConfig:
                 f"neighbor_average must be 'auto', true or false. Got {self.neighbor_average!r}."
             )
         return Preprocessor(
-            steps=default_steps(lines=self.lines, bin_factor=self.bin_factor, neighbor_average=average)
+            steps=default_steps(
+                lines=self.lines, bin_factor=self.bin_factor, neighbor_average=average
+            )
         )
 
 

@@ -19,8 +19,12 @@ FAST = {"max_epochs": 3, "batch_size": 256, "clustering": {"n_components": "auto
 @pytest.fixture(scope="module")
 def scene() -> tuple[object, object]:
     return sigma.datasets.synthetic_sem(
-        (64, 96), phases=["quartz", "calcite", "hematite"], counts_per_pixel=200, grain_size_px=48,
-        seed=1, show_progress=False,
+        (64, 96),
+        phases=["quartz", "calcite", "hematite"],
+        counts_per_pixel=200,
+        grain_size_px=48,
+        seed=1,
+        show_progress=False,
     )
 
 
@@ -34,16 +38,31 @@ def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path
     assert res.n_clusters in (3, 4)
     assert np.sort(rd.n_pixels.values)[::-1][:3].sum() > 0.95 * rd.sizes["y"] * rd.sizes["x"]
     assert adjusted_rand_score(truth.label.values.ravel(), rd.label.values.ravel()) > 0.9
-    for var in ("embedding", "features", "probability", "cluster_mean_spectrum", "nmf_spectrum", "total_counts"):
+    for var in (
+        "embedding",
+        "features",
+        "probability",
+        "cluster_mean_spectrum",
+        "nmf_spectrum",
+        "total_counts",
+    ):
         assert var in rd
     assert rd.embedding.dims == ("y", "x", "latent")
     assert rd.energy.attrs["units"] == "keV"
-    assert set(json.loads(rd.attrs["timings"])) >= {"preprocess", "train", "encode", "cluster", "analyse"}
+    assert set(json.loads(rd.attrs["timings"])) >= {
+        "preprocess",
+        "train",
+        "encode",
+        "cluster",
+        "analyse",
+    }
     assert json.loads(rd.attrs["pipeline_config"])["max_epochs"] == 3
     assert "line_features" in rd.attrs["preprocessing"]
     assert "neighbor_average" not in rd.attrs["preprocessing"]  # 200 counts/px is not sparse
     # the cluster spectra are raw counts: they add up to the cube's sum spectrum
-    np.testing.assert_allclose(rd.cluster_sum_spectrum.sum("cluster"), ds.counts.sum(("y", "x")), rtol=1e-9)
+    np.testing.assert_allclose(
+        rd.cluster_sum_spectrum.sum("cluster"), ds.counts.sum(("y", "x")), rtol=1e-9
+    )
     reopened = sigma.SigmaResults.load(out)
     assert reopened.n_clusters == res.n_clusters
     sigma.io.open_dataset(out)  # plain sigma dataset too
@@ -55,7 +74,9 @@ def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path
 
 def test_binning_gives_binned_results_with_raw_count_spectra(scene) -> None:
     ds, _ = scene
-    res = sigma.run(ds, config={**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}, show_progress=False)
+    res = sigma.run(
+        ds, config={**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}, show_progress=False
+    )
     rd = res.dataset
     assert (rd.sizes["y"], rd.sizes["x"]) == (32, 48)
     chain = sigma.preprocessing.Preprocessor.from_json(rd.attrs["preprocessing"])
@@ -78,11 +99,18 @@ def test_neighbour_averaging_only_for_sparse_pixels() -> None:
     assert "neighbor_average" not in names(cfg.preprocessor(mean_counts=400.0))
     assert "neighbor_average" in names(PipelineConfig(neighbor_average=True).preprocessor(400.0))
     steps = default_steps(lines=["Fe_Ka"], bin_factor=2)
-    assert [s["name"] for s in steps] == ["bin_spatial", "line_features", "neighbor_average", "zscore"]
+    assert [s["name"] for s in steps] == [
+        "bin_spatial",
+        "line_features",
+        "neighbor_average",
+        "zscore",
+    ]
 
 
 def test_yaml_config_round_trip(tmp_path: Path) -> None:
-    cfg = PipelineConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "run_demo.yaml")
+    cfg = PipelineConfig.from_yaml(
+        Path(__file__).resolve().parents[1] / "configs" / "run_demo.yaml"
+    )
     assert cfg.bin_factor == 2
     assert cfg.model["output_activation"] == "identity"
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
@@ -90,7 +118,9 @@ def test_yaml_config_round_trip(tmp_path: Path) -> None:
         PipelineConfig.from_yaml(tmp_path / "missing.yaml")
 
 
-def test_sigma_run_command_on_a_netcdf_file(scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sigma_run_command_on_a_netcdf_file(
+    scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from sigma.cli import main
 
     ds, _ = scene
@@ -109,7 +139,9 @@ def test_sigma_run_command_on_a_netcdf_file(scene, tmp_path: Path, capsys: pytes
     assert "already exists" in capsys.readouterr().err
 
 
-def test_sigma_run_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sigma_run_missing_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from sigma.cli import main
 
     rc = main(["run", str(tmp_path / "nope.bcf"), "--quiet"])
@@ -143,6 +175,8 @@ def test_lazy_zarr_on_a_local_dask_cluster_matches_the_in_memory_run(scene, tmp_
         assert len(client.scheduler_info()["workers"]) == 2
         remote = sigma.run(lazy, config=cfg, show_progress=False)
     np.testing.assert_array_equal(remote.dataset.features.values, local.dataset.features.values)
-    np.testing.assert_allclose(remote.dataset.embedding.values, local.dataset.embedding.values, atol=1e-5)
+    np.testing.assert_allclose(
+        remote.dataset.embedding.values, local.dataset.embedding.values, atol=1e-5
+    )
     assert "Dask cluster (2 workers)" in remote.dataset.attrs["history"][-1]
     np.testing.assert_array_equal(remote.dataset.label.values, local.dataset.label.values)

@@ -27,8 +27,12 @@ def main(argv: list[str]) -> int:
         "Simulate the 8-phase demo scene (280 x 512 px x 2048 channels, 15 kV, ~30 counts/px), find "
         "its phases and compare them with the ground truth."
     )
-    p.add_argument("--counts", type=float, default=30.0, help="mean counts per pixel of the scene (default 30)")
-    p.add_argument("--small", action="store_true", help="a 96 x 128 pixel scene (seconds instead of a minute)")
+    p.add_argument(
+        "--counts", type=float, default=30.0, help="mean counts per pixel of the scene (default 30)"
+    )
+    p.add_argument(
+        "--small", action="store_true", help="a 96 x 128 pixel scene (seconds instead of a minute)"
+    )
     p.set_defaults(bin_factor=None)
     args = p.parse_args(argv)
     from sklearn.metrics import adjusted_rand_score
@@ -36,7 +40,9 @@ def main(argv: list[str]) -> int:
     from sigma.datasets import synthetic_sem
 
     shape = (96, 128) if args.small else (280, 512)
-    ds, truth = synthetic_sem(shape, counts_per_pixel=args.counts, seed=args.seed or 0, show_progress=not args.quiet)
+    ds, truth = synthetic_sem(
+        shape, counts_per_pixel=args.counts, seed=args.seed or 0, show_progress=not args.quiet
+    )
     if args.bin_factor is None and not args.small:
         args.bin_factor = 2
     out = Path(args.out) if args.out else free_name(Path.cwd() / "sigma_demo.nc")

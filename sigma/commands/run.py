@@ -17,20 +17,45 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
         prog=prog,
         description="Find the phases in a spectrum image and save a results file (NetCDF or Zarr).",
     )
-    p.add_argument("--config", help="pipeline YAML (keys of sigma.pipeline.PipelineConfig, e.g. configs/run_demo.yaml)")
-    p.add_argument("--out", help="results file (.nc or .zarr); default: <input stem>_sigma.nc in the current folder")
+    p.add_argument(
+        "--config",
+        help="pipeline YAML (keys of sigma.pipeline.PipelineConfig, e.g. configs/run_demo.yaml)",
+    )
+    p.add_argument(
+        "--out",
+        help="results file (.nc or .zarr); default: <input stem>_sigma.nc in the current folder",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--bin", type=int, dest="bin_factor", metavar="N", help="sum N x N pixels first (e.g. 2)")
-    p.add_argument("--lines", help="comma-separated X-ray lines (Fe_Ka,Si_Ka) or 'auto'; default: the file's list, else auto")
+    p.add_argument(
+        "--bin", type=int, dest="bin_factor", metavar="N", help="sum N x N pixels first (e.g. 2)"
+    )
+    p.add_argument(
+        "--lines",
+        help="comma-separated X-ray lines (Fe_Ka,Si_Ka) or 'auto'; default: the file's list, else auto",
+    )
     p.add_argument("--k", dest="n_components", help="number of phases, or 'auto' (default)")
-    p.add_argument("--method", choices=["gmm", "bgmm", "kmeans", "hdbscan"], help="clustering method (default gmm)")
+    p.add_argument(
+        "--method",
+        choices=["gmm", "bgmm", "kmeans", "hdbscan"],
+        help="clustering method (default gmm)",
+    )
     p.add_argument("--epochs", type=int, dest="max_epochs", help="maximum training epochs")
-    p.add_argument("--smooth", type=float, dest="smooth_labels", help="spatial regularisation of labels (Gaussian sigma, px)")
+    p.add_argument(
+        "--smooth",
+        type=float,
+        dest="smooth_labels",
+        help="spatial regularisation of labels (Gaussian sigma, px)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--accelerator", help="cpu, gpu or auto (Lightning)")
     p.add_argument("--devices", help="Lightning devices, e.g. 1, 2 or auto")
-    p.add_argument("--lazy", action="store_true", help="read the file lazily (dask) and stream it in chunks")
-    p.add_argument("--dask-scheduler", help="address of a Dask distributed scheduler (tcp://host:8786), or 'local'")
+    p.add_argument(
+        "--lazy", action="store_true", help="read the file lazily (dask) and stream it in chunks"
+    )
+    p.add_argument(
+        "--dask-scheduler",
+        help="address of a Dask distributed scheduler (tcp://host:8786), or 'local'",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -43,9 +68,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.bin_factor is not None:
         cfg.bin_factor = args.bin_factor if args.bin_factor > 1 else None
     if args.lines:
-        cfg.lines = "auto" if args.lines == "auto" else [s.strip() for s in args.lines.split(",") if s.strip()]
+        cfg.lines = (
+            "auto"
+            if args.lines == "auto"
+            else [s.strip() for s in args.lines.split(",") if s.strip()]
+        )
     if args.n_components is not None:
-        cfg.clustering = {**cfg.clustering, "n_components": args.n_components if args.n_components == "auto" else int(args.n_components)}
+        cfg.clustering = {
+            **cfg.clustering,
+            "n_components": args.n_components
+            if args.n_components == "auto"
+            else int(args.n_components),
+        }
     if args.method is not None:
         cfg.clustering = {**cfg.clustering, "method": args.method}
     if args.max_epochs is not None:
@@ -57,7 +91,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.accelerator is not None:
         cfg.trainer = {**cfg.trainer, "accelerator": args.accelerator}
     if args.devices is not None:
-        cfg.trainer = {**cfg.trainer, "devices": int(args.devices) if args.devices.isdigit() else args.devices}
+        cfg.trainer = {
+            **cfg.trainer,
+            "devices": int(args.devices) if args.devices.isdigit() else args.devices,
+        }
     return cfg
 
 
@@ -69,7 +106,11 @@ def run_and_report(data: Any, args: argparse.Namespace, out: Path, label: str) -
     load_options = {"lazy": True} if getattr(args, "lazy", False) else None
     with _dask_client(args.dask_scheduler):
         results = run(
-            data, config=cfg, out=out, overwrite=args.overwrite, load_options=load_options,
+            data,
+            config=cfg,
+            out=out,
+            overwrite=args.overwrite,
+            load_options=load_options,
             show_progress=not args.quiet,
         )
     timings = json.loads(results.dataset.attrs.get("timings", "{}"))
@@ -91,7 +132,9 @@ class _dask_client:  # noqa: N801 - used as a context manager
         from distributed import Client, LocalCluster
 
         if self.address == "local":
-            self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+            self.cluster = LocalCluster(
+                n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+            )
             self.client = Client(self.cluster)
         else:
             self.client = Client(self.address)
@@ -107,7 +150,9 @@ class _dask_client:  # noqa: N801 - used as a context manager
 def main(argv: list[str]) -> int:
     """Entry point of ``sigma run``."""
     p = build_parser()
-    p.add_argument("file", help="spectrum image (.bcf, .emd, .spd, .pts, .rpl, .hspy, .zspy, .nc, .zarr)")
+    p.add_argument(
+        "file", help="spectrum image (.bcf, .emd, .spd, .pts, .rpl, .hspy, .zspy, .nc, .zarr)"
+    )
     args = p.parse_args(argv)
     src = Path(args.file)
     out = Path(args.out) if args.out else Path.cwd() / f"{src.stem}_sigma.nc"

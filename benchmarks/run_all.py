@@ -30,7 +30,7 @@ FULL = [
 QUICK = [
     ("preprocessing", ["preprocessing.py", "--sizes", "256"]),
     ("training", ["training.py", "--quick"]),
-    ("gui", ["gui.py", "--quick"]),
+    ("gui", ["gui.py", "--pixels", "300", "--no-browser"]),
     ("quality", ["quality.py", "--small", "--scenes", "demo30"]),
     ("scale", ["scale.py", "--sizes", "128,256"]),
 ]
@@ -62,6 +62,8 @@ def main() -> None:
             [sys.executable, str(script), *cmd[1:]], capture_output=True, text=True, check=False
         )
         table = "\n".join(line for line in proc.stdout.splitlines() if line.startswith("|"))
+        if not table:  # scripts without a Markdown table: their last lines of output
+            table = "```\n" + "\n".join(proc.stdout.splitlines()[-15:]) + "\n```"
         status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         if proc.returncode:
             failed.append(name)

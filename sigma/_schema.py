@@ -51,6 +51,16 @@ DEFAULT_ATTRS: dict[str, Any] = {
     "history": [],
 }
 
+#: metadata attrs that travel with the data from raw cube to features, latent and results
+METADATA_ATTRS: tuple[str, ...] = (
+    "source",
+    "beam_energy_kev",
+    "elements",
+    "xray_lines",
+    "energy_resolution_mnka_ev",
+    "history",
+)
+
 _LENGTH_UNITS = {"pm", "nm", "um", "µm", "mm", "m", "px", "Å", "A"}
 
 __all__ = [
@@ -66,6 +76,7 @@ __all__ = [
     "ENERGY_ATTRS",
     "NAV_IMAGE_NAMES",
     "DEFAULT_ATTRS",
+    "METADATA_ATTRS",
     "energy_coord",
     "spatial_coord",
     "make_spectrum_image",

@@ -30,6 +30,7 @@ from sigma._schema import (
     DIM_X,
     DIM_Y,
     FEATURES,
+    METADATA_ATTRS,
     append_history,
     validate_features,
 )
@@ -180,20 +181,7 @@ def embedding_dataset(
     coords[DIM_LATENT] = xr.DataArray(
         np.arange(z.shape[2]), dims=DIM_LATENT, attrs={"long_name": "latent dimension"}
     )
-    attrs = {
-        k: v
-        for k, v in like.attrs.items()
-        if k
-        in (
-            "source",
-            "beam_energy_kev",
-            "elements",
-            "xray_lines",
-            "energy_resolution_mnka_ev",
-            "history",
-            "preprocessing",
-        )
-    }
+    attrs = {k: v for k, v in like.attrs.items() if k in (*METADATA_ATTRS, "preprocessing")}
     if model_hparams is not None:
         attrs["model_hparams"] = json.dumps(model_hparams, default=str)
     attrs = append_history(

@@ -34,6 +34,7 @@ from sigma._schema import (
     DIM_LATENT,
     DIM_X,
     DIM_Y,
+    METADATA_ATTRS,
     NAV_IMAGE_NAMES,
     append_history,
     as_str_list,
@@ -194,14 +195,7 @@ class SigmaResults:
             attrs.update(
                 {
                     key: spectrum_image.attrs.get(key)
-                    for key in (
-                        "source",
-                        "beam_energy_kev",
-                        "elements",
-                        "xray_lines",
-                        "energy_resolution_mnka_ev",
-                        "history",
-                    )
+                    for key in METADATA_ATTRS
                     if key in spectrum_image.attrs
                 }
             )

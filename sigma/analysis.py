@@ -635,27 +635,8 @@ def merge_clusters(ds: xr.Dataset, clusters: Sequence[int]) -> xr.Dataset:
         if "n_pixels" in out
         else np.ones(len(idx))
     )
-    if "probability" in out:
-        p = out["probability"]
-        out["probability"] = (
-            xr.where(
-                p[DIM_CLUSTER] == target,
-                p.isel({DIM_CLUSTER: sel}).sum(DIM_CLUSTER),
-                p,
-                keep_attrs=True,
-            )
-            .astype(p.dtype)
-            .transpose(*p.dims)
-        )
-    if "label" in out:
-        lab = out["label"].values.copy()
-        lab[np.isin(lab, others)] = target
-        remap = -np.ones(k + 1, dtype=np.int64)
-        remap[keep] = np.arange(len(keep))
-        out["label"] = out["label"].copy(
-            data=np.where(lab >= 0, remap[lab], -1).astype(out["label"].dtype)
-        )
-    for var in ("cluster_sum_spectrum", "n_pixels"):
+    # merged cluster = sum of its members, for every additive per-cluster variable
+    for var in ("probability", "cluster_sum_spectrum", "n_pixels"):
         if var in out:
             v = out[var]
             out[var] = (
@@ -668,6 +649,14 @@ def merge_clusters(ds: xr.Dataset, clusters: Sequence[int]) -> xr.Dataset:
                 .astype(v.dtype)
                 .transpose(*v.dims)
             )
+    if "label" in out:
+        lab = out["label"].values.copy()
+        lab[np.isin(lab, others)] = target
+        remap = -np.ones(k + 1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        out["label"] = out["label"].copy(
+            data=np.where(lab >= 0, remap[lab], -1).astype(out["label"].dtype)
+        )
     if "cluster_mean_spectrum" in out and "cluster_sum_spectrum" in out and "n_pixels" in out:
         m = out["cluster_mean_spectrum"]
         merged = out["cluster_sum_spectrum"].sel({DIM_CLUSTER: target}) / max(float(n.sum()), 1.0)

@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import xarray as xr
-from scipy import sparse
 from scipy.optimize import nnls
 
 from sigma._schema import (
@@ -37,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "default_colors",
     "cluster_spectra",
+    "spectral_rank",
     "pixel_area",
     "phase_table",
     "binary_maps",
@@ -106,14 +106,14 @@ def cluster_spectra(
     label: xr.DataArray | npt.ArrayLike,
     *,
     n_clusters: int | None = None,
-    chunk_pixels: int = 65_536,
+    chunk_pixels: int = 16_384,
     show_progress: bool = False,
 ) -> xr.Dataset:
     """Summed and mean raw-count spectrum of every cluster, computed chunk by chunk.
 
-    For each block of rows a one-hot ``(cluster, pixel)`` sparse matrix multiplies the block's
-    ``(pixel, energy)`` counts, so only one block (of the original dtype) is in memory at a time;
-    dask-backed counts are computed block by block.
+    Each block of rows is grouped by label and summed per cluster into float64 (exact for
+    counts), so only one block (in the counts' own dtype) and its grouped copy are in memory at a
+    time; dask-backed counts are computed block by block.
 
     Parameters
     ----------
@@ -162,12 +162,17 @@ def cluster_spectra(
     for y0 in starts:
         block = np.asarray(da.isel({DIM_Y: slice(y0, y0 + rows)}).values).reshape(-1, ne)
         lb = lab[y0 : y0 + rows].reshape(-1)
-        ok = (lb >= 0) & (lb < k)
-        cols = np.nonzero(ok)[0]
-        onehot = sparse.csr_matrix(
-            (np.ones(cols.size), (lb[ok], cols)), shape=(k, lb.size), dtype=np.float64
-        )
-        total += np.asarray(onehot @ block, dtype=np.float64)
+        # pixels grouped by cluster (a copy of the block in its own dtype, never float64),
+        # then one float64 sum per run of equal labels
+        order = np.argsort(lb, kind="stable")
+        sorted_lb = lb[order]
+        first = np.searchsorted(sorted_lb, np.arange(k), side="left")
+        last = np.searchsorted(sorted_lb, np.arange(k), side="right")
+        present = np.nonzero(last > first)[0]
+        if present.size:
+            grouped = block[order[first[present[0]] : last[present[-1]]]]
+            offsets = first[present] - first[present[0]]
+            total[present] += np.add.reduceat(grouped, offsets, axis=0, dtype=np.float64)
     n = np.bincount(lab[(lab >= 0) & (lab < k)], minlength=k).astype(np.int64)
     empty = np.nonzero(n == 0)[0]
     if empty.size:
@@ -378,6 +383,29 @@ def top_lines(
 # --------------------------------------------------------------------------------------------
 # NMF
 # --------------------------------------------------------------------------------------------
+def spectral_rank(spectra: npt.ArrayLike, rel: float = 0.05) -> int:
+    """Numerical rank of a stack of spectra ``(n, energy)``: the NMF components they hold.
+
+    Clusters of mixed (boundary) pixels are combinations of the pure ones, so asking NMF for
+    one component per cluster is rank-deficient (it never converges). The rank is the number of
+    singular values of the unit-sum spectra above ``rel`` of the largest (at least 1).
+
+    Examples
+    --------
+    >>> a, b = np.array([1.0, 0, 0, 2]), np.array([0, 3.0, 1, 0])
+    >>> spectral_rank([a, b, 0.5 * a + 0.5 * b])
+    2
+    """
+    x = np.atleast_2d(np.asarray(spectra, dtype=np.float64))
+    if x.shape[0] <= 1:
+        return 1
+    x = x / np.maximum(x.sum(axis=1, keepdims=True), 1e-12)
+    s = np.linalg.svd(x, compute_uv=False)
+    if not s[0] > 0:
+        return 1
+    return int(max(1, min(x.shape[0], int(np.sum(s > rel * s[0])))))
+
+
 def nmf_unmix(
     spectra: xr.DataArray,
     *,

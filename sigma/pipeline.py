@@ -192,6 +192,8 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        #: peak resident memory of this process (MB) at the end of each stage
+        self.peak_rss_mb: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -201,12 +203,31 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = time.perf_counter() - t0
-            logger.info("%s done in %.2f s", name, self.seconds[name])
+            self.peak_rss_mb[name] = _peak_rss_mb()
+            logger.info(
+                "%s done in %.2f s (peak RSS %.0f MB)",
+                name,
+                self.seconds[name],
+                self.peak_rss_mb[name],
+            )
 
     @property
     def total(self) -> float:
         """Sum of all stages in seconds."""
         return float(sum(self.seconds.values()))
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (0 where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    import sys
+
+    return float(peak) / (1024.0**2 if sys.platform == "darwin" else 1024.0)
 
 
 def _load(data: str | Path | xr.Dataset, load_options: Mapping[str, Any] | None) -> xr.Dataset:
@@ -330,6 +351,7 @@ def run(
         # the cluster spectra; it is held in memory when small enough, else stays lazy
         shape_steps, _ = _split_shape_steps(cfg.preprocessor())
         counts_ds = _apply_shape_steps(raw, shape_steps)
+        del raw  # a binned cube is a new array: the full-resolution one can go now
         mean_counts = float(counts_ds[COUNTS].sum(DIM_ENERGY).mean())
         pre = cfg.preprocessor(mean_counts)
         features = _split_shape_steps(pre)[1](counts_ds).load()
@@ -355,13 +377,12 @@ def run(
         if cfg.smooth_labels and cfg.smooth_labels > 0:
             clusters = smooth_probabilities(clusters, sigma=cfg.smooth_labels)
     with timer("analyse"):
-        n_clusters = int(clusters.sizes["cluster"])
         results = SigmaResults.from_parts(
             clustering=clusters,
             spectrum_image=counts_ds,
             embedding=emb,
             features=features,
-            nmf_components=min(cfg.nmf_components or _nmf_rank(clusters, counts_ds), n_clusters),
+            nmf_components=cfg.nmf_components or "auto",
             model_hparams=dict(model.hparams),
             preprocessing=_full_chain(shape_steps, features, pre),
             random_state=cfg.seed,
@@ -379,29 +400,13 @@ def run(
     results.dataset.attrs["timings"] = json.dumps(
         {k: round(v, 3) for k, v in timer.seconds.items()}
     )
+    results.dataset.attrs["peak_rss_mb"] = json.dumps(
+        {k: round(v, 1) for k, v in timer.peak_rss_mb.items()}
+    )
     if out is not None:
         with timer("save"):
             results.save(out, overwrite=overwrite)
     return results
-
-
-def _nmf_rank(clusters: xr.Dataset, counts_ds: xr.Dataset, rel: float = 0.05) -> int:
-    """Number of NMF components for the cluster spectra: their numerical rank.
-
-    Clusters of mixed (boundary) pixels are combinations of the pure ones, so asking NMF for one
-    component per cluster is rank-deficient (it never converges); the rank is the number of
-    singular values of the unit-sum mean spectra above ``rel`` of the largest.
-    """
-    from sigma.analysis import cluster_spectra
-
-    n = int(clusters.sizes["cluster"])
-    if n <= 1:
-        return 1
-    spectra = cluster_spectra(counts_ds[COUNTS], clusters["label"], n_clusters=n)
-    X = np.asarray(spectra["cluster_mean_spectrum"].values, dtype=np.float64)
-    X = X / np.maximum(X.sum(axis=1, keepdims=True), 1e-12)
-    s = np.linalg.svd(X, compute_uv=False)
-    return int(max(1, min(n, int(np.sum(s > rel * s[0])))))
 
 
 _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
@@ -503,4 +508,7 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
         lines.append(f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)")
     if timings:
         lines.append("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    rss = json.loads(ds.attrs.get("peak_rss_mb") or "{}")
+    if rss:
+        lines.append(f"peak memory: {max(rss.values()) / 1024:.2f} GB")
     return "\n".join(lines)

@@ -133,7 +133,7 @@ class SigmaResults:
         spectrum_image: xr.Dataset | None = None,
         embedding: Any = None,
         features: xr.DataArray | xr.Dataset | None = None,
-        nmf_components: int | None = None,
+        nmf_components: int | Literal["auto"] | None = None,
         names: list[str] | None = None,
         colors: list[str] | None = None,
         name_by_lines: bool = True,
@@ -155,8 +155,10 @@ class SigmaResults:
             Latent coordinates ``(y, x, latent)``.
         features : xr.DataArray or xr.Dataset, optional
             ``(y, x, feature)`` features (or a feature Dataset with ``features``).
-        nmf_components : int, optional
-            Unmix the cluster mean spectra into this many NMF components (needs the spectra).
+        nmf_components : int, "auto" or None
+            Unmix the cluster mean spectra into this many NMF components (needs the spectra);
+            ``"auto"`` uses their numerical rank (:func:`sigma.analysis.spectral_rank`), at most the number of
+            clusters.
         names, colors : list of str, optional
             Cluster names and ``#rrggbb`` colours (default ``"phase i"`` - or the top lines when
             ``name_by_lines`` and lines are known - and tab20).
@@ -242,9 +244,11 @@ class SigmaResults:
         if nmf_components is not None:
             if "cluster_mean_spectrum" not in ds:
                 raise SchemaError("nmf_components needs the cluster spectra: pass spectrum_image=.")
+            if nmf_components == "auto":
+                nmf_components = analysis.spectral_rank(ds["cluster_mean_spectrum"].values)
             nmf = analysis.nmf_unmix(
                 ds["cluster_mean_spectrum"],
-                n_components=nmf_components,
+                n_components=min(int(nmf_components), k),
                 probability=ds["probability"],
                 random_state=random_state,
             )

@@ -73,6 +73,18 @@ def test_cluster_spectra_equal_hand_computation(
     lazy["counts"] = (("y", "x", "energy"), dsa.from_array(si.counts.values, chunks=(5, 16, 300)))
     out_lazy = analysis.cluster_spectra(lazy, label, chunk_pixels=64)
     xr.testing.assert_allclose(out, out_lazy)
+    # labels at or above n_clusters are left out like -1
+    two = analysis.cluster_spectra(si, label, n_clusters=2, chunk_pixels=20)
+    xr.testing.assert_allclose(two, out.isel(cluster=slice(0, 2)))
+
+
+def test_spectral_rank_counts_the_pure_spectra_not_their_mixtures() -> None:
+    rng = np.random.default_rng(0)
+    pure = rng.random((3, 50)) ** 4
+    mixes = [0.3 * pure[0] + 0.7 * pure[1], 0.5 * pure[1] + 0.5 * pure[2]]
+    assert analysis.spectral_rank(np.vstack([pure, *mixes]) * 1000) == 3
+    assert analysis.spectral_rank(pure[:1]) == 1
+    assert analysis.spectral_rank(np.zeros((4, 10))) == 1
 
 
 def test_empty_cluster_warns_and_empty_selection_raises(

@@ -56,6 +56,10 @@ def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path
         "cluster",
         "analyse",
     }
+    rss = json.loads(rd.attrs["peak_rss_mb"])
+    assert set(rss) == set(json.loads(rd.attrs["timings"]))
+    assert 50 < rss["train"] <= rss["analyse"]  # MB; the peak never falls
+    assert "peak memory:" in sigma.pipeline.summary(res)
     assert json.loads(rd.attrs["pipeline_config"])["max_epochs"] == 3
     assert "line_features" in rd.attrs["preprocessing"]
     assert "neighbor_average" not in rd.attrs["preprocessing"]  # 200 counts/px is not sparse

@@ -162,17 +162,14 @@ def cluster_spectra(
     for y0 in starts:
         block = np.asarray(da.isel({DIM_Y: slice(y0, y0 + rows)}).values).reshape(-1, ne)
         lb = lab[y0 : y0 + rows].reshape(-1)
-        # pixels grouped by cluster (a copy of the block in its own dtype, never float64),
-        # then one float64 sum per run of equal labels
+        # pixels grouped by cluster; each cluster's rows (a copy in the counts' own dtype) are
+        # summed into float64 with numpy's buffered cast, never a float64 copy of the block
         order = np.argsort(lb, kind="stable")
         sorted_lb = lb[order]
         first = np.searchsorted(sorted_lb, np.arange(k), side="left")
         last = np.searchsorted(sorted_lb, np.arange(k), side="right")
-        present = np.nonzero(last > first)[0]
-        if present.size:
-            grouped = block[order[first[present[0]] : last[present[-1]]]]
-            offsets = first[present] - first[present[0]]
-            total[present] += np.add.reduceat(grouped, offsets, axis=0, dtype=np.float64)
+        for c in np.nonzero(last > first)[0]:
+            total[c] += block[order[first[c] : last[c]]].sum(axis=0, dtype=np.float64)
     n = np.bincount(lab[(lab >= 0) & (lab < k)], minlength=k).astype(np.int64)
     empty = np.nonzero(n == 0)[0]
     if empty.size:

@@ -600,7 +600,9 @@ def density_peaks(
     H, ex, ey = np.histogram2d(Z[:, 0], Z[:, 1], bins=bins, range=[[lo[0], hi[0]], [lo[1], hi[1]]])
     D = ndimage.gaussian_filter(H, smooth_bins)
     pk = peak_local_max(
-        D, min_distance=max(1, int(2 * smooth_bins)), threshold_abs=D.max() * 0.01,
+        D,
+        min_distance=max(1, int(2 * smooth_bins)),
+        threshold_abs=D.max() * 0.01,
         exclude_border=False,
     )
     mass = D[pk[:, 0], pk[:, 1]] * 2 * np.pi * smooth_bins**2 / Z.shape[0]

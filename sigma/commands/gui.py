@@ -50,16 +50,24 @@ def app_path() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sigma gui", description="Open a results file in the sigma GUI.")
+    parser = argparse.ArgumentParser(
+        prog="sigma gui", description="Open a results file in the sigma GUI."
+    )
     parser.add_argument("results", nargs="?", default=None,
                         help="results.nc / results.zarr written by `sigma run` (default: the demo)")  # fmt: skip
-    parser.add_argument("--port", type=int, default=5006, help="port to serve on (0: any free port; default 5006)")
-    parser.add_argument("--address", default="localhost", help="address to listen on (default localhost)")
+    parser.add_argument(
+        "--port", type=int, default=5006, help="port to serve on (0: any free port; default 5006)"
+    )
+    parser.add_argument(
+        "--address", default="localhost", help="address to listen on (default localhost)"
+    )
     parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=True,
                         help="open a browser tab (default: --show)")  # fmt: skip
     parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
                         help="load the data and compile datashader before the first visitor (default: --warm)")  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true", help="print the panel command instead of running it")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the panel command instead of running it"
+    )
     return parser
 
 
@@ -83,7 +91,9 @@ def build_command(argv: Sequence[str]) -> list[str]:
     if args.results is not None:
         results = Path(args.results).expanduser().resolve()
         if not results.exists():
-            raise FileNotFoundError(f"results file {str(args.results)!r} does not exist; give a results.nc from `sigma run`.")
+            raise FileNotFoundError(
+                f"results file {str(args.results)!r} does not exist; give a results.nc from `sigma run`."
+            )
         cmd += ["--args", str(results)]
     return cmd
 

@@ -40,7 +40,14 @@ _STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
 
 def _block(n_in: int, n_out: int, negative_slope: float) -> list[nn.Module]:
-    return [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), nn.LeakyReLU(negative_slope)]
+    # in place: LayerNorm's backward needs its input, not its output, so the activation can
+    # overwrite it (one fewer (batch, width) tensor written and read per block)
+    inplace = negative_slope > 0  # autograd can only invert a leaky ReLU with a positive slope
+    return [
+        nn.Linear(n_in, n_out),
+        nn.LayerNorm(n_out),
+        nn.LeakyReLU(negative_slope, inplace=inplace),
+    ]
 
 
 def _output_layer(kind: str) -> nn.Module:

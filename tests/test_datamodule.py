@@ -6,29 +6,11 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from synthetic import make_features
 
 import sigma.datamodule as dmod
 from sigma.datamodule import PixelBatches, SpectralDataModule, features_to_array, open_features
 from sigma.exceptions import ConfigurationError, SchemaError
-
-
-def make_features(ny: int = 12, nx: int = 10, n_features: int = 5, seed: int = 0) -> xr.Dataset:
-    """Three Gaussian blobs in feature space laid out as bands in (y, x), softmax-normalised."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(3, n_features))
-    label = (np.arange(ny)[:, None] * 3 // ny) + np.zeros((1, nx), dtype=int)
-    z = centres[label] + 0.1 * rng.normal(size=(ny, nx, n_features))
-    f = np.exp(z)
-    f /= f.sum(-1, keepdims=True)
-    return xr.Dataset(
-        {"features": (("y", "x", "feature"), f.astype(np.float32))},
-        coords={
-            "y": ("y", np.arange(ny) * 0.5, {"units": "um"}),
-            "x": ("x", np.arange(nx) * 0.5, {"units": "um"}),
-            "feature": [f"L{i}_Ka" for i in range(n_features)],
-        },
-        attrs={"source": "synthetic"},
-    )
 
 
 def test_split_is_disjoint_complete_and_seeded() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+import synthetic
 import torch
 import xarray as xr
 
@@ -15,21 +16,8 @@ from sigma.model import AutoEncoder
 
 
 def make_features(ny: int = 16, nx: int = 16, n_features: int = 6, seed: int = 0) -> xr.Dataset:
-    """Three Gaussian blobs in feature space laid out as bands in (y, x), softmax-normalised."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(3, n_features))
-    label = (np.arange(ny)[:, None] * 3 // ny) + np.zeros((1, nx), dtype=int)
-    z = centres[label] + 0.1 * rng.normal(size=(ny, nx, n_features))
-    f = np.exp(z)
-    f /= f.sum(-1, keepdims=True)
-    return xr.Dataset(
-        {"features": (("y", "x", "feature"), f.astype(np.float32))},
-        coords={
-            "y": ("y", np.arange(ny) * 0.25, {"units": "um"}),
-            "x": ("x", np.arange(nx) * 0.25, {"units": "um"}),
-            "feature": [f"L{i}_Ka" for i in range(n_features)],
-        },
-    )
+    """The shared three-blob features at this module's default size (16 x 16 px, 6 features)."""
+    return synthetic.make_features(ny, nx, n_features, seed, pixel_um=0.25)
 
 
 def _trainer(tmp_path, max_epochs: int) -> pl.Trainer:

@@ -81,6 +81,7 @@ __all__ = [
     "fit_gmm",
     "fit_bgmm",
     "smooth_probabilities",
+    "refine_in_features",
     "plot_model_selection",
     "DIM_PIXEL",
     "DIM_K",
@@ -95,6 +96,9 @@ DIM_PIXEL = "pixel"
 DIM_K = "n_components_tried"
 
 _METHODS = ("gmm", "bgmm", "kmeans", "hdbscan")
+
+#: points the displayed BIC sweep of ``criterion="density_peaks"`` fits each ``k`` on
+_SWEEP_N_FIT = 4_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,13 +422,20 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        # the BIC curve is only shown (and lets the user override k): fit each k on a small
+        # fixed-seed subsample, one start, and score the fit on all ``Z``
         ks = np.arange(1, min(self.k_max, Z.shape[0]) + 1)
+        Zs = Z[_subsample_index(Z.shape[0], _SWEEP_N_FIT, seed)]
         sweep = [
             _fit_quietly(
                 GaussianMixture(
-                    int(kk), covariance_type="tied", n_init=1, max_iter=100, random_state=seed
+                    int(kk),
+                    covariance_type="tied",
+                    n_init=1,
+                    max_iter=100,
+                    random_state=seed,
                 ),
-                Z,
+                Zs,
             )
             for kk in ks
         ]
@@ -663,6 +674,8 @@ def cluster(
     min_cluster_size: int = 50,
     n_jobs: int | None = None,
     criterion: Literal["density_peaks", "bic_overlap"] = "density_peaks",
+    features: Any = None,
+    drop_mixed: bool = True,
 ) -> xr.Dataset:
     """Cluster latent points into phases.
 
@@ -685,6 +698,17 @@ def cluster(
         HDBSCAN's ``min_cluster_size`` (on the fitted subsample).
     n_jobs : int or None
         Parallel fits of the BIC sweep (joblib); does not change the result.
+    features : array or xr.DataArray, optional
+        Per-pixel features of the same pixels, ``(y, x, feature)`` or ``(n_pixels, feature)``,
+        e.g. the autoencoder's input or PCA scores of the spectra. When given (``method`` gmm,
+        bgmm or kmeans), the phases found in the latent are *refined* in feature space (see
+        :func:`refine_in_features`): the number of phases comes from the latent, the assignment
+        of every pixel from a tied Gaussian mixture on the features started at the phases'
+        feature means. A 2-D latent loses some of the separation the features hold; mixed
+        pixels at phase boundaries suffer most.
+    drop_mixed : bool
+        With ``features``, spatial input and ``n_components="auto"``: drop clusters of mixed
+        boundary pixels before refining (:func:`refine_in_features`).
 
     Returns
     -------
@@ -819,11 +843,225 @@ def cluster(
             n_noise=int((lab < 0).sum()),
         )
         means, covs, weights = _label_moments(X, lab, k)
+    if features is not None and method != "hdbscan":
+        prob, refine_info = refine_in_features(
+            features,
+            prob,
+            shape=None if spatial is None else spatial["shape"],
+            drop_mixed=drop_mixed and n_components == "auto",
+            n_fit=n_fit,
+            random_state=random_state,
+        )
+        info["refinement"] = refine_info
+        info["n_components"] = int(prob.shape[1])
+        means, covs, weights = _prob_moments(X, prob)
     label = np.where(prob.max(axis=1) > 0, np.argmax(prob, axis=1), -1)
     if method == "hdbscan":
         label = lab
     k = prob.shape[1]
     return _package(label, prob, means, covs, weights, sweep, spatial, d, info)
+
+
+# --------------------------------------------------------------------------------------------
+# refinement in feature space
+# --------------------------------------------------------------------------------------------
+def _as_feature_points(features: Any, n: int) -> npt.NDArray[np.float64]:
+    if isinstance(features, xr.Dataset):
+        if "features" not in features:
+            raise SchemaError(
+                f"features: got a Dataset without a 'features' variable (variables "
+                f"{list(features.data_vars)!r}). Pass the (y, x, feature) DataArray instead."
+            )
+        features = features["features"]
+    if isinstance(features, xr.DataArray) and DIM_Y in features.dims and DIM_X in features.dims:
+        other = [dim for dim in features.dims if dim not in (DIM_Y, DIM_X)]
+        features = features.transpose(DIM_Y, DIM_X, *other)
+    F = np.asarray(features, dtype=np.float64)
+    F = F.reshape(F.shape[0], -1) if F.ndim == 2 else F.reshape(-1, int(F.shape[-1]))
+    if F.shape[0] != n:
+        raise SchemaError(
+            f"features: {F.shape[0]} pixels, but the latent has {n}. Pass the features of the "
+            "same pixels (the encoder's input), in the same (y, x) order."
+        )
+    if not np.all(np.isfinite(F)):
+        raise SchemaError("features: some values are NaN or inf; fill them before clustering.")
+    return F
+
+
+def _mixed_clusters(
+    means: npt.NDArray[np.float64],
+    precision: npt.NDArray[np.float64],
+    label_map: npt.NDArray[np.int_],
+    *,
+    max_residual: float = 0.25,
+    min_boundary: float = 0.85,
+    min_neighbours: float = 0.5,
+) -> list[tuple[int, int, int]]:
+    """Clusters made of mixed pixels on the boundary between two other clusters.
+
+    Cluster ``c`` is a mixture of ``a`` and ``b`` when (1) its mean feature vector lies on the
+    segment between theirs: the Mahalanobis distance (``precision``) from the segment is at most
+    ``max_residual`` times the distance to the nearer end; and (2) it lies between them in the
+    image: at least ``min_boundary`` of its pixels touch another cluster (it has almost no
+    interior) and at least ``min_neighbours`` of the pixels around it belong to ``a`` or ``b``.
+    A genuine phase of intermediate composition fails (2): it has an interior. Smallest clusters
+    are tested first, against clusters not yet dropped. Returns ``(c, a, b)`` triples.
+    """
+    k = means.shape[0]
+    L = np.linalg.cholesky(precision)
+    M = means @ L
+    sizes = np.bincount(label_map[label_map >= 0].ravel(), minlength=k)
+    square = np.ones((3, 3), dtype=bool)
+    dropped: list[tuple[int, int, int]] = []
+    gone: set[int] = set()
+    for c in np.argsort(sizes, kind="stable"):
+        keep = [j for j in range(k) if j != c and j not in gone]
+        if len(keep) < 2 or sizes[c] == 0:
+            continue
+        best = (np.inf, -1, -1)
+        for i, a in enumerate(keep):
+            for b in keep[i + 1 :]:
+                v = M[a] - M[b]
+                t = float(np.clip((M[c] - M[b]) @ v / max(v @ v, 1e-300), 0.0, 1.0))
+                resid = np.linalg.norm(M[c] - (t * M[a] + (1 - t) * M[b]))
+                near = min(np.linalg.norm(M[c] - M[a]), np.linalg.norm(M[c] - M[b]))
+                rel = resid / max(near, 1e-300)
+                if rel < best[0]:
+                    best = (rel, a, b)
+        rel, a, b = best
+        if rel > max_residual:
+            continue
+        mask = label_map == c
+        interior = ndimage.binary_erosion(mask, square, border_value=1)
+        boundary = 1.0 - interior.sum() / mask.sum()
+        ring = ndimage.binary_dilation(mask, square) & ~mask
+        ring_labels = label_map[ring]
+        share = np.isin(ring_labels, (a, b)).mean() if ring_labels.size else 0.0
+        if boundary >= min_boundary and share >= min_neighbours:
+            dropped.append((int(c), int(a), int(b)))
+            gone.add(int(c))
+    return dropped
+
+
+def refine_in_features(
+    features: Any,
+    probability: npt.ArrayLike,
+    *,
+    shape: tuple[int, int] | None = None,
+    drop_mixed: bool = True,
+    n_fit: int | None = 20_000,
+    max_iter: int = 100,
+    random_state: int | None = 0,
+) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
+    """Reassign pixels to phases in feature space, keeping the phases found in the latent.
+
+    The autoencoder squeezes the features into two dimensions, and the squeeze is not linear:
+    a pixel that is a 50:50 mixture of two phases does not land half way between them, and
+    the boundary the latent mixture draws between two phases is off the true one. Mixing *is*
+    linear in count-based features (line intensities as fractions of the counts, PCA scores),
+    so there a mixture with one shared covariance (``tied``, invariant to any linear rescaling
+    of the features) draws it where it belongs. The latent still decides how many phases there
+    are and where the mixture starts: means at each phase's probability-weighted feature mean,
+    weights its share, covariance the pooled within-phase covariance; EM on (a subsample of)
+    the standardised features then refines them.
+
+    At high counts the boundary pixels between two phases can form a density peak of their own
+    in the latent (a spurious phase). With ``drop_mixed`` and a ``shape`` (the pixels form a
+    ``(y, x)`` image), such clusters are dropped first; their pixels go to the phase nearest
+    them (:func:`_mixed_clusters` gives the rule).
+
+    Parameters
+    ----------
+    features : array or xr.DataArray
+        ``(y, x, feature)`` or ``(n_pixels, feature)``.
+    probability : array, shape (n_pixels, k)
+        Phase probabilities from the latent clustering.
+    shape : (ny, nx) or None
+        Image shape of the pixels (needed by ``drop_mixed``).
+    drop_mixed : bool
+        Drop clusters of mixed boundary pixels.
+    n_fit : int or None
+        Fit on a random subsample of this many pixels (all pixels are assigned).
+    max_iter : int
+        EM iterations.
+    random_state : int or None
+        Seed of the subsample.
+
+    Returns
+    -------
+    probability : ndarray, shape (n_pixels, k')
+        Refined probabilities (``k' <= k``; phases renumbered by decreasing weight).
+    info : dict
+        ``n_features``, ``dropped`` (``[cluster, end a, end b]`` in the input numbering),
+        ``n_iter``, ``converged``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> F = np.concatenate([rng.normal(0, 1, (200, 3)), rng.normal(4, 1, (200, 3))])
+    >>> P = np.zeros((400, 2)); P[:210, 0] = 1; P[210:, 1] = 1  # 10 pixels wrong
+    >>> Pr, _ = refine_in_features(F, P)
+    >>> int((Pr.argmax(1) != np.repeat([0, 1], 200)).sum()) < 5
+    True
+    """
+    R = np.asarray(probability, dtype=np.float64)
+    n, k = R.shape
+    F = _as_feature_points(features, n)
+    scale = F.std(axis=0)
+    F = (F - F.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    d = F.shape[1]
+    info: dict[str, Any] = {"n_features": int(d), "dropped": []}
+    mass = R.sum(axis=0)
+    live = mass > 0
+    R = R[:, live]
+    mass = mass[live]
+    k = R.shape[1]
+    means = (R.T @ F) / mass[:, None]
+    cov = sum(
+        (R[:, j, None] * (F - means[j])).T @ (F - means[j]) for j in range(k)
+    ) / n + 1e-6 * np.eye(d)
+    precision = np.linalg.inv(cov)
+    if drop_mixed and shape is not None and k >= 3:
+        label_map = np.argmax(R, axis=1).reshape(shape)
+        mixed = _mixed_clusters(means, precision, label_map)
+        if mixed:
+            info["dropped"] = [list(m) for m in mixed]
+            keep = np.setdiff1d(np.arange(k), [m[0] for m in mixed])
+            R, means, mass = R[:, keep], means[keep], mass[keep]
+            k = keep.size
+            logger.info("refine_in_features: dropped %d mixed-pixel clusters", len(mixed))
+    idx = _subsample_index(n, n_fit, random_state)
+    model = GaussianMixture(
+        n_components=k,
+        covariance_type="tied",
+        init_params="random",
+        weights_init=mass / mass.sum(),
+        means_init=means,
+        precisions_init=precision,
+        max_iter=max_iter,
+        random_state=random_state,
+        reg_covar=1e-6,
+    )
+    model = _fit_quietly(model, F[idx])
+    info.update(n_iter=int(model.n_iter_), converged=bool(model.converged_))
+    prob = model.predict_proba(F)
+    order = np.argsort(-prob.sum(axis=0), kind="stable")
+    return prob[:, order], info
+
+
+def _prob_moments(
+    X: npt.NDArray[np.float64], prob: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Probability-weighted mean, covariance and weight of each cluster in the units of X."""
+    n, d = X.shape
+    k = prob.shape[1]
+    mass = np.maximum(prob.sum(axis=0), 1e-12)
+    means = (prob.T @ X) / mass[:, None]
+    covs = np.empty((k, d, d))
+    for c in range(k):
+        D = X - means[c]
+        covs[c] = (prob[:, c, None] * D).T @ D / mass[c] + 1e-12 * np.eye(d)
+    return means, covs, mass / n
 
 
 class _Scaler:

@@ -15,6 +15,7 @@ from sigma.clustering import (
     fit_bgmm,
     fit_gmm,
     plot_model_selection,
+    refine_in_features,
     smooth_probabilities,
 )
 from sigma.exceptions import EmptySelectionError, SchemaError
@@ -78,7 +79,11 @@ def test_density_peaks_ignores_a_diffuse_halo() -> None:
     """Two dense cores plus uniform background (mixed pixels) is two phases, not more."""
     rng = np.random.default_rng(3)
     X = np.concatenate(
-        [rng.normal(0, 0.15, (4000, 2)), rng.normal(3, 0.15, (3000, 2)), rng.uniform(-2, 5, (1500, 2))]
+        [
+            rng.normal(0, 0.15, (4000, 2)),
+            rng.normal(3, 0.15, (3000, 2)),
+            rng.uniform(-2, 5, (1500, 2)),
+        ]
     )
     est = AutoGaussianMixture(k_max=6, n_init=1, random_state=0).fit(X)
     assert est.n_components_ == 2
@@ -218,3 +223,80 @@ def test_plot_model_selection_returns_figure() -> None:
         plot_model_selection(
             fit_gmm(X, n_components=2, n_init=1).drop_vars("model_selection_score")
         )
+
+
+def _stripes_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """30 x 60 map of three vertical stripes; 6-D features that separate them well and a 2-D
+    latent that separates them poorly (overlapping, noisy), as a squeezing encoder would."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.repeat([[0, 1, 2]], 30, axis=0), 20, axis=1)
+    pure = np.eye(3, 6) * 4.0
+    features = pure[truth] + rng.normal(0, 0.5, (30, 60, 6))
+    centres = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.7]])
+    latent = centres[truth] + rng.normal(0, 0.55, (30, 60, 2))
+    return truth, features, latent
+
+
+def test_refinement_in_features_recovers_what_the_latent_squeezed() -> None:
+    truth, features, latent = _stripes_scene()
+    plain = cluster(latent, n_components=3, n_init=1)
+    refined = cluster(latent, n_components=3, n_init=1, features=features)
+    ari_plain = adjusted_rand_score(truth.ravel(), plain.label.values.ravel())
+    ari_refined = adjusted_rand_score(truth.ravel(), refined.label.values.ravel())
+    assert ari_plain < 0.9  # the latent alone mixes the stripes up
+    assert ari_refined > 0.98
+    assert refined.sizes["cluster"] == 3
+    np.testing.assert_allclose(refined.probability.sum("cluster"), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(refined.label.values, refined.probability.argmax("cluster"))
+    # latent moments follow the refined assignment: each phase mean near its stripe's centre
+    centres = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.7]])
+    lab = refined.label.values
+    for c in range(3):
+        stripe = np.bincount(truth[lab == c]).argmax()
+        np.testing.assert_allclose(refined.gmm_mean.values[c], centres[stripe], atol=0.15)
+    info = json.loads(refined.attrs["clustering"])["refinement"]
+    assert info["n_features"] == 6
+    assert info["dropped"] == []
+
+
+def test_refinement_accepts_dataarray_features_in_any_dim_order() -> None:
+    truth, features, latent = _stripes_scene(1)
+    F = xr.DataArray(features, dims=("y", "x", "feature")).transpose("feature", "x", "y")
+    a = cluster(latent, n_components=3, n_init=1, features=F)
+    b = cluster(latent, n_components=3, n_init=1, features=features)
+    np.testing.assert_array_equal(a.label.values, b.label.values)
+    with pytest.raises(SchemaError, match="same pixels"):
+        cluster(latent, n_components=3, n_init=1, features=features[:10])
+
+
+def _mixed_boundary_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A | B halves with a 1-px column of 50:50 mixed pixels between them (cluster 3), and a
+    genuine phase C of the same intermediate composition with an interior (a 8 x 8 block in A,
+    cluster 2). Returns truth, one-hot latent probabilities and features."""
+    rng = np.random.default_rng(0)
+    ny, nx = 32, 48
+    label = np.zeros((ny, nx), int)
+    label[:, 24:] = 1
+    label[12:20, 6:14] = 2
+    label[:, 24] = 3  # mixed column
+    comp = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    comp = np.vstack([comp, [[0.5, 0.5, 0.0]], [[0.5, 0.5, 0.0]]]) * 6.0
+    features = comp[label] + rng.normal(0, 0.4, (ny, nx, 3))
+    return label, np.eye(4)[label.ravel()], features
+
+
+def test_mixed_pixel_cluster_is_dropped_and_intermediate_phase_kept() -> None:
+    label, P, features = _mixed_boundary_scene()
+    prob, info = refine_in_features(features, P, shape=label.shape)
+    assert info["dropped"] == [[3, 0, 1]]
+    assert prob.shape == (label.size, 3)
+    new = prob.argmax(axis=1).reshape(label.shape)
+    # A, B and the intermediate block C stay phases of their own (the mixed column has C's
+    # composition, so it may join C: in feature space the two cannot be told apart)
+    a, b, c = (np.bincount(new[label == j]).argmax() for j in range(3))
+    assert len({a, b, c}) == 3
+    for j, phase in enumerate((a, b, c)):
+        assert (new[label == j] == phase).mean() > 0.95
+    # no image shape (flat pixels) or drop_mixed=False: nothing is dropped
+    assert refine_in_features(features, P)[0].shape[1] == 4
+    assert refine_in_features(features, P, shape=label.shape, drop_mixed=False)[0].shape[1] == 4

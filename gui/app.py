@@ -2,8 +2,8 @@
 
 The results path comes from, in order: ``panel serve gui/app.py --args RESULTS``, the URL
 (``?results=/path/results.nc``), the environment variable ``SIGMA_RESULTS``; with none, the demo
-opens. ``--warm``-friendly: run with ``panel serve gui/app.py --warm`` to pay numba's first
-datashader compile and the file read before the first visitor.
+opens. Serve it with ``--setup gui/warm.py`` to pay the file read, numba's first datashader compile
+and the first page build before the first visitor.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if str(_ROOT) not in sys.path:  # `panel serve gui/app.py` from anywhere: make `
 
 import panel as pn  # noqa: E402
 
-from gui.views import SigmaApp, error_page, warm_up  # noqa: E402
+from gui.views import SigmaApp, error_page  # noqa: E402
 
 logger = logging.getLogger("gui.app")
 pn.extension("tabulator", notifications=True, loading_indicator=True, sizing_mode="stretch_width")
@@ -39,11 +39,7 @@ def results_path() -> str | None:
 def create_app(path: str | None = None) -> pn.template.BaseTemplate:
     """Build the page for ``path`` (None: the demo); a bad file gives an error page, not a dead one."""
     try:
-        app = SigmaApp(path)
-        seconds = warm_up(app)
-        if seconds:
-            logger.info("warmed up datashader in %.1f s", seconds)
-        return app.template()
+        return SigmaApp(path).template()
     except Exception as err:  # the page must explain the problem instead of dying
         logger.exception("could not open results %r", path)
         return error_page(f"{type(err).__name__}: {err}")

@@ -178,15 +178,26 @@ def pixel_xy(ds: xr.Dataset) -> npt.NDArray[np.float64]:
 
 
 # ------------------------------------------------------------------------------------- selection
+#: at most this many cells per side when a lasso's bounding box is cut into a grid
+_GRID_MAX_CELLS = 512
+#: below this many points in the bounding box every one goes through the exact test
+_GRID_MIN_POINTS = 20_000
+
 def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """Boolean mask of the ``points`` inside ``polygon`` (vectorised, shapely ``contains_xy``).
+    """Boolean mask of the ``points`` inside ``polygon`` (vectorised, exact as shapely ``contains_xy``).
+
+    Only the points in the polygon's bounding box are looked at. With many of them, the box is
+    cut into a grid of cells: a cell no polygon edge touches is wholly inside or outside, so its
+    centre decides for all its points, and only the points of the cells along the edges go
+    through the exact (shapely) test. Points on the boundary count as outside.
 
     Parameters
     ----------
     points
-        ``(n, 2)`` array of ``(x, y)``.
+        ``(n, 2)`` array of ``(x, y)`` (float32 is used as it is, not copied).
     polygon
-        ``(m, 2)`` vertices of a lasso, closed implicitly; fewer than 3 vertices select nothing.
+        ``(m, 2)`` vertices of a lasso, closed implicitly; fewer than 3 vertices select nothing. A
+        self-crossing lasso is repaired with ``shapely.make_valid``.
 
     Returns
     -------
@@ -200,22 +211,79 @@ def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray
     """
     import shapely
 
-    pts = np.asarray(points, dtype=np.float64)
+    pts = np.asarray(points)
+    if pts.dtype.kind != "f":
+        pts = pts.astype(np.float64)
     poly = np.asarray(polygon, dtype=np.float64)
     mask = np.zeros(len(pts), dtype=bool)
-    if poly.ndim != 2 or len(poly) < 3:
-        return mask
-    (x0, y0), (x1, y1) = poly.min(axis=0), poly.max(axis=0)
-    # bounding-box prefilter: the exact test only runs on the candidates
-    cand = np.flatnonzero((pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1))
-    if cand.size == 0:
+    if poly.ndim != 2 or len(poly) < 3 or not np.all(np.isfinite(poly)):
         return mask
     shape = shapely.Polygon(poly)
     if not shape.is_valid:  # self-crossing lasso: repair instead of failing
         shape = shapely.make_valid(shape)
     shapely.prepare(shape)
-    mask[cand] = shapely.contains_xy(shape, pts[cand, 0], pts[cand, 1])
+    (x0, y0), (x1, y1) = poly.min(axis=0), poly.max(axis=0)
+    # bounding-box prefilter, widened by a float32 step so no inside point is lost to rounding
+    lo = np.nextafter(np.array([x0, y0], pts.dtype), np.array(-np.inf, pts.dtype))
+    hi = np.nextafter(np.array([x1, y1], pts.dtype), np.array(np.inf, pts.dtype))
+    px, py = pts[:, 0], pts[:, 1]
+    inbox = px >= lo[0]
+    inbox &= px <= hi[0]
+    inbox &= py >= lo[1]
+    inbox &= py <= hi[1]
+    cand = np.flatnonzero(inbox)
+    if cand.size == 0:
+        return mask
+    cx, cy = px[cand].astype(np.float64), py[cand].astype(np.float64)
+    if cand.size < _GRID_MIN_POINTS or x1 <= x0 or y1 <= y0:
+        mask[cand] = shapely.contains_xy(shape, cx, cy)
+        return mask
+    from scipy import ndimage
+
+    g = int(np.clip(np.sqrt(cand.size) / 3, 16, _GRID_MAX_CELLS))
+    sx, sy = g / (x1 - x0), g / (y1 - y0)
+    cell = _grid_index(cy, y0, sy, g)
+    cell *= g
+    cell += _grid_index(cx, x0, sx, g)
+    # cells whose closure an edge touches: sample every edge at under half a cell, grow by one cell
+    closed = np.vstack([poly, poly[:1]])
+    steps = np.ceil(2 * np.hypot(np.diff(closed[:, 0]) * sx, np.diff(closed[:, 1]) * sy))
+    steps = np.maximum(steps, 1).astype(np.int64)
+    seg = np.repeat(np.arange(len(poly)), steps)
+    frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(steps, steps)
+    ex = closed[seg, 0] + frac * (closed[seg + 1, 0] - closed[seg, 0])
+    ey = closed[seg, 1] + frac * (closed[seg + 1, 1] - closed[seg, 1])
+    edge = np.zeros((g + 2, g + 2), dtype=bool)
+    edge[np.clip(((ey - y0) * sy).astype(np.int64), 0, g - 1) + 1,
+         np.clip(((ex - x0) * sx).astype(np.int64), 0, g - 1) + 1] = True  # fmt: skip
+    touched = np.zeros((g, g), dtype=bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            touched |= edge[dy : dy + g, dx : dx + g]
+    # no edge crosses a region of untouched cells, so one centre decides the whole region
+    region, n_regions = ndimage.label(~touched)
+    first = ndimage.find_objects(region)
+    rows = np.array([sl[0].start for sl in first], dtype=np.int64)
+    cols = np.array([np.flatnonzero(region[r, sl[1]] == i + 1)[0] + sl[1].start
+                     for i, (r, sl) in enumerate(zip(rows, first, strict=True))], dtype=np.int64)  # fmt: skip
+    inside_region = np.zeros(n_regions + 1, dtype=np.uint8)
+    if n_regions:
+        inside_region[1:] = shapely.contains_xy(shape, x0 + (cols + 0.5) / sx, y0 + (rows + 0.5) / sy)
+    status = np.where(touched, np.uint8(2), inside_region[region]).ravel()[cell]
+    result = status == 1
+    exact = np.flatnonzero(status == 2)
+    result[exact] = shapely.contains_xy(shape, cx[exact], cy[exact])
+    mask[cand] = result
     return mask
+
+
+def _grid_index(v: npt.NDArray[np.float64], v0: float, scale: float, g: int) -> npt.NDArray[np.int32]:
+    """Cell ``floor((v - v0) * scale)`` clipped to ``[0, g - 1]``, computed in place on a temporary."""
+    t = v - v0
+    t *= scale
+    out = t.astype(np.int32)  # truncation: the few values just below v0 land in cell 0
+    np.clip(out, 0, g - 1, out=out)
+    return out
 
 
 def select_bounds(points: npt.ArrayLike, bounds: Sequence[float]) -> npt.NDArray[np.bool_]:
@@ -289,18 +357,30 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), False
 
 
-def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None) -> pd.DataFrame:
+def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None, *, overall: bool = True) -> pd.DataFrame:
     """Mean of each feature over all pixels and (if ``mask``) over the selection.
+
+    Parameters
+    ----------
+    ds
+        Results with ``features`` ``(y, x, feature)``.
+    mask
+        Bool mask over the ``y * x`` pixels.
+    overall
+        Whether to compute the ``all`` column (False: only ``selection``, for a view that keeps
+        the overall means).
 
     Returns
     -------
     pandas.DataFrame
-        Index ``feature``; columns ``all`` and, with a mask, ``selection``.
+        Index ``feature``; columns ``all`` (unless ``overall`` is False) and, with a mask, ``selection``.
     """
     if "features" not in ds:
         raise SchemaError("results: no 'features' variable to average.")
     feats = ds["features"].transpose("y", "x", "feature").values.reshape(-1, ds.sizes["feature"])
-    out = pd.DataFrame({"all": feats.mean(axis=0)}, index=pd.Index(ds["feature"].values.astype(str), name="feature"))
+    out = pd.DataFrame(index=pd.Index(ds["feature"].values.astype(str), name="feature"))
+    if overall:
+        out["all"] = feats.mean(axis=0)
     if mask is not None:
         m = _mask2d(ds, mask).ravel()
         if not m.any():

@@ -27,7 +27,27 @@ import pandas as pd
 import panel as pn
 import param
 import xarray as xr
-from holoviews.operation.datashader import datashade, rasterize
+from bokeh.core.property.descriptors import UnsetValueError
+from bokeh.events import RangesUpdate, SelectionGeometry
+from bokeh.models import (
+    ColorBar,
+    ColorMapper,
+    ColumnDataSource,
+    DataRange1d,
+    EqHistColorMapper,
+    FactorRange,
+    HoverTool,
+    LabelSet,
+    LassoSelectTool,
+    LinearColorMapper,
+    LogColorMapper,
+    Range1d,
+    WheelZoomTool,
+)
+from bokeh.palettes import Viridis256
+from bokeh.plotting import figure
+from bokeh.transform import dodge
+from datashader import transfer_functions as tf
 
 from gui import data as gd
 from sigma._schema import as_str_list
@@ -219,21 +239,6 @@ def _grey_uncached(ds: xr.Dataset) -> npt.NDArray[np.float64]:
     return np.clip((nav - lo) / max(hi - lo, 1e-12), 0, 1)
 
 
-def selection_rgba(ds: xr.Dataset, mask: npt.NDArray[np.bool_] | None, color: str = "#ff2020",
-                   opacity: float = 0.65) -> npt.NDArray[np.uint8]:  # fmt: skip
-    """The navigation image in grey with the selected pixels tinted ``color``, ``(y, x, 4)`` uint8."""
-    grey = _grey_u8(ds)
-    out = np.empty(grey.shape + (4,), np.uint8)
-    out[..., :3] = grey[..., None]
-    out[..., 3] = 255
-    if mask is not None and mask.any():
-        m = mask.reshape(grey.shape)
-        rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
-        lut = np.round(opacity * rgb[None, :] + (1 - opacity) * np.arange(256.0)[:, None]).astype(np.uint8)
-        out[..., :3] = np.where(m[..., None], lut[grey], out[..., :3])
-    return out
-
-
 _GREY_U8: dict[int, tuple[Any, npt.NDArray[np.uint8]]] = {}
 
 
@@ -400,8 +405,48 @@ class DatasetView(pn.viewable.Viewer):
         )
 
 
+def _transparent_mapper(color: str) -> LinearColorMapper:
+    """Colour map of a 0/1 mask: 0 transparent, 1 ``color``."""
+    return LinearColorMapper(palette=["rgba(0, 0, 0, 0)", color], low=0, high=1)
+
+
+def _density_mapper(shading: str) -> ColorMapper:
+    """Viridis colour map with datashader's ``cnorm`` names: eq_hist, log, linear; no-data transparent."""
+    cls = {"eq_hist": EqHistColorMapper, "log": LogColorMapper, "linear": LinearColorMapper}[shading]
+    return cls(palette=Viridis256, nan_color="rgba(0, 0, 0, 0)")
+
+
+def _selection_geometry(event: SelectionGeometry) -> tuple[str, Any] | None:
+    """A Bokeh selection event as ``("poly", (n, 2) vertices)`` or ``("rect", (x0, y0, x1, y1))``."""
+    geom = event.geometry
+    if not event.final:
+        return None
+    if geom.get("type") == "poly":
+        return "poly", np.column_stack([np.asarray(geom["x"], float), np.asarray(geom["y"], float)])
+    if geom.get("type") == "rect":
+        return "rect", (float(geom["x0"]), float(geom["y0"]), float(geom["x1"]), float(geom["y1"]))
+    return None
+
+
+def _inner_size(fig: figure, default: tuple[int, int]) -> tuple[int, int]:
+    """The figure's drawing area in screen pixels as the browser reported it, else ``default``."""
+    try:
+        return int(fig.inner_width) or default[0], int(fig.inner_height) or default[1]
+    except UnsetValueError:  # not shown in a browser yet
+        return default
+
+
 class LatentView(pn.viewable.Viewer):
-    """Latent tab: datashaded density of every pixel, GMM ellipses, lasso/box selection, linked views."""
+    """Latent tab: datashaded density of every pixel, GMM ellipses, lasso/box selection, linked views.
+
+    The four linked plots are plain Bokeh figures whose data sources are updated in place when the
+    selection changes (no HoloViews element is rebuilt): the selected-points layer is a bincount
+    of the selected pixels on the plot's current pixel grid, the map tint a 0/1 mask image over
+    the navigation image, the spectrum and the feature bars a few hundred numbers. Datashader
+    re-aggregates the density and cluster layers only when the view (pan/zoom) or the results change.
+    ``lasso``/``bounds`` (and ``map_lasso``/``map_bounds``) are HoloViews streams fed by the
+    figures' Bokeh selection events, so code and tests can drive them with ``.event(...)``.
+    """
 
     shading = param.Selector(default="eq_hist", objects=["eq_hist", "log", "linear"], doc="density colour scaling")
     color_by = param.Selector(default="cluster", objects=["cluster", "density"], doc="colour points by")
@@ -409,38 +454,38 @@ class LatentView(pn.viewable.Viewer):
     color_key = param.List(default=[], doc="cluster colours (internal)")
     cluster_alpha = param.Number(default=1.0, bounds=(0, 1), doc="opacity of the cluster colours (internal)")
 
-    @param.depends("color_by", watch=True)
-    def _on_color_by(self) -> None:
-        self.cluster_alpha = 1.0 if self.color_by == "cluster" else 0.0
+    #: canvas of the datashader layers before the browser reports the plot's size
+    default_size: tuple[int, int] = (600, 420)
 
     def __init__(self, state: ResultsState, spectra: SpectrumView, **params: Any) -> None:
         super().__init__(**params)
         self.state, self.spectra = state, spectra
         self.color_key = state.colors()
         self._frame = self._points_frame()
-        state.param.watch(self._on_results, ["results"])
-        self._points = hv.DynamicMap(self._latent_points, streams=[hv.streams.Params(state, ["results_version"])])
-        density = rasterize(self._points, aggregator=dsh.count(), dynamic=True).apply.opts(
-            cnorm=self.param.shading, cmap="viridis", colorbar=True, tools=["hover", "lasso_select", "box_select"],
-            active_tools=["lasso_select", "wheel_zoom"], **_PLOT)  # fmt: skip
-        self._density = density
-        self._clusters = (datashade(self._points, aggregator=dsh.count_cat("cluster"),
-                                             color_key=self.param.color_key, cnorm=self.param.shading,
-                                             min_alpha=60)).apply.opts(alpha=self.param.cluster_alpha)  # fmt: skip
-        # same columns as the density layer, so datashader reuses its compiled count pipeline
-        self._selected = rasterize(hv.DynamicMap(self._selected_points, streams=[
-            hv.streams.Params(state, ["selection_version"])]), aggregator=dsh.count()).opts(
-            cmap=["#ff2020"], colorbar=False, alpha=0.9)  # fmt: skip
-        self._ellipses = hv.DynamicMap(self._ellipse_paths, streams=[
-            hv.streams.Params(state, ["results_version"]), hv.streams.Params(self, ["show_ellipses"])])  # fmt: skip
-        self.lasso = hv.streams.Lasso(source=density)
-        self.bounds = hv.streams.BoundsXY(source=density)
+        self._feature_all: npt.NDArray[np.float64] | None = None
+        self._latent_figs: list[dict[str, Any]] = []
+        self._map_sources: list[ColumnDataSource] = []
+        self._spectrum_parts: list[dict[str, Any]] = []
+        self._bar_sources: list[ColumnDataSource] = []
+        self.lasso = hv.streams.Lasso()
+        self.bounds = hv.streams.BoundsXY()
         self.lasso.add_subscriber(self._on_lasso)
         self.bounds.add_subscriber(self._on_bounds)
+        self.map_lasso = hv.streams.Lasso()
+        self.map_bounds = hv.streams.BoundsXY()
+        self.map_lasso.add_subscriber(lambda geometry=None: self.select_map_polygon(geometry))
+        self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
         self.summary = pn.pane.Markdown(self.summary_text(), css_classes=["selection-count"], sizing_mode="stretch_width")
-        state.param.watch(self._update_summary, ["selection", "results"])
-        self.map_lasso: hv.streams.Lasso | None = None
-        self.map_bounds: hv.streams.BoundsXY | None = None
+        state.param.watch(self._on_selection, ["selection_version"])
+        state.param.watch(self._on_results, ["results_version"])
+        self.param.watch(self._on_style, ["shading", "color_key"])
+        self.param.watch(self._on_alpha, ["cluster_alpha"])
+        self.param.watch(self._on_ellipses, ["show_ellipses"])
+        self.spectra.param.watch(self._on_elements, ["elements"])
+
+    @param.depends("color_by", watch=True)
+    def _on_color_by(self) -> None:
+        self.cluster_alpha = 1.0 if self.color_by == "cluster" else 0.0
 
     # -- data
     def _points_frame(self) -> pd.DataFrame:
@@ -450,39 +495,160 @@ class LatentView(pn.viewable.Viewer):
         cats = pd.Categorical.from_codes(np.where(lab < k, lab, -1), categories=[str(i) for i in range(k)])
         return pd.DataFrame({"latent 0": xy[:, 0], "latent 1": xy[:, 1], "cluster": cats})
 
-    def _on_results(self, event: param.parameterized.Event) -> None:
-        self._frame = self._points_frame()
-        self.color_key = self.state.colors()
+    def _extent(self) -> tuple[float, float, float, float]:
+        xy = self.state.xy
+        if not len(xy):
+            return -1.0, 1.0, -1.0, 1.0
+        (x0, y0), (x1, y1) = xy.min(axis=0).astype(float), xy.max(axis=0).astype(float)
+        px, py = 0.05 * max(x1 - x0, 1e-9), 0.05 * max(y1 - y0, 1e-9)
+        return x0 - px, x1 + px, y0 - py, y1 + py
 
-    def _latent_points(self, results_version: int) -> hv.Points:
-        return hv.Points(self._frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
+    def layers(self, x_range: tuple[float, float], y_range: tuple[float, float], width: int,
+               height: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32]]:  # fmt: skip
+        """Density (counts, NaN where empty) and cluster-colour RGBA of all pixels on a ``width`` x ``height`` grid.
 
-    def _selected_points(self, selection_version: int) -> hv.Points:
-        selection = self.state.selection
-        frame = self._frame.iloc[:0] if selection is None else self._frame[selection]
-        return hv.Points(frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
+        One datashader aggregation (counts per cluster) gives both; rows go up in latent 1.
+        """
+        cvs = dsh.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
+        per_cluster = cvs.points(self._frame, "latent 0", "latent 1", agg=dsh.count_cat("cluster"))
+        counts = per_cluster.sum(dim=per_cluster.dims[-1]).values.astype(np.float32)
+        counts[counts == 0] = np.nan
+        key = {str(i): c for i, c in enumerate(self.color_key)}
+        rgba = tf.shade(per_cluster, color_key=key, how=self.shading, min_alpha=60).data
+        return counts, np.ascontiguousarray(rgba, dtype=np.uint32)
 
-    def _ellipse_paths(self, results_version: int, show_ellipses: bool) -> hv.Overlay:
+    def _bin_index(self, fig: dict[str, Any]) -> npt.NDArray[np.int32]:
+        """Index of each pixel's latent point in the figure's current grid (-1 outside), cached per view."""
+        key = fig["grid"]
+        if fig.get("bins_key") != key:
+            (x0, x1), (y0, y1), w, h = key
+            xy = self.state.xy
+            ix = np.floor((xy[:, 0] - x0) * (w / (x1 - x0))).astype(np.int32)
+            iy = np.floor((xy[:, 1] - y0) * (h / (y1 - y0))).astype(np.int32)
+            idx = iy * w + ix
+            idx[(ix < 0) | (ix >= w) | (iy < 0) | (iy >= h)] = -1
+            fig["bins"], fig["bins_key"] = idx, key
+        return fig["bins"]
+
+    def selected_layer(self, fig: dict[str, Any]) -> npt.NDArray[np.uint8]:
+        """1 where a selected pixel's latent point falls in the figure's grid cell, else 0."""
+        (_, _), (_, _), w, h = fig["grid"]
+        sel = self.state.selection
+        if sel is None:
+            return np.zeros((h, w), np.uint8)
+        idx = self._bin_index(fig)[sel]
+        hits = np.bincount(idx[idx >= 0], minlength=w * h)
+        return (hits > 0).astype(np.uint8).reshape(h, w)
+
+    # -- the latent figure
+    def latent_plot(self) -> figure:
+        """The latent figure: density, cluster colours, selection, ellipses; lasso/box select pixels."""
+        x0, x1, y0, y1 = self._extent()
+        fig = figure(title="latent space (lasso or box to select)", x_range=Range1d(x0, x1), y_range=Range1d(y0, y1),
+                     tools="pan,wheel_zoom,box_select,lasso_select,reset", toolbar_location="above",
+                     sizing_mode="stretch_width", height=460, min_height=420, x_axis_label="latent 0",
+                     y_axis_label="latent 1", output_backend="canvas")  # fmt: skip
+        fig.toolbar.active_drag = fig.select_one(LassoSelectTool)
+        fig.toolbar.active_scroll = fig.select_one(WheelZoomTool)
+        image = {"image": [np.zeros((1, 1), np.float32)], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
+        mapper = _density_mapper(self.shading)
+        density = fig.image(source=ColumnDataSource(dict(image)), color_mapper=mapper, name="density")
+        clusters = fig.image_rgba(source=ColumnDataSource({**image, "image": [np.zeros((1, 1), np.uint32)]}),
+                                  name="clusters", global_alpha=self.cluster_alpha)  # fmt: skip
+        selected = fig.image(source=ColumnDataSource({**image, "image": [np.zeros((1, 1), np.uint8)]}),
+                             color_mapper=_transparent_mapper("#ff2020"), global_alpha=0.9, name="selected")  # fmt: skip
+        ellipses = fig.multi_line(xs="xs", ys="ys", line_color="color", line_width=2, name="ellipses",
+                                  source=ColumnDataSource({"xs": [], "ys": [], "color": []}))  # fmt: skip
+        labels = LabelSet(x="x", y="y", text="name", text_font_size="9pt", text_color="black",
+                          source=ColumnDataSource({"x": [], "y": [], "name": []}))  # fmt: skip
+        fig.add_layout(labels)
+        colorbar = ColorBar(color_mapper=mapper, width=10, title="pixels")
+        fig.add_layout(colorbar, "right")
+        parts = {"fig": fig, "density": density, "clusters": clusters, "selected": selected, "ellipses": ellipses,
+                 "labels": labels, "colorbar": colorbar, "grid": ((x0, x1), (y0, y1), *self.default_size)}  # fmt: skip
+        self._latent_figs.append(parts)
+        self._render_view(parts)
+        self._draw_ellipses(parts)
+        fig.on_event(RangesUpdate, functools.partial(self._on_ranges, parts))
+        fig.on_event(SelectionGeometry, self._on_latent_geometry)
+        return fig
+
+    def _render_view(self, parts: dict[str, Any]) -> None:
+        """Re-aggregate the density and cluster layers (and the selection layer) on the figure's grid."""
+        (x0, x1), (y0, y1), w, h = parts["grid"]
+        counts, rgba = self.layers((x0, x1), (y0, y1), w, h)
+        place = {"x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
+        parts["density"].data_source.data = {"image": [counts], **place}
+        parts["clusters"].data_source.data = {"image": [rgba], **place}
+        parts["selected"].data_source.data = {"image": [self.selected_layer(parts)], **place}
+
+    def _on_ranges(self, parts: dict[str, Any], event: RangesUpdate) -> None:
+        if None in (event.x0, event.x1, event.y0, event.y1):
+            return
+        w, h = _inner_size(parts["fig"], self.default_size)
+        parts["grid"] = ((float(event.x0), float(event.x1)), (float(event.y0), float(event.y1)), max(w, 16), max(h, 16))
+        with pn.io.hold():
+            self._render_view(parts)
+
+    def _on_latent_geometry(self, event: SelectionGeometry) -> None:
+        geom = _selection_geometry(event)
+        if geom is None:
+            return
+        if geom[0] == "poly":
+            self.lasso.event(geometry=geom[1])
+        else:
+            self.bounds.event(bounds=geom[1])
+
+    def _draw_ellipses(self, parts: dict[str, Any]) -> None:
         results = self.state.results
-        paths, labels = [], ([], [], [])
-        if show_ellipses and "gmm_mean" in results and "gmm_covariance" in results:
+        xs: list[list[float]] = []
+        ys: list[list[float]] = []
+        colors, lx, ly, names = [], [], [], []
+        if self.show_ellipses and "gmm_mean" in results and "gmm_covariance" in results:
             t = np.linspace(0, 2 * np.pi, 64)
             circle = np.stack([np.cos(t), np.sin(t)])
-            names = self.state.names()
+            all_names, all_colors = self.state.names(), self.state.colors()
             for k, (mean, cov) in enumerate(zip(results["gmm_mean"].values, results["gmm_covariance"].values,
                                                 strict=True)):  # fmt: skip
                 vals, vecs = np.linalg.eigh(cov)
                 pts = mean[:, None] + 2 * vecs @ (np.sqrt(np.clip(vals, 0, None))[:, None] * circle)
-                paths.append({"latent 0": pts[0], "latent 1": pts[1], "cluster": f"{k}: {names[k]}"})
-                labels[0].append(mean[0])
-                labels[1].append(mean[1])
-                labels[2].append(f"{k}: {names[k]}")
-        cmap = {f"{k}: {n}": c for k, (n, c) in enumerate(zip(self.state.names(), self.state.colors(), strict=True))}
-        path = hv.Path(paths, kdims=["latent 0", "latent 1"], vdims=["cluster"]).opts(
-            color="cluster", cmap=cmap, line_width=2, show_legend=False)
-        text = hv.Labels(labels, kdims=["latent 0", "latent 1"], vdims=["name"]).opts(text_font_size="9pt",
-                                                                                     text_color="black")  # fmt: skip
-        return path * text
+                xs.append(pts[0].tolist())
+                ys.append(pts[1].tolist())
+                colors.append(all_colors[k])
+                lx.append(float(mean[0]))
+                ly.append(float(mean[1]))
+                names.append(f"{k}: {all_names[k]}")
+        parts["ellipses"].data_source.data = {"xs": xs, "ys": ys, "color": colors}
+        parts["labels"].source.data = {"x": lx, "y": ly, "name": names}
+
+    def _on_style(self, *events: param.parameterized.Event) -> None:
+        with pn.io.hold():
+            for parts in self._latent_figs:
+                mapper = _density_mapper(self.shading)
+                parts["density"].glyph.color_mapper = mapper
+                parts["colorbar"].color_mapper = mapper
+                self._render_view(parts)
+
+    def _on_alpha(self, *events: param.parameterized.Event) -> None:
+        for parts in self._latent_figs:
+            parts["clusters"].glyph.global_alpha = self.cluster_alpha
+
+    def _on_ellipses(self, *events: param.parameterized.Event) -> None:
+        for parts in self._latent_figs:
+            self._draw_ellipses(parts)
+
+    def _on_results(self, *events: param.parameterized.Event) -> None:
+        self._frame = self._points_frame()
+        self._feature_all = None
+        with pn.io.hold():
+            if self.color_key != self.state.colors():
+                self.color_key = self.state.colors()  # re-renders through _on_style
+            else:
+                for parts in self._latent_figs:
+                    self._render_view(parts)
+            for parts in self._latent_figs:
+                self._draw_ellipses(parts)
+            self._update_linked()
 
     # -- selection
     @_guarded
@@ -544,25 +710,71 @@ class LatentView(pn.viewable.Viewer):
             text += " — mostly " + ", ".join(f"{names[i]} ({counts[i]})" for i in top if counts[i])
         return text
 
-    def _update_summary(self, *events: param.parameterized.Event) -> None:
+    @_guarded
+    def _on_selection(self, *events: param.parameterized.Event) -> None:
+        with pn.io.hold():
+            self._update_linked()
+
+    def _update_linked(self) -> None:
+        """Push the selection to every linked plot: count, latent layer, map, spectrum, bars."""
         self.summary.object = self.summary_text()
+        for parts in self._latent_figs:
+            parts["selected"].data_source.data["image"] = [self.selected_layer(parts)]
+        if self._map_sources:
+            mask = self.map_mask()
+            for src in self._map_sources:
+                src.data["image"] = [mask]
+        if self._spectrum_parts:
+            curves = self.spectrum_curves()
+            for parts in self._spectrum_parts:
+                self._fill_spectrum(parts, curves)
+        if self._bar_sources:
+            bars = self.feature_table()
+            for src in self._bar_sources:
+                src.data = bars
 
-    def _map_rgba(self, selection_version: int = 0) -> hv.RGB:
-        selection = self.state.selection
-        title = "selected pixels on the navigation image"
-        return _rgba(selection_rgba(self.state.results, selection), self.state.results, title=title,
-                     tools=["lasso_select", "box_select"])  # fmt: skip
+    def map_mask(self) -> npt.NDArray[np.uint8]:
+        """The selection as a ``(y, x)`` 0/1 image (a view of the mask, no copy)."""
+        sel = self.state.selection
+        if sel is None:
+            return np.zeros(self.state.shape, np.uint8)
+        return sel.view(np.uint8).reshape(self.state.shape)
 
-    def map_plot(self) -> hv.DynamicMap:
+    def map_plot(self) -> figure:
         """Navigation image with the selection in red; lasso/box on it selects pixels by position."""
-        dmap = hv.DynamicMap(self._map_rgba, streams=[hv.streams.Params(self.state, ["selection_version"])])
-        self.map_lasso = hv.streams.Lasso(source=dmap)
-        self.map_bounds = hv.streams.BoundsXY(source=dmap)
-        self.map_lasso.add_subscriber(lambda geometry=None: self.select_map_polygon(geometry))
-        self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
-        return dmap
+        ds = self.state.results
+        units = ds["x"].attrs.get("units", "px")
+        x, y = ds["x"].values.astype(float), ds["y"].values.astype(float)
+        dx = (x[1] - x[0]) if len(x) > 1 else 1.0
+        dy = (y[1] - y[0]) if len(y) > 1 else 1.0
+        place = {"x": [x[0] - dx / 2], "y": [y[0] - dy / 2], "dw": [len(x) * dx], "dh": [len(y) * dy]}
+        fig = figure(title="selected pixels on the navigation image", tools="pan,wheel_zoom,box_select,lasso_select,reset",
+                     toolbar_location="above", sizing_mode="stretch_width", height=460, min_height=300,
+                     match_aspect=True, x_range=DataRange1d(range_padding=0),
+                     y_range=DataRange1d(range_padding=0, flipped=True), x_axis_label=f"x ({units})",
+                     y_axis_label=f"y ({units})", output_backend="canvas")  # fmt: skip
+        grey = _grey_u8(ds)
+        rgba = np.empty(grey.shape + (4,), np.uint8)
+        rgba[..., :3] = grey[..., None]
+        rgba[..., 3] = 255
+        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)
+        src = ColumnDataSource({"image": [self.map_mask()], **place})
+        fig.image(source=src, color_mapper=_transparent_mapper("#ff2020"), global_alpha=0.65, name="selection")
+        self._map_sources.append(src)
+        fig.on_event(SelectionGeometry, self._on_map_geometry)
+        return fig
 
-    def _selection_curves(self, selection_version: int, results_version: int, elements: list[str]) -> hv.Overlay:
+    def _on_map_geometry(self, event: SelectionGeometry) -> None:
+        geom = _selection_geometry(event)
+        if geom is None:
+            return
+        if geom[0] == "poly":
+            self.map_lasso.event(geometry=geom[1])
+        else:
+            self.map_bounds.event(bounds=geom[1])
+
+    def spectrum_curves(self) -> dict[str, Any]:
+        """Energy, overall and selection mean spectra per pixel (selection empty when none)."""
         ds, selection = self.state.results, self.state.selection
         overall = gd.mean_spectrum(ds).values
         note = ""
@@ -572,52 +784,90 @@ class LatentView(pn.viewable.Viewer):
             note = "" if exact else " (estimated from cluster spectra)"
         else:
             sel = overall[:0]
-        energy = ds["energy"].values
-        log = self.spectra.log_scale
-        floor = float(overall.max()) * 1e-4
-        curves = [hv.Curve((e, np.maximum(v, floor) if log else v), hv.Dimension("energy", label="X-ray energy", unit="keV"),
-                           hv.Dimension("counts", label="counts per pixel"), label=name).opts(color=color)
-                  for name, e, v, color in (("all pixels", energy, overall, "#1f3b73"),
-                                            ("selection", energy[: len(sel)], sel, "#e02020"))]  # fmt: skip
-        markers = line_markers(list(elements), (float(energy[0]), float(energy[-1])), self.spectra.beam_energy_kev,
-                               float(overall.max()) * (0.5 if log else 0.9))  # fmt: skip
-        return (hv.Overlay(curves) * markers).opts(title=f"mean spectrum per pixel{note}")
+        return {"energy": ds["energy"].values, "all": overall, "selection": sel,
+                "title": f"mean spectrum per pixel{note}"}  # fmt: skip
+
+    def _fill_spectrum(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
+        log, e = parts["log"], curves["energy"]
+        floor = float(np.max(curves["all"], initial=0.0)) * 1e-4
+        for name in ("all", "selection"):
+            v = curves[name]
+            parts[name].data = {"energy": e[: len(v)], "counts": np.maximum(v, floor) if log else v}
+        parts["fig"].title.text = curves["title"]
+
+    def _fill_markers(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
+        energy = curves["energy"]
+        elements = list(self.spectra.elements)
+        lines = lines_in_range(elements, (float(energy[0]), float(energy[-1])),
+                               beam_energy_kev=self.spectra.beam_energy_kev, min_weight=0.3) if elements else []  # fmt: skip
+        y = float(np.max(curves["all"], initial=1.0)) * (0.5 if parts["log"] else 0.9)
+        parts["markers"].data = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
+                                 "line": [ln.name for ln in lines]}  # fmt: skip
+
+    def _on_elements(self, *events: param.parameterized.Event) -> None:
+        if self._spectrum_parts:
+            curves = self.spectrum_curves()
+            for parts in self._spectrum_parts:
+                self._fill_markers(parts, curves)
 
     @param.depends("spectra.log_scale")
     def selection_spectrum(self) -> pn.viewable.Viewable:
-        """Mean spectrum of the selection against the overall mean, with line markers.
+        """Mean spectrum of the selection against the overall mean, with X-ray line markers.
 
-        A DynamicMap, so a new selection only sends new curve data to the browser.
+        Rebuilt only when the axis type (log/linear) changes; a new selection or element choice
+        updates its data sources in place.
         """
-        dmap = hv.DynamicMap(self._selection_curves, streams=[
-            hv.streams.Params(self.state, ["selection_version", "results_version"]), hv.streams.Params(self.spectra, ["elements"])])
-        dmap = dmap.opts(hv.opts.Curve(logy=self.spectra.log_scale, tools=["hover"], **_PLOT),
-                         hv.opts.Overlay(legend_position="top_right", responsive=True, min_height=300))  # fmt: skip
-        return pn.pane.HoloViews(dmap, sizing_mode="stretch_width")
+        log = bool(self.spectra.log_scale)
+        fig = figure(title="mean spectrum per pixel", y_axis_type="log" if log else "linear", toolbar_location="above",
+                     tools="pan,wheel_zoom,reset", sizing_mode="stretch_width", height=320, min_height=300,
+                     x_axis_label="X-ray energy (keV)", y_axis_label="counts per pixel", output_backend="canvas")  # fmt: skip
+        parts: dict[str, Any] = {"fig": fig, "log": log}
+        for name, color in (("all", "#1f3b73"), ("selection", "#e02020")):
+            parts[name] = ColumnDataSource({"energy": [], "counts": []})
+            fig.line("energy", "counts", source=parts[name], color=color, line_width=1.5,
+                     legend_label="all pixels" if name == "all" else "selection")  # fmt: skip
+        fig.y_range = DataRange1d(renderers=list(fig.renderers))
+        parts["markers"] = ColumnDataSource({"energy": [], "y": [], "line": []})
+        fig.vspan(x="energy", source=parts["markers"], line_color="#555555", line_dash="dashed", line_alpha=0.7)
+        fig.add_layout(LabelSet(x="energy", y="y", text="line", source=parts["markers"], angle=np.pi / 2,
+                                text_font_size="8pt", text_baseline="middle", x_offset=-4))  # fmt: skip
+        fig.add_tools(HoverTool(tooltips=[("energy", "$x{0.000} keV"), ("counts", "$y{0.000}")], mode="vline",
+                                renderers=fig.renderers[:2]))  # fmt: skip
+        fig.legend.location = "top_right"
+        curves = self.spectrum_curves()
+        self._fill_spectrum(parts, curves)
+        self._fill_markers(parts, curves)
+        self._spectrum_parts = [parts]  # the previous figure (other axis type) is no longer shown
+        return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
-    def _bars(self, selection_version: int, results_version: int) -> hv.Bars:
-        selection, results = self.state.selection, self.state.results
-        if selection is not None and selection.any():
-            table = gd.feature_means(results, selection)
-        else:
-            table = gd.feature_means(results)
-            table["selection"] = 0.0
-        long = table.reset_index().melt(id_vars="feature", var_name="pixels", value_name="mean")
-        return hv.Bars(long, ["feature", "pixels"], "mean")
+    def feature_table(self) -> dict[str, Any]:
+        """Columns ``feature``, ``all`` and ``selection`` (0 without a selection) of the feature bars."""
+        ds, selection = self.state.results, self.state.selection
+        if self._feature_all is None:
+            self._feature_all = gd.feature_means(ds)["all"].to_numpy()
+        sel = (gd.feature_means(ds, selection, overall=False)["selection"].to_numpy()
+               if selection is not None and selection.any() else np.zeros_like(self._feature_all))  # fmt: skip
+        return {"feature": as_str_list(ds["feature"].values), "all": self._feature_all, "selection": sel}
 
     def feature_bars(self) -> pn.viewable.Viewable:
         """Mean of each feature, all pixels against the selection."""
         if "features" not in self.state.results:
             return pn.pane.Markdown("No features in these results.")
-        dmap = hv.DynamicMap(self._bars, streams=[hv.streams.Params(self.state, ["selection_version", "results_version"])])
-        dmap = dmap.opts(hv.opts.Bars(**{**_PLOT, "default_tools": []}, xrotation=60, title="mean features",
-                                      cmap=["#1f3b73", "#e02020"], color="pixels", tools=["hover"], multi_level=False))  # fmt: skip
-        return pn.pane.HoloViews(dmap, sizing_mode="stretch_width")
-
-    def latent_plot(self) -> hv.Overlay:
-        """The latent overlay: density, cluster colours, selection, ellipses."""
-        return (self._density * self._clusters * self._selected * self._ellipses).opts(
-            title="latent space (lasso or box to select)", responsive=True, min_height=420)  # fmt: skip
+        table = self.feature_table()
+        fig = figure(title="mean features", x_range=FactorRange(factors=table["feature"]), toolbar_location=None,
+                     tools="hover", tooltips=[("feature", "@feature"), ("all", "@all{0.0000}"),
+                                              ("selection", "@selection{0.0000}")],
+                     sizing_mode="stretch_width", height=320, min_height=300, output_backend="canvas")  # fmt: skip
+        src = ColumnDataSource(table)
+        fig.vbar(x=dodge("feature", -0.2, range=fig.x_range), top="all", width=0.38, source=src, color="#1f3b73",
+                 legend_label="all pixels")  # fmt: skip
+        fig.vbar(x=dodge("feature", 0.2, range=fig.x_range), top="selection", width=0.38, source=src, color="#e02020",
+                 legend_label="selection")  # fmt: skip
+        fig.y_range = DataRange1d(start=0)
+        fig.xaxis.major_label_orientation = np.pi / 3
+        fig.legend.location = "top_right"
+        self._bar_sources.append(src)
+        return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
     def __panel__(self) -> pn.viewable.Viewable:
         controls = pn.Row(
@@ -630,8 +880,11 @@ class LatentView(pn.viewable.Viewer):
             controls,
             self.summary,
             pn.Row(
-                pn.pane.HoloViews(self.latent_plot(), sizing_mode="stretch_width", css_classes=["latent-plot"]),
-                pn.pane.HoloViews(self.map_plot(), sizing_mode="stretch_width", css_classes=["selection-map"]),
+                # the classes sit on a wrapper: on the figure itself no selector reaches its canvas
+                pn.Column(pn.pane.Bokeh(self.latent_plot(), sizing_mode="stretch_width"), css_classes=["latent-plot"],
+                          sizing_mode="stretch_width"),
+                pn.Column(pn.pane.Bokeh(self.map_plot(), sizing_mode="stretch_width"), css_classes=["selection-map"],
+                          sizing_mode="stretch_width"),
                 sizing_mode="stretch_width",
             ),
             self.spectra,
@@ -1016,15 +1269,21 @@ _WARMED: set[str] = set()
 
 
 def warm_up(app: SigmaApp) -> float:
-    """Render the latent plot once per file per process, so numba compiles datashader's pipelines
-    before a visitor waits for it (``panel serve --warm`` runs this at start-up). Returns seconds."""
+    """Build ``app``'s first page once per file per process into a throwaway Bokeh document.
+
+    Run before the first visitor (``panel serve --setup gui/warm.py``): numba compiles
+    datashader's pipelines, and Panel, Bokeh and the views run their first-use code paths, so the
+    first session costs what every later one does. Returns the seconds it took (0 when done before).
+    """
     import time
+
+    from bokeh.document import Document
 
     key = app.state.path or "memory"
     if key in _WARMED:
         return 0.0
     start = time.perf_counter()
-    hv.render(app.latent.latent_plot())
+    pn.panel(app).get_root(Document())
     _WARMED.add(key)
     return time.perf_counter() - start
 

@@ -110,12 +110,88 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     want = small_results["features"].values.reshape(-1, small_results.sizes["feature"])[app.state.selection].mean(0)
     np.testing.assert_allclose(feats["selection"], want, rtol=1e-5)  # float32 sums
     # the linked map tints exactly the selected pixels
-    from gui.views import selection_rgba
+    app.latent.map_plot()
+    np.testing.assert_array_equal(app.latent._map_sources[-1].data["image"][0].ravel(), app.state.selection)
 
-    rgba = selection_rgba(small_results, app.state.selection).astype(int)
-    tinted = (rgba[..., 0] > rgba[..., 1] + 20).ravel()
-    np.testing.assert_array_equal(tinted, app.state.selection)
-    assert isinstance(app.latent._map_rgba(), hv.RGB)
+
+def _bokeh_parts(app):
+    """Render the Latent tab into a Bokeh document; return its figures' data sources."""
+    app.latent.__panel__().get_root()
+    latent = app.latent._latent_figs[-1]
+    return latent, app.latent._map_sources[-1], app.latent._spectrum_parts[-1], app.latent._bar_sources[-1]
+
+
+def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
+    latent, map_src, spectrum, bars = _bokeh_parts(app)
+    assert not latent["selected"].data_source.data["image"][0].any()
+    assert len(spectrum["selection"].data["counts"]) == 0
+    poly = np.array([[3.0, -1.5], [5.5, -1.5], [5.5, 1.5], [3.0, 1.5]])
+    app.latent.lasso.event(geometry=poly)
+    sel = app.state.selection
+    assert sel.sum() > 0
+    # map: a 0/1 image of exactly the selected pixels
+    np.testing.assert_array_equal(map_src.data["image"][0].astype(bool).ravel(), sel)
+    # latent layer: the grid cells holding a selected point, computed by hand
+    (x0, x1), (y0, y1), w, h = latent["grid"]
+    xy = gd.latent_xy(small_results)[sel]
+    hist, _, _ = np.histogram2d(xy[:, 1], xy[:, 0], bins=(h, w), range=((y0, y1), (x0, x1)))
+    np.testing.assert_array_equal(latent["selected"].data_source.data["image"][0].astype(bool), hist > 0)
+    # spectrum and bars: the selection's means, next to the unchanged overall ones
+    spec, _ = gd.selection_mean_spectrum(small_results, sel)
+    floor = float(gd.mean_spectrum(small_results).max()) * 1e-4
+    np.testing.assert_allclose(spectrum["selection"].data["counts"], np.maximum(spec.values, floor), rtol=1e-6)
+    np.testing.assert_allclose(spectrum["all"].data["counts"], np.maximum(gd.mean_spectrum(small_results).values, floor))
+    np.testing.assert_allclose(bars.data["selection"], gd.feature_means(small_results, sel)["selection"], rtol=1e-6)
+    np.testing.assert_allclose(bars.data["all"], gd.feature_means(small_results)["all"], rtol=1e-6)
+    # a map box re-selects, and every view follows; clearing empties them
+    x, y = small_results["x"].values, small_results["y"].values
+    app.latent.map_bounds.event(bounds=(x[0], y[0], x[9], y[9]))
+    assert map_src.data["image"][0].sum() == 100
+    app.latent.clear_selection()
+    assert not map_src.data["image"][0].any()
+    assert not latent["selected"].data_source.data["image"][0].any()
+    assert len(spectrum["selection"].data["counts"]) == 0
+    assert not np.any(bars.data["selection"])
+    assert "Selected pixels: 0**" in app.latent.summary.object
+
+
+def test_bokeh_selection_events_drive_the_streams(app):
+    from bokeh.events import SelectionGeometry
+
+    latent, *_ = _bokeh_parts(app)
+    fig = latent["fig"]
+    lasso = {"type": "poly", "x": [3.0, 5.5, 5.5, 3.0], "y": [-1.5, -1.5, 1.5, 1.5]}
+    fig._trigger_event(SelectionGeometry(fig, geometry=lasso, final=False))
+    assert app.state.n_selected == 0  # only the final geometry of a drag selects
+    fig._trigger_event(SelectionGeometry(fig, geometry=lasso, final=True))
+    by_lasso = app.state.n_selected
+    assert by_lasso > 0
+    box = {"type": "rect", "x0": 3.0, "x1": 5.5, "y0": -1.5, "y1": 1.5}
+    fig._trigger_event(SelectionGeometry(fig, geometry=box, final=True))
+    assert app.state.n_selected == by_lasso  # the same rectangle, as a box
+
+
+def test_view_changes_re_render_the_latent_layers(app):
+    from bokeh.events import RangesUpdate
+
+    latent, *_ = _bokeh_parts(app)
+    app.latent.lasso.event(geometry=np.array([[3.0, -1.5], [5.5, -1.5], [5.5, 1.5], [3.0, 1.5]]))
+    before = np.nansum(latent["density"].data_source.data["image"][0])
+    assert before == 48 * 64  # every pixel's point is in the initial view
+    latent["fig"]._trigger_event(RangesUpdate(latent["fig"], x0=3.0, x1=5.5, y0=-1.5, y1=1.5))
+    assert latent["grid"][:2] == ((3.0, 5.5), (-1.5, 1.5))
+    zoomed = latent["density"].data_source.data
+    assert zoomed["x"] == [3.0]
+    assert zoomed["dw"] == [2.5]
+    assert 0 < np.nansum(zoomed["image"][0]) < before
+    # the zoomed view is (nearly) all selection
+    assert latent["selected"].data_source.data["image"][0].sum() > 0
+    app.latent.shading = "linear"
+    assert type(latent["density"].glyph.color_mapper).__name__ == "LinearColorMapper"
+    app.latent.color_by = "density"
+    assert latent["clusters"].glyph.global_alpha == 0.0
+    app.latent.show_ellipses = False
+    assert latent["ellipses"].data_source.data["xs"] == []
 
 
 def test_box_and_map_selections(app, small_results):
@@ -235,7 +311,7 @@ def test_exports_and_save_refuses_to_overwrite(app, small_results_path, tmp_path
 def test_views_render_to_bokeh(app):
     from bokeh.models import BoxSelectTool, LassoSelectTool
 
-    fig = hv.render(app.latent.latent_plot())
+    fig = app.latent.latent_plot()
     tools = {type(t) for t in fig.tools}
     assert LassoSelectTool in tools
     assert BoxSelectTool in tools

@@ -49,6 +49,7 @@ __all__ = [
     "split_cluster",
     "rename_cluster",
     "recolor_cluster",
+    "add_cluster_from_mask",
 ]
 
 _TAB20 = (
@@ -899,4 +900,181 @@ def recolor_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
         attrs={"long_name": "cluster colour"},
     )
     attrs = _log_edit(ds, {"edit": "recolor", "cluster": c, "color": hexcol})
+    return _finish(out, attrs)
+
+
+def add_cluster_from_mask(
+    ds: xr.Dataset,
+    mask: xr.DataArray | npt.ArrayLike,
+    *,
+    name: str | None = None,
+    color: str | None = None,
+    counts: xr.DataArray | xr.Dataset | None = None,
+) -> xr.Dataset:
+    """Make the pixels of ``mask`` a new cluster (the last one); returns a new dataset.
+
+    The pixels leave their old clusters: their label becomes the new index and their probability
+    is 1 for it (0 for the others), so probabilities still sum to 1. Pixel counts are recounted.
+    The spectra are exact with ``counts`` (or a ``counts`` variable in ``ds``); otherwise each old
+    cluster keeps its mean spectrum (its summed spectrum shrinks with its pixel count) and the new
+    cluster's mean spectrum is the pixel-weighted mean of the mean spectra of the clusters it took
+    pixels from. NMF weights of the new cluster come from a non-negative least-squares fit of its
+    mean spectrum to ``nmf_spectrum``; GMM mean and covariance from its pixels' ``embedding``.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        Results with ``label`` ``(y, x)`` and a ``cluster`` dimension.
+    mask : xr.DataArray or array-like of bool
+        The pixels: dims ``(y, x)``, or a flat array of ``y * x`` in C order.
+    name, color : str, optional
+        Name and colour (any matplotlib colour) of the new cluster; default ``"phase {k}"`` and
+        the first default colour not in use.
+    counts : xr.DataArray or xr.Dataset, optional
+        Raw counts ``(y, x, energy)`` to compute the spectra exactly.
+
+    Raises
+    ------
+    EmptySelectionError
+        If ``mask`` selects no pixel.
+    ValueError
+        If ``mask`` does not have one value per pixel, or ``color`` is not a colour.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"label": (("y", "x"), np.zeros((4, 4), int)), "n_pixels": ("cluster", [16])})
+    >>> new = add_cluster_from_mask(ds, np.eye(4, dtype=bool), name="grain")
+    >>> new.label.values[0].tolist(), new.n_pixels.values.tolist(), str(new.cluster_name.values[1])
+    ([1, 0, 0, 0], [12, 4], 'grain')
+    """
+    from matplotlib.colors import to_hex
+
+    lab = _label_array(ds["label"])
+    ny, nx = lab.shape
+    if isinstance(mask, xr.DataArray):
+        mask = mask.transpose(DIM_Y, DIM_X).values
+    m = np.asarray(mask, dtype=bool)
+    if m.size != ny * nx:
+        raise ValueError(
+            f"mask must have one value per pixel ({ny} x {nx} = {ny * nx}). Got shape {m.shape!r}."
+        )
+    m = m.reshape(ny, nx)
+    n_new = int(m.sum())
+    if n_new == 0:
+        raise EmptySelectionError("mask selects no pixel; select some pixels to make a cluster.")
+    k = int(ds.sizes[DIM_CLUSTER])
+    attrs = _log_edit(ds, {"edit": "add_from_mask", "n_pixels": n_new})
+    taken = np.bincount(lab[m][lab[m] >= 0], minlength=k)[:k].astype(np.float64)
+    lab2 = lab.copy()
+    lab2[m] = k
+    new_n = np.bincount(lab2[lab2 >= 0], minlength=k + 1)[: k + 1]
+
+    # every cluster variable grows by one entry (a copy of cluster 0's, then set below)
+    out = xr.concat(
+        [ds, ds.isel({DIM_CLUSTER: [0]})],
+        dim=DIM_CLUSTER,
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="override",
+    )
+    for vname, variable in ds.data_vars.items():
+        if DIM_CLUSTER not in variable.dims:
+            out[vname] = variable
+    out.attrs = dict(ds.attrs)
+    out = out.assign_coords({DIM_CLUSTER: np.arange(k + 1)})
+
+    def put(var: str, values: npt.ArrayLike) -> None:
+        v = out[var].transpose(DIM_CLUSTER, ...)
+        out[var] = v.copy(data=np.asarray(values).astype(v.dtype)).transpose(*out[var].dims)
+
+    lab_da = ds["label"].transpose(DIM_Y, DIM_X)
+    out["label"] = lab_da.copy(data=lab2.astype(lab_da.dtype)).transpose(*ds["label"].dims)
+    if "probability" in out:
+        p = out["probability"].transpose(DIM_Y, DIM_X, DIM_CLUSTER)
+        P = p.values.copy()
+        P[..., k] = 0
+        P[m] = 0
+        P[m, k] = 1
+        out["probability"] = p.copy(data=P).transpose(*ds["probability"].dims)
+    if "n_pixels" in out:
+        put("n_pixels", new_n)
+    if counts is None and COUNTS in ds:
+        counts = ds[COUNTS]
+    mean_spec: npt.NDArray[np.float64] | None = None
+    if counts is not None:
+        fresh = cluster_spectra(counts, lab2, n_clusters=k + 1)
+        for v in ("cluster_sum_spectrum", "cluster_mean_spectrum"):
+            if v in out:
+                put(v, fresh[v].transpose(DIM_CLUSTER, DIM_ENERGY).values)
+        mean_spec = np.asarray(
+            fresh["cluster_mean_spectrum"].transpose(DIM_CLUSTER, DIM_ENERGY).values
+        )
+    elif "cluster_mean_spectrum" in out:
+        old = np.asarray(
+            ds["cluster_mean_spectrum"].transpose(DIM_CLUSTER, DIM_ENERGY).values, dtype=np.float64
+        )
+        mean_spec = np.vstack([old, taken @ old / max(taken.sum(), 1.0)])
+        put("cluster_mean_spectrum", mean_spec)
+        if "cluster_sum_spectrum" in out:
+            put("cluster_sum_spectrum", mean_spec * new_n[:, None])
+    if "nmf_weight" in out:
+        W = np.asarray(
+            ds["nmf_weight"].transpose(DIM_CLUSTER, DIM_COMPONENT).values, dtype=np.float64
+        )
+        if mean_spec is not None and "nmf_spectrum" in ds:
+            H = np.asarray(
+                ds["nmf_spectrum"].transpose(DIM_COMPONENT, DIM_ENERGY).values, dtype=np.float64
+            )
+            w_new = nnls(H.T, mean_spec[k])[0]
+        else:
+            w_new = taken @ W / max(taken.sum(), 1.0)
+        put("nmf_weight", np.vstack([W, w_new]))
+    if "gmm_mean" in out and "gmm_covariance" in out and "embedding" in ds:
+        E = np.asarray(
+            ds["embedding"].transpose(DIM_Y, DIM_X, DIM_LATENT).values, dtype=np.float64
+        )[m]
+        M = out["gmm_mean"].transpose(DIM_CLUSTER, ...).values.copy()
+        C = out["gmm_covariance"].transpose(DIM_CLUSTER, ...).values.copy()
+        M[k] = E.mean(axis=0)
+        d = E.shape[1]
+        C[k] = (
+            np.cov(E, rowvar=False).reshape(d, d) if n_new > 1 else np.zeros((d, d))
+        ) + 1e-6 * np.eye(d)
+        put("gmm_mean", M)
+        put("gmm_covariance", C)
+    if "gmm_weight" in out:
+        gw = np.asarray(ds["gmm_weight"].values, dtype=np.float64)
+        share = n_new / (ny * nx)
+        put("gmm_weight", np.append(gw * (1 - share) / max(gw.sum(), 1e-12), share))
+    names = (
+        [str(v) for v in ds["cluster_name"].values]
+        if "cluster_name" in ds
+        else [f"phase {i}" for i in range(k)]
+    )
+    names.append(name.strip() if name and name.strip() else f"phase {k}")
+    cols = (
+        [str(v) for v in ds["cluster_color"].values] if "cluster_color" in ds else default_colors(k)
+    )
+    try:
+        new_color = (
+            to_hex(color, keep_alpha=False)
+            if color
+            else next((c for c in default_colors(k + 21) if c not in cols), "#000000")
+        )
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"color {color!r} is not a colour; use '#rrggbb' or a matplotlib name like 'tab:red'."
+        ) from err
+    cols.append(new_color)
+    cluster_coord = {DIM_CLUSTER: np.arange(k + 1)}
+    out["cluster_name"] = xr.DataArray(
+        np.array(names), dims=DIM_CLUSTER, coords=cluster_coord, attrs={"long_name": "cluster name"}
+    )
+    out["cluster_color"] = xr.DataArray(
+        np.array(cols),
+        dims=DIM_CLUSTER,
+        coords=cluster_coord,
+        attrs={"long_name": "cluster colour"},
+    )
     return _finish(out, attrs)

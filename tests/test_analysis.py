@@ -233,3 +233,41 @@ def test_rename_and_recolor(results: SigmaResults) -> None:
         results.recolor_cluster(0, "not-a-colour")
     with pytest.raises(ValueError, match="non-empty str"):
         results.rename_cluster(0, "  ")
+
+
+def test_add_cluster_from_mask(results: SigmaResults, scene: tuple) -> None:
+    si, truth, emb = scene
+    ds = results.dataset
+    before = ds.copy(deep=True)
+    mask = np.zeros(truth.shape, bool)
+    mask[8:12, 0:4] = True  # a corner of phase 0
+    out = analysis.add_cluster_from_mask(ds, mask, name="corner", counts=si)
+    xr.testing.assert_identical(ds, before)  # input untouched
+    assert out.sizes["cluster"] == 4
+    assert (out.label.values[mask] == 3).all()
+    np.testing.assert_array_equal(out.label.values[~mask], ds.label.values[~mask])
+    np.testing.assert_allclose(out.probability.sum("cluster"), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(out.probability.isel(cluster=3).values, mask)
+    np.testing.assert_array_equal(out.n_pixels, np.bincount(out.label.values.ravel(), minlength=4))
+    fresh = analysis.cluster_spectra(si, out.label, n_clusters=4)  # exact with counts
+    np.testing.assert_allclose(out.cluster_sum_spectrum, fresh.cluster_sum_spectrum)
+    np.testing.assert_allclose(out.cluster_mean_spectrum, fresh.cluster_mean_spectrum)
+    np.testing.assert_allclose(out.gmm_mean.values[3], emb[mask].mean(axis=0))
+    np.testing.assert_allclose(out.nmf_abundance.sum("component"), 1.0, atol=1e-5)
+    assert str(out.cluster_name.values[3]) == "corner"
+    assert str(out.cluster_color.values[3]) not in [str(c) for c in ds.cluster_color.values]
+    assert '"edit": "add_from_mask"' in out.attrs["clustering"]
+    # without counts: the old clusters keep their mean spectra, the new one is their pixel-weighted mean
+    est = analysis.add_cluster_from_mask(ds, mask.ravel(), color="tab:red")
+    np.testing.assert_allclose(est.cluster_mean_spectrum[:3], ds.cluster_mean_spectrum)
+    taken = np.bincount(ds.label.values[mask], minlength=3)
+    want = taken @ ds.cluster_mean_spectrum.values / taken.sum()
+    np.testing.assert_allclose(est.cluster_mean_spectrum[3], want, rtol=1e-6)
+    np.testing.assert_allclose(
+        est.cluster_sum_spectrum, est.cluster_mean_spectrum * est.n_pixels, rtol=1e-6
+    )
+    assert str(est.cluster_color.values[3]) == "#d62728"
+    with pytest.raises(EmptySelectionError, match="no pixel"):
+        analysis.add_cluster_from_mask(ds, np.zeros(truth.shape, bool))
+    with pytest.raises(ValueError, match="one value per pixel"):
+        analysis.add_cluster_from_mask(ds, np.ones(5, bool))

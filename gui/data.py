@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
+from sigma import analysis
 from sigma._schema import append_history, as_str_list
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
 
@@ -458,12 +459,12 @@ def _cms(ds: xr.Dataset) -> np.ndarray | None:
 
 
 def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | None = None,
-                          color: str | None = None) -> xr.Dataset:
+                          color: str | None = None) -> xr.Dataset:  # fmt: skip
     """Return a copy of ``ds`` where the selected pixels form a new cluster (the last one).
 
-    The selected pixels leave their old clusters (probability one for the new cluster). The new
-    cluster's mean spectrum is exact with ``counts``, else the pixel-weighted mean of the old
-    clusters' spectra it took pixels from.
+    :func:`sigma.analysis.add_cluster_from_mask`: the pixels leave their old clusters
+    (probability one for the new cluster); its mean spectrum is exact with ``counts``, else the
+    pixel-weighted mean of the old clusters' spectra it took pixels from.
 
     Raises
     ------
@@ -483,34 +484,15 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
     if not m.any():
         raise EmptySelectionError("cannot make a cluster from an empty selection: select some pixels first.")
     k = n_clusters(ds)
-    names, colors = _names_colors(ds)
-    names.append(name or f"phase {k}")
-    colors.append(color or PALETTE[k % len(PALETTE)])
-    label = ds["label"].values.copy()
-    old = label[m]
-    label[m] = k
-    prob = None
-    if "probability" in ds:
-        p = ds["probability"].transpose("y", "x", "cluster").values
-        prob = np.concatenate([p, np.zeros(p.shape[:2] + (1,), p.dtype)], axis=-1)
-        prob[m] = 0
-        prob[m, k] = 1
-    cms = _cms(ds)
-    if cms is not None:
-        if "counts" in ds:
-            new_spec = ds["counts"].values[m].mean(axis=0)
-        else:
-            counts = np.bincount(old.clip(0), minlength=k)[:k]
-            new_spec = counts @ cms / max(counts.sum(), 1)
-        cms = np.vstack([cms, new_spec])
-    return _recompute(ds, label, prob, names, colors, cms, f"gui: new cluster {names[-1]!r} from {int(m.sum())} pixels")
+    return analysis.add_cluster_from_mask(ds, m, name=name, color=color or PALETTE[k % len(PALETTE)])
 
 
 def merge_clusters(ds: xr.Dataset, clusters: Sequence[int], *, name: str | None = None) -> xr.Dataset:
-    """Return a copy of ``ds`` with ``clusters`` merged into the first of them.
+    """Return a copy of ``ds`` with ``clusters`` merged into the lowest of them, named ``name`` if given.
 
-    Probabilities add; the merged mean spectrum is the pixel-weighted mean; the other clusters are
-    removed and the remaining ones renumbered in order.
+    :func:`sigma.analysis.merge_clusters` (probabilities, summed spectra and pixel counts add; the
+    other clusters are removed and the rest renumbered in order), then
+    :func:`sigma.analysis.rename_cluster`.
 
     Examples
     --------
@@ -520,38 +502,23 @@ def merge_clusters(ds: xr.Dataset, clusters: Sequence[int], *, name: str | None 
     >>> int(new.sizes["cluster"]), int(new.n_pixels[1]) == int(ds.n_pixels[1] + ds.n_pixels[2])
     (2, True)
     """
-    k = n_clusters(ds)
-    chosen = sorted({int(c) for c in clusters})
-    if len(chosen) < 2:
-        raise EmptySelectionError(f"clusters: choose at least two clusters to merge. Got {list(clusters)!r}.")
-    bad = [c for c in chosen if not 0 <= c < k]
-    if bad:
-        raise ValueError(f"clusters: {bad!r} are not cluster indices; allowed 0..{k - 1}.")
-    target, others = chosen[0], chosen[1:]
-    keep = [c for c in range(k) if c not in others]
-    remap = np.full(k + 1, -1, dtype=np.int64)  # last slot maps label -1 to -1
-    for new_i, c in enumerate(keep):
-        remap[c] = new_i
-    for c in others:
-        remap[c] = keep.index(target)
-    lab = ds["label"].values.astype(np.int64)
-    label = np.where(lab >= 0, remap[lab.clip(0)], -1)
-    names, colors = _names_colors(ds)
-    names[target] = name or names[target]
-    names = [names[c] for c in keep]
-    colors = [colors[c] for c in keep]
-    prob = None
-    if "probability" in ds:
-        p = ds["probability"].transpose("y", "x", "cluster").values
-        prob = p[..., keep].copy()
-        prob[..., keep.index(target)] += p[..., others].sum(axis=-1)
-    cms = _cms(ds)
-    if cms is not None:
-        n = ds["n_pixels"].values.astype(np.float64) if "n_pixels" in ds else np.bincount(lab[lab >= 0], minlength=k)
-        merged = (n[chosen, None] * cms[chosen]).sum(axis=0) / max(n[chosen].sum(), 1)
-        cms = cms[keep].copy()
-        cms[keep.index(target)] = merged
-    return _recompute(ds, label, prob, names, colors, cms, f"gui: merged clusters {chosen!r}")
+    out = analysis.merge_clusters(ds, [int(c) for c in clusters])
+    if name and name.strip():
+        out = analysis.rename_cluster(out, min(int(c) for c in clusters), name)
+    return out
+
+
+def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
+    """Return a copy of ``ds`` with ``cluster`` called ``name`` (:func:`sigma.analysis.rename_cluster`)."""
+    return analysis.rename_cluster(ds, cluster, str(name))
+
+
+def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
+    """Return a copy of ``ds`` with ``cluster`` drawn in ``color`` (:func:`sigma.analysis.recolor_cluster`).
+
+    ``color`` is ``#rrggbb`` (what the colour picker gives) or any matplotlib colour name.
+    """
+    return analysis.recolor_cluster(ds, cluster, str(color).strip())
 
 
 def _check_cluster(ds: xr.Dataset, cluster: int) -> int:
@@ -559,31 +526,6 @@ def _check_cluster(ds: xr.Dataset, cluster: int) -> int:
     if not isinstance(cluster, (int, np.integer)) or not 0 <= cluster < k:
         raise ValueError(f"cluster must be an int in [0, {k - 1}]. Got {cluster!r} instead.")
     return int(cluster)
-
-
-def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
-    """Return a copy of ``ds`` with ``cluster`` called ``name`` (a non-empty string)."""
-    c = _check_cluster(ds, cluster)
-    if not str(name).strip():
-        raise ValueError(f"name must be a non-empty string. Got {name!r} instead.")
-    names, _ = _names_colors(ds)
-    names[c] = str(name).strip()
-    out = ds.assign(cluster_name=("cluster", np.array(names, dtype=object)))
-    out.attrs = append_history(ds.attrs, f"gui: renamed cluster {c} to {names[c]!r}")
-    return out
-
-
-def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
-    """Return a copy of ``ds`` with ``cluster`` drawn in ``color`` (``#rrggbb``)."""
-    c = _check_cluster(ds, cluster)
-    color = str(color).strip().lower()
-    if len(color) != 7 or color[0] != "#" or any(ch not in "0123456789abcdef" for ch in color[1:]):
-        raise ValueError(f"color must be '#rrggbb'. Got {color!r} instead.")
-    _, colors = _names_colors(ds)
-    colors[c] = color
-    out = ds.assign(cluster_color=("cluster", np.array(colors, dtype=object)))
-    out.attrs = append_history(ds.attrs, f"gui: recoloured cluster {c} to {color}")
-    return out
 
 
 def _subsample(emb: np.ndarray, max_samples: int, random_state: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -247,9 +248,15 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     app.clusters.recolour()
     assert app.state.names()[1] == "haematite"
     assert app.state.colors()[1] == "#00ff00"
-    assert any("renamed" in h for h in app.state.results.attrs["history"])
+    edits = [e["edit"] for e in json.loads(app.state.results.attrs["clustering"])["edits"]]
+    assert edits == ["add_from_mask", "merge", "rename", "recolor"]  # sigma.analysis's edit log
+    assert gd.recolour_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
     with pytest.raises(ValueError, match="#rrggbb"):
-        gd.recolour_cluster(app.state.results, 1, "green")
+        gd.recolour_cluster(app.state.results, 1, "not-a-colour")
+    app.clusters.merge = [1, 2]
+    app.clusters.new_name = "iron oxides"
+    app.clusters.merge_selected()
+    assert app.state.names()[1] == "iron oxides"
 
 
 def test_refit_and_bic_sweep_find_the_true_k():

@@ -138,7 +138,9 @@ def validate_results(ds: xr.Dataset, *, where: str = "results") -> xr.Dataset:
         Naming the missing variable or wrong dims and the fix.
     """
     if not isinstance(ds, xr.Dataset):
-        raise SchemaError(f"{where}: expected an xarray.Dataset. Got {type(ds).__name__!r} instead.")
+        raise SchemaError(
+            f"{where}: expected an xarray.Dataset. Got {type(ds).__name__!r} instead."
+        )
     missing = [v for v in REQUIRED_VARIABLES if v not in ds.variables]
     if missing:
         raise SchemaError(
@@ -151,11 +153,15 @@ def validate_results(ds: xr.Dataset, *, where: str = "results") -> xr.Dataset:
             "transpose it with ds.embedding.transpose('y', 'x', 'latent')."
         )
     if ds.sizes["latent"] != 2:
-        raise SchemaError(f"{where}: the GUI shows a 2-D latent space. Got {ds.sizes['latent']!r} latent dims.")
+        raise SchemaError(
+            f"{where}: the GUI shows a 2-D latent space. Got {ds.sizes['latent']!r} latent dims."
+        )
     if ds["label"].dims != ("y", "x"):
         raise SchemaError(f"{where}: 'label' must have dims ('y', 'x'). Got {ds['label'].dims!r}.")
     if not np.all(np.isfinite(ds["embedding"].values)):
-        raise SchemaError(f"{where}: 'embedding' holds NaN or inf values; the encoder output is broken.")
+        raise SchemaError(
+            f"{where}: 'embedding' holds NaN or inf values; the encoder output is broken."
+        )
     return ds
 
 
@@ -183,6 +189,7 @@ def pixel_xy(ds: xr.Dataset) -> npt.NDArray[np.float64]:
 _GRID_MAX_CELLS = 512
 #: below this many points in the bounding box every one goes through the exact test
 _GRID_MIN_POINTS = 20_000
+
 
 def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """Boolean mask of the ``points`` inside ``polygon`` (vectorised, exact as shapely ``contains_xy``).
@@ -251,7 +258,9 @@ def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray
     steps = np.ceil(2 * np.hypot(np.diff(closed[:, 0]) * sx, np.diff(closed[:, 1]) * sy))
     steps = np.maximum(steps, 1).astype(np.int64)
     seg = np.repeat(np.arange(len(poly)), steps)
-    frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(steps, steps)
+    frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(
+        steps, steps
+    )
     ex = closed[seg, 0] + frac * (closed[seg + 1, 0] - closed[seg, 0])
     ey = closed[seg, 1] + frac * (closed[seg + 1, 1] - closed[seg, 1])
     edge = np.zeros((g + 2, g + 2), dtype=bool)
@@ -269,7 +278,9 @@ def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray
                      for i, (r, sl) in enumerate(zip(rows, first, strict=True))], dtype=np.int64)  # fmt: skip
     inside_region = np.zeros(n_regions + 1, dtype=np.uint8)
     if n_regions:
-        inside_region[1:] = shapely.contains_xy(shape, x0 + (cols + 0.5) / sx, y0 + (rows + 0.5) / sy)
+        inside_region[1:] = shapely.contains_xy(
+            shape, x0 + (cols + 0.5) / sx, y0 + (rows + 0.5) / sy
+        )
     status = np.where(touched, np.uint8(2), inside_region[region]).ravel()[cell]
     result = status == 1
     exact = np.flatnonzero(status == 2)
@@ -278,7 +289,9 @@ def select_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDArray
     return mask
 
 
-def _grid_index(v: npt.NDArray[np.float64], v0: float, scale: float, g: int) -> npt.NDArray[np.int32]:
+def _grid_index(
+    v: npt.NDArray[np.float64], v0: float, scale: float, g: int
+) -> npt.NDArray[np.int32]:
     """Cell ``floor((v - v0) * scale)`` clipped to ``[0, g - 1]``, computed in place on a temporary."""
     t = v - v0
     t *= scale
@@ -313,14 +326,18 @@ def mean_spectrum(ds: xr.Dataset) -> xr.DataArray:
         return ds["sum_spectrum"] / n
     if "cluster_mean_spectrum" in ds and "n_pixels" in ds:
         return (ds["cluster_mean_spectrum"] * ds["n_pixels"]).sum("cluster") / n
-    raise SchemaError("results: no 'sum_spectrum' or 'cluster_mean_spectrum' to show a spectrum from.")
+    raise SchemaError(
+        "results: no 'sum_spectrum' or 'cluster_mean_spectrum' to show a spectrum from."
+    )
 
 
 def _mask2d(ds: xr.Dataset, mask: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     m = np.asarray(mask, dtype=bool)
     shape = (ds.sizes["y"], ds.sizes["x"])
     if m.size != shape[0] * shape[1]:
-        raise ValueError(f"mask must have {shape[0] * shape[1]} pixels (y*x = {shape}). Got {m.size}.")
+        raise ValueError(
+            f"mask must have {shape[0] * shape[1]} pixels (y*x = {shape}). Got {m.size}."
+        )
     return m.reshape(shape)
 
 
@@ -343,12 +360,16 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     """
     m = _mask2d(ds, mask)
     if not m.any():
-        raise EmptySelectionError("the selection is empty: draw a lasso or box around some pixels first.")
+        raise EmptySelectionError(
+            "the selection is empty: draw a lasso or box around some pixels first."
+        )
     if "counts" in ds:
         sel = ds["counts"].values[m]
         return xr.DataArray(sel.mean(axis=0), coords={"energy": ds["energy"]}, dims="energy"), True
     if "cluster_mean_spectrum" not in ds:
-        raise SchemaError("results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from.")
+        raise SchemaError(
+            "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
+        )
     if "probability" in ds:
         prob = ds["probability"].transpose("y", "x", "cluster").values.reshape(m.size, -1)
         p = _masked_mean(prob, m.ravel())
@@ -358,7 +379,9 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), False
 
 
-def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None, *, overall: bool = True) -> pd.DataFrame:
+def feature_means(
+    ds: xr.Dataset, mask: npt.ArrayLike | None = None, *, overall: bool = True
+) -> pd.DataFrame:
     """Mean of each feature over all pixels and (if ``mask``) over the selection.
 
     Parameters
@@ -385,7 +408,9 @@ def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None, *, overall:
     if mask is not None:
         m = _mask2d(ds, mask).ravel()
         if not m.any():
-            raise EmptySelectionError("the selection is empty: draw a lasso or box around some pixels first.")
+            raise EmptySelectionError(
+                "the selection is empty: draw a lasso or box around some pixels first."
+            )
         out["selection"] = _masked_mean(feats, m)
     return out
 
@@ -403,8 +428,15 @@ def _nnls_weights(spectra: np.ndarray, components: np.ndarray) -> np.ndarray:
     return np.stack([nnls(components.T, s)[0] for s in spectra])
 
 
-def _recompute(ds: xr.Dataset, label: np.ndarray, prob: np.ndarray | None, names: list[str],
-               colors: list[str], cms: np.ndarray | None, step: str) -> xr.Dataset:
+def _recompute(
+    ds: xr.Dataset,
+    label: np.ndarray,
+    prob: np.ndarray | None,
+    names: list[str],
+    colors: list[str],
+    cms: np.ndarray | None,
+    step: str,
+) -> xr.Dataset:
     """New dataset with per-cluster variables rebuilt for ``label`` (k clusters)."""
     k = len(names)
     emb = latent_xy(ds).astype(np.float64)
@@ -436,7 +468,11 @@ def _recompute(ds: xr.Dataset, label: np.ndarray, prob: np.ndarray | None, names
         new["probability"] = (("y", "x", "cluster"), prob.astype(np.float32))
     if cms is not None:
         new["cluster_mean_spectrum"] = (("cluster", "energy"), cms, {"units": "counts"})
-        new["cluster_sum_spectrum"] = (("cluster", "energy"), cms * n_pixels[:, None], {"units": "counts"})
+        new["cluster_sum_spectrum"] = (
+            ("cluster", "energy"),
+            cms * n_pixels[:, None],
+            {"units": "counts"},
+        )
         if "nmf_spectrum" in ds:
             comps = ds["nmf_spectrum"].transpose("component", "energy").values
             new["nmf_weight"] = (("cluster", "component"), _nnls_weights(cms, comps))
@@ -447,7 +483,11 @@ def _recompute(ds: xr.Dataset, label: np.ndarray, prob: np.ndarray | None, names
 
 def _names_colors(ds: xr.Dataset) -> tuple[list[str], list[str]]:
     k = n_clusters(ds)
-    names = as_str_list(ds["cluster_name"].values) if "cluster_name" in ds else [f"phase {i}" for i in range(k)]
+    names = (
+        as_str_list(ds["cluster_name"].values)
+        if "cluster_name" in ds
+        else [f"phase {i}" for i in range(k)]
+    )
     colors = as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else list(PALETTE[:k])
     return names, colors
 
@@ -482,12 +522,18 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
     """
     m = _mask2d(ds, mask)
     if not m.any():
-        raise EmptySelectionError("cannot make a cluster from an empty selection: select some pixels first.")
+        raise EmptySelectionError(
+            "cannot make a cluster from an empty selection: select some pixels first."
+        )
     k = n_clusters(ds)
-    return analysis.add_cluster_from_mask(ds, m, name=name, color=color or PALETTE[k % len(PALETTE)])
+    return analysis.add_cluster_from_mask(
+        ds, m, name=name, color=color or PALETTE[k % len(PALETTE)]
+    )
 
 
-def merge_clusters(ds: xr.Dataset, clusters: Sequence[int], *, name: str | None = None) -> xr.Dataset:
+def merge_clusters(
+    ds: xr.Dataset, clusters: Sequence[int], *, name: str | None = None
+) -> xr.Dataset:
     """Return a copy of ``ds`` with ``clusters`` merged into the lowest of them, named ``name`` if given.
 
     :func:`sigma.analysis.merge_clusters` (probabilities, summed spectra and pixel counts add; the
@@ -535,8 +581,9 @@ def _subsample(emb: np.ndarray, max_samples: int, random_state: int) -> np.ndarr
     return emb[idx]
 
 
-def bic_sweep(ds: xr.Dataset, n_components: Sequence[int], *, random_state: int = 0,
-              max_samples: int = 50_000) -> pd.Series:
+def bic_sweep(
+    ds: xr.Dataset, n_components: Sequence[int], *, random_state: int = 0, max_samples: int = 50_000
+) -> pd.Series:
     """BIC of a full-covariance Gaussian mixture on the embedding for each k (scikit-learn).
 
     Fits on at most ``max_samples`` randomly chosen pixels so the GUI stays responsive.
@@ -544,12 +591,16 @@ def bic_sweep(ds: xr.Dataset, n_components: Sequence[int], *, random_state: int 
     from sklearn.mixture import GaussianMixture
 
     emb = _subsample(latent_xy(ds).astype(np.float64), max_samples, random_state)
-    scores = {int(k): GaussianMixture(int(k), random_state=random_state).fit(emb).bic(emb) for k in n_components}
+    scores = {
+        int(k): GaussianMixture(int(k), random_state=random_state).fit(emb).bic(emb)
+        for k in n_components
+    }
     return pd.Series(scores, name="bic").rename_axis("n_components")
 
 
-def refit_clusters(ds: xr.Dataset, n_components: int, *, random_state: int = 0,
-                   max_samples: int = 100_000) -> xr.Dataset:
+def refit_clusters(
+    ds: xr.Dataset, n_components: int, *, random_state: int = 0, max_samples: int = 100_000
+) -> xr.Dataset:
     """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
 
     Labels and probabilities come from the new mixture for every pixel; cluster mean spectra are
@@ -558,9 +609,13 @@ def refit_clusters(ds: xr.Dataset, n_components: int, *, random_state: int = 0,
     from sklearn.mixture import GaussianMixture
 
     if not isinstance(n_components, (int, np.integer)) or n_components < 1:
-        raise ValueError(f"n_components must be an int in the range [1, inf). Got {n_components!r} instead.")
+        raise ValueError(
+            f"n_components must be an int in the range [1, inf). Got {n_components!r} instead."
+        )
     emb = latent_xy(ds).astype(np.float64)
-    gmm = GaussianMixture(int(n_components), random_state=random_state).fit(_subsample(emb, max_samples, random_state))
+    gmm = GaussianMixture(int(n_components), random_state=random_state).fit(
+        _subsample(emb, max_samples, random_state)
+    )
     prob = gmm.predict_proba(emb)
     label = prob.argmax(axis=1).reshape(ds.sizes["y"], ds.sizes["x"])
     prob = prob.reshape(ds.sizes["y"], ds.sizes["x"], -1)
@@ -620,10 +675,12 @@ def particle_table(ds: xr.Dataset, cluster: int, *, connectivity: int = 1) -> pd
 
 
 def _hex_to_rgb(colors: Sequence[str]) -> np.ndarray:
-    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.float64)
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.float64)
 
 
-def phase_rgba(ds: xr.Dataset, *, opacity: float = 0.6, colors: Sequence[str] | None = None) -> npt.NDArray[np.uint8]:
+def phase_rgba(
+    ds: xr.Dataset, *, opacity: float = 0.6, colors: Sequence[str] | None = None
+) -> npt.NDArray[np.uint8]:
     """Phase map in cluster colours blended over the grey navigation image, ``(y, x, 4)`` uint8.
 
     ``opacity`` 0 shows only the navigation image, 1 only the phase colours; unassigned pixels
@@ -655,8 +712,11 @@ def cluster_spectra_frame(ds: xr.Dataset, variable: str = "cluster_mean_spectrum
     names, _ = _names_colors(ds)
     data = ds[variable].transpose("energy", ...).values
     cols = [f"{i}: {n}" for i, n in enumerate(names)] if data.ndim == 2 else [variable]
-    return pd.DataFrame(data.reshape(len(ds["energy"]), -1), columns=cols,
-                        index=pd.Index(ds["energy"].values, name="energy (keV)"))
+    return pd.DataFrame(
+        data.reshape(len(ds["energy"]), -1),
+        columns=cols,
+        index=pd.Index(ds["energy"].values, name="energy (keV)"),
+    )
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -668,7 +728,9 @@ def write_image(image: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     arr = np.asarray(image)
     suffix = path.suffix.lower()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # written whole, then renamed: no half files
+    tmp = path.with_name(
+        f".{path.stem}.tmp{path.suffix}"
+    )  # written whole, then renamed: no half files
     if suffix in (".tif", ".tiff"):
         import tifffile
 
@@ -681,7 +743,9 @@ def write_image(image: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
             arr = np.round(255 * (arr - lo) / max(hi - lo, 1e-12)).astype(np.uint8)
         Image.fromarray(arr).save(tmp, format="PNG")
     else:
-        raise ValueError(f"path {str(path)!r}: the image format must be .png, .tif or .tiff. Got {suffix!r}.")
+        raise ValueError(
+            f"path {str(path)!r}: the image format must be .png, .tif or .tiff. Got {suffix!r}."
+        )
     tmp.replace(path)
     return path
 

@@ -122,7 +122,9 @@ def make_demo_results(
     (('y', 'x', 'latent'), 3)
     """
     if not 2 <= n_phases <= len(DEMO_PHASES):
-        raise ValueError(f"n_phases must be an int in [2, {len(DEMO_PHASES)}]. Got {n_phases!r} instead.")
+        raise ValueError(
+            f"n_phases must be an int in [2, {len(DEMO_PHASES)}]. Got {n_phases!r} instead."
+        )
     ny, nx = (int(v) for v in shape)
     if ny < 4 or nx < 4:
         raise ValueError(f"shape must be at least (4, 4) pixels. Got {shape!r} instead.")
@@ -131,7 +133,9 @@ def make_demo_results(
     e0, e1 = energy_range_kev
     energy = e0 + (e1 - e0) / n_energy * (np.arange(n_energy) + 0.5)
     phases = DEMO_PHASES[:n_phases]
-    spectra = np.stack([_phase_spectrum(comp, energy, beam_energy_kev, mnka_ev) for _, comp in phases])
+    spectra = np.stack(
+        [_phase_spectrum(comp, energy, beam_energy_kev, mnka_ev) for _, comp in phases]
+    )
 
     label = _label_map((ny, nx), n_phases, rng)
     n_px = ny * nx
@@ -189,7 +193,9 @@ def make_demo_results(
     nmf_spectrum = spectra[:n_comp].copy()
     nmf_weight = np.abs(rng.normal(0.1, 0.05, size=(n_phases, n_comp)))
     nmf_weight[np.arange(n_comp), np.arange(n_comp)] = 1.0
-    nmf_abundance = np.moveaxis((prob @ nmf_weight).reshape(ny, nx, n_comp), -1, 0).astype(np.float32)
+    nmf_abundance = np.moveaxis((prob @ nmf_weight).reshape(ny, nx, n_comp), -1, 0).astype(
+        np.float32
+    )
 
     ks = np.arange(2, 2 * n_phases + 1)
     bic = 1e4 * (1.0 / ks + 0.02 * ks) * (1 + 0.5 * np.abs(ks - n_phases) / n_phases)
@@ -202,13 +208,31 @@ def make_demo_results(
     ds = xr.Dataset(
         {
             "nav_image": (("y", "x"), nav, {"kind": "bse", "long_name": "BSE navigation image"}),
-            "total_counts": (("y", "x"), total.reshape(ny, nx), {"units": "counts", "long_name": "counts per pixel"}),
-            "sum_spectrum": ("energy", sum_spectrum, {"units": "counts", "long_name": "sum spectrum"}),
-            "features": (("y", "x", "feature"), features.reshape(ny, nx, -1), {"long_name": "line intensities"}),
-            "embedding": (("y", "x", "latent"), embedding.reshape(ny, nx, 2).astype(np.float32),
-                          {"long_name": "latent coordinates"}),
+            "total_counts": (
+                ("y", "x"),
+                total.reshape(ny, nx),
+                {"units": "counts", "long_name": "counts per pixel"},
+            ),
+            "sum_spectrum": (
+                "energy",
+                sum_spectrum,
+                {"units": "counts", "long_name": "sum spectrum"},
+            ),
+            "features": (
+                ("y", "x", "feature"),
+                features.reshape(ny, nx, -1),
+                {"long_name": "line intensities"},
+            ),
+            "embedding": (
+                ("y", "x", "latent"),
+                embedding.reshape(ny, nx, 2).astype(np.float32),
+                {"long_name": "latent coordinates"},
+            ),
             "label": (("y", "x"), label, {"long_name": "cluster index", "unassigned": -1}),
-            "probability": (("y", "x", "cluster"), prob.reshape(ny, nx, n_phases).astype(np.float32)),
+            "probability": (
+                ("y", "x", "cluster"),
+                prob.reshape(ny, nx, n_phases).astype(np.float32),
+            ),
             "cluster_name": ("cluster", np.array([name for name, _ in phases], dtype=object)),
             "cluster_color": ("cluster", np.array(_COLOURS[:n_phases], dtype=object)),
             "gmm_mean": (("cluster", "latent"), means),
@@ -241,7 +265,9 @@ def make_demo_results(
             "history": ["gui.demo_data.make_demo_results: synthetic scene with known phases"],
             "preprocessing": json.dumps({"demo": True}),
             "model_hparams": json.dumps({"latent_dim": 2}),
-            "clustering": json.dumps({"method": "gmm", "n_components": n_phases, "criterion": "bic"}),
+            "clustering": json.dumps(
+                {"method": "gmm", "n_components": n_phases, "criterion": "bic"}
+            ),
             "versions": json.dumps({"sigma": "demo"}),
             "sigma_results_version": 1,
         },
@@ -264,7 +290,9 @@ def write_results(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def demo_results_path(cache_dir: str | os.PathLike[str] | None = None, *, shape: tuple[int, int] = (192, 256)) -> Path:
+def demo_results_path(
+    cache_dir: str | os.PathLike[str] | None = None, *, shape: tuple[int, int] = (192, 256)
+) -> Path:
     """Return the path of the demo results file, writing it on first use.
 
     ``cache_dir`` defaults to ``$SIGMA_CACHE_DIR`` or ``~/.cache/sigma``. ``sigma demo`` writes

@@ -68,7 +68,12 @@ logger = logging.getLogger(__name__)
 hv.extension("bokeh", logo=False)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_PLOT = {"responsive": True, "min_height": 300, "toolbar": "above", "default_tools": ["pan", "wheel_zoom", "reset"]}
+_PLOT = {
+    "responsive": True,
+    "min_height": 300,
+    "toolbar": "above",
+    "default_tools": ["pan", "wheel_zoom", "reset"],
+}
 _IMAGE = {**_PLOT, "data_aspect": 1, "xlabel": "x", "ylabel": "y"}
 
 
@@ -113,10 +118,14 @@ class ResultsState(param.Parameterized):
     selection_source = param.Selector(default="none", objects=["none", "latent", "map", "cluster"])
     message = param.String(default="", doc="last message shown to the user")
     edited = param.Boolean(default=False, doc="True once the results differ from the file")
-    selection_version = param.Integer(default=0, doc="bumped on every selection change (cheap for streams to hash)")
+    selection_version = param.Integer(
+        default=0, doc="bumped on every selection change (cheap for streams to hash)"
+    )
     results_version = param.Integer(default=0, doc="bumped on every results change")
 
-    def __init__(self, results: xr.Dataset, xy: npt.NDArray[np.float32] | None = None, **params: Any) -> None:
+    def __init__(
+        self, results: xr.Dataset, xy: npt.NDArray[np.float32] | None = None, **params: Any
+    ) -> None:
         super().__init__(results=results, **params)
         self.xy = gd.latent_xy(results) if xy is None else xy
         self.pixel_xy = gd.pixel_xy(results)
@@ -140,13 +149,19 @@ class ResultsState(param.Parameterized):
     def select(self, mask: npt.ArrayLike | None, source: str) -> int:
         """Set the selection (bool mask over all pixels) and return its pixel count."""
         if mask is None:
-            self.param.update(selection=None, selection_source="none", selection_version=self.selection_version + 1)
+            self.param.update(
+                selection=None,
+                selection_source="none",
+                selection_version=self.selection_version + 1,
+            )
             return 0
         m = np.asarray(mask, dtype=bool).ravel()
         n = self.shape[0] * self.shape[1]
         if m.size != n:
             raise ValueError(f"mask must have {n} elements (one per pixel). Got {m.size}.")
-        self.param.update(selection=m, selection_source=source, selection_version=self.selection_version + 1)
+        self.param.update(
+            selection=m, selection_source=source, selection_version=self.selection_version + 1
+        )
         return int(m.sum())
 
     def update_results(self, ds: xr.Dataset) -> None:
@@ -166,13 +181,21 @@ class ResultsState(param.Parameterized):
         """Cluster names."""
         ds = self.results
         k = gd.n_clusters(ds)
-        return as_str_list(ds["cluster_name"].values) if "cluster_name" in ds else [f"phase {i}" for i in range(k)]
+        return (
+            as_str_list(ds["cluster_name"].values)
+            if "cluster_name" in ds
+            else [f"phase {i}" for i in range(k)]
+        )
 
     def colors(self) -> list[str]:
         """Cluster colours ``#rrggbb``."""
         ds = self.results
         k = gd.n_clusters(ds)
-        return as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else list(gd.PALETTE[:k])
+        return (
+            as_str_list(ds["cluster_color"].values)
+            if "cluster_color" in ds
+            else list(gd.PALETTE[:k])
+        )
 
 
 def _guarded(method: _F) -> _F:
@@ -191,7 +214,9 @@ def _guarded(method: _F) -> _F:
 
 
 # ---------------------------------------------------------------------------- plot helpers
-def _image(da: xr.DataArray | npt.NDArray[Any], ds: xr.Dataset, label: str, **opts: Any) -> hv.Image:
+def _image(
+    da: xr.DataArray | npt.NDArray[Any], ds: xr.Dataset, label: str, **opts: Any
+) -> hv.Image:
     values = np.asarray(da)
     units = ds["x"].attrs.get("units", "px")
     x, y = ds["x"].values, ds["y"].values
@@ -234,7 +259,11 @@ def _grey_uncached(ds: xr.Dataset) -> npt.NDArray[np.float64]:
     if "nav_image" in ds:
         nav = ds["nav_image"].values.astype(np.float64)
     else:
-        nav = ds["total_counts"].values.astype(np.float64) if "total_counts" in ds else np.ones(ds["label"].shape)
+        nav = (
+            ds["total_counts"].values.astype(np.float64)
+            if "total_counts" in ds
+            else np.ones(ds["label"].shape)
+        )
     lo, hi = np.percentile(nav, [1, 99])
     return np.clip((nav - lo) / max(hi - lo, 1e-12), 0, 1)
 
@@ -259,9 +288,15 @@ def _grey_u8(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
 def line_markers(elements: list[str], energy_range: tuple[float, float], beam_energy_kev: float | None,
                  y: float) -> hv.Overlay:  # fmt: skip
     """Vertical lines and labels at the X-ray lines (weight >= 0.3) of ``elements`` in range."""
-    lines = lines_in_range(elements, energy_range, beam_energy_kev=beam_energy_kev, min_weight=0.3) if elements else []
+    lines = (
+        lines_in_range(elements, energy_range, beam_energy_kev=beam_energy_kev, min_weight=0.3)
+        if elements
+        else []
+    )
     energies = [ln.energy_kev for ln in lines]
-    vlines = hv.VLines(energies, kdims=["energy"]).opts(color="#555555", line_dash="dashed", line_width=1, alpha=0.7)
+    vlines = hv.VLines(energies, kdims=["energy"]).opts(
+        color="#555555", line_dash="dashed", line_width=1, alpha=0.7
+    )
     labels = hv.Labels((energies, [y] * len(lines), [ln.name for ln in lines]), kdims=["energy", "counts"],
                        vdims=["line"]).opts(text_font_size="8pt", angle=90, text_align="left",
                                             text_baseline="middle", yoffset=0)  # fmt: skip
@@ -280,9 +315,13 @@ def spectrum_overlay(energy: npt.NDArray[np.float64], curves: dict[str, tuple[np
         layers.append(hv.Curve((energy, v), hv.Dimension("energy", label="X-ray energy", unit="keV"),
                                hv.Dimension("counts", label=ylabel), label=name).opts(color=color))  # fmt: skip
     y_label = peak * (0.5 if log else 0.9)
-    overlay = hv.Overlay(layers) * line_markers(elements, (float(energy[0]), float(energy[-1])), beam_energy_kev, y_label)
-    return overlay.opts(hv.opts.Curve(logy=log, tools=["hover"], **_PLOT),
-                        hv.opts.Overlay(legend_position="top_right", responsive=True, min_height=300))
+    overlay = hv.Overlay(layers) * line_markers(
+        elements, (float(energy[0]), float(energy[-1])), beam_energy_kev, y_label
+    )
+    return overlay.opts(
+        hv.opts.Curve(logy=log, tools=["hover"], **_PLOT),
+        hv.opts.Overlay(legend_position="top_right", responsive=True, min_height=300),
+    )
 
 
 # ------------------------------------------------------------------------------------- views
@@ -293,7 +332,9 @@ class SpectrumView(pn.viewable.Viewer):
     """
 
     log_scale = param.Boolean(default=True, doc="logarithmic counts axis")
-    elements = param.ListSelector(default=[], objects=[], doc="elements whose X-ray lines are marked")
+    elements = param.ListSelector(
+        default=[], objects=[], doc="elements whose X-ray lines are marked"
+    )
 
     def __init__(self, state: ResultsState, **params: Any) -> None:
         super().__init__(**params)
@@ -302,7 +343,9 @@ class SpectrumView(pn.viewable.Viewer):
 
         self.param.elements.objects = list(ELEMENTS[2:])
         if not self.elements:
-            self.elements = [e for e in as_str_list(state.results.attrs.get("elements")) if e in ELEMENTS]
+            self.elements = [
+                e for e in as_str_list(state.results.attrs.get("elements")) if e in ELEMENTS
+            ]
         self.log_toggle = pn.widgets.Toggle.from_param(self.param.log_scale, name="log counts")
         self.element_picker = pn.widgets.MultiChoice.from_param(self.param.elements, name="X-ray lines of",
                                                                  placeholder="type an element, e.g. Fe")  # fmt: skip
@@ -317,7 +360,11 @@ class SpectrumView(pn.viewable.Viewer):
             return None
         return v if np.isfinite(v) else None
 
-    def plot(self, curves: dict[str, tuple[npt.NDArray[np.float64], str]], ylabel: str = "counts per pixel") -> hv.Overlay:
+    def plot(
+        self,
+        curves: dict[str, tuple[npt.NDArray[np.float64], str]],
+        ylabel: str = "counts per pixel",
+    ) -> hv.Overlay:
         """Overlay ``curves`` ({label: (values, colour)}) on the results' energy axis."""
         energy = self.state.results["energy"].values
         return spectrum_overlay(energy, curves, log=self.log_scale, elements=list(self.elements),
@@ -330,8 +377,12 @@ class SpectrumView(pn.viewable.Viewer):
 class DatasetView(pn.viewable.Viewer):
     """Dataset tab: navigation image, sum spectrum, element maps, counts map and histogram, line lookup."""
 
-    feature = param.Selector(default=None, objects=[], doc="feature (X-ray line) whose map is shown")
-    lookup_energy = param.Number(default=None, allow_None=True, bounds=(0, None), doc="energy (keV) to identify")
+    feature = param.Selector(
+        default=None, objects=[], doc="feature (X-ray line) whose map is shown"
+    )
+    lookup_energy = param.Number(
+        default=None, allow_None=True, bounds=(0, None), doc="energy (keV) to identify"
+    )
 
     def __init__(self, state: ResultsState, spectra: SpectrumView, **params: Any) -> None:
         super().__init__(**params)
@@ -347,7 +398,9 @@ class DatasetView(pn.viewable.Viewer):
         self._tap.add_subscriber(self._on_tap)
 
     def _sum_spectrum(self, log_scale: bool, elements: list[str]) -> hv.Overlay:
-        return self.spectra.plot({"mean spectrum": (gd.mean_spectrum(self.state.results).values, "#1f3b73")})
+        return self.spectra.plot(
+            {"mean spectrum": (gd.mean_spectrum(self.state.results).values, "#1f3b73")}
+        )
 
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
         if x is not None:
@@ -359,14 +412,20 @@ class DatasetView(pn.viewable.Viewer):
         if self.lookup_energy is None:
             return pd.DataFrame(columns=cols)
         mnka = float(self.state.results.attrs.get("energy_resolution_mnka_ev", 130.0))
-        lines = candidate_lines(self.lookup_energy, beam_energy_kev=self.spectra.beam_energy_kev, mnka_resolution_ev=mnka)
+        lines = candidate_lines(
+            self.lookup_energy,
+            beam_energy_kev=self.spectra.beam_energy_kev,
+            mnka_resolution_ev=mnka,
+        )
         return pd.DataFrame([(ln.name, round(ln.energy_kev, 4), round(ln.weight, 3),
                               round(1000 * (ln.energy_kev - self.lookup_energy), 1)) for ln in lines], columns=cols)  # fmt: skip
 
     @param.depends("lookup_energy")
     def _candidates_table(self) -> pn.viewable.Viewable:
         if self.lookup_energy is None:
-            return pn.pane.Markdown("Click the spectrum or type an energy to list the X-ray lines there.")
+            return pn.pane.Markdown(
+                "Click the spectrum or type an energy to list the X-ray lines there."
+            )
         return pn.widgets.Tabulator(self.candidates(), show_index=False, height=220, disabled=True)
 
     @param.depends("feature", "state.results")
@@ -379,7 +438,9 @@ class DatasetView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         ds = self.state.results
-        nav_name = ds["nav_image"].attrs.get("kind", "navigation").upper() if "nav_image" in ds else None
+        nav_name = (
+            ds["nav_image"].attrs.get("kind", "navigation").upper() if "nav_image" in ds else None
+        )
         nav = (_image(ds["nav_image"].values, ds, "intensity", cmap="gray", title=f"{nav_name} image")
                if nav_name else pn.pane.Markdown("No navigation image in these results."))  # fmt: skip
         if "total_counts" in ds:
@@ -395,11 +456,20 @@ class DatasetView(pn.viewable.Viewer):
         energy_input = pn.widgets.FloatInput.from_param(self.param.lookup_energy, name="energy (keV)", step=0.01,
                                                         placeholder="e.g. 6.40")  # fmt: skip
         return pn.Column(
-            pn.Row(pn.pane.HoloViews(nav, sizing_mode="stretch_width"), self._feature_map, sizing_mode="stretch_width"),
+            pn.Row(
+                pn.pane.HoloViews(nav, sizing_mode="stretch_width"),
+                self._feature_map,
+                sizing_mode="stretch_width",
+            ),
             pn.widgets.Select.from_param(self.param.feature, name="element map"),
             pn.Row(self.spectra, sizing_mode="stretch_width"),
-            pn.pane.HoloViews(self._spectrum_dmap.opts(title="sum spectrum / pixel"), sizing_mode="stretch_width"),
-            pn.Row(pn.Column("### Energy → X-ray lines", energy_input, self._candidates_table), sizing_mode="stretch_width"),
+            pn.pane.HoloViews(
+                self._spectrum_dmap.opts(title="sum spectrum / pixel"), sizing_mode="stretch_width"
+            ),
+            pn.Row(
+                pn.Column("### Energy → X-ray lines", energy_input, self._candidates_table),
+                sizing_mode="stretch_width",
+            ),
             counts_row,
             sizing_mode="stretch_width",
         )
@@ -412,7 +482,9 @@ def _transparent_mapper(color: str) -> LinearColorMapper:
 
 def _density_mapper(shading: str) -> ColorMapper:
     """Viridis colour map with datashader's ``cnorm`` names: eq_hist, log, linear; no-data transparent."""
-    cls = {"eq_hist": EqHistColorMapper, "log": LogColorMapper, "linear": LinearColorMapper}[shading]
+    cls = {"eq_hist": EqHistColorMapper, "log": LogColorMapper, "linear": LinearColorMapper}[
+        shading
+    ]
     return cls(palette=Viridis256, nan_color="rgba(0, 0, 0, 0)")
 
 
@@ -448,11 +520,17 @@ class LatentView(pn.viewable.Viewer):
     figures' Bokeh selection events, so code and tests can drive them with ``.event(...)``.
     """
 
-    shading = param.Selector(default="eq_hist", objects=["eq_hist", "log", "linear"], doc="density colour scaling")
-    color_by = param.Selector(default="cluster", objects=["cluster", "density"], doc="colour points by")
+    shading = param.Selector(
+        default="eq_hist", objects=["eq_hist", "log", "linear"], doc="density colour scaling"
+    )
+    color_by = param.Selector(
+        default="cluster", objects=["cluster", "density"], doc="colour points by"
+    )
     show_ellipses = param.Boolean(default=True, doc="draw the GMM 2-sigma ellipses")
     color_key = param.List(default=[], doc="cluster colours (internal)")
-    cluster_alpha = param.Number(default=1.0, bounds=(0, 1), doc="opacity of the cluster colours (internal)")
+    cluster_alpha = param.Number(
+        default=1.0, bounds=(0, 1), doc="opacity of the cluster colours (internal)"
+    )
 
     #: canvas of the datashader layers before the browser reports the plot's size
     default_size: tuple[int, int] = (600, 420)
@@ -475,7 +553,9 @@ class LatentView(pn.viewable.Viewer):
         self.map_bounds = hv.streams.BoundsXY()
         self.map_lasso.add_subscriber(lambda geometry=None: self.select_map_polygon(geometry))
         self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
-        self.summary = pn.pane.Markdown(self.summary_text(), css_classes=["selection-count"], sizing_mode="stretch_width")
+        self.summary = pn.pane.Markdown(
+            self.summary_text(), css_classes=["selection-count"], sizing_mode="stretch_width"
+        )
         state.param.watch(self._on_selection, ["selection_version"])
         state.param.watch(self._on_results, ["results_version"])
         self.param.watch(self._on_style, ["shading", "color_key"])
@@ -492,7 +572,9 @@ class LatentView(pn.viewable.Viewer):
         ds, xy = self.state.results, self.state.xy
         lab = ds["label"].values.ravel().astype(np.int64)
         k = gd.n_clusters(ds)
-        cats = pd.Categorical.from_codes(np.where(lab < k, lab, -1), categories=[str(i) for i in range(k)])
+        cats = pd.Categorical.from_codes(
+            np.where(lab < k, lab, -1), categories=[str(i) for i in range(k)]
+        )
         return pd.DataFrame({"latent 0": xy[:, 0], "latent 1": xy[:, 1], "cluster": cats})
 
     def _extent(self) -> tuple[float, float, float, float]:
@@ -550,9 +632,17 @@ class LatentView(pn.viewable.Viewer):
                      y_axis_label="latent 1", output_backend="canvas")  # fmt: skip
         fig.toolbar.active_drag = fig.select_one(LassoSelectTool)
         fig.toolbar.active_scroll = fig.select_one(WheelZoomTool)
-        image = {"image": [np.zeros((1, 1), np.float32)], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
+        image = {
+            "image": [np.zeros((1, 1), np.float32)],
+            "x": [x0],
+            "y": [y0],
+            "dw": [x1 - x0],
+            "dh": [y1 - y0],
+        }
         mapper = _density_mapper(self.shading)
-        density = fig.image(source=ColumnDataSource(dict(image)), color_mapper=mapper, name="density")
+        density = fig.image(
+            source=ColumnDataSource(dict(image)), color_mapper=mapper, name="density"
+        )
         clusters = fig.image_rgba(source=ColumnDataSource({**image, "image": [np.zeros((1, 1), np.uint32)]}),
                                   name="clusters", global_alpha=self.cluster_alpha)  # fmt: skip
         selected = fig.image(source=ColumnDataSource({**image, "image": [np.zeros((1, 1), np.uint8)]}),
@@ -586,7 +676,12 @@ class LatentView(pn.viewable.Viewer):
         if None in (event.x0, event.x1, event.y0, event.y1):
             return
         w, h = _inner_size(parts["fig"], self.default_size)
-        parts["grid"] = ((float(event.x0), float(event.x1)), (float(event.y0), float(event.y1)), max(w, 16), max(h, 16))
+        parts["grid"] = (
+            (float(event.x0), float(event.x1)),
+            (float(event.y0), float(event.y1)),
+            max(w, 16),
+            max(h, 16),
+        )
         with pn.io.hold():
             self._render_view(parts)
 
@@ -683,7 +778,10 @@ class LatentView(pn.viewable.Viewer):
     def _report(self, mask: npt.NDArray[np.bool_], source: str) -> int:
         n = self.state.select(mask, source)
         if n == 0:
-            self.state.notify("The selection is empty: no pixel lies inside it. Draw around the points.", "warning")
+            self.state.notify(
+                "The selection is empty: no pixel lies inside it. Draw around the points.",
+                "warning",
+            )
         return n
 
     def _on_lasso(self, geometry: npt.ArrayLike | None = None) -> None:
@@ -747,7 +845,12 @@ class LatentView(pn.viewable.Viewer):
         x, y = ds["x"].values.astype(float), ds["y"].values.astype(float)
         dx = (x[1] - x[0]) if len(x) > 1 else 1.0
         dy = (y[1] - y[0]) if len(y) > 1 else 1.0
-        place = {"x": [x[0] - dx / 2], "y": [y[0] - dy / 2], "dw": [len(x) * dx], "dh": [len(y) * dy]}
+        place = {
+            "x": [x[0] - dx / 2],
+            "y": [y[0] - dy / 2],
+            "dw": [len(x) * dx],
+            "dh": [len(y) * dy],
+        }
         fig = figure(title="selected pixels on the navigation image", tools="pan,wheel_zoom,box_select,lasso_select,reset",
                      toolbar_location="above", sizing_mode="stretch_width", height=460, min_height=300,
                      match_aspect=True, x_range=DataRange1d(range_padding=0),
@@ -759,7 +862,12 @@ class LatentView(pn.viewable.Viewer):
         rgba[..., 3] = 255
         fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)
         src = ColumnDataSource({"image": [self.map_mask()], **place})
-        fig.image(source=src, color_mapper=_transparent_mapper("#ff2020"), global_alpha=0.65, name="selection")
+        fig.image(
+            source=src,
+            color_mapper=_transparent_mapper("#ff2020"),
+            global_alpha=0.65,
+            name="selection",
+        )
         self._map_sources.append(src)
         fig.on_event(SelectionGeometry, self._on_map_geometry)
         return fig
@@ -828,7 +936,13 @@ class LatentView(pn.viewable.Viewer):
                      legend_label="all pixels" if name == "all" else "selection")  # fmt: skip
         fig.y_range = DataRange1d(renderers=list(fig.renderers))
         parts["markers"] = ColumnDataSource({"energy": [], "y": [], "line": []})
-        fig.vspan(x="energy", source=parts["markers"], line_color="#555555", line_dash="dashed", line_alpha=0.7)
+        fig.vspan(
+            x="energy",
+            source=parts["markers"],
+            line_color="#555555",
+            line_dash="dashed",
+            line_alpha=0.7,
+        )
         fig.add_layout(LabelSet(x="energy", y="y", text="line", source=parts["markers"], angle=np.pi / 2,
                                 text_font_size="8pt", text_baseline="middle", x_offset=-4))  # fmt: skip
         fig.add_tools(HoverTool(tooltips=[("energy", "$x{0.000} keV"), ("counts", "$y{0.000}")], mode="vline",
@@ -847,7 +961,11 @@ class LatentView(pn.viewable.Viewer):
             self._feature_all = gd.feature_means(ds)["all"].to_numpy()
         sel = (gd.feature_means(ds, selection, overall=False)["selection"].to_numpy()
                if selection is not None and selection.any() else np.zeros_like(self._feature_all))  # fmt: skip
-        return {"feature": as_str_list(ds["feature"].values), "all": self._feature_all, "selection": sel}
+        return {
+            "feature": as_str_list(ds["feature"].values),
+            "all": self._feature_all,
+            "selection": sel,
+        }
 
     def feature_bars(self) -> pn.viewable.Viewable:
         """Mean of each feature, all pixels against the selection."""
@@ -874,17 +992,25 @@ class LatentView(pn.viewable.Viewer):
             pn.widgets.RadioButtonGroup.from_param(self.param.shading, name="shading"),
             pn.widgets.RadioButtonGroup.from_param(self.param.color_by, name="colour by"),
             pn.widgets.Checkbox.from_param(self.param.show_ellipses, name="GMM ellipses"),
-            pn.widgets.Button(label="Clear selection", color="light", on_click=self.clear_selection),
+            pn.widgets.Button(
+                label="Clear selection", color="light", on_click=self.clear_selection
+            ),
         )
         return pn.Column(
             controls,
             self.summary,
             pn.Row(
                 # the classes sit on a wrapper: on the figure itself no selector reaches its canvas
-                pn.Column(pn.pane.Bokeh(self.latent_plot(), sizing_mode="stretch_width"), css_classes=["latent-plot"],
-                          sizing_mode="stretch_width"),
-                pn.Column(pn.pane.Bokeh(self.map_plot(), sizing_mode="stretch_width"), css_classes=["selection-map"],
-                          sizing_mode="stretch_width"),
+                pn.Column(
+                    pn.pane.Bokeh(self.latent_plot(), sizing_mode="stretch_width"),
+                    css_classes=["latent-plot"],
+                    sizing_mode="stretch_width",
+                ),
+                pn.Column(
+                    pn.pane.Bokeh(self.map_plot(), sizing_mode="stretch_width"),
+                    css_classes=["selection-map"],
+                    sizing_mode="stretch_width",
+                ),
                 sizing_mode="stretch_width",
             ),
             self.spectra,
@@ -896,11 +1022,19 @@ class LatentView(pn.viewable.Viewer):
 class ClustersView(pn.viewable.Viewer):
     """Clusters tab: maps, spectra, NMF, particles; make/merge/rename/recolour/refit; export."""
 
-    cluster = param.Integer(default=0, bounds=(0, None), doc="cluster shown in the per-cluster maps")
-    opacity = param.Number(default=0.6, bounds=(0, 1), step=0.05, doc="phase-map opacity over the nav image")
+    cluster = param.Integer(
+        default=0, bounds=(0, None), doc="cluster shown in the per-cluster maps"
+    )
+    opacity = param.Number(
+        default=0.6, bounds=(0, 1), step=0.05, doc="phase-map opacity over the nav image"
+    )
     shown = param.ListSelector(default=[], objects=[], doc="clusters whose spectra are drawn")
-    component = param.Integer(default=0, bounds=(0, None), doc="NMF component whose abundance is shown")
-    new_name = param.String(default="", doc="name of a new cluster, or the new name of the chosen one")
+    component = param.Integer(
+        default=0, bounds=(0, None), doc="NMF component whose abundance is shown"
+    )
+    new_name = param.String(
+        default="", doc="name of a new cluster, or the new name of the chosen one"
+    )
     new_color = param.Color(default="#ff00ff", doc="colour for the chosen cluster")
     merge = param.ListSelector(default=[], objects=[], doc="clusters to merge")
     n_components = param.Integer(default=8, bounds=(1, 30), doc="k of a refit")
@@ -913,7 +1047,11 @@ class ClustersView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state, self.spectra = state, spectra
         if not self.output_dir:
-            self.output_dir = str(Path(state.path).expanduser().resolve().parent) if state.path else str(Path.cwd())
+            self.output_dir = (
+                str(Path(state.path).expanduser().resolve().parent)
+                if state.path
+                else str(Path.cwd())
+            )
         self.n_components = gd.n_clusters(state.results)
         self._sync_options()
         state.param.watch(lambda e: self._sync_options(), ["results"])
@@ -968,7 +1106,10 @@ class ClustersView(pn.viewable.Viewer):
         names, colors = self.state.names(), self.state.colors()
         cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
         curves = {f"{i}: {names[i]}": (cms[i], colors[i]) for i in self.shown if i < len(names)}
-        return pn.pane.HoloViews(self.spectra.plot(curves).opts(title="cluster mean spectra"), sizing_mode="stretch_width")
+        return pn.pane.HoloViews(
+            self.spectra.plot(curves).opts(title="cluster mean spectra"),
+            sizing_mode="stretch_width",
+        )
 
     @param.depends("component", "state.results", "spectra.log_scale", "spectra.elements")
     def nmf(self) -> pn.viewable.Viewable:
@@ -977,7 +1118,10 @@ class ClustersView(pn.viewable.Viewer):
         if "nmf_spectrum" not in ds:
             return pn.pane.Markdown("No NMF decomposition in these results.")
         comps = ds["nmf_spectrum"].transpose("component", "energy").values
-        curves = {f"component {j}": (comps[j], gd.PALETTE[(j + 10) % len(gd.PALETTE)]) for j in range(len(comps))}
+        curves = {
+            f"component {j}": (comps[j], gd.PALETTE[(j + 10) % len(gd.PALETTE)])
+            for j in range(len(comps))
+        }
         items: list[Any] = [pn.pane.HoloViews(self.spectra.plot(curves, ylabel="intensity").opts(title="NMF components"),
                                               sizing_mode="stretch_width")]  # fmt: skip
         if "nmf_weight" in ds:
@@ -1009,7 +1153,10 @@ class ClustersView(pn.viewable.Viewer):
         else:
             freq, edges = np.zeros(1), np.array([0.0, 1.0])
         hist = hv.Histogram((edges, freq), kdims=[hv.Dimension(dcol)], vdims=["particles"]).opts(
-            **_PLOT, title=f"{len(table)} particles of {self.state.names()[self.cluster]}", color="#2a7f62")
+            **_PLOT,
+            title=f"{len(table)} particles of {self.state.names()[self.cluster]}",
+            color="#2a7f62",
+        )
         return pn.Row(pn.widgets.Tabulator(table.round(4), height=300, disabled=True, pagination="local", page_size=10),
                       pn.pane.HoloViews(hist, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
 
@@ -1019,7 +1166,11 @@ class ClustersView(pn.viewable.Viewer):
         ds = self.state.results
         layers = []
         if "model_selection_score" in ds:
-            ks = ds["n_components_tried"].values if "n_components_tried" in ds.coords else np.arange(ds.sizes["n_components_tried"])
+            ks = (
+                ds["n_components_tried"].values
+                if "n_components_tried" in ds.coords
+                else np.arange(ds.sizes["n_components_tried"])
+            )
             layers.append(hv.Curve((ks, ds["model_selection_score"].values), "n_components", "score",
                                    label="stored (from the run)") * hv.Scatter((ks, ds["model_selection_score"].values),
                                                                                "n_components", "score"))  # fmt: skip
@@ -1036,12 +1187,19 @@ class ClustersView(pn.viewable.Viewer):
     def new_cluster_from_selection(self, event: Any = None) -> int:
         """Make the current selection a new cluster; return its index."""
         if not self.state.n_selected:
-            raise EmptySelectionError("no pixels selected: lasso some points in the Latent tab first.")
-        ds = gd.add_cluster_from_mask(self.state.results, self.state.selection, name=self.new_name.strip() or None)
+            raise EmptySelectionError(
+                "no pixels selected: lasso some points in the Latent tab first."
+            )
+        ds = gd.add_cluster_from_mask(
+            self.state.results, self.state.selection, name=self.new_name.strip() or None
+        )
         self.state.update_results(ds)
         k = gd.n_clusters(ds) - 1
         self.cluster = k
-        self.state.notify(f"New cluster {k} ({self.state.names()[k]}) with {int(ds['n_pixels'][k])} pixels.", "success")
+        self.state.notify(
+            f"New cluster {k} ({self.state.names()[k]}) with {int(ds['n_pixels'][k])} pixels.",
+            "success",
+        )
         return k
 
     @_guarded
@@ -1056,13 +1214,17 @@ class ClustersView(pn.viewable.Viewer):
     @_guarded
     def rename(self, event: Any = None) -> None:
         """Rename the chosen cluster to ``new_name``."""
-        self.state.update_results(gd.rename_cluster(self.state.results, self.cluster, self.new_name))
+        self.state.update_results(
+            gd.rename_cluster(self.state.results, self.cluster, self.new_name)
+        )
         self.state.notify(f"Cluster {self.cluster} is now {self.new_name.strip()!r}.", "success")
 
     @_guarded
     def recolour(self, event: Any = None) -> None:
         """Give the chosen cluster ``new_color``."""
-        self.state.update_results(gd.recolour_cluster(self.state.results, self.cluster, self.new_color))
+        self.state.update_results(
+            gd.recolour_cluster(self.state.results, self.cluster, self.new_color)
+        )
 
     @_guarded
     def refit(self, event: Any = None) -> None:
@@ -1083,7 +1245,9 @@ class ClustersView(pn.viewable.Viewer):
     def _out(self, name: str) -> Path:
         folder = Path(self.output_dir).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"output folder {str(folder)!r} does not exist; create it or choose another.")
+            raise FileNotFoundError(
+                f"output folder {str(folder)!r} does not exist; create it or choose another."
+            )
         return folder / name
 
     def _stem(self) -> str:
@@ -1091,7 +1255,9 @@ class ClustersView(pn.viewable.Viewer):
 
     def _refuse_existing(self, path: Path) -> None:
         if path.exists() and not self.overwrite:
-            raise FileExistsError(f"{str(path)!r} already exists. Tick 'overwrite' to replace it or choose another name.")
+            raise FileExistsError(
+                f"{str(path)!r} already exists. Tick 'overwrite' to replace it or choose another name."
+            )
 
     @_guarded
     def export_phase_map(self, event: Any = None, suffix: str = ".png") -> Path:
@@ -1132,8 +1298,14 @@ class ClustersView(pn.viewable.Viewer):
     def save(self, event: Any = None) -> Path:
         """Write the edited results to ``output_dir/output_name`` (never the input unless ``overwrite``)."""
         path = self._out(self.output_name.strip())
-        if self.state.path and path.resolve() == Path(self.state.path).expanduser().resolve() and not self.overwrite:
-            raise FileExistsError(f"{str(path)!r} is the input file. Choose another name or tick 'overwrite'.")
+        if (
+            self.state.path
+            and path.resolve() == Path(self.state.path).expanduser().resolve()
+            and not self.overwrite
+        ):
+            raise FileExistsError(
+                f"{str(path)!r} is the input file. Choose another name or tick 'overwrite'."
+            )
         gd.save_results(self.state.results, path, overwrite=self.overwrite)
         return self._exported(path)
 
@@ -1148,7 +1320,9 @@ class ClustersView(pn.viewable.Viewer):
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(gd.phase_rgba(self.state.results, opacity=self.opacity)).save(buf, format="PNG")
+        Image.fromarray(gd.phase_rgba(self.state.results, opacity=self.opacity)).save(
+            buf, format="PNG"
+        )
         buf.seek(0)
         return buf
 
@@ -1157,28 +1331,51 @@ class ClustersView(pn.viewable.Viewer):
         edit = pn.Card(
             pn.widgets.IntSlider.from_param(self.param.cluster, name="cluster"),
             pn.widgets.TextInput.from_param(self.param.new_name, name="name"),
-            pn.Row(button(label="New cluster from selection", on_click=self.new_cluster_from_selection),
-                   button(label="Rename", on_click=self.rename)),  # fmt: skip
-            pn.Row(pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
-                   button(label="Recolour", on_click=self.recolour)),  # fmt: skip
+            pn.Row(
+                button(
+                    label="New cluster from selection", on_click=self.new_cluster_from_selection
+                ),
+                button(label="Rename", on_click=self.rename),
+            ),  # fmt: skip
+            pn.Row(
+                pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
+                button(label="Recolour", on_click=self.recolour),
+            ),  # fmt: skip
             pn.widgets.MultiChoice.from_param(self.param.merge, name="merge clusters"),
             button(label="Merge", on_click=self.merge_selected),
             pn.widgets.IntInput.from_param(self.param.n_components, name="k"),
-            pn.Row(button(label="Refit GMM", on_click=self.refit), button(label="BIC sweep", on_click=self.sweep)),
-            title="Edit clusters", sizing_mode="stretch_width",
+            pn.Row(
+                button(label="Refit GMM", on_click=self.refit),
+                button(label="BIC sweep", on_click=self.sweep),
+            ),
+            title="Edit clusters",
+            sizing_mode="stretch_width",
         )
         export = pn.Card(
             pn.widgets.TextInput.from_param(self.param.output_dir, name="output folder"),
-            pn.Row(button(label="Phase map PNG", on_click=self.export_phase_map, css_classes=["export-png"]),
-                   button(label="Phase map TIFF", on_click=lambda e: self.export_phase_map(suffix=".tif"))),  # fmt: skip
-            pn.Row(button(label="Cluster probability TIFF", on_click=self.export_cluster_map),
-                   button(label="Spectra CSV", on_click=self.export_spectra)),  # fmt: skip
+            pn.Row(
+                button(
+                    label="Phase map PNG",
+                    on_click=self.export_phase_map,
+                    css_classes=["export-png"],
+                ),
+                button(
+                    label="Phase map TIFF", on_click=lambda e: self.export_phase_map(suffix=".tif")
+                ),
+            ),  # fmt: skip
+            pn.Row(
+                button(label="Cluster probability TIFF", on_click=self.export_cluster_map),
+                button(label="Spectra CSV", on_click=self.export_spectra),
+            ),  # fmt: skip
             button(label="Particles CSV", on_click=self.export_particles),
-            pn.widgets.FileDownload(callback=self._phase_png, filename="phase_map.png", label="Download phase map PNG"),
+            pn.widgets.FileDownload(
+                callback=self._phase_png, filename="phase_map.png", label="Download phase map PNG"
+            ),
             pn.widgets.TextInput.from_param(self.param.output_name, name="edited results file"),
             pn.widgets.Checkbox.from_param(self.param.overwrite, name="overwrite existing files"),
             button(label="Save edited results", on_click=self.save, css_classes=["save-results"]),
-            title="Export", sizing_mode="stretch_width",
+            title="Export",
+            sizing_mode="stretch_width",
         )
         return pn.Row(
             pn.Column(edit, export, width=330),
@@ -1294,5 +1491,6 @@ def error_page(message: str) -> pn.template.BaseTemplate:
         pn.state.notifications.error(message, duration=0)
     body = pn.pane.Alert(f"**Could not open the results.**\n\n{message}\n\nStart it again with a results file: "
                          "`sigma gui results.nc`, or with no path for the demo.", alert_type="danger")  # fmt: skip
-    return pn.template.BootstrapTemplate(title="sigma: phases in spectrum images", main=[body],
-                                         header_background="#1f3b73")
+    return pn.template.BootstrapTemplate(
+        title="sigma: phases in spectrum images", main=[body], header_background="#1f3b73"
+    )

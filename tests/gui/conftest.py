@@ -47,7 +47,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited with {proc.returncode}; see its log next to the results")
+            raise RuntimeError(
+                f"panel serve exited with {proc.returncode}; see its log next to the results"
+            )
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
@@ -62,9 +64,23 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
 def serve_app(args: list[str], cache_dir: Path, timeout: float = 180.0) -> Iterator[str]:
     """Run ``panel serve gui/app.py`` on a free port (the demo when ``args`` is empty); yield its URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "gui" / "app.py"), "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-procs", "1",
-           "--setup", str(ROOT / "gui" / "warm.py")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "panel",
+        "serve",
+        str(ROOT / "gui" / "app.py"),
+        "--port",
+        str(port),
+        "--address",
+        "127.0.0.1",
+        "--allow-websocket-origin",
+        f"127.0.0.1:{port}",
+        "--num-procs",
+        "1",
+        "--setup",
+        str(ROOT / "gui" / "warm.py"),
+    ]
     if args:
         cmd += ["--args", *args]
     env = {**os.environ, "SIGMA_CACHE_DIR": str(cache_dir)}

@@ -41,7 +41,11 @@ def test_demo_results_follow_the_schema(small_results):
     assert int(ds["n_pixels"].sum()) == 48 * 64
     # hematite (phase 1) has its strongest peak at Fe Ka
     spec = ds["cluster_mean_spectrum"].sel(cluster=1)
-    e_peak = float(ds["energy"][int(spec.sel(energy=slice(5, 10)).argmax("energy")) + int((ds.energy < 5).sum())])
+    e_peak = float(
+        ds["energy"][
+            int(spec.sel(energy=slice(5, 10)).argmax("energy")) + int((ds.energy < 5).sum())
+        ]
+    )
     assert abs(e_peak - get_line("Fe_Ka").energy_kev) <= 0.041  # half a channel (80 eV)
 
 
@@ -89,7 +93,9 @@ def test_select_polygon_matches_hand_computation(rng):
     hand = (np.abs(pts[:, 0]) < 0.5) & (pts[:, 1] > -0.25) & (pts[:, 1] < 0.75)
     np.testing.assert_array_equal(mask, hand)
     triangle = [[0, 0], [1, 0], [0, 1]]
-    np.testing.assert_array_equal(gd.select_polygon(pts, triangle), (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts.sum(1) < 1))
+    np.testing.assert_array_equal(
+        gd.select_polygon(pts, triangle), (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts.sum(1) < 1)
+    )
     assert not gd.select_polygon(pts, [[0, 0], [1, 1]]).any()  # a line selects nothing
     bowtie = [[-1, -1], [1, 1], [1, -1], [-1, 1]]  # self-crossing lasso is repaired, not an error
     assert gd.select_polygon(pts, bowtie).any()
@@ -106,20 +112,33 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     # the blob at (4, 0) is phase 0: the selection's spectrum is phase 0's
     spec, exact = gd.selection_mean_spectrum(small_results, app.state.selection)
     assert not exact
-    np.testing.assert_allclose(spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3)
+    np.testing.assert_allclose(
+        spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3
+    )
     feats = gd.feature_means(small_results, app.state.selection)
-    want = small_results["features"].values.reshape(-1, small_results.sizes["feature"])[app.state.selection].mean(0)
+    want = (
+        small_results["features"]
+        .values.reshape(-1, small_results.sizes["feature"])[app.state.selection]
+        .mean(0)
+    )
     np.testing.assert_allclose(feats["selection"], want, rtol=1e-5)  # float32 sums
     # the linked map tints exactly the selected pixels
     app.latent.map_plot()
-    np.testing.assert_array_equal(app.latent._map_sources[-1].data["image"][0].ravel(), app.state.selection)
+    np.testing.assert_array_equal(
+        app.latent._map_sources[-1].data["image"][0].ravel(), app.state.selection
+    )
 
 
 def _bokeh_parts(app):
     """Render the Latent tab into a Bokeh document; return its figures' data sources."""
     app.latent.__panel__().get_root()
     latent = app.latent._latent_figs[-1]
-    return latent, app.latent._map_sources[-1], app.latent._spectrum_parts[-1], app.latent._bar_sources[-1]
+    return (
+        latent,
+        app.latent._map_sources[-1],
+        app.latent._spectrum_parts[-1],
+        app.latent._bar_sources[-1],
+    )
 
 
 def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
@@ -136,13 +155,21 @@ def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
     (x0, x1), (y0, y1), w, h = latent["grid"]
     xy = gd.latent_xy(small_results)[sel]
     hist, _, _ = np.histogram2d(xy[:, 1], xy[:, 0], bins=(h, w), range=((y0, y1), (x0, x1)))
-    np.testing.assert_array_equal(latent["selected"].data_source.data["image"][0].astype(bool), hist > 0)
+    np.testing.assert_array_equal(
+        latent["selected"].data_source.data["image"][0].astype(bool), hist > 0
+    )
     # spectrum and bars: the selection's means, next to the unchanged overall ones
     spec, _ = gd.selection_mean_spectrum(small_results, sel)
     floor = float(gd.mean_spectrum(small_results).max()) * 1e-4
-    np.testing.assert_allclose(spectrum["selection"].data["counts"], np.maximum(spec.values, floor), rtol=1e-6)
-    np.testing.assert_allclose(spectrum["all"].data["counts"], np.maximum(gd.mean_spectrum(small_results).values, floor))
-    np.testing.assert_allclose(bars.data["selection"], gd.feature_means(small_results, sel)["selection"], rtol=1e-6)
+    np.testing.assert_allclose(
+        spectrum["selection"].data["counts"], np.maximum(spec.values, floor), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        spectrum["all"].data["counts"], np.maximum(gd.mean_spectrum(small_results).values, floor)
+    )
+    np.testing.assert_allclose(
+        bars.data["selection"], gd.feature_means(small_results, sel)["selection"], rtol=1e-6
+    )
     np.testing.assert_allclose(bars.data["all"], gd.feature_means(small_results)["all"], rtol=1e-6)
     # a map box re-selects, and every view follows; clearing empties them
     x, y = small_results["x"].values, small_results["y"].values
@@ -198,7 +225,9 @@ def test_view_changes_re_render_the_latent_layers(app):
 def test_box_and_map_selections(app, small_results):
     app.latent.bounds.event(bounds=(3.0, -1.5, 5.5, 1.5))
     xy = gd.latent_xy(small_results)
-    assert app.state.n_selected == int(((xy[:, 0] >= 3) & (xy[:, 0] <= 5.5) & (np.abs(xy[:, 1]) <= 1.5)).sum())
+    assert app.state.n_selected == int(
+        ((xy[:, 0] >= 3) & (xy[:, 0] <= 5.5) & (np.abs(xy[:, 1]) <= 1.5)).sum()
+    )
     app.latent.map_plot()
     x, y = small_results["x"].values, small_results["y"].values
     app.latent.map_bounds.event(bounds=(x[2], y[5], x[11], y[9]))  # 10 columns x 5 rows
@@ -233,7 +262,9 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     assert int(ds["n_pixels"][2]) == 0
     assert list(ds["cluster_name"].values)[-1] == "grain"
     np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
-    np.testing.assert_allclose(ds["cluster_mean_spectrum"][5], small_results["cluster_mean_spectrum"][2])
+    np.testing.assert_allclose(
+        ds["cluster_mean_spectrum"][5], small_results["cluster_mean_spectrum"][2]
+    )
     assert small_results.sizes["cluster"] == 5  # the input is never modified
     app.clusters.merge = [0, 5]
     app.clusters.new_name = ""
@@ -250,7 +281,9 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     assert app.state.colors()[1] == "#00ff00"
     edits = [e["edit"] for e in json.loads(app.state.results.attrs["clustering"])["edits"]]
     assert edits == ["add_from_mask", "merge", "rename", "recolor"]  # sigma.analysis's edit log
-    assert gd.recolour_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
+    assert (
+        gd.recolour_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
+    )
     with pytest.raises(ValueError, match="#rrggbb"):
         gd.recolour_cluster(app.state.results, 1, "not-a-colour")
     app.clusters.merge = [1, 2]

@@ -297,6 +297,28 @@ def test_mixed_pixel_cluster_is_dropped_and_intermediate_phase_kept() -> None:
     assert len({a, b, c}) == 3
     for j, phase in enumerate((a, b, c)):
         assert (new[label == j] == phase).mean() > 0.95
-    # no image shape (flat pixels) or drop_mixed=False: nothing is dropped
-    assert refine_in_features(features, P)[0].shape[1] == 4
-    assert refine_in_features(features, P, shape=label.shape, drop_mixed=False)[0].shape[1] == 4
+    # no image shape (flat pixels): nothing is dropped, but the column and C have one
+    # composition (no density valley between them in feature space), so they are merged
+    flat, flat_info = refine_in_features(features, P)
+    assert flat_info["dropped"] == []
+    assert flat_info["merged"] == 1
+    assert flat.shape[1] == 3
+    assert (flat.argmax(1)[label.ravel() == 3] == flat.argmax(1)[label.ravel() == 2][0]).all()
+    assert refine_in_features(features, P, shape=label.shape, adjust_k=False)[0].shape[1] == 4
+
+
+def test_a_phase_the_latent_split_in_two_is_merged_in_feature_space() -> None:
+    truth, features, _ = _stripes_scene(2)
+    # a clean latent that folds stripe 0 into two peaks far apart
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [2.0, 3.5]])
+    latent = centres[truth] + rng.normal(0, 0.3, (30, 60, 2))
+    latent[(truth == 0) & (np.arange(60)[None, :] < 10)] += [0.0, -4.0]
+    plain = cluster(latent, features=None)
+    assert plain.sizes["cluster"] == 4
+    refined = cluster(latent, features=features)
+    assert refined.sizes["cluster"] == 3
+    assert json.loads(refined.attrs["clustering"])["refinement"]["merged"] == 1
+    assert adjusted_rand_score(truth.ravel(), refined.label.values.ravel()) > 0.98
+    # with adjust_k=False the latent's four phases are kept
+    assert cluster(latent, features=features, adjust_k=False).sizes["cluster"] == 4

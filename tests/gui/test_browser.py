@@ -101,6 +101,14 @@ def test_lasso_drag_selects_pixels_and_repaints_map(demo_page):
     assert 0 < n < 192 * 256
     after_map = _map_png(page)
     assert after_map != before_map
+    # a Panel button (not a Bokeh event) clears it: the map's mask source is pushed to the page too
+    page.get_by_role("button", name="Clear selection", exact=True).click()
+    deadline = time.monotonic() + 30
+    while _count(page) != 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert _count(page) == 0
+    page.wait_for_timeout(1500)
+    assert _map_png(page) != after_map
 
 
 def test_export_writes_file(demo_page, demo_server):

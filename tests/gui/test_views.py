@@ -220,6 +220,13 @@ def test_view_changes_re_render_the_latent_layers(app):
     assert latent["clusters"].glyph.global_alpha == 0.0
     app.latent.show_ellipses = False
     assert latent["ellipses"].data_source.data["xs"] == []
+    # an edit (the selection becomes a cluster) re-colours the layers and relabels the ellipses
+    app.latent.show_ellipses = True
+    app.clusters.new_name = "grain"
+    assert app.clusters.new_cluster_from_selection() == 5
+    assert latent["labels"].source.data["name"][-1] == "5: grain"
+    assert len(app.latent.color_key) == 6
+    assert np.nansum(latent["density"].data_source.data["image"][0]) > 0
 
 
 def test_box_and_map_selections(app, small_results):

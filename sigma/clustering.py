@@ -14,8 +14,8 @@ started at the peaks and one covariance shared by all components (``tied``), the
 pixel. Autoencoder latents of EDS maps look like dense cores (pure phases) joined by diffuse
 filaments and halos (mixed and noisy pixels): free full-covariance components drift onto those
 halos, a tied mixture anchored at the cores does not. The BIC of tied mixtures with 1 .. k_max
-components is still computed (one start each) so the curve can be shown and ``n_components``
-overridden. On the 8-phase demo scene this finds 8 phases where the BIC minimum says 16+.
+components is still computed (one start each, on a fixed 4,000-point subsample: the curve is
+only shown, so that ``n_components`` can be overridden). On the 8-phase demo scene this finds 8 phases where the BIC minimum says 16+.
 
 Other latents (``criterion="bic_overlap"``, and the fallback when the latent is not 2-D):
 Clusters in an autoencoder latent space are rarely Gaussian: they are curved, elongated and of
@@ -406,10 +406,21 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         """Phases = significant maxima of the smoothed 2-D latent density (module docstring)."""
         peaks = density_peaks(Z_all, min_fraction=self.min_cluster_fraction)
         k = max(1, len(peaks))
+        if len(peaks) == 0:
+            peaks = Z.mean(axis=0, keepdims=True)
+        # start at the peaks; weights and the shared covariance from the nearest-peak partition
+        # (scikit-learn would otherwise run a k-means only to throw its means away)
+        near = np.argmin(((Z[:, None, :] - peaks[None]) ** 2).sum(axis=2), axis=1)
+        frac = np.bincount(near, minlength=k) / Z.shape[0]
+        dev = Z - peaks[near]
+        cov = dev.T @ dev / Z.shape[0] + 1e-6 * np.eye(Z.shape[1])
         model = GaussianMixture(
             n_components=k,
             covariance_type="tied",
-            means_init=peaks if len(peaks) else None,
+            init_params="random",
+            weights_init=(frac + 1e-6) / (frac + 1e-6).sum(),
+            means_init=peaks,
+            precisions_init=np.linalg.inv(cov),
             max_iter=self.max_iter,
             random_state=seed,
             reg_covar=1e-6,
@@ -422,8 +433,8 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        # the BIC curve is only shown (and lets the user override k): fit each k on a small
-        # fixed-seed subsample, one start, and score the fit on all ``Z``
+        # the BIC curve is only shown (and lets the user override k): fit and score each k on a
+        # small fixed-seed subsample (_SWEEP_N_FIT points), one start each
         ks = np.arange(1, min(self.k_max, Z.shape[0]) + 1)
         Zs = Z[_subsample_index(Z.shape[0], _SWEEP_N_FIT, seed)]
         sweep = [
@@ -440,8 +451,8 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             for kk in ks
         ]
         self.k_tried_ = ks
-        self.bic_ = np.array([self._bic(m, Z) for m in sweep])
-        self.icl_ = np.array([self._icl(m, Z, b) for m, b in zip(sweep, self.bic_, strict=True)])
+        self.bic_ = np.array([self._bic(m, Zs) for m in sweep])
+        self.icl_ = np.array([self._icl(m, Zs, b) for m, b in zip(sweep, self.bic_, strict=True)])
         self.n_phases_ = np.full(ks.shape, k)
         self.n_gaussians_ = k
         self.component_cluster_ = np.arange(k)
@@ -659,6 +670,27 @@ def _full_covariances(g: Any) -> npt.NDArray[np.float64]:
 # --------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------
+def _single_threaded(func: Any) -> Any:
+    """Run ``func`` with BLAS and OpenMP limited to one thread.
+
+    The mixtures here are small (2-D latents, subsamples of 4,000-20,000 points, a few dozen
+    EM steps): thread start-up and, on a busy machine, threads spinning for a core cost more
+    than they save (demo latent, 2 cores: 1.3 s in one thread, 1.6-1.7 s and twice the CPU in
+    two). Results do not depend on it.
+    """
+    import functools
+
+    from threadpoolctl import threadpool_limits
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with threadpool_limits(limits=1):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_single_threaded
 def cluster(
     latent: Any,
     *,
@@ -895,50 +927,46 @@ def _mixed_clusters(
     *,
     max_residual: float = 0.25,
     min_boundary: float = 0.85,
-    min_neighbours: float = 0.5,
-) -> list[tuple[int, int, int]]:
-    """Clusters made of mixed pixels on the boundary between two other clusters.
+    min_ring_share: float = 0.1,
+) -> list[list[int]]:
+    """Clusters made of mixed pixels on the boundaries between other clusters.
 
-    Cluster ``c`` is a mixture of ``a`` and ``b`` when (1) its mean feature vector lies on the
-    segment between theirs: the Mahalanobis distance (``precision``) from the segment is at most
-    ``max_residual`` times the distance to the nearer end; and (2) it lies between them in the
-    image: at least ``min_boundary`` of its pixels touch another cluster (it has almost no
-    interior) and at least ``min_neighbours`` of the pixels around it belong to ``a`` or ``b``.
-    A genuine phase of intermediate composition fails (2): it has an interior. Smallest clusters
-    are tested first, against clusters not yet dropped. Returns ``(c, a, b)`` triples.
+    Cluster ``c`` is a mixed-pixel cluster when (1) it lies between other clusters in the image:
+    at least ``min_boundary`` of its pixels touch another cluster (it has almost no interior);
+    its *neighbours* are the clusters holding at least ``min_ring_share`` of the pixels around
+    it; and (2) its mean feature vector is a mixture of its neighbours' means: the Mahalanobis
+    distance (``precision``) from their convex hull is at most ``max_residual`` times the
+    distance to the nearest of them. A genuine phase of intermediate composition fails (1): it
+    has an interior. Smallest clusters are tested first, against clusters not yet dropped.
+    Returns ``[c, neighbour, ...]`` lists.
     """
+    from scipy.optimize import nnls
+
     k = means.shape[0]
-    L = np.linalg.cholesky(precision)
-    M = means @ L
+    M = means @ np.linalg.cholesky(precision)
     sizes = np.bincount(label_map[label_map >= 0].ravel(), minlength=k)
     square = np.ones((3, 3), dtype=bool)
-    dropped: list[tuple[int, int, int]] = []
+    dropped: list[list[int]] = []
     gone: set[int] = set()
     for c in np.argsort(sizes, kind="stable"):
-        keep = [j for j in range(k) if j != c and j not in gone]
-        if len(keep) < 2 or sizes[c] == 0:
-            continue
-        best = (np.inf, -1, -1)
-        for i, a in enumerate(keep):
-            for b in keep[i + 1 :]:
-                v = M[a] - M[b]
-                t = float(np.clip((M[c] - M[b]) @ v / max(v @ v, 1e-300), 0.0, 1.0))
-                resid = np.linalg.norm(M[c] - (t * M[a] + (1 - t) * M[b]))
-                near = min(np.linalg.norm(M[c] - M[a]), np.linalg.norm(M[c] - M[b]))
-                rel = resid / max(near, 1e-300)
-                if rel < best[0]:
-                    best = (rel, a, b)
-        rel, a, b = best
-        if rel > max_residual:
+        if sizes[c] == 0 or k - len(gone) < 3:
             continue
         mask = label_map == c
         interior = ndimage.binary_erosion(mask, square, border_value=1)
-        boundary = 1.0 - interior.sum() / mask.sum()
-        ring = ndimage.binary_dilation(mask, square) & ~mask
-        ring_labels = label_map[ring]
-        share = np.isin(ring_labels, (a, b)).mean() if ring_labels.size else 0.0
-        if boundary >= min_boundary and share >= min_neighbours:
-            dropped.append((int(c), int(a), int(b)))
+        if 1.0 - interior.sum() / mask.sum() < min_boundary:
+            continue
+        ring = label_map[ndimage.binary_dilation(mask, square) & ~mask]
+        share = np.bincount(ring[ring >= 0], minlength=k) / max(ring.size, 1)
+        nbrs = [j for j in range(k) if j != c and j not in gone and share[j] >= min_ring_share]
+        if len(nbrs) < 2:
+            continue
+        # convex combination of the neighbours' means (weights >= 0 summing to one)
+        A = np.vstack([M[nbrs].T, 1e3 * np.ones(len(nbrs))])
+        w, _ = nnls(A, np.append(M[c], 1e3))
+        resid = np.linalg.norm(M[c] - w @ M[nbrs])
+        near = np.min(np.linalg.norm(M[nbrs] - M[c], axis=1))
+        if resid <= max_residual * near:
+            dropped.append([int(c), *(int(j) for j in nbrs)])
             gone.add(int(c))
     return dropped
 
@@ -952,7 +980,7 @@ def refine_in_features(
     n_fit: int | None = 20_000,
     max_iter: int = 100,
     random_state: int | None = 0,
-    merge_valley: float = 0.8,
+    merge_valley: float = 1.0,
 ) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
     """Reassign pixels to phases in feature space, keeping the phases found in the latent.
 
@@ -973,10 +1001,11 @@ def refine_in_features(
       image), such clusters are dropped first; their pixels go to the phase nearest them
       (:func:`_mixed_clusters` gives the rule);
     - the encoder can fold one phase so that it makes two latent peaks. After the fit, two
-      phases are merged (and the mixture refitted) when the feature density shows no valley
-      between them: along their discriminant direction it stays above ``merge_valley`` times
-      the lower of its values at the two means (the rule :func:`density_peaks` uses for the
-      latent, 1-D). Distinct phases on the demo scenes dip to 0.1-0.6; split ones not at all.
+      phases are merged (and the mixture refitted) when the feature density has no valley
+      between them: along their discriminant direction (pixels of the two, histogram smoothed
+      over 2 of 80 bins) it never drops below ``merge_valley`` (default 1: not at all) times
+      the lower of its values at the two means, so both means sit on one mode. On two seeds of
+      the four demo scenes, distinct phases dip to 0.05-0.93 of it, split ones not at all.
 
     Parameters
     ----------
@@ -991,7 +1020,8 @@ def refine_in_features(
     n_fit : int or None
         Fit on a random subsample of this many pixels (all pixels are assigned).
     merge_valley : float
-        Valley depth (see above) above which two phases are one.
+        Two phases whose density between their means stays at or above this fraction of its
+        lower end (see above) are one.
     max_iter : int
         EM iterations.
     random_state : int or None
@@ -1002,7 +1032,7 @@ def refine_in_features(
     probability : ndarray, shape (n_pixels, k')
         Refined probabilities (``k' <= k``; phases renumbered by decreasing weight).
     info : dict
-        ``n_features``, ``dropped`` (``[cluster, end a, end b]`` in the input numbering),
+        ``n_features``, ``dropped`` (``[cluster, its neighbours ...]`` in the input numbering),
         ``merged`` (number of merges), ``n_iter``, ``converged``.
 
     Examples
@@ -1029,7 +1059,7 @@ def refine_in_features(
         label_map = np.argmax(R, axis=1).reshape(shape)
         mixed = _mixed_clusters(means, precision, label_map)
         if mixed:
-            info["dropped"] = [list(m) for m in mixed]
+            info["dropped"] = mixed
             R = R[:, np.setdiff1d(np.arange(R.shape[1]), [m[0] for m in mixed])]
             logger.info("refine_in_features: dropped %d mixed-pixel clusters", len(mixed))
     idx = _subsample_index(n, n_fit, random_state)
@@ -1098,16 +1128,16 @@ def _split_pair(
             if sel.sum() < 10:
                 continue
             p = F[sel] @ w
-            a, b = sorted((float(means[i] @ w), float(means[j] @ w)))
             H, edges = np.histogram(p, bins=80)
             H = ndimage.gaussian_filter1d(H.astype(np.float64), 2.0)
             c = (edges[:-1] + edges[1:]) / 2
-            inside = (c >= a) & (c <= b)
-            ends = min(H[np.argmin(np.abs(c - a))], H[np.argmin(np.abs(c - b))])
-            if not inside.any() or ends <= 0:
+            ia, ib = sorted(int(np.argmin(np.abs(c - float(m @ w)))) for m in means[[i, j]])
+            ends = min(H[ia], H[ib])
+            if ends <= 0:
                 continue
-            ratio = float(H[inside].min() / ends)
-            if ratio >= best[0]:
+            # 1.0 when the density never drops below its lower end between the two means
+            ratio = float(H[ia : ib + 1].min() / ends)
+            if ratio >= best[0] - 1e-12:
                 best = (ratio, i, j)
     return None if best[1] < 0 else (best[1], best[2])
 

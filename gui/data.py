@@ -9,10 +9,13 @@ fallback for an install without it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +37,7 @@ __all__ = [
     "select_polygon",
     "select_bounds",
     "mean_spectrum",
+    "SelectionMeans",
     "selection_mean_spectrum",
     "feature_means",
     "add_cluster_from_mask",
@@ -341,12 +345,126 @@ def _mask2d(ds: xr.Dataset, mask: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     return m.reshape(shape)
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # scikit-learn brings it; without it BLAS keeps its own threads
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """BLAS on one thread: a matrix-vector product over a million rows is memory-bound, and on a
+    busy machine a second BLAS thread waits for a core (measured 2-3x slower on 2 shared cores)."""
+    controller = _blas_controller()
+    return (
+        controller.limit(limits=1, user_api="blas")
+        if controller is not None
+        else contextlib.nullcontext()
+    )
+
+
+class SelectionMeans:
+    """Means over selections of one results dataset, with its arrays pulled out once.
+
+    A view keeps one per results version and calls :meth:`spectrum` and :meth:`features` for
+    every new selection: each is a BLAS matrix-vector product of the selection's 0/1 weights
+    (computed once per mask) with a ``(pixels, n)`` array, no copy of the selected rows.
+
+    Parameters
+    ----------
+    ds
+        Results (see ``docs/results_schema.md``).
+
+    Examples
+    --------
+    >>> from gui.demo_data import make_demo_results
+    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> means = SelectionMeans(ds)
+    >>> mask = ds["label"].values.ravel() == 1
+    >>> spec, exact = means.spectrum(mask)
+    >>> bool(np.allclose(spec, ds["cluster_mean_spectrum"][1], rtol=1e-3)), exact
+    (True, False)
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self.shape = (int(ds.sizes["y"]), int(ds.sizes["x"]))
+        n = self.shape[0] * self.shape[1]
+        self.feature_names = as_str_list(ds["feature"].values) if "feature" in ds.variables else []
+        self._features = (ds["features"].transpose("y", "x", "feature").values.reshape(n, -1)
+                          if "features" in ds else None)  # fmt: skip
+        self._counts = (
+            ds["counts"].transpose("y", "x", "energy").values.reshape(n, -1)
+            if "counts" in ds
+            else None
+        )
+        self._prob = (ds["probability"].transpose("y", "x", "cluster").values.reshape(n, -1)
+                      if "probability" in ds else None)  # fmt: skip
+        self._label = ds["label"].values.reshape(n)
+        self._k = n_clusters(ds)
+        self._cms = (ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
+                     if "cluster_mean_spectrum" in ds else None)  # fmt: skip
+        self._weights: tuple[Any, dict[Any, npt.NDArray[Any]], int] | None = None
+
+    def _mask(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], int]:
+        m = np.asarray(mask, dtype=bool).reshape(-1)
+        if m.size != self.shape[0] * self.shape[1]:
+            raise ValueError(f"mask must have {m.size} pixels (y*x = {self.shape}). Got {m.size}.")
+        n = int(np.count_nonzero(m))
+        if n == 0:
+            raise EmptySelectionError(
+                "the selection is empty: draw a lasso or box around some pixels first."
+            )
+        return m, n
+
+    def _mean(self, values: npt.NDArray[Any], mask: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Mean of the rows of ``values`` where ``mask``, reusing the last mask's weights."""
+        if self._weights is None or self._weights[0] is not mask:
+            m, n = self._mask(mask)
+            self._weights = (mask, {}, n)
+        _, by_dtype, n = self._weights
+        dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float64)
+        if dtype not in by_dtype:
+            by_dtype[dtype] = np.asarray(mask, dtype=bool).reshape(-1).astype(dtype)
+        with _one_blas_thread():
+            return np.asarray(by_dtype[dtype] @ values, dtype=np.float64) / n
+
+    def spectrum(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], bool]:
+        """Mean counts spectrum per pixel of the selection and whether it is exact.
+
+        Exact with per-pixel ``counts``; otherwise the selection's mean cluster probability (or
+        label histogram) times the cluster mean spectra.
+        """
+        if self._counts is not None:
+            return self._mean(self._counts, mask), True
+        if self._cms is None:
+            raise SchemaError(
+                "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
+            )
+        if self._prob is not None:
+            p = self._mean(self._prob, mask)
+        else:
+            m, n = self._mask(mask)
+            p = np.bincount(self._label[m].clip(0), minlength=self._k)[: self._k] / n
+        return p @ self._cms, False
+
+    def features(self, mask: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
+        """Mean of each feature over the selection (all pixels when ``mask`` is None)."""
+        if self._features is None:
+            raise SchemaError("results: no 'features' variable to average.")
+        if mask is None:
+            return np.asarray(self._features.mean(axis=0), dtype=np.float64)
+        return self._mean(self._features, mask)
+
+
 def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:
     """Mean counts spectrum per pixel of the selected pixels.
 
     With a ``counts`` variable in ``ds`` the mean is exact. A results file holds no per-pixel
     spectra, so otherwise it is estimated as the selection's mean cluster probability times the
     cluster mean spectra (exact when every pixel of a cluster has that cluster's mean spectrum).
+    A view that asks for many selections keeps a :class:`SelectionMeans` instead.
 
     Returns
     -------
@@ -358,67 +476,25 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     EmptySelectionError
         If the mask selects no pixel.
     """
-    m = _mask2d(ds, mask)
-    if not m.any():
-        raise EmptySelectionError(
-            "the selection is empty: draw a lasso or box around some pixels first."
-        )
-    if "counts" in ds:
-        sel = ds["counts"].values[m]
-        return xr.DataArray(sel.mean(axis=0), coords={"energy": ds["energy"]}, dims="energy"), True
-    if "cluster_mean_spectrum" not in ds:
-        raise SchemaError(
-            "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
-        )
-    if "probability" in ds:
-        prob = ds["probability"].transpose("y", "x", "cluster").values.reshape(m.size, -1)
-        p = _masked_mean(prob, m.ravel())
-    else:
-        p = np.bincount(ds["label"].values[m].clip(0), minlength=n_clusters(ds)) / m.sum()
-    spec = p @ ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
-    return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), False
+    spec, exact = SelectionMeans(ds).spectrum(_mask2d(ds, mask))
+    return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), exact
 
 
-def feature_means(
-    ds: xr.Dataset, mask: npt.ArrayLike | None = None, *, overall: bool = True
-) -> pd.DataFrame:
+def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None) -> pd.DataFrame:
     """Mean of each feature over all pixels and (if ``mask``) over the selection.
-
-    Parameters
-    ----------
-    ds
-        Results with ``features`` ``(y, x, feature)``.
-    mask
-        Bool mask over the ``y * x`` pixels.
-    overall
-        Whether to compute the ``all`` column (False: only ``selection``, for a view that keeps
-        the overall means).
 
     Returns
     -------
     pandas.DataFrame
-        Index ``feature``; columns ``all`` (unless ``overall`` is False) and, with a mask, ``selection``.
+        Index ``feature``; columns ``all`` and, with a mask, ``selection``.
     """
-    if "features" not in ds:
-        raise SchemaError("results: no 'features' variable to average.")
-    feats = ds["features"].transpose("y", "x", "feature").values.reshape(-1, ds.sizes["feature"])
-    out = pd.DataFrame(index=pd.Index(ds["feature"].values.astype(str), name="feature"))
-    if overall:
-        out["all"] = feats.mean(axis=0)
+    means = SelectionMeans(ds)
+    out = pd.DataFrame(
+        {"all": means.features()}, index=pd.Index(means.feature_names, name="feature")
+    )
     if mask is not None:
-        m = _mask2d(ds, mask).ravel()
-        if not m.any():
-            raise EmptySelectionError(
-                "the selection is empty: draw a lasso or box around some pixels first."
-            )
-        out["selection"] = _masked_mean(feats, m)
+        out["selection"] = means.features(_mask2d(ds, mask))
     return out
-
-
-def _masked_mean(values: np.ndarray, mask: npt.NDArray[np.bool_]) -> np.ndarray:
-    """Mean of the rows of ``values`` where ``mask``: a BLAS matrix-vector product, no row copy."""
-    w = mask.astype(values.dtype if values.dtype.kind == "f" else np.float64)
-    return (w @ values) / max(int(mask.sum()), 1)
 
 
 # --------------------------------------------------------------------------------------- editing

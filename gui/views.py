@@ -541,6 +541,8 @@ class LatentView(pn.viewable.Viewer):
         self.color_key = state.colors()
         self._frame = self._points_frame()
         self._feature_all: npt.NDArray[np.float64] | None = None
+        self._selection_means: tuple[xr.Dataset, gd.SelectionMeans] | None = None
+        self._overall_spectrum: tuple[xr.Dataset, npt.NDArray[Any]] | None = None
         self._latent_figs: list[dict[str, Any]] = []
         self._map_sources: list[ColumnDataSource] = []
         self._spectrum_parts: list[dict[str, Any]] = []
@@ -884,11 +886,12 @@ class LatentView(pn.viewable.Viewer):
     def spectrum_curves(self) -> dict[str, Any]:
         """Energy, overall and selection mean spectra per pixel (selection empty when none)."""
         ds, selection = self.state.results, self.state.selection
-        overall = gd.mean_spectrum(ds).values
+        if self._overall_spectrum is None or self._overall_spectrum[0] is not ds:
+            self._overall_spectrum = (ds, gd.mean_spectrum(ds).values)
+        overall = self._overall_spectrum[1]
         note = ""
         if selection is not None and selection.any():
-            spec, exact = gd.selection_mean_spectrum(ds, selection)
-            sel = spec.values
+            sel, exact = self._means().spectrum(selection)
             note = "" if exact else " (estimated from cluster spectra)"
         else:
             sel = overall[:0]
@@ -956,16 +959,18 @@ class LatentView(pn.viewable.Viewer):
 
     def feature_table(self) -> dict[str, Any]:
         """Columns ``feature``, ``all`` and ``selection`` (0 without a selection) of the feature bars."""
-        ds, selection = self.state.results, self.state.selection
+        means, selection = self._means(), self.state.selection
         if self._feature_all is None:
-            self._feature_all = gd.feature_means(ds)["all"].to_numpy()
-        sel = (gd.feature_means(ds, selection, overall=False)["selection"].to_numpy()
-               if selection is not None and selection.any() else np.zeros_like(self._feature_all))  # fmt: skip
-        return {
-            "feature": as_str_list(ds["feature"].values),
-            "all": self._feature_all,
-            "selection": sel,
-        }
+            self._feature_all = means.features()
+        sel = (means.features(selection) if selection is not None and selection.any()
+               else np.zeros_like(self._feature_all))  # fmt: skip
+        return {"feature": means.feature_names, "all": self._feature_all, "selection": sel}
+
+    def _means(self) -> gd.SelectionMeans:
+        """The results' :class:`gui.data.SelectionMeans`, rebuilt when the results change."""
+        if self._selection_means is None or self._selection_means[0] is not self.state.results:
+            self._selection_means = (self.state.results, gd.SelectionMeans(self.state.results))
+        return self._selection_means[1]
 
     def feature_bars(self) -> pn.viewable.Viewable:
         """Mean of each feature, all pixels against the selection."""

@@ -370,7 +370,7 @@ class SelectionMeans:
 
     A view keeps one per results version and calls :meth:`spectrum` and :meth:`features` for
     every new selection: each is a BLAS matrix-vector product of the selection's 0/1 weights
-    (computed once per mask) with a ``(pixels, n)`` array, no copy of the selected rows.
+    with a ``(pixels, n)`` array, no copy of the selected rows.
 
     Parameters
     ----------
@@ -405,7 +405,6 @@ class SelectionMeans:
         self._k = n_clusters(ds)
         self._cms = (ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
                      if "cluster_mean_spectrum" in ds else None)  # fmt: skip
-        self._weights: tuple[Any, dict[Any, npt.NDArray[Any]], int] | None = None
 
     def _mask(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], int]:
         m = np.asarray(mask, dtype=bool).reshape(-1)
@@ -419,16 +418,11 @@ class SelectionMeans:
         return m, n
 
     def _mean(self, values: npt.NDArray[Any], mask: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Mean of the rows of ``values`` where ``mask``, reusing the last mask's weights."""
-        if self._weights is None or self._weights[0] is not mask:
-            m, n = self._mask(mask)
-            self._weights = (mask, {}, n)
-        _, by_dtype, n = self._weights
-        dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float64)
-        if dtype not in by_dtype:
-            by_dtype[dtype] = np.asarray(mask, dtype=bool).reshape(-1).astype(dtype)
+        """Mean of the rows of ``values`` where ``mask``: 0/1 weights times ``values``, no row copy."""
+        m, n = self._mask(mask)
+        w = m.astype(values.dtype if values.dtype.kind == "f" else np.float64)
         with _one_blas_thread():
-            return np.asarray(by_dtype[dtype] @ values, dtype=np.float64) / n
+            return np.asarray(w @ values, dtype=np.float64) / n
 
     def spectrum(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], bool]:
         """Mean counts spectrum per pixel of the selection and whether it is exact.

@@ -407,3 +407,26 @@ def test_bad_file_gives_an_error_page_not_a_dead_one(tmp_path):
     assert len(alerts) == 1
     assert "CorruptFileError" in alerts[0].object
     assert "broken.nc" in alerts[0].object
+
+
+def test_selection_means_match_hand_computation(small_results, rng):
+    means = gd.SelectionMeans(small_results)
+    mask = rng.random(48 * 64) < 0.3
+    feats = small_results["features"].values.reshape(48 * 64, -1)
+    np.testing.assert_allclose(means.features(mask), feats[mask].mean(0), rtol=1e-5)
+    prob = small_results["probability"].values.reshape(48 * 64, -1)
+    cms = small_results["cluster_mean_spectrum"].values
+    spec, exact = means.spectrum(mask)
+    assert not exact
+    np.testing.assert_allclose(spec, prob[mask].mean(0) @ cms, rtol=1e-5)
+    mask[:] = False  # the same array, changed in place: no stale result
+    mask[:10] = True
+    np.testing.assert_allclose(means.features(mask), feats[:10].mean(0), rtol=1e-5)
+    with pytest.raises(EmptySelectionError):
+        means.spectrum(np.zeros(48 * 64, bool))
+    # with per-pixel counts the spectrum is exact
+    counts = np.random.default_rng(1).poisson(2.0, size=(48, 64, small_results.sizes["energy"]))
+    exact_ds = small_results.assign(counts=(("y", "x", "energy"), counts))
+    spec, exact = gd.SelectionMeans(exact_ds).spectrum(mask)
+    assert exact
+    np.testing.assert_allclose(spec, counts.reshape(48 * 64, -1)[:10].mean(0))

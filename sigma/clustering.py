@@ -15,7 +15,19 @@ pixel. Autoencoder latents of EDS maps look like dense cores (pure phases) joine
 filaments and halos (mixed and noisy pixels): free full-covariance components drift onto those
 halos, a tied mixture anchored at the cores does not. The BIC of tied mixtures with 1 .. k_max
 components is still computed (one start each, on a fixed 4,000-point subsample: the curve is
-only shown, so that ``n_components`` can be overridden). On the 8-phase demo scene this finds 8 phases where the BIC minimum says 16+.
+only shown, so that ``n_components`` can be overridden). On the 8-phase demo scene this finds
+8 phases where the BIC minimum says 16+.
+
+Refinement in feature space (``cluster(latent, features=...)``)
+---------------------------------------------------------------
+The 2-D latent decides how many phases there are, but it loses part of the separation the
+features hold: on the demo scenes a classifier *trained on the true labels* reaches ARI 0.89 on
+the latent and 0.905 on the features, and the errors sit on phase boundaries, where the encoder
+does not map a 50:50 mixed pixel half way between the two phases. Given per-pixel features in
+which mixing is linear (line intensities as fractions of the counts, Poisson-scaled PCA scores),
+:func:`refine_in_features` reassigns every pixel with a tied Gaussian mixture on the features,
+started at the latent phases, and corrects the number of phases where the latent got it wrong:
+clusters of mixed boundary pixels are dropped, phases the latent split in two are merged.
 
 Other latents (``criterion="bic_overlap"``, and the fallback when the latent is not 2-D):
 Clusters in an autoencoder latent space are rarely Gaussian: they are curved, elongated and of

@@ -1,8 +1,9 @@
 """Start-up script for ``panel serve gui/app.py --setup gui/warm.py``.
 
 Runs once per server process before the first visitor: reads the results named by
-``$SIGMA_RESULTS`` (the demo when unset) into the shared :func:`panel.cache` and renders the latent
-plot once so numba compiles datashader's pipelines. (``panel serve --warm`` would do the same but
+``$SIGMA_RESULTS`` (the demo when unset) into the shared :func:`panel.cache` and builds the first
+page once into a throwaway document (:func:`gui.views.warm_up`), so numba compiles datashader's
+pipelines and Panel/Bokeh run their first-use code before a visitor waits for them. (``panel serve --warm`` would do the same but
 fails in panel 1.9.4 with "Set changed size during iteration" while cleaning its warm session.)
 """
 

@@ -61,6 +61,7 @@ def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path
     assert 50 < rss["train"] <= rss["analyse"]  # MB; the peak never falls
     assert "peak memory:" in sigma.pipeline.summary(res)
     assert json.loads(rd.attrs["pipeline_config"])["max_epochs"] == 3
+    assert "refinement" in json.loads(rd.attrs["clustering"])  # refine="pca" by default
     assert "line_features" in rd.attrs["preprocessing"]
     assert "neighbor_average" not in rd.attrs["preprocessing"]  # 200 counts/px is not sparse
     # the cluster spectra are raw counts: they add up to the cube's sum spectrum
@@ -94,6 +95,35 @@ def test_config_errors_name_the_key() -> None:
         PipelineConfig.from_dict({"max_epoch": 3})
     with pytest.raises(ConfigurationError, match="neighbor_average"):
         PipelineConfig(neighbor_average="sometimes").preprocessor()
+
+
+def test_refinement_features_follow_the_config(scene) -> None:
+    from sigma.pipeline import _refinement_features
+    from sigma.preprocessing import neighbor_average
+
+    ds, _ = scene
+    cfg = PipelineConfig()
+    plain, averaged = cfg.preprocessor(400.0), PipelineConfig(neighbor_average=True).preprocessor()
+    feats = plain(ds)
+    assert _refinement_features(PipelineConfig(refine="none"), ds, feats, plain) is None
+    same = _refinement_features(PipelineConfig(refine="features"), ds, feats, plain)
+    assert same is not None
+    assert same.identical(feats["features"])
+    pcs = _refinement_features(cfg, ds, feats, plain)
+    assert pcs is not None
+    assert pcs.shape == (*ds.counts.shape[:2], 8)
+    assert np.isfinite(pcs.values).all()
+    assert pcs.values.std() > 0
+    # the same 3x3 mean as the autoencoder's input when the chain averages
+    smoothed = _refinement_features(cfg, ds, feats, averaged)
+    assert smoothed is not None
+    expected = neighbor_average(pcs.to_dataset(name="features"), kind="mean3x3")["features"]
+    np.testing.assert_allclose(smoothed.values, expected.values, rtol=1e-5, atol=1e-6)
+    # a cube too big to hold stays lazy: refine in the features instead
+    lazy = ds.chunk({"y": 16})
+    assert _refinement_features(cfg, lazy, feats, plain).identical(feats["features"])
+    with pytest.raises(ConfigurationError, match="refine must be"):
+        _refinement_features(PipelineConfig(refine="umap"), ds, feats, plain)
 
 
 def test_neighbour_averaging_only_for_sparse_pixels() -> None:

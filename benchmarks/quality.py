@@ -122,6 +122,9 @@ def main() -> None:
     p.add_argument("--scenes", default=",".join(SCENES))
     p.add_argument("--small", action="store_true", help="140 x 256 px scenes (quick check)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default: results/quality.json)"
+    )
     args = p.parse_args()
 
     from sigma.datasets import synthetic_sem
@@ -162,7 +165,8 @@ def main() -> None:
             f"{name}: " + ", ".join(f"{m} ARI {r['ari']:.3f}" for m, r in rows.items()), flush=True
         )
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("quality_small.json" if args.small else "quality.json")
+    out = args.out or RESULTS / ("quality_small.json" if args.small else "quality.json")
+    report["seed"] = args.seed
     out.write_text(json.dumps(report, indent=2))
     print(
         "\n| scene | method | k found | ARI | mean cosine | min cosine |\n|---|---|---|---|---|---|"

@@ -115,3 +115,28 @@ def test_info_on_a_file_without_counts(tmp_path, capsys):
     assert "y=2, x=3, feature=4" in _row(out, "dims")
     assert _row(out, "variable features") == "(y, x, feature)"
     assert "not a spectrum image" in _row(out, "note")
+
+
+def test_console_script_flushes_its_output_and_exit_status(synthetic_nc, tmp_path) -> None:
+    """`sigma info` through the console entry (which ends the process at once) loses nothing."""
+    import subprocess
+    import sys
+
+    code = "import sys; from sigma.cli import entry; sys.argv = ['sigma', *sys.argv[1:]]; entry()"
+    ok = subprocess.run(
+        [sys.executable, "-c", code, "info", str(synthetic_nc)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert _row(ok.stdout, "navigation").startswith("2 x 11 pixels")
+    assert _row(ok.stdout, "channels") == "50"
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "info", str(tmp_path / "missing.nc")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "missing.nc" in bad.stderr

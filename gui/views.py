@@ -503,6 +503,17 @@ def _selection_geometry(event: SelectionGeometry) -> tuple[str, Any] | None:
     return None
 
 
+def _forward_geometry(event: SelectionGeometry, lasso: Any, bounds: Any) -> None:
+    """Send a final Bokeh lasso to the ``lasso`` stream and a final box to ``bounds``."""
+    geom = _selection_geometry(event)
+    if geom is None:
+        return
+    if geom[0] == "poly":
+        lasso.event(geometry=geom[1])
+    else:
+        bounds.event(bounds=geom[1])
+
+
 def _inner_size(fig: figure, default: tuple[int, int]) -> tuple[int, int]:
     """The figure's drawing area in screen pixels as the browser reported it, else ``default``."""
     try:
@@ -691,13 +702,7 @@ class LatentView(pn.viewable.Viewer):
             self._render_view(parts)
 
     def _on_latent_geometry(self, event: SelectionGeometry) -> None:
-        geom = _selection_geometry(event)
-        if geom is None:
-            return
-        if geom[0] == "poly":
-            self.lasso.event(geometry=geom[1])
-        else:
-            self.bounds.event(bounds=geom[1])
+        _forward_geometry(event, self.lasso, self.bounds)
 
     def _draw_ellipses(self, parts: dict[str, Any]) -> None:
         results = self.state.results
@@ -878,13 +883,7 @@ class LatentView(pn.viewable.Viewer):
         return fig
 
     def _on_map_geometry(self, event: SelectionGeometry) -> None:
-        geom = _selection_geometry(event)
-        if geom is None:
-            return
-        if geom[0] == "poly":
-            self.map_lasso.event(geometry=geom[1])
-        else:
-            self.map_bounds.event(bounds=geom[1])
+        _forward_geometry(event, self.map_lasso, self.map_bounds)
 
     def spectrum_curves(self) -> dict[str, Any]:
         """Energy, overall and selection mean spectra per pixel (selection empty when none)."""

@@ -116,16 +116,21 @@ _SWEEP_N_FIT = 4_000
 # --------------------------------------------------------------------------------------------
 # input handling
 # --------------------------------------------------------------------------------------------
+def _variable(ds: xr.Dataset, name: str, arg: str, dims: str) -> xr.DataArray:
+    """``ds[name]``, or a SchemaError naming the argument and what to pass instead."""
+    if name not in ds:
+        raise SchemaError(
+            f"{arg}: got a Dataset without a {name!r} variable (variables "
+            f"{list(ds.data_vars)!r}). Pass the {dims} DataArray instead."
+        )
+    return ds[name]
+
+
 def _as_points(latent: Any) -> tuple[npt.NDArray[np.float64], dict[str, Any] | None]:
     """Return ``(points (n, d) float64, spatial info or None)`` from an array or DataArray."""
     spatial: dict[str, Any] | None = None
     if isinstance(latent, xr.Dataset):
-        if "embedding" not in latent:
-            raise SchemaError(
-                f"latent: got a Dataset without an 'embedding' variable (variables "
-                f"{list(latent.data_vars)!r}). Pass the (y, x, latent) DataArray instead."
-            )
-        latent = latent["embedding"]
+        latent = _variable(latent, "embedding", "latent", "(y, x, latent)")
     if isinstance(latent, xr.DataArray):
         if DIM_Y in latent.dims and DIM_X in latent.dims:
             if latent.ndim != 3 or DIM_LATENT not in latent.dims:
@@ -911,12 +916,7 @@ def cluster(
 # --------------------------------------------------------------------------------------------
 def _as_feature_points(features: Any, n: int) -> npt.NDArray[np.float64]:
     if isinstance(features, xr.Dataset):
-        if "features" not in features:
-            raise SchemaError(
-                f"features: got a Dataset without a 'features' variable (variables "
-                f"{list(features.data_vars)!r}). Pass the (y, x, feature) DataArray instead."
-            )
-        features = features["features"]
+        features = _variable(features, "features", "features", "(y, x, feature)")
     if isinstance(features, xr.DataArray) and DIM_Y in features.dims and DIM_X in features.dims:
         other = [dim for dim in features.dims if dim not in (DIM_Y, DIM_X)]
         features = features.transpose(DIM_Y, DIM_X, *other)

@@ -23,6 +23,7 @@ RESULTS = HERE / "results"
 FULL = [
     ("preprocessing", ["preprocessing.py"]),
     ("training", ["training.py"]),
+    ("pipeline", ["pipeline.py", "--repeats", "3", "--lazy"]),
     ("gui", ["gui.py"]),
     ("quality", ["quality.py"]),
     ("scale", ["scale.py", "--sizes", "128,256,512,1024"]),
@@ -30,6 +31,7 @@ FULL = [
 QUICK = [
     ("preprocessing", ["preprocessing.py", "--sizes", "256"]),
     ("training", ["training.py", "--quick"]),
+    ("pipeline", ["pipeline.py", "--repeats", "1"]),
     ("gui", ["gui.py", "--pixels", "300", "--no-browser"]),
     ("quality", ["quality.py", "--small", "--scenes", "demo30"]),
     ("scale", ["scale.py", "--sizes", "128,256"]),

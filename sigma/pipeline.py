@@ -86,10 +86,12 @@ class PipelineConfig:
         (:func:`sigma.clustering.refine_in_features`; the number of phases still comes from the
         latent, and clusters of mixed boundary pixels are dropped): ``"pca"`` uses 8
         Poisson-scaled principal components of the (binned) spectra, on channels summed to
-        about a third of the detector's Mn Ka FWHM and 3x3-averaged when the features are; ``"features"`` uses the autoencoder's input features (no extra cost);
-        ``"none"`` keeps the latent clustering as it is. A 2-D latent loses some separation
+        about a third of the detector's Mn Ka FWHM and 3x3-averaged when the features are;
+        ``"features"`` uses the autoencoder's input features (no extra cost); ``"none"`` keeps
+        the latent clustering as it is. A 2-D latent loses some separation
         at phase boundaries; on the demo scenes ``"pca"`` raised the ARI from 0.84-0.89 to
-        0.87-0.91 (benchmarks/quality.py). Cubes too large to hold in memory use ``"features"``.
+        0.87-0.91 (benchmarks/quality.py). Cubes too large to hold in memory use ``"features"``;
+        HDBSCAN's clusters are not refined.
     smooth_labels : float
         Spatial regularisation: Gaussian sigma (pixels) over which cluster probabilities are
         averaged before taking the label; 0 turns it off.
@@ -234,8 +236,11 @@ _TRAINING_MODULES = ("lightning.pytorch", "sklearn.mixture")
 def _import_in_background(modules: tuple[str, ...]) -> None:
     """Start importing ``modules`` in a daemon thread so the import overlaps reading the file.
 
-    Reading and decompressing the cube releases the GIL for much of its time, so on two cores
-    most of the import is hidden. Any failure is ignored here: the real import later raises it.
+    The file read (HDF5 decompression, numpy binning) leaves the interpreter idle for part of
+    its time; on the 2-core CPU the overlap took 3-5 s off a 20 s ``sigma run`` of the demo cube
+    (benchmarks/pipeline.py). Only third-party packages are listed; a module both threads need
+    is imported once, the other thread waiting on Python's per-module import lock. Any failure
+    is ignored here: the real import later raises it.
     """
     import importlib
     import sys
@@ -461,8 +466,8 @@ def _refinement_features(
         raise ConfigurationError(
             f"refine must be 'pca', 'features' or 'none'. Got {cfg.refine!r} instead."
         )
-    if cfg.refine == "none":
-        return None
+    if cfg.refine == "none" or cfg.clustering.get("method") == "hdbscan":
+        return None  # (HDBSCAN's density clusters are not refined)
     if cfg.refine == "features" or counts_ds[COUNTS].chunks is not None:
         if cfg.refine == "pca":
             logger.info("refine='pca' needs the binned cube in memory; refining in the features")
@@ -474,6 +479,8 @@ def _refinement_features(
     energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
     width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
     fwhm_ev = float(counts_ds.attrs.get("energy_resolution_mnka_ev") or 130.0)
+    if not (np.isfinite(fwhm_ev) and fwhm_ev > 0):  # unknown detector: a typical SDD
+        fwhm_ev = 130.0
     factor = int(fwhm_ev / 3.0 // width_ev) if width_ev > 0 else 1
     factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
     cube = counts_ds

@@ -119,6 +119,13 @@ def test_refinement_features_follow_the_config(scene) -> None:
     assert smoothed is not None
     expected = neighbor_average(pcs.to_dataset(name="features"), kind="mean3x3")["features"]
     np.testing.assert_allclose(smoothed.values, expected.values, rtol=1e-5, atol=1e-6)
+    # an unknown detector resolution (NaN) falls back to a typical one instead of failing
+    unknown = ds.assign_attrs(energy_resolution_mnka_ev=float("nan"))
+    assert _refinement_features(cfg, unknown, feats, plain).shape == pcs.shape
+    assert (
+        _refinement_features(PipelineConfig(clustering={"method": "hdbscan"}), ds, feats, plain)
+        is None
+    )
     # a cube too big to hold stays lazy: refine in the features instead
     lazy = ds.chunk({"y": 16})
     assert _refinement_features(cfg, lazy, feats, plain).identical(feats["features"])

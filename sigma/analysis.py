@@ -113,8 +113,8 @@ def cluster_spectra(
     """Summed and mean raw-count spectrum of every cluster, computed chunk by chunk.
 
     Each block of rows is grouped by label and summed per cluster into float64 (exact for
-    counts), so only one block (in the counts' own dtype) and its grouped copy are in memory at a
-    time; dask-backed counts are computed block by block.
+    counts), so only one block and one cluster's rows of it (both in the counts' own dtype) are
+    in memory at a time; dask-backed counts are computed block by block.
 
     Parameters
     ----------

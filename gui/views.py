@@ -53,7 +53,7 @@ from bokeh.transform import dodge
 from datashader import transfer_functions as tf
 
 from gui import data as gd
-from sigma._schema import as_str_list
+from sigma._schema import as_str_list, finite_float_or_none
 from sigma.exceptions import EmptySelectionError
 from sigma.xray import candidate_lines, lines_in_range
 
@@ -356,12 +356,7 @@ class SpectrumView(pn.viewable.Viewer):
     @property
     def beam_energy_kev(self) -> float | None:
         """Beam energy in keV, None when unknown."""
-        value = self.state.results.attrs.get("beam_energy_kev")
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return None
-        return v if np.isfinite(v) else None
+        return finite_float_or_none(self.state.results.attrs.get("beam_energy_kev"))
 
     def plot(
         self,

@@ -84,8 +84,24 @@ __all__ = [
     "validate_features",
     "append_history",
     "as_str_list",
+    "finite_float_or_none",
     "energy_scale",
 ]
+
+
+def finite_float_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is missing, not a number, NaN or inf.
+
+    Examples
+    --------
+    >>> finite_float_or_none("15"), finite_float_or_none(float("nan")), finite_float_or_none(None)
+    (15.0, None, None)
+    """
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
 
 
 def as_str_list(value: Any) -> list[str]:

@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sigma._schema import COUNTS, DIM_ENERGY, append_history, validate_spectrum_image
+from sigma._schema import (
+    COUNTS,
+    DEFAULT_MNKA_RESOLUTION_EV,
+    DIM_ENERGY,
+    append_history,
+    finite_float_or_none,
+    validate_spectrum_image,
+)
 from sigma.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -478,9 +485,9 @@ def _refinement_features(
     # (energy x energy) covariance ~16x cheaper on a 10 eV, 2048-channel cube (3 s -> 0.4 s)
     energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
     width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
-    fwhm_ev = float(counts_ds.attrs.get("energy_resolution_mnka_ev") or 130.0)
-    if not (np.isfinite(fwhm_ev) and fwhm_ev > 0):  # unknown detector: a typical SDD
-        fwhm_ev = 130.0
+    fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
+    if fwhm_ev is None or fwhm_ev <= 0:  # unknown detector: a typical SDD
+        fwhm_ev = DEFAULT_MNKA_RESOLUTION_EV
     factor = int(fwhm_ev / 3.0 // width_ev) if width_ev > 0 else 1
     factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
     cube = counts_ds

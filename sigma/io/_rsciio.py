@@ -30,6 +30,7 @@ from sigma._schema import (
     DIM_Y,
     NAV_IMAGE_NAMES,
     as_str_list,
+    finite_float_or_none,
     make_spectrum_image,
     spatial_coord,
 )
@@ -233,14 +234,6 @@ def _fit_image(img: Any, ny: int, nx: int) -> Any | None:
     return da.coarsen({DIM_Y: fy, DIM_X: fx}, boundary="pad").mean().values
 
 
-def _float_or_none(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
-
-
 def _attrs_from_metadata(
     md: Mapping[str, Any], path: Path, original: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -251,10 +244,10 @@ def _attrs_from_metadata(
     )
     attrs: dict[str, Any] = {}
     beam = _get(md, f"Acquisition_instrument.{instrument}.beam_energy") if instrument else None
-    beam_kev = _float_or_none(beam)
+    beam_kev = finite_float_or_none(beam)
     if beam_kev is None:
         # Velox files: rsciio leaves the high tension in original_metadata, in volts
-        volts = _float_or_none(_get(original or {}, "Optics.AccelerationVoltage"))
+        volts = finite_float_or_none(_get(original or {}, "Optics.AccelerationVoltage"))
         beam_kev = volts / 1000.0 if volts else None
     attrs["beam_energy_kev"] = beam_kev if beam_kev is not None else float("nan")
     attrs["elements"] = sorted(as_str_list(_get(md, "Sample.elements")))

@@ -62,7 +62,9 @@ def one_run(cube: Path, folder: Path, lazy: bool, extra: list[str]) -> dict[str,
     if out.exists():
         out.unlink()
     exe = Path(sys.executable).with_name("sigma")
-    cmd = [str(exe), "run", str(cube), "--bin", "2", "--quiet", "--out", str(out), *extra]
+    # an uninstalled checkout (e.g. a GPU machine with PYTHONPATH set) has no console script
+    launcher = [str(exe)] if exe.exists() else [sys.executable, "-m", "sigma.cli"]
+    cmd = [*launcher, "run", str(cube), "--bin", "2", "--quiet", "--out", str(out), *extra]
     if lazy:
         cmd.append("--lazy")
     t0 = time.perf_counter()
@@ -92,14 +94,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per mode")
     parser.add_argument("--lazy", action="store_true", help="also time `sigma run --lazy`")
+    parser.add_argument(
+        "--accelerator", default=None, help="passed to `sigma run --accelerator` (cpu, gpu)"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="JSON file to write")
     args = parser.parse_args()
+    extra = [] if args.accelerator is None else ["--accelerator", args.accelerator]
 
     results: dict[str, Any] = {
         "target": "under 20 s wall and 1.5 GB peak RSS on the 2-core CPU",
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
+            "accelerator": args.accelerator or "auto (sigma run's default)",
             "load_average_at_start": os.getloadavg(),
         },
         "runs": [],
@@ -112,7 +119,7 @@ def main() -> None:
         modes = [False, True] if args.lazy else [False]
         for lazy in modes:
             for i in range(args.repeats):
-                r = one_run(cube, folder, lazy, [])
+                r = one_run(cube, folder, lazy, extra)
                 r["lazy"] = lazy
                 print(
                     f"{'lazy ' if lazy else 'eager'} run {i + 1}: {r['wall_s']:.1f} s wall, "

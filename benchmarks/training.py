@@ -1,6 +1,6 @@
 """Training throughput and time to convergence of sigma's autoencoder on the demo scene.
 
-Measures, on the CPU of this machine (no GPU is measured here):
+Measures, on the CPU of this machine or with ``--accelerator gpu`` on a CUDA GPU:
 
 1. throughput (pixels/s over one epoch) of a SIGMA-style loop: a per-sample ``Dataset``,
    ``DataLoader(batch_size=32, shuffle=True)`` and a plain PyTorch loop, as emsigma trains;
@@ -12,7 +12,8 @@ Measures, on the CPU of this machine (no GPU is measured here):
    phases) on the latent space against the scene's ground truth, as a sanity check of quality.
 
 Run:  .venv/bin/python benchmarks/training.py [--quick]
-Writes benchmarks/results/training.json.
+      python benchmarks/training.py --accelerator gpu [--precision bf16-mixed] --out F.json
+Writes benchmarks/results/training.json (CPU) or the file given by --out.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class _PerSample(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return torch.tensor(self.x[i], dtype=torch.float32)
 
 
-def sigma_style_loop(flat: np.ndarray, max_batches: int) -> dict[str, Any]:
+def sigma_style_loop(flat: np.ndarray, max_batches: int, device: str = "cpu") -> dict[str, Any]:
     """emsigma-like loop: per-sample Dataset, DataLoader(batch_size=32, shuffle=True)."""
     torch.manual_seed(0)
-    model = AutoEncoder(n_features=flat.shape[1])
+    model = AutoEncoder(n_features=flat.shape[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loader = torch.utils.data.DataLoader(_PerSample(flat), batch_size=32, shuffle=True)
     n = 0
@@ -85,13 +86,40 @@ def sigma_style_loop(flat: np.ndarray, max_batches: int) -> dict[str, Any]:
     for b, x in enumerate(loader):
         if b >= max_batches:
             break
+        x = x.to(device)
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), x)
         loss.backward()
         opt.step()
         n += x.shape[0]
+    if device != "cpu":
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return {"batch_size": 32, "pixels": n, "seconds": dt, "pixels_per_s": n / dt}
+
+
+def tensor_loop(flat: np.ndarray, batch_size: int, device: str, epochs: int = 2) -> dict[str, Any]:
+    """Floor for the framework's overhead: the same model, Adam and MSE in a bare loop over a
+    tensor already on ``device`` (random permutation, slices); the last epoch is timed."""
+    torch.manual_seed(0)
+    model = AutoEncoder(n_features=flat.shape[1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x_all = torch.from_numpy(flat).to(device)
+    dt = 0.0
+    for _ in range(epochs):
+        order = torch.randperm(x_all.shape[0], device=device)
+        t0 = time.perf_counter()
+        for start in range(0, x_all.shape[0], batch_size):
+            x = x_all[order[start : start + batch_size]]
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), x)
+            loss.backward()
+            opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    n = x_all.shape[0]
+    return {"batch_size": batch_size, "pixels": n, "seconds": dt, "pixels_per_s": n / dt}
 
 
 class _EpochTimer(pl.Callback):
@@ -105,13 +133,22 @@ class _EpochTimer(pl.Callback):
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
         self.seconds.append(time.perf_counter() - self._t0)
 
 
 def lightning_throughput(
-    ds: xr.Dataset, batch_size: int, max_batches: int | None
+    ds: xr.Dataset,
+    batch_size: int,
+    max_batches: int | None,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
 ) -> dict[str, Any]:
-    """One training epoch (or ``max_batches``) through Lightning with SpectralDataModule."""
+    """Training epochs (or ``max_batches`` each) through Lightning with SpectralDataModule.
+
+    On a GPU two epochs run and the second is timed (the first holds CUDA/cuBLAS start-up).
+    """
     pl.seed_everything(0, verbose=False)
     dm = SpectralDataModule.from_dataset(ds, batch_size=batch_size, val_fraction=0.0)
     dm.setup("fit")
@@ -122,21 +159,28 @@ def lightning_throughput(
         else min(max_batches, len(dm.train_dataloader()))
     )
     timer = _EpochTimer()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=n_batches,
-                         callbacks=[timer],
+    epochs = 1 if accelerator == "cpu" else 2
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs,
+                         limit_train_batches=n_batches, callbacks=[timer], precision=precision,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     total = time.perf_counter() - t0
-    dt = timer.seconds[0]
+    dt = timer.seconds[-1]
     n = min(n_batches * batch_size, dm.train_indices.size)
-    return {"batch_size": batch_size, "pixels": n, "seconds": dt, "pixels_per_s": n / dt,
-            "fit_seconds_with_startup": total}  # fmt: skip
+    return {"batch_size": batch_size, "precision": precision, "pixels": n, "seconds": dt,
+            "pixels_per_s": n / dt, "fit_seconds_with_startup": total}  # fmt: skip
 
 
 def convergence(
-    ds: xr.Dataset, labels: np.ndarray | None, max_epochs: int, patience: int, lr: float
+    ds: xr.Dataset,
+    labels: np.ndarray | None,
+    max_epochs: int,
+    patience: int,
+    lr: float,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
 ) -> dict[str, Any]:
     """Train with the demo config's settings until early stopping; encode; GMM ARI vs truth."""
     pl.seed_everything(0, verbose=False)
@@ -144,8 +188,9 @@ def convergence(
     dm.setup("fit")
     model = AutoEncoder(n_features=dm.n_features, lr=lr)
     stop = EarlyStopping(monitor="val/loss", patience=patience, min_delta=0.0)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, callbacks=[stop],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=max_epochs,
+                         callbacks=[stop], precision=precision, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
@@ -154,6 +199,7 @@ def convergence(
     latent = encode(model, ds, show_progress=False).reshape(-1, model.hparams.latent_dim)
     encode_s = time.perf_counter() - t0
     result: dict[str, Any] = {
+        "precision": precision,
         "lr_start": lr,
         "max_epochs": max_epochs,
         "early_stopping_patience": patience,
@@ -196,8 +242,21 @@ def main() -> None:
         action="store_true",
         help="re-measure throughput only; keep the convergence results in the JSON",
     )
+    parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (Lightning)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["32-true"],
+        help="Lightning precision(s) to time, e.g. 32-true bf16-mixed; convergence uses the first",
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[32, 256, 1024, 4096], help="Lightning rows"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="JSON file to write")
     args = parser.parse_args()
+    device = "cuda" if args.accelerator in ("gpu", "cuda") else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--accelerator gpu: torch sees no CUDA device on this machine")
     out_path: Path = args.out
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,10 +271,13 @@ def main() -> None:
             "torch": torch.__version__,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
-            "gpu": "not measured (no GPU on this machine)",
+            "accelerator": args.accelerator,
+            "gpu": torch.cuda.get_device_name(0)
+            if device == "cuda"
+            else "not measured (run with --accelerator gpu on a GPU machine)",
             "load_average_at_start": os.getloadavg(),
-            "note": "2-core machine shared with ~6 engineers: absolute numbers are inflated "
-            "by other jobs; compare the rows of one run",
+            "note": "compare the rows of one run: a shared machine's absolute numbers vary "
+            "by 10-20 % between runs",
         },  # fmt: skip
         "features": {
             "n_pixels": int(flat.shape[0]),
@@ -223,24 +285,34 @@ def main() -> None:
             "source": source,
         },
     }
-    base = sigma_style_loop(flat, max_batches=100 if args.quick else args.sigma_batches)
+    base = sigma_style_loop(
+        flat, max_batches=100 if args.quick else args.sigma_batches, device=device
+    )
     print("SIGMA-style loop (batch 32):", json.dumps(base), flush=True)
     results["sigma_style_loop"] = base
     results["lightning"] = []
-    for bs in (32, 256, 1024, 4096):
-        max_b = args.sigma_batches if bs == 32 else None
-        if args.quick:
-            max_b = 100 if bs == 32 else 40
-        r = lightning_throughput(ds, bs, max_b)
-        r["speedup_vs_sigma_loop"] = r["pixels_per_s"] / base["pixels_per_s"]
-        print("sigma Lightning:", json.dumps(r), flush=True)
-        results["lightning"].append(r)
+    for precision in args.precision:
+        for bs in args.batch_sizes:
+            max_b = args.sigma_batches if bs == 32 else None
+            if args.quick:
+                max_b = 100 if bs == 32 else 40
+            r = lightning_throughput(ds, bs, max_b, args.accelerator, precision)
+            r["speedup_vs_sigma_loop"] = r["pixels_per_s"] / base["pixels_per_s"]
+            print("sigma Lightning:", json.dumps(r), flush=True)
+            results["lightning"].append(r)
+    if device == "cuda":
+        results["tensor_loop"] = []
+        for bs in args.batch_sizes[1:]:
+            r = tensor_loop(flat, bs, device)
+            print("bare PyTorch loop, data on the GPU:", json.dumps(r), flush=True)
+            results["tensor_loop"].append(r)
     if args.only_throughput and OUT.exists():
         results["convergence"] = json.loads(OUT.read_text())["convergence"]
         results["convergence"]["note"] = f"copied from {OUT.name} (not re-measured)"
     else:
         max_epochs = 5 if args.quick else args.max_epochs
-        conv = convergence(ds, labels, max_epochs=max_epochs, patience=args.patience, lr=args.lr)
+        conv = convergence(ds, labels, max_epochs=max_epochs, patience=args.patience, lr=args.lr,
+                           accelerator=args.accelerator, precision=args.precision[0])  # fmt: skip
         print("convergence:", json.dumps(conv), flush=True)
         results["convergence"] = conv
     results["load_average_at_end"] = os.getloadavg()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,28 @@ def tiny_cube() -> xr.Dataset:
     from sigma.datasets import synthetic_cube
 
     return synthetic_cube()
+
+
+@pytest.fixture
+def features_file(tmp_path: Path) -> Path:
+    """A 12 x 16 pixel features file: three bands of softmax-normalised Gaussian blobs."""
+    rng = np.random.default_rng(0)
+    ny, nx, nf = 12, 16, 5
+    centres = rng.normal(scale=2.0, size=(3, nf))
+    label = np.arange(ny)[:, None] * 3 // ny + np.zeros((1, nx), dtype=int)
+    f = np.exp(centres[label] + 0.1 * rng.normal(size=(ny, nx, nf)))
+    f /= f.sum(-1, keepdims=True)
+    ds = xr.Dataset(
+        {"features": (("y", "x", "feature"), f.astype(np.float32))},
+        coords={
+            "y": ("y", np.arange(ny) * 0.5, {"units": "um"}),
+            "x": ("x", np.arange(nx) * 0.5, {"units": "um"}),
+            "feature": [f"L{i}_Ka" for i in range(nf)],
+        },
+    )
+    path = tmp_path / "features.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -993,6 +993,7 @@ def refine_in_features(
     max_iter: int = 100,
     random_state: int | None = 0,
     merge_valley: float = 1.0,
+    interior: bool = True,
 ) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
     """Reassign pixels to phases in feature space, keeping the phases found in the latent.
 
@@ -1019,6 +1020,14 @@ def refine_in_features(
       the lower of its values at the two means, so both means sit on one mode. On two seeds of
       the four demo scenes, distinct phases dip to 0.05-0.93 of it, split ones not at all.
 
+    With ``interior`` and a ``shape``, a last step takes each phase's mean and the shared
+    covariance from its *interior* pixels only (those whose 3x3 neighbourhood holds the same
+    phase) and reassigns every pixel with them, repeated until fewer than 0.1 % of the pixels
+    change (:func:`_interior_reassign`). Boundary pixels are mixtures of two phases, not samples
+    of either: in the fit above they stretch the shared covariance along the lines between
+    phases, which tilts the boundaries it draws. On the demo scenes this step raised the ARI
+    by 0.001-0.006, except at 10 counts/pixel (-0.002).
+
     Parameters
     ----------
     features : array or xr.DataArray
@@ -1034,6 +1043,9 @@ def refine_in_features(
     merge_valley : float
         Two phases whose density between their means stays at or above this fraction of its
         lower end (see above) are one.
+    interior : bool
+        Finish with phase statistics from interior pixels (needs ``shape``; see above). With
+        ``adjust_k=False`` it stops before a phase would lose all its pixels.
     max_iter : int
         EM iterations.
     random_state : int or None
@@ -1045,7 +1057,8 @@ def refine_in_features(
         Refined probabilities (``k' <= k``; phases renumbered by decreasing weight).
     info : dict
         ``n_features``, ``dropped`` (``[cluster, its neighbours ...]`` in the input numbering),
-        ``merged`` (number of merges), ``n_iter``, ``converged``.
+        ``merged`` (number of merges), ``n_iter``, ``converged``, ``interior_iterations``
+        (0 when the interior step did not run).
 
     Examples
     --------
@@ -1086,8 +1099,77 @@ def refine_in_features(
         R = np.delete(prob, j, axis=1)
         info["merged"] += 1
     info.update(n_iter=int(model.n_iter_), converged=bool(model.converged_))
+    info["interior_iterations"] = 0
+    if interior and shape is not None and prob.shape[1] > 1:
+        prob, info["interior_iterations"] = _interior_reassign(
+            F, prob, shape, keep_k=not adjust_k
+        )
     order = np.argsort(-prob.sum(axis=0), kind="stable")
     return prob[:, order], info
+
+
+def _interior_reassign(
+    F: npt.NDArray[np.float64],
+    prob: npt.NDArray[np.float64],
+    shape: tuple[int, int],
+    *,
+    max_iter: int = 10,
+    tol: float = 1e-3,
+    min_interior: int = 10,
+    keep_k: bool = False,
+) -> tuple[npt.NDArray[np.float64], int]:
+    """Phase means and shared covariance from interior pixels, then every pixel reassigned.
+
+    A pixel is interior when its whole 3x3 neighbourhood (edges repeated) has its label. Each
+    phase's mean comes from its interior pixels (from all its pixels when it has fewer than
+    ``min_interior``), the covariance is pooled over all interior pixels, and the weights are
+    the phases' shares of all pixels. Repeats until fewer than ``tol`` of the pixels change
+    label or ``max_iter`` rounds. Phases left empty are removed, or with ``keep_k`` the
+    previous round is returned instead. Returns the probabilities and the number of rounds
+    kept (0 when there are too few interior pixels to estimate).
+    """
+    n, d = F.shape
+    label = np.argmax(prob, axis=1)
+    rounds = 0
+    for _ in range(max_iter):
+        k = prob.shape[1]
+        img = label.reshape(shape)
+        inner = (
+            (ndimage.minimum_filter(img, size=3, mode="nearest") == img)
+            & (ndimage.maximum_filter(img, size=3, mode="nearest") == img)
+        ).ravel()
+        if inner.sum() <= d + k:
+            break
+        counts = np.bincount(label, minlength=k)
+        means = np.zeros((k, d))
+        for j in range(k):
+            own = label == j
+            core = own & inner
+            pick = core if core.sum() >= min_interior else own
+            means[j] = F[pick].mean(axis=0) if pick.any() else F.mean(axis=0)
+        D = F[inner] - means[label[inner]]
+        cov = D.T @ D / D.shape[0] + 1e-6 * np.eye(d)
+        L = np.linalg.cholesky(np.linalg.inv(cov))
+        W, M = F @ L, means @ L
+        d2 = (W * W).sum(axis=1)[:, None] - 2.0 * W @ M.T + (M * M).sum(axis=1)[None, :]
+        with np.errstate(divide="ignore"):
+            logp = -0.5 * d2 + np.log(counts / n)[None, :]
+        logp -= logp.max(axis=1, keepdims=True)
+        new_prob = np.exp(logp)
+        new_prob /= new_prob.sum(axis=1, keepdims=True)
+        new = np.argmax(new_prob, axis=1)
+        keep = np.bincount(new, minlength=k) > 0
+        if not keep.all() and keep_k:  # a phase would lose all its pixels: stop before
+            break
+        changed = int((new != label).sum())
+        prob, label = new_prob, new
+        rounds += 1
+        if not keep.all():  # a phase lost all its pixels
+            prob = prob[:, keep] / prob[:, keep].sum(axis=1, keepdims=True)
+            label = np.argmax(prob, axis=1)
+        if changed < tol * n:
+            break
+    return prob, rounds
 
 
 def _tied_moments(

@@ -322,3 +322,32 @@ def test_a_phase_the_latent_split_in_two_is_merged_in_feature_space() -> None:
     assert adjusted_rand_score(truth.ravel(), refined.label.values.ravel()) > 0.98
     # with adjust_k=False the latent's four phases are kept
     assert cluster(latent, features=features, adjust_k=False).sizes["cluster"] == 4
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_interior_statistics_place_blurred_boundaries_better(seed: int) -> None:
+    """Mixed boundary pixels stretch a tied covariance; interior-pixel statistics do not."""
+    from sigma.datasets import synthetic_sem
+    from sigma.preprocessing import pca_features
+
+    ds, truth = synthetic_sem(
+        (96, 128), seed=seed, counts_per_pixel=100, blur=1.5, show_progress=False
+    )
+    features = pca_features(ds, n_components=8, show_progress=False).features.values
+    true = truth.label.values.ravel()
+    k = int(true.max()) + 1
+    rng = np.random.default_rng(seed)
+    start = np.eye(k)[true]  # a latent clustering with 20 % of the pixels scrambled
+    flip = rng.random(true.size) < 0.2
+    start[flip] = np.eye(k)[rng.integers(0, k, int(flip.sum()))]
+    scores = {}
+    for interior in (False, True):
+        prob, info = refine_in_features(
+            features, start, shape=(96, 128), adjust_k=False, interior=interior
+        )
+        assert prob.shape == (true.size, k)
+        np.testing.assert_allclose(prob.sum(axis=1), 1.0)
+        assert (info["interior_iterations"] > 0) == interior
+        scores[interior] = adjusted_rand_score(true, prob.argmax(axis=1))
+    # measured: 0.742 -> 0.759 (seed 0), 0.753 -> 0.768 (seed 1)
+    assert scores[True] > scores[False] + 0.008

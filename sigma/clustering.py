@@ -27,7 +27,10 @@ does not map a 50:50 mixed pixel half way between the two phases. Given per-pixe
 which mixing is linear (line intensities as fractions of the counts, Poisson-scaled PCA scores),
 :func:`refine_in_features` reassigns every pixel with a tied Gaussian mixture on the features,
 started at the latent phases, and corrects the number of phases where the latent got it wrong:
-clusters of mixed boundary pixels are dropped, phases the latent split in two are merged.
+clusters of mixed boundary pixels are dropped, phases the latent split in two are merged. Given
+the image shape, it ends by taking each phase's mean and the shared covariance from interior
+pixels alone (3x3 neighbourhood of one phase) and reassigning every pixel with them: boundary
+pixels are mixtures, and left in they stretch the covariance along the lines between phases.
 
 Other latents (``criterion="bic_overlap"``, and the fallback when the latent is not 2-D):
 Clusters in an autoencoder latent space are rarely Gaussian: they are curved, elongated and of

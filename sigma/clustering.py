@@ -1144,19 +1144,29 @@ def _interior_reassign(
         if inner.sum() <= d + k:
             break
         counts = np.bincount(label, minlength=k)
+        # per phase: mean (interior pixels, or all when too few) and the interior scatter
+        # about it, from the moments of one copy of its interior rows (no n x d temporaries)
         means = np.zeros((k, d))
+        scatter = np.zeros((d, d))
         for j in range(k):
             own = label == j
-            core = own & inner
-            pick = core if core.sum() >= min_interior else own
-            means[j] = F[pick].mean(axis=0) if pick.any() else F.mean(axis=0)
-        D = F[inner] - means[label[inner]]
-        cov = D.T @ D / D.shape[0] + 1e-6 * np.eye(d)
-        L = np.linalg.cholesky(np.linalg.inv(cov))
-        W, M = F @ L, means @ L
-        d2 = (W * W).sum(axis=1)[:, None] - 2.0 * W @ M.T + (M * M).sum(axis=1)[None, :]
+            X = F[own & inner]
+            if X.shape[0] >= min_interior:
+                means[j] = X.mean(axis=0)
+            elif own.any():
+                means[j] = F[own].mean(axis=0)
+            else:
+                means[j] = F.mean(axis=0)
+            if X.shape[0]:
+                s_j = X.sum(axis=0)
+                scatter += X.T @ X - np.outer(s_j, means[j]) - np.outer(means[j], s_j)
+                scatter += X.shape[0] * np.outer(means[j], means[j])
+        cov = scatter / inner.sum() + 1e-6 * np.eye(d)
+        # Gaussian log-likelihoods up to a per-pixel constant (the pixel's own quadratic term
+        # cancels in the normalisation): x'P m - m'P m / 2 + log weight
+        A = means @ np.linalg.inv(cov)
         with np.errstate(divide="ignore"):
-            logp = -0.5 * d2 + np.log(counts / n)[None, :]
+            logp = F @ A.T + (np.log(counts / n) - 0.5 * np.einsum("kd,kd->k", A, means))
         logp -= logp.max(axis=1, keepdims=True)
         new_prob = np.exp(logp)
         new_prob /= new_prob.sum(axis=1, keepdims=True)

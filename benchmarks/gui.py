@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _paths import results_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -187,7 +189,7 @@ def main() -> None:
     if not args.no_browser:
         result["browser"] = bench_page_load(args.page_repeats)
     result["machine"]["load_average_at_end"] = os.getloadavg()  # type: ignore[index]
-    path = ROOT / "benchmarks" / "results" / "gui.json"
+    path = results_dir() / "gui.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

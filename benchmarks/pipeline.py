@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parent / "results" / "pipeline.json"
+from _paths import results_dir
+
+OUT = results_dir() / "pipeline.json"
 
 
 def demo_file(folder: Path) -> Path:

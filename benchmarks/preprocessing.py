@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 import psutil
+from _paths import results_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "preprocessing.json"
+RESULTS = results_dir() / "preprocessing.json"
 N_CHANNELS = 2048
 SCALE_KEV = 0.01
 COUNTS_PER_PIXEL = 30.0

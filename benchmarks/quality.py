@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _paths import results_dir
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 
 SCENES: dict[str, dict[str, Any]] = {
     "demo30": {"counts_per_pixel": 30.0},

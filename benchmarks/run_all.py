@@ -5,17 +5,21 @@ order in subprocesses and collects their Markdown tables into one report, so a r
 either speed or quality shows in one place.
 
 Run: ``python benchmarks/run_all.py [--quick]`` (or ``nox -s bench``). ``--quick`` uses small
-sizes (minutes instead of an hour).
+sizes (minutes instead of an hour) and writes everything, its report too, to
+``benchmarks/results/quick/`` (git-ignored), so it never overwrites the full results.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from _paths import ENV
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -47,7 +51,9 @@ def main() -> None:
     if args.only:
         keep = set(args.only.split(","))
         plan = [item for item in plan if item[0] in keep]
-    RESULTS.mkdir(exist_ok=True)
+    out_dir = RESULTS / "quick" if args.quick else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, ENV: str(out_dir)}
     parts = [
         f"# sigma benchmark report\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{platform.machine()}, Python {platform.python_version()}, quick={args.quick}\n"
@@ -61,7 +67,11 @@ def main() -> None:
             failed.append(name)
             continue
         proc = subprocess.run(
-            [sys.executable, str(script), *cmd[1:]], capture_output=True, text=True, check=False
+            [sys.executable, str(script), *cmd[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
         table = "\n".join(line for line in proc.stdout.splitlines() if line.startswith("|"))
         if not table:  # scripts without a Markdown table: their last lines of output
@@ -72,8 +82,8 @@ def main() -> None:
             table += "\n\n```\n" + proc.stderr[-2000:] + "\n```"
         parts.append(f"\n## {name}: {status}\n\n{table}\n")
         print(proc.stdout[-1500:], flush=True)
-    (RESULTS / "REPORT.md").write_text("".join(parts))
-    print(f"report: {RESULTS / 'REPORT.md'}")
+    (out_dir / "REPORT.md").write_text("".join(parts))
+    print(f"report: {out_dir / 'REPORT.md'}")
     if failed:
         raise SystemExit(f"benchmarks failed: {failed}")
 

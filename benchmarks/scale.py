@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _paths import results_dir
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 
 
 def _child(size: int, workdir: str, epochs: int) -> None:

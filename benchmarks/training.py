@@ -31,13 +31,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import xarray as xr
+from _paths import results_dir
 from lightning.pytorch.callbacks import EarlyStopping
 
 from sigma.datamodule import SpectralDataModule
 from sigma.encoding import encode
 from sigma.model import AutoEncoder
 
-OUT = Path(__file__).resolve().parent / "results" / "training.json"
+OUT = results_dir() / "training.json"
 
 
 def demo_features() -> tuple[xr.Dataset, np.ndarray | None, str]:

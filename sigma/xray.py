@@ -39,6 +39,9 @@ __all__ = [
     "snip_background",
     "find_xray_peaks",
     "identify_lines",
+    "default_line",
+    "parse_element",
+    "is_element",
 ]
 
 #: Mn Ka energy used by the FWHM(E) law (keV)
@@ -226,6 +229,74 @@ def get_line(name: str) -> XrayLine:
     return lines[name]
 
 
+def is_element(name: str) -> bool:
+    """Whether ``name`` is a chemical symbol (any case: ``"Fe"``, ``"fe"``, ``"FE"``)."""
+    text = str(name).strip()
+    return text[:1].upper() + text[1:].lower() in ELEMENTS
+
+
+def parse_element(name: str) -> str:
+    """The chemical symbol ``name`` in its proper case (``"fe"`` -> ``"Fe"``).
+
+    Raises
+    ------
+    XrayLineError
+        If ``name`` is not a chemical symbol.
+    """
+    text = str(name).strip()
+    symbol = text[:1].upper() + text[1:].lower()
+    if symbol not in ELEMENTS:
+        raise XrayLineError(
+            f"{name!r} is neither a chemical symbol (e.g. 'Fe') nor an X-ray line (e.g. 'Fe_Ka')."
+        )
+    return symbol
+
+
+def default_line(
+    element: str,
+    beam_energy_kev: float | None = None,
+    energy_range_kev: tuple[float, float] | None = None,
+) -> XrayLine | None:
+    """The line HyperSpy/exspy would use for ``element``: its best ``Ka``/``La``/``Ma`` line.
+
+    exspy's rule (``EDSSpectrum._get_lines_from_elements(only_one=True)``): of the element's
+    ``Ka``, ``La`` and ``Ma`` lines inside the energy range, the first (in that order) whose
+    energy is below half the beam energy (an overvoltage of at least 2, so the line is well
+    excited); if none is, the last one in range. Lines the beam cannot excite are left out.
+
+    Returns
+    -------
+    XrayLine or None
+        None when none of the three lines lies in the range.
+
+    Examples
+    --------
+    >>> default_line("Fe", 15.0).name, default_line("Pb", 15.0).name, default_line("Pb", 30.0).name
+    ('Fe_Ka', 'Pb_Ma', 'Pb_La')
+    """
+    symbol = parse_element(element)
+    lines = element_lines(symbol)
+    cands = []
+    for fam in ("Ka", "La", "Ma"):
+        line = lines.get(f"{symbol}_{fam}")
+        if line is None or not _excited(line, beam_energy_kev):
+            continue
+        if energy_range_kev is not None and not (
+            energy_range_kev[0] <= line.energy_kev <= energy_range_kev[1]
+        ):
+            continue
+        cands.append(line)
+    if not cands:
+        return None
+    beam = beam_energy_kev if beam_energy_kev is not None and np.isfinite(beam_energy_kev) else None
+    if beam is None:
+        return cands[0]
+    for line in cands:
+        if line.energy_kev < beam / 2:
+            return line
+    return cands[-1]
+
+
 def _excited(line: XrayLine, beam_energy_kev: float | None) -> bool:
     """Whether a beam of ``beam_energy_kev`` (None or NaN: unknown, so yes) ionises the line's edge."""
     return (
@@ -398,6 +469,19 @@ def snip_background(
     return np.minimum(np.clip(back, 0, None), np.clip(y, 0, None))
 
 
+def _background(
+    y: npt.NDArray[np.float64], fwhm_ch: npt.NDArray[np.float64], first: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """SNIP background of ``y`` (zero below channel ``first``) and the smoothed ``y[first:]``."""
+    from scipy.ndimage import gaussian_filter1d
+
+    sigma_ch = max(float(np.median(fwhm_ch[first:])) / 2.3548, 0.5)
+    smooth = gaussian_filter1d(y[first:], sigma_ch, mode="nearest")
+    back = np.zeros_like(y)
+    back[first:] = snip_background(smooth, np.maximum(1.5 * fwhm_ch[first:], 2.0))
+    return back, smooth
+
+
 def find_xray_peaks(
     energy_kev: npt.ArrayLike,
     spectrum: npt.ArrayLike,
@@ -433,7 +517,6 @@ def find_xray_peaks(
     -------
     list of SpectrumPeak
     """
-    from scipy.ndimage import gaussian_filter1d
     from scipy.signal import find_peaks
 
     e = np.asarray(energy_kev, dtype=np.float64)
@@ -452,10 +535,7 @@ def find_xray_peaks(
     if e.size - first < 8:
         return []
     fwhm_ch = fwhm_kev(e, mnka_resolution_ev) / scale
-    sigma_ch = max(float(np.median(fwhm_ch[first:])) / 2.3548, 0.5)
-    smooth = gaussian_filter1d(y[first:], sigma_ch, mode="nearest")
-    back = np.zeros_like(y)
-    back[first:] = snip_background(smooth, np.maximum(1.5 * fwhm_ch[first:], 2.0))
+    back, smooth = _background(y, fwhm_ch, first)
     net_smooth = np.zeros_like(y)
     net_smooth[first:] = smooth - back[first:]
     idx, _ = find_peaks(net_smooth, distance=max(int(0.5 * float(np.min(fwhm_ch[first:]))), 1))
@@ -517,6 +597,7 @@ def identify_lines(
     min_relative_intensity: float = 0.002,
     ignore_below_kev: float = 0.1,
     tolerance_fwhm: float = 0.6,
+    elements: Iterable[str] | None = None,
 ) -> list[str]:
     """Find the X-ray lines present in a sum spectrum and name them from the table.
 
@@ -540,6 +621,19 @@ def identify_lines(
       predicts a peak but nothing above 3 % of that is seen (this rejects ``K_Ll`` for a C peak
       when K Ka is weak, or ``Pd_Mz`` when the Pd L lines are missing);
 
+    - -2 when another shell of the element is stronger at this beam energy (generated
+      intensity) and lies in range, but none of its stronger lines has a peak (this rejects
+      ``Tm_Ma`` for the Al Ka peak of a 200 kV spectrum without Tm L lines);
+    - -2 when the peak is far too strong for the line: the element's strongest line (generated
+      intensity at the beam energy) lies elsewhere in range and its measured net counts times
+      the strength ratio predict less than a fifth of the peak (this rejects ``K_Ll`` for the
+      C Ka peak when K Ka is present but weak in comparison).
+
+    Other lines of the element that have no peak of their own (they may sit in the shoulder of
+    a stronger peak) are measured directly: net counts above the background in +/- 0.6 FWHM.
+    Such a line supports the candidate like a matched peak when it holds at least a quarter of
+    its predicted counts, and such a measurement also counts as "seen" for the penalties above.
+
     Lines weaker than 4.5 % of their shell's main line do not claim peaks, and elements without
     stable isotopes (Tc, Pm, Po ... Pa) are never proposed. Ties go to the line closest in
     energy. Every peak the chosen element explains is then marked
@@ -559,6 +653,10 @@ def identify_lines(
         Passed to :func:`find_xray_peaks`.
     tolerance_fwhm
         A line explains a peak when their energies differ by at most this many FWHM.
+    elements
+        Elements known to be present (e.g. the file's ``attrs["elements"]``): their lines explain
+        the peaks they fall on first (a minor line only when its shell's main line has a peak),
+        and only the peaks left over are named from the table.
 
     Returns
     -------
@@ -592,9 +690,41 @@ def identify_lines(
     beam = beam_energy_kev if beam_energy_kev is not None and np.isfinite(beam_energy_kev) else None
     lo_e, hi_e = max(float(e[0]), ignore_below_kev), float(e[-1])
     scale = float((e[-1] - e[0]) / (e.size - 1))
+    keep = e >= ignore_below_kev
+    first = int(np.argmax(keep))
+    y_kept = np.where(keep, y, 0.0)
+    back, _smooth = _background(y_kept, fwhm_kev(e, mnka_resolution_ev) / scale, first)
+    cum_net = np.concatenate([[0.0], np.cumsum(y_kept - back)])
+
+    from scipy.special import ndtr
+
+    peak_e = np.array([p.energy_kev for p in peaks])
+    peak_sd = fwhm_kev(peak_e, mnka_resolution_ev) / 2.3548
+    # a Gaussian holds 84.3 % of its area within +/- 0.6 FWHM (the peaks' net-count window)
+    peak_area = np.array([p.net_counts for p in peaks]) / 0.843
+
+    def net_at(energy: float) -> float:
+        """Net counts in +/- 0.6 FWHM around ``energy`` that the detected peaks do not explain.
+
+        Measured above the background, less the tails of the detected peaks (Gaussians of the
+        detector resolution), so a line in the shoulder of a stronger peak is measured alone.
+        """
+        half = 0.6 * float(fwhm_kev(energy, mnka_resolution_ev))
+        i0 = max(int(np.searchsorted(e, energy - half, side="left")), first)
+        i1 = int(np.searchsorted(e, energy + half, side="right"))
+        if i1 <= i0:
+            return 0.0
+        a, b = e[i0] - 0.5 * scale, e[i1 - 1] + 0.5 * scale
+        tails = peak_area * (ndtr((b - peak_e) / peak_sd) - ndtr((a - peak_e) / peak_sd))
+        return float(cum_net[i1] - cum_net[i0] - tails.sum())
 
     def tol(energy: float) -> float:
-        return max(tolerance_fwhm * float(fwhm_kev(energy, mnka_resolution_ev)), 1.5 * scale)
+        # below 0.5 keV peaks sit on the tail of the zero (noise) peak and on a steep
+        # detector-efficiency edge, which pulls their centroids by up to ~35 eV
+        floor = 0.035 if energy < 0.5 else 0.0
+        return max(
+            tolerance_fwhm * float(fwhm_kev(energy, mnka_resolution_ev)), 1.5 * scale, floor
+        )
 
     def detection_limit(energy: float) -> float:
         # min_significance * sqrt(counts in a +/- 0.6 FWHM window), counts from the raw spectrum
@@ -616,6 +746,16 @@ def identify_lines(
         return best
 
     explained: dict[int, str] = {}
+    for element in dict.fromkeys(parse_element(el) for el in elements or ()):
+        known = [ln for ln in element_lines(element).values() if usable(ln) and ln.weight >= 0.045]
+        mains = {ln.shell: peak_of(ln) for ln in known if ln.weight >= 0.999}
+        for ln in sorted(known, key=lambda ln: -ln.weight):
+            j = peak_of(ln)
+            if j is None or j in explained:
+                continue
+            if ln.weight < 0.999 and mains.get(ln.shell) is None:
+                continue  # a minor line explains a peak only beside its shell's main line
+            explained[j] = ln.name
     for k, peak in enumerate(peaks):
         if k in explained:
             continue
@@ -635,6 +775,13 @@ def identify_lines(
                 for n, ln in element_lines(cand.element).items()
                 if usable(ln) and ln.weight >= 0.045
             }
+            # across shells, generated intensities (fluorescence yield, ionisation at this beam
+            # energy) say how strong each line is relative to the element's strongest line
+            gen = _generated_cached(cand.element, beam) if beam is not None else {}
+
+            def strength(ln: XrayLine, gen: dict[str, float] = gen) -> float:
+                return gen.get(ln.name, 0.0) if gen else ln.weight
+
             matches: dict[int, str] = {k: cand.name}
             for ln in sorted(lines.values(), key=lambda ln: -ln.weight):
                 j = peak_of(ln)
@@ -643,6 +790,21 @@ def identify_lines(
                 # a line of another shell counts only when that shell's main line is seen too
                 main = [m for m in lines.values() if m.shell == ln.shell and m.weight >= 0.999]
                 if ln.shell != cand.shell and main and peak_of(main[0]) is None:
+                    continue
+                # below 1 keV (light elements' K lines) a weak line (generated intensity below
+                # a tenth of the element's strongest) does not claim a peak: that peak is named
+                # for itself (C Ka, not K Ll beside K Ka)
+                if gen and strength(ln) < 0.1 and ln.energy_kev < 1.0:
+                    continue
+                # nor when its peak is far stronger than the line can be (it is another
+                # element's peak): five times the predicted counts, plus the detection limit
+                ratio = (
+                    ln.weight / cand.weight
+                    if ln.shell == cand.shell or not gen
+                    else strength(ln) / max(strength(cand), 1e-12)
+                )
+                predicted = peak.net_counts * ratio
+                if peaks[j].net_counts > 5.0 * predicted + detection_limit(ln.energy_kev):
                     continue
                 matches[j] = ln.name
             penalty = 0
@@ -655,10 +817,17 @@ def identify_lines(
                     continue  # merged into this very peak
                 # a weaker line within 2 FWHM sits in the peak's shoulder (La + Lb1 + Lb3 ...),
                 # any line may hide in the shoulder of another peak
-                if (
-                    abs(ln.energy_kev - cand.energy_kev) <= 2.0 * fwhm_c
-                    and ln.weight <= cand.weight
-                ):
+                close = abs(ln.energy_kev - cand.energy_kev)
+                if close <= 2.0 * fwhm_c and ln.weight <= cand.weight:
+                    # resolvable (1.5 FWHM or more apart): measured beside the peak's own tail
+                    predicted = peak.net_counts * ln.weight / cand.weight
+                    if (
+                        close >= 1.5 * fwhm_c
+                        and ln.weight >= 0.1
+                        and predicted > 2.0 * detection_limit(ln.energy_kev)
+                        and net_at(ln.energy_kev) < 0.25 * predicted
+                    ):
+                        penalty += 1
                     continue
                 if ln.weight < 0.1:
                     continue  # minor lines' table weights are too uncertain to demand a peak
@@ -673,17 +842,10 @@ def identify_lines(
                     and abs(p.energy_kev - ln.energy_kev)
                     <= (tol(p.energy_kev) if j is not None else 2.0 * fwhm_l)
                 ]
-                observed = max(near, default=0.0)
+                observed = max(max(near, default=0.0), net_at(ln.energy_kev))
                 if predicted > 2.0 * detection_limit(ln.energy_kev) and observed < 0.25 * predicted:
                     penalty += 1
                     matches.pop(j, None) if j is not None else None
-            # across shells, generated intensities (fluorescence yield, ionisation at this beam
-            # energy) say how strong each line is relative to the element's strongest line
-            gen = _generated_cached(cand.element, beam) if beam is not None else {}
-
-            def strength(ln: XrayLine, gen: dict[str, float] = gen) -> float:
-                return gen.get(ln.name, 0.0) if gen else ln.weight
-
             if gen and strength(cand) > 0:
                 for ln in lines.values():
                     if ln.shell == cand.shell or strength(ln) <= strength(cand):
@@ -691,12 +853,15 @@ def identify_lines(
                     predicted = peak.net_counts * strength(ln) / strength(cand)
                     fwhm_l = float(fwhm_kev(ln.energy_kev, mnka_resolution_ev))
                     observed = max(
-                        (
-                            p.net_counts
-                            for p in peaks
-                            if abs(p.energy_kev - ln.energy_kev) <= 2.0 * fwhm_l
+                        max(
+                            (
+                                p.net_counts
+                                for p in peaks
+                                if abs(p.energy_kev - ln.energy_kev) <= 2.0 * fwhm_l
+                            ),
+                            default=0.0,
                         ),
-                        default=0.0,
+                        net_at(ln.energy_kev),
                     )
                     # lenient (3 %): absorption and detector efficiency move cross-shell
                     # ratios a lot
@@ -705,11 +870,53 @@ def identify_lines(
                         and observed < 0.03 * predicted
                     ):
                         penalty += 1
+                # a stronger shell in range must show: at least one of its lines has a peak
+                own_shell = max(strength(ln) for ln in lines.values() if ln.shell == cand.shell)
+                for shell in {ln.shell for ln in lines.values()} - {cand.shell}:
+                    stronger = [
+                        ln
+                        for ln in lines.values()
+                        if ln.shell == shell and strength(ln) > own_shell
+                    ]
+                    if stronger and all(peak_of(ln) is None for ln in stronger):
+                        penalty += 1
+                # the peak must not be far stronger than the element's strongest line allows
+                top = max(
+                    (ln for ln in lines.values() if ln.name != cand.name),
+                    key=strength,
+                    default=None,
+                )
+                if top is not None and strength(top) > strength(cand) and peak_of(top) != k:
+                    j_top = peak_of(top)
+                    seen = peaks[j_top].net_counts if j_top is not None else net_at(top.energy_kev)
+                    expected = max(seen, 0.0) * strength(cand) / strength(top)
+                    if peak.net_counts > 5.0 * expected + detection_limit(cand.energy_kev):
+                        penalty += 1
             support = sum(
                 min(1.0, 2.0 * strength(lines[name]))
                 for j, name in matches.items()
                 if j != k and name in lines
             )
+            # lines with no peak of their own (in the shoulder of a stronger one), measured
+            matched = set(matches.values())
+            for ln in lines.values():
+                if ln.name in matched or ln.weight < 0.1 or strength(cand) <= 0:
+                    continue
+                if peak_of(ln) is not None:
+                    continue
+                ratio = (
+                    ln.weight / cand.weight
+                    if ln.shell == cand.shell
+                    else strength(ln) / strength(cand)
+                )
+                predicted = peak.net_counts * ratio
+                measured = net_at(ln.energy_kev)
+                if (
+                    predicted > 2.0 * detection_limit(ln.energy_kev)
+                    and measured >= 0.25 * predicted
+                    and measured >= 0.6 * detection_limit(ln.energy_kev)  # 3 sigma on its own
+                ):
+                    support += min(1.0, 2.0 * strength(ln))
             own = min(cand.weight, strength(cand) / max(gen.values())) if gen else cand.weight
             score = 1.0 + support + own - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
             logger.debug(

@@ -42,6 +42,7 @@ __all__ = [
     "binary_maps",
     "line_enrichment",
     "top_lines",
+    "top_elements",
     "nmf_unmix",
     "abundance_maps",
     "particle_statistics",
@@ -362,6 +363,21 @@ def line_enrichment(
                 (c, name, line.energy_kev, f, f / f_ref if f_ref > 0 else np.inf if f > 0 else 1.0)
             )
     return pd.DataFrame(rows, columns=["cluster", "line", "energy_kev", "fraction", "enrichment"])
+
+
+def top_elements(
+    ds: xr.Dataset, *, n: int = 2, lines: Iterable[str] | None = None
+) -> dict[int, list[str]]:
+    """The ``n`` elements whose lines are most enriched in each cluster, best first.
+
+    Like :func:`top_lines`, but an element counts once (its best line), so a phase reads
+    ``["Fe", "Ti"]`` rather than ``["Fe_Ka", "Fe_Kb"]``.
+    """
+    ranked = top_lines(ds, n=10_000, lines=lines)
+    return {
+        c: list(dict.fromkeys(name.split("_", 1)[0] for name in names))[:n]
+        for c, names in ranked.items()
+    }
 
 
 def top_lines(

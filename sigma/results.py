@@ -260,8 +260,8 @@ class SigmaResults:
             names = [f"phase {i}" for i in range(k)]
             if name_by_lines and "cluster_mean_spectrum" in ds and DIM_ENERGY in ds.coords:
                 try:
-                    top = analysis.top_lines(ds, n=2)
-                    names = [" ".join(top[i]) or f"phase {i}" for i in range(k)]
+                    top = analysis.top_elements(ds, n=2)
+                    names = [", ".join(top[i]) or f"phase {i}" for i in range(k)]
                 except EmptySelectionError:
                     pass
         if colors is None:

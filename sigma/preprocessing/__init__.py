@@ -533,41 +533,16 @@ def _resolve_lines(
     lines: str | Sequence[str] | None,
     mnka: float,
     ignore_below_kev: float,
-) -> list[str]:
-    if lines is None:
-        names = as_str_list(ds.attrs.get("xray_lines"))
-        if names:
-            return names
-        logger.info("line_features: attrs['xray_lines'] is empty; identifying lines automatically")
-        lines = "auto"
-    if isinstance(lines, str):
-        if lines != "auto":
-            return [lines]
-        counts = ds[COUNTS]
-        spectrum = counts.sum((DIM_Y, DIM_X), dtype=_total_dtype(counts.dtype))
-        spec = np.asarray(spectrum.values, dtype=np.float64)
-        names = xray.identify_lines(
-            _energy_kev(ds),
-            spec,
-            _beam_energy(ds),
-            mnka_resolution_ev=mnka,
-            ignore_below_kev=max(ignore_below_kev, 0.1),
-        )
-        if not names:
-            raise XrayLineError(
-                "line_features(lines='auto'): no significant X-ray peak found in the sum spectrum "
-                f"({float(spec.sum()):.0f} counts). Give the lines explicitly, e.g. "
-                "lines=['Fe_Ka']."
-            )
-        logger.info("line_features: identified lines %s", names)
-        return names
-    names = [str(n) for n in lines]
-    if not names:
-        raise XrayLineError(
-            "line_features: lines is an empty list; give at least one line, e.g. ['Fe_Ka'], or "
-            "'auto'."
-        )
-    return names
+) -> tuple[list[str], list[str]]:
+    """(line names, feature labels) for :func:`line_features` (see :func:`select_lines`)."""
+    from sigma.preprocessing.lines import select_lines
+
+    choices = select_lines(
+        ds, lines, mnka_resolution_ev=mnka, ignore_below_kev=max(ignore_below_kev, 0.1)
+    )
+    for c in choices:
+        logger.info("line_features: %s on %s (%s)", c.feature, c.line, c.reason)
+    return [c.line for c in choices], [c.feature for c in choices]
 
 
 def line_windows(
@@ -722,9 +697,12 @@ def line_features(
         Spectrum image, ``counts`` (y, x, energy) with energy in keV; integer counts (or the
         output of :func:`normalize_total`).
     lines : None, "auto", str or list of str
-        ``None``: ``attrs["xray_lines"]`` (identified automatically when empty); ``"auto"``:
-        :func:`sigma.xray.identify_lines` on the sum spectrum (for dask data this computes the sum
-        spectrum, one pass); or line names such as ``["Fe_Ka", "Pb_Ma"]``.
+        Chosen by :func:`sigma.preprocessing.lines.select_lines`. ``None``: one feature per
+        element of the file (``attrs["elements"]``, ``attrs["xray_lines"]``) on its best line,
+        plus elements identified for the peaks they do not explain (sum and maximum-pixel
+        spectra; for dask data this computes them, one pass each); ``"auto"``: identified
+        elements only; or elements and lines such as ``["Fe", "Pb_Ma"]`` (an element gives a
+        feature named by the element, a line one named by the line).
     width_fwhm : float
         Window half-width in FWHM(E) of the detector (SIGMA: 1.0).
     background : bool
@@ -775,7 +753,9 @@ def line_features(
     e = _energy_kev(ds)
     skip_kev = float(ignore_below_kev) if ignore_below_kev is not None else -np.inf
     n_skip = int(np.searchsorted(e, skip_kev, side="left")) if ignore_below_kev is not None else 0
-    names = _resolve_lines(ds, lines, mnka, skip_kev if ignore_below_kev is not None else 0.1)
+    names, labels = _resolve_lines(
+        ds, lines, mnka, skip_kev if ignore_below_kev is not None else 0.1
+    )
     windows = _line_windows(e, names, width_fwhm, mnka, background)
     counts = ds[COUNTS]
     n = len(windows)
@@ -839,8 +819,11 @@ def line_features(
         DIM_Y: ds[DIM_Y],
         DIM_X: ds[DIM_X],
         DIM_FEATURE: xr.DataArray(
-            np.array(names, dtype=str), dims=DIM_FEATURE, attrs={"long_name": "X-ray line"}
+            np.array(labels, dtype=str),
+            dims=DIM_FEATURE,
+            attrs={"long_name": "element or X-ray line"},
         ),
+        "xray_line": (DIM_FEATURE, np.array(names, dtype=str), {"long_name": "X-ray line"}),
         "line_energy": (
             DIM_FEATURE,
             [w.energy_kev for w in windows],
@@ -861,7 +844,7 @@ def line_features(
         ds,
         "line_features("
         + _fmt_kwargs(
-            lines=names,
+            lines=labels,
             width_fwhm=width_fwhm,
             background=background,
             mnka_resolution_ev=mnka,
@@ -871,6 +854,7 @@ def line_features(
         + ")",
     )
     attrs["xray_lines"] = list(names)
+    attrs["feature_lines"] = list(labels)
     return xr.Dataset(out_vars, coords=coords, attrs=attrs)
 
 
@@ -1459,7 +1443,9 @@ class Preprocessor:
                     if not lf.get("normalize") and lf.get("ignore_below_kev") is None:
                         kwargs = {p: v for p, v in lf.items() if p != "name"} | fused
                         out = line_features(out, **kwargs)
-                        lf["lines"] = as_str_list(out.attrs.get("xray_lines"))
+                        lf["lines"] = as_str_list(
+                            out.attrs.get("feature_lines") or out.attrs.get("xray_lines")
+                        )
                         k = j + 1
                         continue
             kwargs = {p: v for p, v in step.items() if p != "name"}
@@ -1467,7 +1453,9 @@ class Preprocessor:
                 kwargs["factor"] = tuple(kwargs["factor"])
             out = func(out, **kwargs)
             if name == "line_features":
-                step["lines"] = as_str_list(out.attrs.get("xray_lines"))
+                step["lines"] = as_str_list(
+                    out.attrs.get("feature_lines") or out.attrs.get("xray_lines")
+                )
             k += 1
         out.attrs["preprocessing"] = json.dumps(
             {"version": self.version, "steps": _jsonable(resolved)}

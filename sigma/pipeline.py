@@ -288,6 +288,32 @@ def _load(data: str | Path | xr.Dataset, load_options: Mapping[str, Any] | None)
     return load(data, **dict(load_options or {}))
 
 
+def _mark_no_data(counts_ds: xr.Dataset) -> tuple[xr.Dataset, xr.DataArray]:
+    """Find the pixels without X-ray data; add ``valid_pixel`` to the cube when there are any."""
+    from sigma.preprocessing.nodata import VALID, no_data_mask
+
+    valid = ~no_data_mask(counts_ds)
+    if not bool(valid.all()):
+        counts_ds = counts_ds.assign({VALID: valid.assign_attrs(long_name="pixel holds X-ray data")})
+    return counts_ds, valid
+
+
+def _valid_pixels_only(features: xr.Dataset) -> xr.Dataset:
+    """The features of the pixels holding data, as one (1, n_valid, feature) row for training."""
+    from sigma.preprocessing.nodata import VALID
+
+    if VALID not in features.data_vars:
+        return features
+    keep = np.asarray(features[VALID].values, dtype=bool).ravel()
+    data = np.asarray(features["features"].values)
+    flat = data.reshape(-1, data.shape[-1])[keep]
+    return xr.Dataset(
+        {"features": (("y", "x", "feature"), flat[None])},
+        coords={"feature": features["feature"].values},
+        attrs=features.attrs,
+    )
+
+
 def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping
@@ -297,7 +323,10 @@ def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> An
 
     pl.seed_everything(cfg.seed, verbose=False)
     dm = SpectralDataModule.from_dataset(
-        features, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed
+        _valid_pixels_only(features),
+        batch_size=cfg.batch_size,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
     )
     dm.setup("fit")
     model = AutoEncoder(n_features=dm.n_features, **cfg.model)
@@ -403,7 +432,8 @@ def run(
         shape_steps, _ = _split_shape_steps(cfg.preprocessor())
         counts_ds = _apply_shape_steps(raw, shape_steps)
         del raw  # a binned cube is a new array: the full-resolution one can go now
-        mean_counts = float(counts_ds[COUNTS].sum(DIM_ENERGY).mean())
+        counts_ds, valid = _mark_no_data(counts_ds)
+        mean_counts = float(counts_ds[COUNTS].sum(DIM_ENERGY).where(valid).mean())
         pre = cfg.preprocessor(mean_counts)
         features = _split_shape_steps(pre)[1](counts_ds).load()
     with timer("train"):
@@ -425,7 +455,14 @@ def run(
             latent, dims=("y", "x", "latent"), coords={"y": features.y, "x": features.x}
         )
         refine_with = _refinement_features(cfg, counts_ds, features, pre)
-        clusters = cluster(emb, features=refine_with, **clustering_kw)
+        clusters = cluster(
+            emb,
+            features=refine_with,
+            valid=None if bool(valid.all()) else valid.values,
+            **clustering_kw,
+        )
+        if cfg.clustering.get("n_components", "auto") == "auto":
+            clusters = _split_significant(clusters, emb, counts_ds, cfg)
         if cfg.smooth_labels and cfg.smooth_labels > 0:
             clusters = smooth_probabilities(clusters, sigma=cfg.smooth_labels)
     with timer("analyse"):
@@ -479,7 +516,7 @@ def _refinement_features(
         if cfg.refine == "pca":
             logger.info("refine='pca' needs the binned cube in memory; refining in the features")
         return features["features"]
-    from sigma.preprocessing import neighbor_average, pca_features, rebin_energy
+    from sigma.preprocessing import crop_energy, neighbor_average, pca_features, rebin_energy
 
     # channels a third of the Mn Ka FWHM wide keep every peak's shape and make the PCA's
     # (energy x energy) covariance ~16x cheaper on a 10 eV, 2048-channel cube (3 s -> 0.4 s)
@@ -490,10 +527,13 @@ def _refinement_features(
         fwhm_ev = DEFAULT_MNKA_RESOLUTION_EV
     factor = int(fwhm_ev / 3.0 // width_ev) if width_ev > 0 else 1
     factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
-    cube = counts_ds
+    # the zero (noise) peak is no feature: a scan line with extra zero-peak counts is no phase
+    cube = crop_energy(counts_ds, 0.1, None) if float(energy[0]) < 0.1 else counts_ds
+    energy = np.asarray(cube[DIM_ENERGY].values, dtype=np.float64)
+    factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
     if factor > 1:
         usable = energy.size - energy.size % factor
-        cube = rebin_energy(counts_ds.isel({DIM_ENERGY: slice(0, usable)}), factor)
+        cube = rebin_energy(cube.isel({DIM_ENERGY: slice(0, usable)}), factor)
     n_pixels = cube.sizes["y"] * cube.sizes["x"]
     n_pcs = min(REFINE_PCA_COMPONENTS, cube.sizes[DIM_ENERGY], n_pixels)
     pcs = pca_features(cube, n_components=n_pcs, show_progress=False)
@@ -502,6 +542,41 @@ def _refinement_features(
         step = {k: v for k, v in averaged[0].items() if k != "name"}
         pcs = neighbor_average(pcs, **step)
     return pcs["features"]
+
+
+#: the split test holds (pixels x channels) int64 counts three times: at most this many values
+_SPLIT_MAX_VALUES = 40_000_000
+
+
+def _split_significant(
+    clusters: xr.Dataset, emb: xr.DataArray, counts_ds: xr.Dataset, cfg: PipelineConfig
+) -> xr.Dataset:
+    """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`).
+
+    On the binned counts above the zero peak, channels summed to about a third of the Mn Ka
+    FWHM; skipped (logged) for cubes not in memory or too large for the test.
+    """
+    from sigma.clustering.auto_k import split_clustering
+
+    if counts_ds[COUNTS].chunks is not None:
+        logger.info("split test skipped: the binned cube is not in memory")
+        return clusters
+    energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
+    keep = energy >= 0.1
+    width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
+    fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
+    if fwhm_ev is None or fwhm_ev <= 0:
+        fwhm_ev = DEFAULT_MNKA_RESOLUTION_EV
+    factor = max(1, int(fwhm_ev / 3.0 // width_ev)) if width_ev > 0 else 1
+    n_ch = int(keep.sum()) // factor
+    n_px = counts_ds.sizes["y"] * counts_ds.sizes["x"]
+    if n_ch < 2 or n_px * n_ch > _SPLIT_MAX_VALUES:
+        logger.info("split test skipped: %d pixels x %d channels is too large", n_px, n_ch)
+        return clusters
+    c = np.asarray(counts_ds[COUNTS].values)[..., keep][..., : n_ch * factor]
+    c = c.reshape(n_px, n_ch, factor).sum(axis=2)
+    k_max = int(cfg.clustering.get("k_max", 16))
+    return split_clustering(clusters, emb, c, k_max=k_max, random_state=cfg.seed)
 
 
 _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")

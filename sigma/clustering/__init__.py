@@ -728,6 +728,7 @@ def cluster(
     criterion: Literal["density_peaks", "bic_overlap"] = "density_peaks",
     features: Any = None,
     adjust_k: bool = True,
+    valid: Any = None,
 ) -> xr.Dataset:
     """Cluster latent points into phases.
 
@@ -761,6 +762,11 @@ def cluster(
     adjust_k : bool
         With ``features`` and ``n_components="auto"``: drop clusters of mixed boundary pixels
         (spatial input only) and merge phases the latent split (:func:`refine_in_features`).
+    valid : bool array, optional
+        Pixels holding data (``(y, x)`` or ``(n_pixels,)``). The others (no data,
+        :func:`sigma.preprocessing.nodata.no_data_mask`) take no part: label -1 and
+        probability 0. The spatial refinement steps (mixed-pixel clusters, interior pixels)
+        need a complete image and are skipped when pixels are left out.
 
     Returns
     -------
@@ -790,6 +796,27 @@ def cluster(
         raise ValueError(f"method must be one of {_METHODS!r}. Got {method!r} instead.")
     if n_components != "auto":
         _check_int("n_components", n_components, 1)
+    if valid is not None:
+        keep = np.asarray(valid, dtype=bool).ravel()
+        if not keep.all():
+            return _cluster_valid_only(
+                latent,
+                keep,
+                features=features,
+                method=method,
+                n_components=n_components,
+                covariance_type=covariance_type,
+                n_init=n_init,
+                k_max=k_max,
+                random_state=random_state,
+                standardize=standardize,
+                n_fit=n_fit,
+                overlap_threshold=overlap_threshold,
+                min_cluster_size=min_cluster_size,
+                n_jobs=n_jobs,
+                criterion=criterion,
+                adjust_k=adjust_k,
+            )
     X, spatial = _as_points(latent)
     n, d = X.shape
     info: dict[str, Any] = {
@@ -912,6 +939,52 @@ def cluster(
         label = lab
     k = prob.shape[1]
     return _package(label, prob, means, covs, weights, sweep, spatial, d, info)
+
+
+def _cluster_valid_only(latent: Any, keep: npt.NDArray[np.bool_], **kwargs: Any) -> xr.Dataset:
+    """:func:`cluster` on the ``keep`` pixels only; the rest get label -1 and probability 0."""
+    X, spatial = _as_points(latent)
+    if keep.size != X.shape[0]:
+        raise SchemaError(
+            f"valid: {keep.size} pixels, but the latent has {X.shape[0]}. Pass one flag per pixel."
+        )
+    if not keep.any():
+        raise EmptySelectionError(
+            "valid: no pixel holds data, so there is nothing to cluster. Check the map's counts."
+        )
+    features = kwargs.pop("features")
+    if features is not None:
+        features = _as_feature_points(features, X.shape[0])[keep]
+    sub = cluster.__wrapped__(X[keep], features=features, **kwargs)
+    k = sub.sizes[DIM_CLUSTER]
+    label = np.full(X.shape[0], -1, dtype=np.int16)
+    label[keep] = sub["label"].values
+    prob = np.zeros((X.shape[0], k), dtype=np.float32)
+    prob[keep] = sub["probability"].values
+    info = json.loads(sub.attrs.get("clustering", "{}"))
+    info["n_no_data"] = int((~keep).sum())
+    sweep = None
+    if DIM_K in sub.dims:
+        sweep = tuple(
+            sub[v].values
+            for v in (
+                "model_selection_score",
+                "model_selection_icl",
+                "model_selection_n_phases",
+            )
+        )
+        sweep = (sub[DIM_K].values, *sweep)
+    return _package(
+        label,
+        prob,
+        sub["gmm_mean"].values,
+        sub["gmm_covariance"].values,
+        sub["gmm_weight"].values,
+        sweep,
+        spatial,
+        X.shape[1],
+        info,
+    )
 
 
 # --------------------------------------------------------------------------------------------

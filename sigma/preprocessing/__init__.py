@@ -75,6 +75,8 @@ __all__ = [
 ]
 
 TOTAL_COUNTS = "total_counts"
+#: (y, x) bool variable: pixels holding X-ray data (sigma.preprocessing.nodata)
+_VALID = "valid_pixel"
 _COUNT_UNITS = ("counts",)
 
 
@@ -1133,6 +1135,7 @@ def neighbor_average(
         raise ValueError(f"sigma must be a positive number of pixels. Got {sigma!r} instead.")
     feats = ds[FEATURES]
     dtype = feats.dtype if feats.dtype.kind == "f" else np.dtype(np.float32)
+    masked = _VALID in ds.data_vars and not bool(np.all(np.asarray(ds[_VALID].values)))
 
     def smooth(block: npt.NDArray[Any]) -> npt.NDArray[Any]:
         b = np.asarray(block, dtype=dtype)
@@ -1148,6 +1151,15 @@ def neighbor_average(
         return ndimage.gaussian_filter(b, sigma=(sigma, sigma, 0), mode=mode, truncate=4.0)
 
     data = feats.data
+    if masked:
+        # mean over valid neighbours only (normalised convolution): no-data pixels never
+        # spread into their neighbours; they themselves get 0
+        w = np.asarray(ds[_VALID].values, dtype=dtype)[..., None]
+        num = smooth(np.asarray(data, dtype=dtype) * w)
+        den = smooth(w)
+        new = np.where((den > 0) & (w > 0), num / np.where(den > 0, den, 1), 0).astype(dtype)
+        out = ds.assign({FEATURES: feats.copy(data=new)})
+        return out.assign_attrs(_history(ds, f"neighbor_average(kind={kind!r}, masked)"))
     if _is_dask(data):
         radius = 1 if kind == "mean3x3" else int(math.ceil(4.0 * sigma))
         d = data.rechunk({2: -1}) if data.numblocks[2] > 1 else data
@@ -1186,8 +1198,9 @@ def zscore(ds: xr.Dataset) -> xr.Dataset:
     ds = _require_features(ds, "zscore")
     feats = ds[FEATURES]
     f64 = feats.astype(np.float64)
-    mean = f64.mean((DIM_Y, DIM_X))
-    std = f64.std((DIM_Y, DIM_X))
+    stats = f64.where(ds[_VALID]) if _VALID in ds.data_vars else f64  # no-data pixels left out
+    mean = stats.mean((DIM_Y, DIM_X))
+    std = stats.std((DIM_Y, DIM_X))
     if not _is_dask(feats.data):
         zero = np.asarray(std.values) <= 1e-12 * np.maximum(np.abs(np.asarray(mean.values)), 1.0)
         if zero.any():
@@ -1208,7 +1221,10 @@ def zscore(ds: xr.Dataset) -> xr.Dataset:
         logger.debug("zscore: dask data; zero-variance features become 0 without a warning")
         valid = std > 0
         safe = xr.where(valid, std, 1.0)
-    z = xr.where(valid, (f64 - mean) / safe, 0.0).astype(np.float32).transpose(*feats.dims)
+    z = xr.where(valid, (f64 - mean) / safe, 0.0)
+    if _VALID in ds.data_vars:
+        z = z.where(ds[_VALID], 0.0)
+    z = z.astype(np.float32).transpose(*feats.dims)
     out = ds.assign(
         {
             FEATURES: z.assign_attrs(

@@ -1,0 +1,257 @@
+"""More phases where the counts demand them: split a phase while a split is significant.
+
+The latent density decides the first phases (:class:`sigma.clustering.AutoGaussianMixture`),
+but a small map (900 pixels) gives too few points for a density estimate to show all its peaks,
+and a phase that fills a small part of a map can hide in the shoulder of a large one.
+:func:`split_phases` asks the counts themselves, phase by phase, largest first:
+
+1. *count splitting* (Neufeld et al. 2022): every pixel's counts ``c`` become two independent
+   Poisson halves, ``a ~ Binomial(c, 1/2)`` and ``b = c - a``. The candidate split is found on
+   ``a`` and tested on ``b``, so the test is not fooled by the noise that shaped the split;
+2. the split: 2-means on the first principal components of ``a`` (spectra scaled to unit sum,
+   square-root variance-stabilised);
+3. the tests, both on ``b``: (i) the two groups' summed spectra differ beyond Poisson noise
+   (G-test of homogeneity over channels, p below ``alpha`` divided by the number of tests);
+   (ii) the groups are separate, not two ends of a gradient or a phase and its boundary: the
+   pixels' projections on the direction between the groups (learnt on ``a``) have a density
+   valley between the two groups' medians deeper than ``valley`` of its lower end;
+4. a phase that passes is split, and the halves are tested again (at most ``k_max`` phases).
+
+Groups smaller than ``min_pixels`` are never split off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["split_phases", "split_clustering"]
+
+
+def _g_test(t1: npt.NDArray[np.float64], t2: npt.NDArray[np.float64]) -> float:
+    """log p-value of the G-test that two count spectra come from one spectrum shape."""
+    from scipy.stats import chi2
+
+    keep = (t1 + t2) > 0
+    t1, t2 = t1[keep], t2[keep]
+    if t1.size < 2 or t1.sum() <= 0 or t2.sum() <= 0:
+        return 0.0
+    n1, n2 = t1.sum(), t2.sum()
+    p = (t1 + t2) / (n1 + n2)
+    e1, e2 = n1 * p, n2 * p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = 2.0 * (
+            np.sum(np.where(t1 > 0, t1 * np.log(t1 / e1), 0.0))
+            + np.sum(np.where(t2 > 0, t2 * np.log(t2 / e2), 0.0))
+        )
+    return float(chi2.logsf(g, t1.size - 1))
+
+
+def _valley(x: npt.NDArray[np.float64], m1: float, m2: float) -> float:
+    """Lowest smoothed density between ``m1`` and ``m2``, over the lower of the two ends."""
+    from scipy import ndimage
+
+    lo, hi = sorted((m1, m2))
+    if hi - lo <= 0:
+        return 1.0
+    span = np.percentile(x, [0.5, 99.5])
+    bins = int(np.clip(np.sqrt(x.size), 10, 80))
+    H, edges = np.histogram(x, bins=bins, range=(float(span[0]), float(span[1])))
+    H = ndimage.gaussian_filter1d(H.astype(np.float64), 1.5)
+    c = (edges[:-1] + edges[1:]) / 2
+    ia, ib = int(np.argmin(np.abs(c - lo))), int(np.argmin(np.abs(c - hi)))
+    ends = min(H[ia], H[ib])
+    if ends <= 0 or ib <= ia:
+        return 1.0
+    return float(H[ia : ib + 1].min() / ends)
+
+
+def _candidate(
+    a: npt.NDArray[np.float64], rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.float64]]:
+    """2-means split of the ``a`` halves in PCA space; returns groups and the PCA projector."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    z = np.sqrt(a / np.maximum(a.sum(axis=1, keepdims=True), 1.0))
+    n_pc = int(min(5, z.shape[0] - 1, z.shape[1]))
+    pca = PCA(n_components=n_pc, random_state=int(rng.integers(2**31 - 1))).fit(z)
+    s = pca.transform(z)
+    km = KMeans(2, n_init=3, random_state=int(rng.integers(2**31 - 1))).fit(s)
+    return km.labels_, pca.components_
+
+
+def split_phases(
+    spectra: npt.NDArray[Any],
+    label: npt.NDArray[np.int_],
+    *,
+    k_max: int = 16,
+    alpha: float = 1e-6,
+    valley: float = 0.5,
+    min_pixels: int | None = None,
+    random_state: int | None = 0,
+    shape: tuple[int, int] | None = None,
+) -> tuple[npt.NDArray[np.int_], list[dict[str, Any]]]:
+    """Split phases while the counts show a significant, separate sub-population.
+
+    Parameters
+    ----------
+    spectra : array (n_pixels, n_channels)
+        Raw counts per pixel (channels may be summed, the zero peak left out).
+    label : int array (n_pixels,)
+        Current phases (``-1`` = no data, ignored).
+    k_max : int
+        Never more phases than this.
+    alpha : float
+        Significance of the G-test (divided by the number of phases tested).
+    valley : float
+        Required density valley between the two groups (module docstring).
+    min_pixels : int or None
+        Smallest group split off; None: ``max(10, 0.2 % of the data pixels)``.
+    random_state : int or None
+        Seed of the count splitting and the 2-means.
+    shape : (ny, nx) or None
+        Image shape of the pixels. Sparse maps (under 100 counts per pixel) are then pooled
+        before the split and the tests: each half is summed over the smallest odd square
+        (3 or 5 pixels wide) that holds 100 counts on average; the halves stay independent.
+
+    Returns
+    -------
+    label : int array
+        New labels (new phases numbered after the existing ones).
+    splits : list of dict
+        One record per split: ``phase``, ``new``, ``pixels``, ``log10_p``, ``valley``.
+    """
+    rng = np.random.default_rng(random_state)
+    label = np.asarray(label).copy()
+    valid = label >= 0
+    n_valid = int(valid.sum())
+    if min_pixels is None:
+        min_pixels = max(10, int(math.ceil(0.002 * n_valid)))
+    counts = np.asarray(spectra).astype(np.int64)
+    A = rng.binomial(counts, 0.5)
+    B = counts - A
+    mean = float(counts[valid].sum(axis=1).mean()) if n_valid else 0.0
+    if shape is not None and 0 < mean < 100.0:
+        from scipy import ndimage
+
+        w = 3 if 9 * mean >= 100.0 else 5
+        ny, nx = shape
+
+        def pool(h: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+            img = h.reshape(ny, nx, -1).astype(np.float64)
+            img = ndimage.uniform_filter(img, size=(w, w, 1), mode="nearest") * (w * w)
+            return np.clip(np.rint(img), 0, None).reshape(ny * nx, -1)
+
+        A, B = pool(A), pool(B)
+    splits: list[dict[str, Any]] = []
+    queue = sorted(
+        (int(c) for c in np.unique(label[valid])), key=lambda c: -int((label == c).sum())
+    )
+    n_tests = 0
+    while queue and int(label.max()) + 1 < k_max:
+        c = queue.pop(0)
+        idx = np.flatnonzero(label == c)
+        if idx.size < 2 * min_pixels:
+            continue
+        a = np.asarray(A[idx], dtype=np.float64)
+        b = np.asarray(B[idx], dtype=np.float64)
+        g, comps = _candidate(a, rng)
+        sizes = np.bincount(g, minlength=2)
+        if sizes.min() < min_pixels:
+            continue
+        n_tests += 1
+        log_p = _g_test(b[g == 0].sum(axis=0), b[g == 1].sum(axis=0))
+        # projections of the b halves on the direction between the groups (learnt on a)
+        za = np.sqrt(a / np.maximum(a.sum(axis=1, keepdims=True), 1.0))
+        zb = np.sqrt(b / np.maximum(b.sum(axis=1, keepdims=True), 1.0))
+        w = za[g == 1].mean(axis=0) - za[g == 0].mean(axis=0)
+        w = comps.T @ (comps @ w)  # within the principal subspace: noise directions left out
+        proj = zb @ w
+        dip = _valley(proj, float(np.median(proj[g == 0])), float(np.median(proj[g == 1])))
+        ok = log_p < math.log(alpha / max(n_tests, 1)) and dip < valley
+        logger.debug(
+            "split_phases: phase %d (%d px) -> %s, log10 p %.1f, valley %.2f: %s",
+            c,
+            idx.size,
+            sizes.tolist(),
+            log_p / math.log(10),
+            dip,
+            "split" if ok else "kept",
+        )
+        if not ok:
+            continue
+        new = int(label.max()) + 1
+        small = int(np.argmin(sizes))
+        label[idx[g == small]] = new
+        splits.append(
+            {
+                "phase": c,
+                "new": new,
+                "pixels": int(sizes[small]),
+                "log10_p": round(log_p / math.log(10), 1),
+                "valley": round(dip, 3),
+            }
+        )
+        queue = [c, new, *queue]
+    return label, splits
+
+
+def split_clustering(
+    clustering: Any,
+    latent: Any,
+    spectra: npt.NDArray[Any],
+    *,
+    k_max: int = 16,
+    random_state: int | None = 0,
+) -> Any:
+    """:func:`split_phases` applied to a :func:`sigma.clustering.cluster` result (spatial).
+
+    A pixel moved to a new phase takes its old phase's probability there; the phases' latent
+    moments are recomputed. The splits are recorded in the ``clustering`` attr (``splits``).
+    """
+    import json
+
+    from sigma.clustering import _as_points, _package, _prob_moments
+
+    label_da = clustering["label"]
+    ny, nx = label_da.shape
+    label = np.asarray(label_da.values).ravel().astype(np.int64)
+    new, splits = split_phases(
+        spectra, label, k_max=k_max, random_state=random_state, shape=(ny, nx)
+    )
+    info = json.loads(clustering.attrs.get("clustering", "{}"))
+    info["splits"] = splits
+    if not splits:
+        return clustering.assign_attrs(clustering=json.dumps(info))
+    prob_old = np.asarray(clustering["probability"].values).reshape(ny * nx, -1)
+    k = int(new.max()) + 1
+    prob = np.zeros((ny * nx, k), dtype=np.float64)
+    prob[:, : prob_old.shape[1]] = prob_old
+    for s in splits:
+        moved = new == s["new"]
+        prob[moved, s["new"]] = prob[moved, s["phase"]]
+        prob[moved, s["phase"]] = 0.0
+    X, spatial = _as_points(latent)
+    ok = new >= 0
+    means, covs, weights = _prob_moments(X[ok], prob[ok])
+    sweep = None
+    if "model_selection_score" in clustering:
+        sweep = tuple(
+            np.asarray(clustering[v].values)
+            for v in (
+                "n_components_tried",
+                "model_selection_score",
+                "model_selection_icl",
+                "model_selection_n_phases",
+            )
+        )
+    info["n_components"] = k
+    logger.info("split_phases: %d phases after %d significant split(s)", k, len(splits))
+    return _package(new, prob, means, covs, weights, sweep, spatial, X.shape[1], info)

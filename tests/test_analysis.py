@@ -118,7 +118,20 @@ def test_top_lines_name_the_enriched_element(results: SigmaResults) -> None:
     assert by_size[80] == ["Al_Ka"]  # left half minus the Cu square
     assert by_size[96] == ["Fe_Ka"]  # right half
     assert by_size[16] == ["Cu_Ka"]
-    assert sorted(results.names) == ["Al_Ka", "Cu_Ka", "Fe_Ka"]  # default names from the lines
+    # default names: the elements of the enriched lines, each once
+    assert sorted(results.names) == ["Al", "Cu", "Fe"]
+
+
+def test_top_elements_count_an_element_once() -> None:
+    e = np.linspace(0.1, 10, 990)
+    fe_ka, fe_kb, si = (np.exp(-((e - x) ** 2) / 0.005) for x in (6.40, 7.06, 1.74))
+    ds = xr.Dataset(
+        {"cluster_mean_spectrum": (("cluster", "energy"), np.stack([fe_ka + fe_kb, si]) + 0.01)},
+        coords={"energy": e, "cluster": [0, 1]},
+        attrs={"xray_lines": ["Fe_Ka", "Fe_Kb", "Si_Ka"]},
+    )
+    assert set(analysis.top_lines(ds, n=2)[0]) == {"Fe_Ka", "Fe_Kb"}
+    assert analysis.top_elements(ds, n=2) == {0: ["Fe"], 1: ["Si"]}
 
 
 def test_nmf_recovers_two_known_components() -> None:

@@ -119,7 +119,9 @@ def _int(where: str, value: Any, low: int, *, none_ok: bool = False) -> None:
         )
 
 
-def _float(where: str, value: Any, low: float, high: float | None = None, *, open_low: bool = False) -> None:
+def _float(
+    where: str, value: Any, low: float, high: float | None = None, *, open_low: bool = False
+) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
         v = float(value)
@@ -140,10 +142,8 @@ def _check_keys(section: str, data: Any, known: tuple[str, ...]) -> dict[str, An
         )
     for key in data:
         if key not in known:
-            raise ConfigurationError(
-                f"unknown key {key!r} inside {section!r}.{_suggest(str(key), known)} The known "
-                f"keys are {sorted(known)!r}."
-            )
+            hint = _suggest(str(key), known) or f" The known keys are {sorted(known)!r}."
+            raise ConfigurationError(f"unknown key {key!r} inside {section!r}.{hint}")
     return dict(data)
 
 
@@ -225,13 +225,17 @@ def _check_top(d: dict[str, Any]) -> None:
             _int("config key 'bin_factor'", b, 1, none_ok=True)
     if "lines" in d and d["lines"] is not None:
         lines = d["lines"]
-        if not (lines == "auto" or (isinstance(lines, list) and all(isinstance(s, str) for s in lines))):
+        if not (
+            lines == "auto" or (isinstance(lines, list) and all(isinstance(s, str) for s in lines))
+        ):
             raise ConfigurationError(
                 "config key 'lines' must be 'auto', null or a list of X-ray lines like "
                 f"['Fe_Ka', 'Si_Ka']. Got {lines!r} instead."
             )
-    if "preprocessing" in d and d["preprocessing"] is not None and not isinstance(
-        d["preprocessing"], Mapping
+    if (
+        "preprocessing" in d
+        and d["preprocessing"] is not None
+        and not isinstance(d["preprocessing"], Mapping)
     ):
         raise ConfigurationError(
             "config key 'preprocessing' must be null or a mapping (a Preprocessor dict). Got "
@@ -290,8 +294,10 @@ def check_devices(value: Any, *, where: str = "devices") -> None:
             return
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return
-    elif isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    elif (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
     ):
         return
     raise ConfigurationError(

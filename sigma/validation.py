@@ -199,7 +199,9 @@ def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> xr.Da
             "and binning need equal channels. Resample the spectra onto a uniform axis first."
         )
     counts = ds[COUNTS]
-    total = float(np.asarray(counts.sum().data if counts.chunks is None else counts.sum().compute()))
+    total = float(
+        np.asarray(counts.sum().data if counts.chunks is None else counts.sum().compute())
+    )
     if total <= 0:
         raise SchemaError(
             f"{where}: every count in the cube is zero, so there is nothing to cluster. Check "

@@ -150,15 +150,15 @@ def write_atomically(
             _fsync_path(tmp)
         if is_store and target.exists():
             old = temp_sibling(target, ".sigma-old-")
-            os.replace(target, old)
+            target.replace(old)
             try:
-                os.replace(tmp, target)
+                tmp.replace(target)
             except BaseException:
-                os.replace(old, target)  # put the old store back
+                old.replace(target)  # put the old store back
                 raise
             _remove(old)
         else:
-            os.replace(tmp, target)
+            tmp.replace(target)
     _fsync_path(target.parent)
     return target
 

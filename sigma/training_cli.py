@@ -156,6 +156,12 @@ class SigmaCLI(LightningCLI):
         )
         parser.add_lightning_class_args(LatentWriter, "output")
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Load ``--ckpt_path`` with ``weights_only=True``: tensors and plain data, no pickled code."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        kwargs["weights_only"] = True
+        return kwargs
+
 
 def run_training_cli(argv: list[str]) -> None:
     """Run ``sigma fit|validate|predict`` with ``argv`` (the subcommand first)."""

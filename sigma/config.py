@@ -168,10 +168,8 @@ def check_config(data: Mapping[str, Any] | Any) -> None:
     known = tuple(f.name for f in dataclasses.fields(PipelineConfig))
     for key in data:
         if key not in known:
-            raise ConfigurationError(
-                f"unknown pipeline config key {key!r}.{_suggest(str(key), known)} The known keys "
-                f"are {sorted(known)!r}."
-            )
+            hint = _suggest(str(key), known) or f" The known keys are {sorted(known)!r}."
+            raise ConfigurationError(f"unknown pipeline config key {key!r}.{hint}")
     d = dict(data)
     _check_top(d)
     if "model" in d:

@@ -432,6 +432,7 @@ def run(
         # shape steps (binning, cropping) once: their integer cube feeds both the features and
         # the cluster spectra; it is held in memory when small enough, else stays lazy
         shape_steps, _ = _split_shape_steps(cfg.preprocessor())
+        validation.check_bin_factor(cfg.bin_factor, raw)
         counts_ds = _apply_shape_steps(raw, shape_steps)
         del raw  # a binned cube is a new array: the full-resolution one can go now
         validation.check_loaded_cube(counts_ds, where=_where(data))

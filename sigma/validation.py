@@ -40,6 +40,7 @@ __all__ = [
     "check_n_components_for_pixels",
     "check_lines_excited",
     "check_fits_in_memory",
+    "check_bin_factor",
     "MIN_PIXELS",
     "MAX_ENERGY_KEV",
     "PIXELS_PER_PHASE",
@@ -220,6 +221,19 @@ def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> xr.Da
                 stacklevel=2,
             )
     return ds
+
+
+def check_bin_factor(bin_factor: Any, ds: xr.Dataset) -> None:
+    """A binning factor must fit the map (checked before binning)."""
+    if bin_factor is None:
+        return
+    fy, fx = (bin_factor, bin_factor) if isinstance(bin_factor, int) else tuple(bin_factor)
+    ny, nx = int(ds.sizes[DIM_Y]), int(ds.sizes[DIM_X])
+    if fy > ny or fx > nx:
+        raise ConfigurationError(
+            f"--bin {bin_factor} is larger than the {ny} x {nx} pixel map; give --bin of at most "
+            f"{min(ny, nx)} (and small enough to leave at least {MIN_PIXELS} pixels)."
+        )
 
 
 def check_n_components_for_pixels(n_components: Any, n_pixels: int) -> None:

@@ -41,6 +41,8 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
 def one_line(err: BaseException) -> str:
     """The error's message on one line (newlines and repeated spaces collapsed)."""
     text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.errno is not None:  # "[Errno 28] ..." says nothing more
+        text = re.sub(r"^\[Errno \d+\] ", "", text)
     if isinstance(err, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]
     return text or type(err).__name__
@@ -97,9 +99,7 @@ def float_at_least(low: float, name: str) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be a number >= {low}, got {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"must be a number >= {low}, got {text!r}") from None
         if not value >= low or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be a finite number >= {low}, got {text}")
         return value
@@ -119,9 +119,7 @@ def n_components(text: str) -> Any:
             f"must be 'auto' or a number of phases >= 1, got {text!r}"
         ) from None
     if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be 'auto' or a number of phases >= 1, got {value}"
-        )
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number of phases >= 1, got {value}")
     return value
 
 
@@ -130,9 +128,7 @@ def accelerator(text: str) -> str:
     from sigma.config import ACCELERATORS
 
     if text.lower() not in ACCELERATORS:
-        raise argparse.ArgumentTypeError(
-            f"must be one of {', '.join(ACCELERATORS)}; got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(ACCELERATORS)}; got {text!r}")
     return text.lower()
 
 

@@ -13,8 +13,8 @@ Examples
 >>> check_output_path(folder / "results.nc", inputs=[folder / "map.bcf"]).name
 'results.nc'
 >>> cube = make_spectrum_image(np.ones((8, 8, 64), dtype=np.uint16), energy_scale_kev=0.01)
->>> check_loaded_cube(cube) is cube
-True
+>>> check_loaded_cube(cube)
+4096.0
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def _available_memory() -> int | None:
         return None
 
 
-def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> xr.Dataset:
+def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> float:
     """Check a loaded (and binned) cube before any work: counts, energy axis and size.
 
     - counts hold no NaN, inf or negative values and are not all zero; float counts that are
@@ -165,7 +165,12 @@ def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> xr.Da
     - the energy axis is uniform and in keV (a maximum above :data:`MAX_ENERGY_KEV` means eV);
     - there are at least :data:`MIN_PIXELS` pixels and 2 channels.
 
-    Returns ``ds`` unchanged. Dask cubes are reduced chunk by chunk.
+    The value checks are one pass over the counts (one ``dask.compute`` for a lazy cube).
+
+    Returns
+    -------
+    float
+        The total counts of the cube.
 
     Raises
     ------
@@ -174,7 +179,7 @@ def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> xr.Da
     """
     from sigma._schema import validate_spectrum_image
 
-    validate_spectrum_image(ds, check_values=True, where=where)
+    validate_spectrum_image(ds, where=where)
     ny, nx, ne = (int(ds.sizes[d]) for d in (DIM_Y, DIM_X, DIM_ENERGY))
     if ny * nx < MIN_PIXELS:
         raise SchemaError(
@@ -199,28 +204,53 @@ def check_loaded_cube(ds: xr.Dataset, *, where: str = "spectrum image") -> xr.Da
             f"{widths.min() * 1000:.4g} to {widths.max() * 1000:.4g} eV); sigma's line windows "
             "and binning need equal channels. Resample the spectra onto a uniform axis first."
         )
-    counts = ds[COUNTS]
-    total = float(
-        np.asarray(counts.sum().data if counts.chunks is None else counts.sum().compute())
-    )
-    if total <= 0:
+    v = _count_stats(ds[COUNTS].data)
+    if v.get("nonfinite"):
+        raise SchemaError(
+            f"{where}: 'counts' holds {int(v['nonfinite'])} NaN or inf values. Replace them "
+            "(e.g. ds['counts'] = ds.counts.fillna(0)) or crop the affected pixels."
+        )
+    if v.get("negative"):
+        raise SchemaError(
+            f"{where}: 'counts' holds {int(v['negative'])} negative values; X-ray counts cannot "
+            "be negative. Check the file's offset/background subtraction, or clip with "
+            "ds['counts'] = ds.counts.clip(min=0)."
+        )
+    if v["total"] <= 0:
         raise SchemaError(
             f"{where}: every count in the cube is zero, so there is nothing to cluster. Check "
             "that the file holds the spectrum image (not an empty acquisition) and the signal "
             "chosen with select_signal."
         )
-    if np.issubdtype(counts.dtype, np.floating):
-        frac = counts - np.round(counts)
-        off = float(np.asarray(abs(frac).max().compute() if counts.chunks else abs(frac).max()))
-        if off > 1e-6:
-            warnings.warn(
-                f"{where}: 'counts' holds non-integer values (up to {off:.3g} from a whole "
-                "number): they are not raw X-ray counts (normalised, background-subtracted or "
-                "interpolated?). The Poisson-based steps assume raw counts; results may be off.",
-                UserWarning,
-                stacklevel=2,
-            )
-    return ds
+    if v.get("off", 0.0) > 1e-6:
+        warnings.warn(
+            f"{where}: 'counts' holds non-integer values (up to {v['off']:.3g} from a whole "
+            "number): they are not raw X-ray counts (normalised, background-subtracted or "
+            "interpolated?). The Poisson-based steps assume raw counts; results may be off.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return float(v["total"])
+
+
+def _count_stats(data: Any) -> dict[str, float]:
+    """Total, and for signed/float counts the NaN/inf, negative and non-integer extent, in one pass."""
+    xp: Any = np
+    if not isinstance(data, np.ndarray):
+        import dask.array as xp
+    out: dict[str, Any] = {"total": data.sum(dtype=np.float64)}
+    kind = np.dtype(data.dtype).kind
+    if kind == "f":
+        out["nonfinite"] = (~xp.isfinite(data)).sum()
+        finite = xp.where(xp.isfinite(data), data, 0)  # (inf - inf would warn)
+        out["off"] = abs(finite - xp.round(finite)).max()
+    if kind in "fi":
+        out["negative"] = (data < 0).sum()
+    if not isinstance(data, np.ndarray):
+        import dask
+
+        (out,) = dask.compute(out)
+    return {k: float(np.asarray(val)) for k, val in out.items()}
 
 
 def check_bin_factor(bin_factor: Any, ds: xr.Dataset) -> None:

@@ -63,10 +63,11 @@ def check_output_path(
     *,
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     overwrite: bool = False,
+    what: str = "--out",
 ) -> Path:
     """Check that results can be written to ``out``, before anything is read or computed.
 
-    ``out`` must end in ``.nc`` or ``.zarr``, must not be (or lie inside) one of ``inputs``, must
+    ``what`` names it in messages. ``out`` must end in ``.nc`` or ``.zarr``, must not be (or lie inside) one of ``inputs``, must
     not exist unless ``overwrite``, and its folder must exist (or be creatable) and be writable.
 
     Returns
@@ -85,8 +86,8 @@ def check_output_path(
     suffix = path.suffix.lower()
     if suffix not in _OUT_SUFFIXES:
         raise OutputPathError(
-            f"--out {os.fspath(out)!r}: results are written as NetCDF (.nc) or Zarr (.zarr), got "
-            f"extension {suffix!r}. Use e.g. --out {path.with_suffix('.nc').name!r}."
+            f"{what} {os.fspath(out)!r}: sigma writes NetCDF (.nc) or Zarr (.zarr), got extension "
+            f"{suffix!r}. Use e.g. {path.with_suffix('.nc').name!r}."
         )
     resolved = path.resolve()
     for src in inputs:
@@ -95,25 +96,25 @@ def check_output_path(
         src_path = Path(src).expanduser().resolve()
         if resolved == src_path:
             raise OutputPathError(
-                f"--out {os.fspath(out)!r} is the input file; writing the results there would "
-                "destroy the spectrum image. Choose another --out, e.g. "
+                f"{what} {os.fspath(out)!r} is the input file; writing the results there would "
+                "destroy the spectrum image. Choose another path, e.g. "
                 f"{src_path.stem + '_sigma.nc'!r}."
             )
         if src_path in resolved.parents:
             raise OutputPathError(
-                f"--out {os.fspath(out)!r} lies inside the input {os.fspath(src)!r}. Write the "
+                f"{what} {os.fspath(out)!r} lies inside the input {os.fspath(src)!r}. Write the "
                 "results next to it instead."
             )
     if path.exists() and not overwrite:
         raise FileExistsError(
-            f"results file {os.fspath(out)!r} already exists; choose another --out or pass "
+            f"{what} {os.fspath(out)!r} already exists; choose another path or pass "
             "--overwrite (overwrite=True) to replace it."
         )
     if path.exists() and path.is_dir() != (suffix == ".zarr"):
         kind = "folder" if path.is_dir() else "file"
         raise OutputPathError(
-            f"--out {os.fspath(out)!r} exists as a {kind}, which a {suffix} result cannot replace. "
-            "Choose another --out."
+            f"{what} {os.fspath(out)!r} exists as a {kind}, which a {suffix} result cannot replace. "
+            "Choose another path."
         )
     parent = resolved.parent
     existing = parent
@@ -121,13 +122,13 @@ def check_output_path(
         existing = existing.parent
     if not existing.is_dir():
         raise OutputPathError(
-            f"--out {os.fspath(out)!r}: {os.fspath(existing)!r} is a file, not a folder. Choose "
+            f"{what} {os.fspath(out)!r}: {os.fspath(existing)!r} is a file, not a folder. Choose "
             "an --out inside a folder."
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputPathError(
-            f"--out {os.fspath(out)!r}: the folder {os.fspath(existing)!r} is not writable. "
-            "Choose an --out in a folder you can write to."
+            f"{what} {os.fspath(out)!r}: the folder {os.fspath(existing)!r} is not writable. "
+            "Choose a folder you can write to."
         )
     return path
 

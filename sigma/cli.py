@@ -68,7 +68,7 @@ def main(args: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     if debug and command not in ("run", "demo"):  # the others' parsers do not know it
         argv = [a for a in argv if a != "--debug"]
-    if command in PLAIN_COMMANDS or command in LIGHTNING_COMMANDS:
+    if command in PLAIN_COMMANDS:  # (Lightning's commands log through Lightning's own handler)
         _errors.configure_output(quiet="--quiet" in argv, debug=debug)
     try:
         if command in PLAIN_COMMANDS:

@@ -421,9 +421,7 @@ def run(
 
     check_config(cfg)
     if out is not None:  # before any work: suffix, not the input, writable, exists
-        validation.check_output_path(
-            out, inputs=[] if isinstance(data, xr.Dataset) else [data], overwrite=overwrite
-        )
+        validation.check_output_path(out, inputs=validation.sources_of(data), overwrite=overwrite)
     timer = StageTimer()
     _import_in_background(_TRAINING_MODULES)
     with timer("load"):

@@ -41,6 +41,7 @@ __all__ = [
     "check_lines_excited",
     "check_fits_in_memory",
     "check_bin_factor",
+    "sources_of",
     "MIN_PIXELS",
     "MAX_ENERGY_KEV",
     "PIXELS_PER_PHASE",
@@ -131,6 +132,15 @@ def check_output_path(
             "Choose a folder you can write to."
         )
     return path
+
+
+def sources_of(data: Any) -> list[str]:
+    """The file(s) ``data`` comes from: the path itself, or the files a dataset was read from."""
+    if not isinstance(data, xr.Dataset):
+        return [os.fspath(data)]
+    found = {data.encoding.get("source")}
+    found |= {var.encoding.get("source") for var in data.variables.values()}
+    return sorted(str(s) for s in found if s)
 
 
 def check_fits_in_memory(nbytes: int, *, where: str) -> None:

@@ -571,3 +571,13 @@ def test_errors_doc_lists_the_messages() -> None:
     text = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
     missing = [c.id for c in CASES if f"| {c.id} |" not in text]
     assert not missing, missing
+
+
+def test_api_refuses_to_write_results_over_the_file_a_dataset_came_from(folder: Path) -> None:
+    from sigma.exceptions import OutputPathError
+
+    before = _snapshot(folder)
+    ds = sigma.load(folder / "cube.nc")
+    with pytest.raises(OutputPathError, match="is the input file"):
+        sigma.run(ds, out=folder / "cube.nc", overwrite=True, show_progress=False)
+    assert _snapshot(folder) == before

@@ -269,7 +269,12 @@ CASES = [
     Case("info garbage", ("info", "garbage.nc"), 1, "could not read it as NetCDF"),
     Case("convert garbage bcf", ("convert", "garbage.bcf", "out.zarr"), 1, "could not parse it"),
     Case("convert missing", ("convert", "nope.bcf", "out.zarr"), 1, "does not exist"),
-    Case("convert out is input", ("convert", "cube.nc", "cube.nc", "--overwrite"), 2, "OUT 'cube.nc' is the input file"),  # fmt: skip
+    Case(
+        "convert out is input",
+        ("convert", "cube.nc", "cube.nc", "--overwrite"),
+        2,
+        "OUT 'cube.nc' is the input file",
+    ),  # fmt: skip
     Case("convert out exists", ("convert", "cube.nc", "existing.nc"), 2, "already exists"),
     Case("convert out txt", ("convert", "cube.nc", "out.txt"), 2, "got extension '.txt'"),
     Case(

@@ -19,6 +19,7 @@ sigma.exceptions.ConfigurationError: config key 'max_epochs' must be an int in t
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,12 +97,31 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 _METHODS = ("gmm", "bgmm", "kmeans", "hdbscan")
 
 
+@functools.cache
 def clustering_keys() -> tuple[str, ...]:
-    """Keyword arguments of :func:`sigma.clustering.cluster` a config may set."""
+    """Keyword arguments of :func:`sigma.clustering.cluster` a config may set.
+
+    Read from the module's source (``ast``) when it is not imported yet: importing it (scikit-
+    learn, numba) takes ~1.7 s, which a config check before loading should not cost.
+    """
+    import sys
+
+    skip = ("latent", "features")
+    if "sigma.clustering" not in sys.modules:
+        import ast
+        import importlib.util
+
+        spec = importlib.util.find_spec("sigma.clustering")
+        if spec is not None and spec.origin:
+            tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef) and node.name == "cluster":
+                    args = [*node.args.args, *node.args.kwonlyargs]
+                    return tuple(a.arg for a in args if a.arg not in skip)
     from sigma.clustering import cluster
 
     params = inspect.signature(cluster).parameters
-    return tuple(n for n in params if n not in ("latent", "features"))
+    return tuple(n for n in params if n not in skip)
 
 
 def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:

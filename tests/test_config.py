@@ -27,9 +27,18 @@ def test_trainer_keys_match_the_installed_lightning() -> None:
     assert set(TRAINER_KEYS) == params
 
 
-def test_clustering_keys_follow_cluster() -> None:
-    assert {"method", "n_components", "k_max"} <= set(clustering_keys())
-    assert "latent" not in clustering_keys()
+def test_clustering_keys_follow_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from sigma.clustering import cluster
+
+    expected = tuple(
+        p for p in inspect.signature(cluster).parameters if p not in ("latent", "features")
+    )
+    assert clustering_keys.__wrapped__() == expected  # imported: from the signature
+    monkeypatch.delitem(sys.modules, "sigma.clustering")  # not imported: read from the source
+    assert clustering_keys.__wrapped__() == expected
+    assert "sigma.clustering" not in sys.modules
 
 
 @pytest.mark.parametrize(

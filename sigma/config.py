@@ -106,7 +106,7 @@ def clustering_keys() -> tuple[str, ...]:
     """
     import sys
 
-    skip = ("latent", "features")
+    skip = ("latent", "features", "valid")  # (the pipeline passes these itself)
     if "sigma.clustering" not in sys.modules:
         import ast
         import importlib.util

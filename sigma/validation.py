@@ -300,8 +300,15 @@ def check_lines_excited(lines: Sequence[str] | str | None, beam_energy_kev: Any)
     from sigma.xray import get_line
 
     above = []
+    from sigma.exceptions import XrayLineError
+
     for name in lines:
-        line = get_line(str(name))
+        if "_" not in str(name):  # an element: its line is chosen for the beam later
+            continue
+        try:
+            line = get_line(str(name))
+        except XrayLineError:  # reported, with the fix, where the lines are used
+            continue
         if line.edge_kev >= beam:
             above.append(f"{name} (edge {line.edge_kev:.2f} keV)")
     if above:

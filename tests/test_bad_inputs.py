@@ -372,6 +372,9 @@ def test_lines_above_the_beam_energy_warn() -> None:
         above = check_lines_excited(["Fe_Ka", "Ba_Ka"], 15.0)
     assert above == ["Ba_Ka (edge 37.44 keV)"]
     assert check_lines_excited(["Fe_Ka", "Si_Ka"], 15.0) == []
+    assert (
+        check_lines_excited(["Ba", "Fe"], 15.0) == []
+    )  # elements: a line the beam excites is picked
     assert check_lines_excited(["Ba_Ka"], float("nan")) == []  # unknown beam: no claim
 
 

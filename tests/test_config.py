@@ -33,7 +33,7 @@ def test_clustering_keys_follow_cluster(monkeypatch: pytest.MonkeyPatch) -> None
     from sigma.clustering import cluster
 
     expected = tuple(
-        p for p in inspect.signature(cluster).parameters if p not in ("latent", "features")
+        p for p in inspect.signature(cluster).parameters if p not in ("latent", "features", "valid")
     )
     assert clustering_keys.__wrapped__() == expected  # imported: from the signature
     monkeypatch.delitem(sys.modules, "sigma.clustering")  # not imported: read from the source

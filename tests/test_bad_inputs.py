@@ -589,3 +589,35 @@ def test_api_refuses_to_write_results_over_the_file_a_dataset_came_from(folder: 
     with pytest.raises(OutputPathError, match="is the input file"):
         sigma.run(ds, out=folder / "cube.nc", overwrite=True, show_progress=False)
     assert _snapshot(folder) == before
+
+
+@pytest.mark.slow
+def test_sigma_run_overwrite_on_a_full_disk_keeps_the_previous_results(
+    tiny_disk: Path, folder: Path
+) -> None:
+    """The whole run, then a save that does not fit: one error line, the old results intact."""
+    from sigma.results import SigmaResults
+
+    target = tiny_disk / "results.nc"
+    args = [*SIGMA, "run", str(folder / "cube.nc"), "--out", str(target), "--epochs", "1"]
+    first = subprocess.run(
+        [*args, "--k", "3", "--quiet"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert first.returncode == 0, first.stderr
+    old = SigmaResults.load(target).dataset
+    free = shutil.disk_usage(tiny_disk).free
+    (tiny_disk / "filler").write_bytes(b"\0" * max(0, free - 16 * 1024))  # leave 16 kB
+    proc = subprocess.run(
+        [*args, "--k", "2", "--quiet", "--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ": error:" in ln]
+    assert len(lines) == 1, proc.stderr
+    assert "no space left on the device" in lines[0]
+    assert "Traceback" not in proc.stderr
+    xr.testing.assert_identical(SigmaResults.load(target).dataset, old)
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "results.nc"]

@@ -19,6 +19,7 @@ if str(_ROOT) not in sys.path:  # `panel serve gui/app.py` from anywhere: make `
 
 import panel as pn  # noqa: E402
 
+from gui.security import allowed_roots, check_allowed, default_roots, set_roots  # noqa: E402
 from gui.views import SigmaApp, error_page  # noqa: E402
 
 logger = logging.getLogger("gui.app")
@@ -31,8 +32,8 @@ def results_path() -> str | None:
     if args and Path(sys.argv[0]).name == "app.py":
         return args[0]
     session_args = pn.state.session_args if pn.state.curdoc is not None else {}
-    if session_args.get("results"):
-        return session_args["results"][0].decode()
+    if session_args.get("results"):  # from the browser: only inside the allowed folders
+        return str(check_allowed(session_args["results"][0].decode(), what="results file"))
     return os.environ.get("SIGMA_RESULTS") or None
 
 
@@ -40,10 +41,20 @@ def create_app(path: str | None = None) -> pn.template.BaseTemplate:
     """Build the page for ``path`` (None: the demo); a bad file gives an error page, not a dead one."""
     try:
         return SigmaApp(path).template()
+    except PermissionError as err:  # a path outside the allowed folders: no traceback in the log
+        logger.warning("refused results path %r", path)
+        return error_page(str(err))
     except Exception as err:  # the page must explain the problem instead of dying
         logger.exception("could not open results %r", path)
         return error_page(f"{type(err).__name__}: {err}")
 
 
 if pn.state.served:
-    create_app(results_path()).servable()
+    if allowed_roots() is None:  # `panel serve gui/app.py` directly: the current folder
+        _args = [a for a in sys.argv[1:] if not a.startswith("-")]
+        set_roots(default_roots(results=(_args[:1] or [os.environ.get("SIGMA_RESULTS")])[0]))
+    try:
+        page = create_app(results_path())
+    except PermissionError as err:  # ?results= outside the allowed folders
+        page = error_page(str(err))
+    page.servable()

@@ -1245,7 +1245,10 @@ class ClustersView(pn.viewable.Viewer):
 
     # -- export
     def _out(self, name: str) -> Path:
+        from gui.security import check_allowed
+
         folder = Path(self.output_dir).expanduser()
+        check_allowed(folder / name, what="output file")  # a served page writes only where allowed
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"output folder {str(folder)!r} does not exist; create it or choose another."

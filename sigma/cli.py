@@ -63,15 +63,29 @@ def main(args: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"sigma {__version__}\n")
         return 0
     command = argv[0]
-    if command in PLAIN_COMMANDS:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        module = importlib.import_module(PLAIN_COMMANDS[command][0])
-        return int(module.main(argv[1:]) or 0)
-    if command in LIGHTNING_COMMANDS:
-        from sigma.training_cli import run_training_cli
+    from sigma.commands import _errors
 
-        run_training_cli(argv)
-        return 0
+    debug = "--debug" in argv
+    if debug and command not in ("run", "demo"):  # the others' parsers do not know it
+        argv = [a for a in argv if a != "--debug"]
+    if command in PLAIN_COMMANDS:  # (Lightning's commands log through Lightning's own handler)
+        _errors.configure_output(quiet="--quiet" in argv, debug=debug)
+    try:
+        if command in PLAIN_COMMANDS:
+            module = importlib.import_module(PLAIN_COMMANDS[command][0])
+            return int(module.main(argv[1:]) or 0)
+        if command in LIGHTNING_COMMANDS:
+            from sigma.training_cli import run_training_cli
+
+            run_training_cli(argv)
+            return 0
+    except KeyboardInterrupt:
+        sys.stderr.write(f"sigma {command}: interrupted\n")
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        return _errors.report(f"sigma {command}", err)
     sys.stderr.write(f"sigma: unknown command {command!r}.\n\n{_usage()}")
     return 2
 

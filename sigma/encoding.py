@@ -213,9 +213,14 @@ def write_embedding(ds: xr.Dataset, path: str | Path) -> Path:
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix == ".zarr":
-        ds.to_zarr(p, mode="w", consolidated=False)
-    else:
-        ds.to_netcdf(p, engine="h5netcdf")
+    from sigma.io._atomic import write_atomically
+
+    def write(tmp: Path) -> None:  # a temporary sibling, renamed into place when complete
+        if p.suffix == ".zarr":
+            ds.to_zarr(tmp, mode="w", consolidated=False)
+        else:
+            ds.to_netcdf(tmp, engine="h5netcdf")
+
+    write_atomically(p, write, is_store=p.suffix == ".zarr")
     logger.info("wrote the latent space of %d pixels to %s", ds.sizes[DIM_Y] * ds.sizes[DIM_X], p)
     return p

@@ -18,6 +18,7 @@ __all__ = [
     "ConfigurationError",
     "SimulationParameterError",
     "SignalSelectionError",
+    "OutputPathError",
 ]
 
 
@@ -64,3 +65,7 @@ class SimulationParameterError(ConfigurationError):
 class SignalSelectionError(SigmaError, ValueError):
     """A file holds several candidate signals (e.g. one spectrum image per detector) and the
     choice (``select_signal``) is missing or does not pick exactly one."""
+
+
+class OutputPathError(SigmaError, ValueError):
+    """The output path cannot take the results (suffix, the input itself, not writable)."""

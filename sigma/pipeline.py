@@ -38,6 +38,7 @@ from sigma._schema import (
     finite_float_or_none,
     validate_spectrum_image,
 )
+from sigma.config import check_config
 from sigma.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class PipelineConfig:
     def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineConfig:
         """Build from a dict (e.g. parsed YAML); unknown keys are an error that lists the known ones."""
         data = dict(data or {})
+        from sigma.config import check_config
+
+        check_config(data)  # types, ranges and nested keys, before any work
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -147,17 +151,9 @@ class PipelineConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineConfig:
         """Read a YAML file holding the keys of this class (see ``configs/run_*.yaml``)."""
-        import yaml
+        from sigma.config import read_yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pipeline config {str(path)!r} does not exist.")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigurationError(
-                f"pipeline config {str(path)!r} must hold a mapping of keys, got {type(data).__name__}."
-            )
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml(path))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (JSON-able)."""
@@ -280,12 +276,16 @@ def _peak_rss_mb() -> float:
     return float(peak) / (1024.0**2 if sys.platform == "darwin" else 1024.0)
 
 
+def _where(data: str | Path | xr.Dataset) -> str:
+    return "sigma.run" if isinstance(data, xr.Dataset) else str(data)
+
+
 def _load(data: str | Path | xr.Dataset, load_options: Mapping[str, Any] | None) -> xr.Dataset:
     if isinstance(data, xr.Dataset):
         return validate_spectrum_image(data, where="sigma.run")
-    from sigma.io import load
+    from sigma.validation import load_checked
 
-    return load(data, **dict(load_options or {}))
+    return load_checked(data, **dict(load_options or {}))
 
 
 def _mark_no_data(counts_ds: xr.Dataset) -> tuple[xr.Dataset, xr.DataArray]:
@@ -417,11 +417,11 @@ def run(
         cfg = PipelineConfig.from_yaml(config)
     else:
         cfg = PipelineConfig.from_dict(config)
-    if out is not None and Path(out).exists() and not overwrite:
-        raise FileExistsError(
-            f"results file {str(out)!r} already exists; choose another --out or pass overwrite=True "
-            "(--overwrite) to replace it."
-        )
+    from sigma import validation
+
+    check_config(cfg)
+    if out is not None:  # before any work: suffix, not the input, writable, exists
+        validation.check_output_path(out, inputs=validation.sources_of(data), overwrite=overwrite)
     timer = StageTimer()
     _import_in_background(_TRAINING_MODULES)
     with timer("load"):
@@ -430,8 +430,13 @@ def run(
         # shape steps (binning, cropping) once: their integer cube feeds both the features and
         # the cluster spectra; it is held in memory when small enough, else stays lazy
         shape_steps, _ = _split_shape_steps(cfg.preprocessor())
+        validation.check_bin_factor(cfg.bin_factor, raw)
         counts_ds = _apply_shape_steps(raw, shape_steps)
         del raw  # a binned cube is a new array: the full-resolution one can go now
+        validation.check_loaded_cube(counts_ds, where=_where(data))
+        n_pixels = counts_ds.sizes["y"] * counts_ds.sizes["x"]
+        validation.check_n_components_for_pixels(cfg.clustering.get("n_components"), n_pixels)
+        validation.check_lines_excited(cfg.lines, counts_ds.attrs.get("beam_energy_kev"))
         counts_ds, valid = _mark_no_data(counts_ds)
         mean_counts = float(counts_ds[COUNTS].sum(DIM_ENERGY).where(valid).mean())
         pre = cfg.preprocessor(mean_counts)

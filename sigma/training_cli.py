@@ -156,6 +156,12 @@ class SigmaCLI(LightningCLI):
         )
         parser.add_lightning_class_args(LatentWriter, "output")
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Load ``--ckpt_path`` with ``weights_only=True``: tensors and plain data, no pickled code."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        kwargs["weights_only"] = True
+        return kwargs
+
 
 def run_training_cli(argv: list[str]) -> None:
     """Run ``sigma fit|validate|predict`` with ``argv`` (the subcommand first)."""
@@ -163,6 +169,7 @@ def run_training_cli(argv: list[str]) -> None:
     warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
     # LatentWriter reads the pixel indices from the batch itself
     warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices.*")
+    _check_checkpoint(argv)
     args = (
         None if list(argv) == sys.argv[1:] else list(argv)
     )  # avoids LightningCLI's "both given" warning
@@ -175,3 +182,30 @@ def run_training_cli(argv: list[str]) -> None:
         parser_kwargs={"prog": "sigma", "description": "Train and apply sigma's autoencoder."},
         trainer_defaults={"max_epochs": 100},
     )
+
+
+def _check_checkpoint(argv: list[str]) -> None:
+    """A missing or unreadable ``--ckpt_path`` is one clear error, before anything runs."""
+    from sigma.exceptions import CorruptFileError
+
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            path = arg.split("=", 1)[1]
+    if path is None or path in ("last", "best", "hpc", "registry", "null"):
+        return
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path {path!r} does not exist; give a checkpoint written by `sigma fit` "
+            "(e.g. runs/demo/checkpoints/best.ckpt)."
+        )
+    try:
+        torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise CorruptFileError(
+            f"--ckpt_path {path!r} is not a checkpoint sigma can load safely (weights only): "
+            f"{type(err).__name__}. Give a .ckpt written by `sigma fit`; checkpoints holding "
+            "pickled code are refused."
+        ) from err

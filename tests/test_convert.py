@@ -48,7 +48,7 @@ def test_convert_refuses_to_overwrite(tmp_path, cube_nc, capsys):
     _, src = cube_nc
     out = tmp_path / "cube.zarr"
     assert main(["convert", str(src), str(out), "--no-progress"]) == 0
-    assert main(["convert", str(src), str(out), "--no-progress", "--downsample", "2"]) == 1
+    assert main(["convert", str(src), str(out), "--no-progress", "--downsample", "2"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert open_dataset(out).counts.shape == (20, 30, 64)
     assert (

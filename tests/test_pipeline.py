@@ -176,7 +176,7 @@ def test_sigma_run_command_on_a_netcdf_file(
     assert out.exists()
     # a second run refuses to overwrite, with a one-line error
     rc = main(["run", str(src), "--out", str(out), "--epochs", "2", "--quiet"])
-    assert rc == 1
+    assert rc == 2  # a usage error (docs/errors.md)
     assert "already exists" in capsys.readouterr().err
 
 

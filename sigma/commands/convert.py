@@ -124,12 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.last_frame is not None:
         reader_kwargs["last_frame"] = args.last_frame
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        sys.stderr.write(
-            f"sigma convert: error: {os.fspath(out)!r} already exists. Add --overwrite to replace "
-            "it, or choose another output path.\n"
-        )
-        return 1
+    from sigma.commands._errors import report
+    from sigma.validation import check_output_path
+
+    try:  # before anything is read: suffix, not the input, writable, exists
+        check_output_path(out, inputs=[args.file], overwrite=args.overwrite, what="OUT")
+    except (SigmaError, OSError) as err:
+        return report("sigma convert", err)
     start = time.perf_counter()
     try:
         ds = load(

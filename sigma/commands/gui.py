@@ -66,9 +66,55 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
                         help="load the data and compile datashader before the first visitor (default: --warm)")  # fmt: skip
     parser.add_argument(
+        "--root",
+        default=None,
+        help="folder the page may open results from (?results=) and write exports to "
+        "(default: the current folder; the results file's folder is always allowed)",
+    )
+    parser.add_argument(
+        "--basic-auth",
+        default=None,
+        metavar="PASSWORD_OR_FILE",
+        help="ask for a password (Panel's --basic-auth); use it with --address other than localhost",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the panel command instead of running it"
     )
     return parser
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def check_results_file(path: Path, given: str) -> None:
+    """Fail before the server starts when ``path`` is missing, unreadable or not sigma results.
+
+    Raises
+    ------
+    FileNotFoundError, CorruptFileError, UnsupportedFormatError, NoSpectrumImageError
+    """
+    from sigma.exceptions import NoSpectrumImageError
+    from sigma.io import open_dataset
+
+    if not path.exists():
+        raise FileNotFoundError(
+            f"results file {given!r} does not exist; give a results.nc from `sigma run`."
+        )
+    ds = open_dataset(path, lazy=True)
+    try:
+        missing = [v for v in ("label", "embedding") if v not in ds.variables]
+        if missing:
+            raw = "counts" in ds.variables
+            raise NoSpectrumImageError(
+                f"{given!r} is not a sigma results file (it lacks {missing!r})"
+                + (
+                    f"; it is a raw spectrum image: run `sigma run {given}` first and open its results."
+                    if raw
+                    else "; give a results.nc written by `sigma run`."
+                )
+            )
+    finally:
+        ds.close()
 
 
 def build_command(argv: Sequence[str]) -> list[str]:
@@ -84,31 +130,57 @@ def build_command(argv: Sequence[str]) -> list[str]:
            "--address", args.address]  # fmt: skip
     for origin in dict.fromkeys([args.address, "localhost", "127.0.0.1"]):
         cmd += ["--allow-websocket-origin", f"{origin}:{args.port}"]
+    if args.basic_auth:
+        import secrets
+
+        cmd += ["--basic-auth", args.basic_auth, "--cookie-secret", secrets.token_hex(32)]
     if args.show:
         cmd.append("--show")
     if args.warm:  # panel's own --warm trips over its session cleanup in panel 1.9.4
         cmd += ["--setup", str(app_path().with_name("warm.py"))]
     if args.results is not None:
         results = Path(args.results).expanduser().resolve()
-        if not results.exists():
-            raise FileNotFoundError(
-                f"results file {str(args.results)!r} does not exist; give a results.nc from `sigma run`."
-            )
+        check_results_file(results, str(args.results))
         cmd += ["--args", str(results)]
     return cmd
 
 
+def roots_for(argv: Sequence[str]) -> list[Path]:
+    """The folders the served page may read and write (see :mod:`gui.security`)."""
+    args = _parser().parse_args(list(argv))
+    root = Path(args.root).expanduser() if args.root else Path.cwd()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--root {args.root!r} is not a folder; give an existing folder.")
+    roots = [root.resolve()]
+    if args.results:
+        roots.append(Path(args.results).expanduser().resolve().parent)
+    roots.append(Path(os.environ.get("SIGMA_CACHE_DIR") or Path.home() / ".cache" / "sigma"))
+    return roots
+
+
 def main(argv: Sequence[str]) -> int:
     """Run ``sigma gui``; returns the exit status of ``panel serve`` (2 for a bad argument)."""
+    from sigma.commands._errors import one_line
+    from sigma.exceptions import SigmaError
+
     try:
         cmd = build_command(argv)
-    except FileNotFoundError as err:
-        sys.stderr.write(f"sigma gui: {err}\n")
+        roots = roots_for(argv)
+    except (SigmaError, OSError) as err:  # a bad file fails here, before the server starts
+        sys.stderr.write(f"sigma gui: error: {one_line(err)}\n")
         return 2
+    address = cmd[cmd.index("--address") + 1]
+    if address not in _LOOPBACK and "--basic-auth" not in cmd:
+        sys.stderr.write(
+            f"sigma gui: warning: serving on {address!r} lets anyone who can reach this machine "
+            "open the results and export into the allowed folders; add --basic-auth PASSWORD "
+            "(or a file holding it) to ask for a password.\n"
+        )
     if "--dry-run" in argv:
         sys.stdout.write(" ".join(cmd) + "\n")
         return 0
     env = dict(os.environ)
+    env["SIGMA_GUI_ROOTS"] = os.pathsep.join(str(r) for r in roots)  # see gui/security.py
     if "--args" in cmd:  # the warm-up script reads the path from the environment
         env["SIGMA_RESULTS"] = cmd[cmd.index("--args") + 1]
     try:

@@ -13,7 +13,9 @@ __all__ = ["main", "build_parser", "config_from_args"]
 
 def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     """Options shared by ``sigma run`` and ``sigma demo``."""
-    p = argparse.ArgumentParser(
+    from sigma.commands import _errors as t
+
+    p = t.OneLineParser(
         prog=prog,
         description="Find the phases in a spectrum image and save a results file (NetCDF or Zarr).",
     )
@@ -27,36 +29,52 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument(
-        "--bin", type=int, dest="bin_factor", metavar="N", help="sum N x N pixels first (e.g. 2)"
+        "--bin",
+        type=t.int_at_least(1, "--bin"),
+        dest="bin_factor",
+        metavar="N",
+        help="sum N x N pixels first (e.g. 2)",
     )
     p.add_argument(
         "--lines",
         help="comma-separated X-ray lines (Fe_Ka,Si_Ka) or 'auto'; default: the file's list, else auto",
     )
-    p.add_argument("--k", dest="n_components", help="number of phases, or 'auto' (default)")
+    p.add_argument(
+        "--k",
+        dest="n_components",
+        type=t.n_components,
+        help="number of phases, or 'auto' (default)",
+    )
     p.add_argument(
         "--method",
         choices=["gmm", "bgmm", "kmeans", "hdbscan"],
         help="clustering method (default gmm)",
     )
-    p.add_argument("--epochs", type=int, dest="max_epochs", help="maximum training epochs")
+    p.add_argument(
+        "--epochs",
+        type=t.int_at_least(1, "--epochs"),
+        dest="max_epochs",
+        help="maximum training epochs",
+    )
     p.add_argument(
         "--smooth",
-        type=float,
+        type=t.float_at_least(0.0, "--smooth"),
         dest="smooth_labels",
         help="spatial regularisation of labels (Gaussian sigma, px)",
     )
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--accelerator", help="cpu, gpu or auto (Lightning)")
-    p.add_argument("--devices", help="Lightning devices, e.g. 1, 2 or auto")
+    p.add_argument("--seed", type=t.int_at_least(0, "--seed"), help="random seed (default 0)")
+    p.add_argument("--accelerator", type=t.accelerator, help="cpu, gpu or auto (Lightning)")
+    p.add_argument("--devices", type=t.devices, help="Lightning devices, e.g. 1, 2 or auto")
     p.add_argument(
         "--lazy", action="store_true", help="read the file lazily (dask) and stream it in chunks"
     )
     p.add_argument(
         "--dask-scheduler",
+        type=t.scheduler_address,
         help="address of a Dask distributed scheduler (tcp://host:8786), or 'local'",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or INFO messages")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
 
@@ -74,12 +92,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             else [s.strip() for s in args.lines.split(",") if s.strip()]
         )
     if args.n_components is not None:
-        cfg.clustering = {
-            **cfg.clustering,
-            "n_components": args.n_components
-            if args.n_components == "auto"
-            else int(args.n_components),
-        }
+        cfg.clustering = {**cfg.clustering, "n_components": args.n_components}
     if args.method is not None:
         cfg.clustering = {**cfg.clustering, "method": args.method}
     if args.max_epochs is not None:
@@ -91,10 +104,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.accelerator is not None:
         cfg.trainer = {**cfg.trainer, "accelerator": args.accelerator}
     if args.devices is not None:
-        cfg.trainer = {
-            **cfg.trainer,
-            "devices": int(args.devices) if args.devices.isdigit() else args.devices,
-        }
+        cfg.trainer = {**cfg.trainer, "devices": args.devices}
     return cfg
 
 
@@ -156,12 +166,15 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     src = Path(args.file)
     out = Path(args.out) if args.out else Path.cwd() / f"{src.stem}_sigma.nc"
-    from sigma.exceptions import SigmaError
+    from sigma.commands._errors import report
+    from sigma.validation import check_output_path
 
     try:
+        check_output_path(out, inputs=[src], overwrite=args.overwrite)  # before any work
         run_and_report(src, args, out, f"sigma run {src.name}")
-    except (SigmaError, FileNotFoundError, FileExistsError) as err:
-        sys.stderr.write(f"sigma run: error: {err}\n")
-        return 1
+    except Exception as err:
+        if args.debug:
+            raise
+        return report("sigma run", err)
     sys.stdout.write(f"open it in the GUI with:  sigma gui {out}\n")
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from sigma.exceptions import CorruptFileError, UnsupportedFormatError
+from sigma.io import _atomic
 
 __all__ = ["NETCDF_EXTENSIONS", "ZARR_EXTENSIONS", "save_dataset", "open_dataset", "store_kind"]
 
@@ -212,18 +212,90 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: boo
                 "Pass overwrite=True (or --overwrite on the command line), or choose another path."
             )
         _refuse_overwriting_own_source(ds, target)
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     prepared = _prepare_for_write(ds, kind)
-    if kind == "netcdf":
-        prepared.to_netcdf(target, engine="h5netcdf", mode="w", compute=True)
-    else:
-        _uniform_chunks(prepared).to_zarr(target, mode="w-", consolidated=False, compute=True)
+    if kind == "zarr":
+        prepared.attrs[_atomic.MARKER_ATTR] = _atomic.INCOMPLETE
+
+    def write(tmp: Path) -> None:  # into a temporary sibling, renamed into place when complete
+        if kind == "netcdf":
+            _write_netcdf(prepared, tmp, target)
+        else:
+            _uniform_chunks(prepared).to_zarr(tmp, mode="w-", consolidated=False, compute=True)
+
+    _atomic.write_atomically(
+        target, write, is_store=kind == "zarr", finish=_mark_complete if kind == "zarr" else None
+    )
     logger.info("wrote %s", target)
     return target
+
+
+#: NetCDF files up to this size are built in memory when the disk may be too full for them
+_BUFFER_LIMIT_BYTES = 2 * 1024**3
+
+
+def _write_netcdf(ds: xr.Dataset, tmp: Path, target: Path) -> None:
+    """Write NetCDF to ``tmp`` without letting a full disk crash the process.
+
+    HDF5 cannot recover from a failed write: h5py raises, then crashes the interpreter
+    (SIGSEGV) when it frees the broken file. So when the free space might not hold the
+    uncompressed data, the file is built in memory and written with plain file I/O, whose
+    ``ENOSPC`` is an ordinary error; when it is too large for that, the write is refused up front.
+    """
+    import errno
+    import shutil
+
+    need = int(ds.nbytes * 1.05) + 1024**2  # uncompressed data plus metadata: an upper bound
+    free = shutil.disk_usage(target.parent).free
+    if need <= free:
+        ds.to_netcdf(tmp, engine="h5netcdf", mode="w", compute=True)
+        return
+    if need > _BUFFER_LIMIT_BYTES:
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.fspath(target)!r} may need up to {need / 1024**2:.0f} MB but the disk has "
+            f"{free / 1024**2:.0f} MB free",
+        )
+    data = ds.to_netcdf(None, engine="h5netcdf", compute=True)
+    with open(tmp, "wb") as fh:
+        fh.write(memoryview(data))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _stored_chunks(path: Path) -> dict[str, int]:
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    return {name: int(arr.nchunks_initialized) for name, arr in group.arrays()}
+
+
+def _mark_complete(path: Path) -> None:
+    """Written last into a Zarr store: the number of stored chunks of each variable."""
+    import zarr
+
+    counts = _stored_chunks(path)
+    zarr.open_group(path, mode="r+").attrs.update({_atomic.MARKER_ATTR: json.dumps(counts)})
+
+
+def _check_zarr_complete(source: Path, attrs: dict[str, Any]) -> None:
+    record = attrs.get(_atomic.MARKER_ATTR)
+    if record is None:  # written before sigma kept the record, or by another program
+        return
+    if record == _atomic.INCOMPLETE:
+        raise CorruptFileError(
+            f"{os.fspath(source)!r} is an incomplete Zarr store: the write that made it was cut "
+            "short (killed, or the disk filled up) before it finished. Write it again."
+        )
+    expected = json.loads(str(record))
+    stored = _stored_chunks(source)
+    lost = {k: f"{stored.get(k, 0)} of {n}" for k, n in expected.items() if stored.get(k, 0) < n}
+    if lost:
+        raise CorruptFileError(
+            f"{os.fspath(source)!r}: chunks are missing from the Zarr store (stored chunks of "
+            f"{lost!r}); missing chunks would read as zeros. The store was damaged after it was "
+            "written (a partial copy?); copy or write it again."
+        )
 
 
 def _restore_strings(ds: xr.Dataset) -> xr.Dataset:
@@ -274,7 +346,10 @@ def open_dataset(path: str | os.PathLike[str], *, lazy: bool = False) -> xr.Data
             f"({type(err).__name__}: {err}). Check that the file is complete and was written by "
             "sigma.io.save or xarray; rewrite it if it was cut short."
         ) from err
+    if kind == "zarr":
+        _check_zarr_complete(source, ds.attrs)
     ds.attrs = _decode_attrs(ds.attrs)
+    ds.attrs.pop(_atomic.MARKER_ATTR, None)
     for var in ds.variables.values():
         var.attrs = _decode_attrs(var.attrs)
     return _restore_strings(ds)

@@ -1,0 +1,178 @@
+"""One-line errors for the ``sigma`` commands, and argparse types that check options up front.
+
+Every error a user can cause ends the command with one line on stderr,
+``sigma COMMAND: error: <problem and fix>``, and exit status 2 for a usage error (an option, a
+config, the output path) or 1 for a problem with the input or the run. ``--debug`` (anywhere on
+the command line) shows the traceback instead. ``docs/errors.md`` lists the messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from sigma.exceptions import ConfigurationError, OutputPathError
+
+__all__ = [
+    "OneLineParser",
+    "one_line",
+    "exit_code",
+    "report",
+    "int_at_least",
+    "float_at_least",
+    "n_components",
+    "accelerator",
+    "devices",
+    "scheduler_address",
+    "configure_output",
+]
+
+#: exceptions that mean "the command was called wrongly" (exit status 2)
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigurationError,
+    OutputPathError,
+    FileExistsError,
+)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (newlines and repeated spaces collapsed)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.errno is not None:  # "[Errno 28] ..." says nothing more
+        text = re.sub(r"^\[Errno \d+\] ", "", text)
+    if isinstance(err, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]
+    return text or type(err).__name__
+
+
+def exit_code(err: BaseException) -> int:
+    """2 for usage errors, 1 for everything else."""
+    return 2 if isinstance(err, USAGE_ERRORS) else 1
+
+
+def report(prog: str, err: BaseException) -> int:
+    """Write ``prog: error: ...`` (one line) to stderr; return the exit status."""
+    from sigma.exceptions import SigmaError
+
+    text = one_line(err)
+    if not isinstance(err, (SigmaError, OSError, ValueError, TypeError, KeyError)):
+        text = (
+            f"{type(err).__name__}: {text} (unexpected: please report it with the --debug output)"
+        )
+    sys.stderr.write(f"{prog}: error: {text} (--debug shows the traceback)\n")
+    return exit_code(err)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message`` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
+
+
+def int_at_least(low: int, name: str) -> Callable[[str], int]:
+    """argparse type: an int >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number >= {low}, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_at_least(low: float, name: str) -> Callable[[str], float]:
+    """argparse type: a finite float >= ``low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number >= {low}, got {text!r}") from None
+        if not value >= low or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def n_components(text: str) -> Any:
+    """argparse type for ``--k``: ``auto`` or an int >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a number of phases >= 1, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number of phases >= 1, got {value}")
+    return value
+
+
+def accelerator(text: str) -> str:
+    """argparse type for ``--accelerator``: one of Lightning's names."""
+    from sigma.config import ACCELERATORS
+
+    if text.lower() not in ACCELERATORS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(ACCELERATORS)}; got {text!r}")
+    return text.lower()
+
+
+def devices(text: str) -> Any:
+    """argparse type for ``--devices``: ``auto``, a count, -1, or ids like ``0,1``."""
+    from sigma.config import check_devices
+
+    try:
+        check_devices(text, where="the value")
+    except ConfigurationError as err:
+        raise argparse.ArgumentTypeError(str(err).rstrip(".")) from None
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?[A-Za-z0-9._\-]+(?::\d{1,5})?$")
+
+
+def scheduler_address(text: str) -> str:
+    """argparse type for ``--dask-scheduler``: ``local`` or ``[tcp://]host[:port]``."""
+    if text == "local" or (_ADDRESS.match(text) and ("://" in text or ":" in text)):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be 'local' or a scheduler address like tcp://host:8786; got {text!r}"
+    )
+
+
+def configure_output(*, quiet: bool = False, debug: bool = False) -> None:
+    """Logging for a command: INFO lines (WARNING with ``--quiet``, DEBUG with ``--debug``);
+    warnings as one ``sigma: warning: ...`` line each."""
+    import logging
+    import warnings
+
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    if quiet:  # Lightning and friends log INFO lines of their own
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "distributed"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def show(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        text = " ".join(str(message).split())
+        (file or sys.stderr).write(f"sigma: warning: {text}\n")
+
+    if not debug:
+        warnings.showwarning = show

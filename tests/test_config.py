@@ -1,0 +1,110 @@
+"""Config checks (sigma/config.py), output-path checks and command output settings."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from sigma.config import MODEL_KEYS, TRAINER_KEYS, check_config, clustering_keys
+from sigma.exceptions import ConfigurationError, OutputPathError
+
+
+def test_model_keys_match_the_autoencoder() -> None:
+    from sigma.model import AutoEncoder
+
+    params = set(inspect.signature(AutoEncoder.__init__).parameters) - {"self", "n_features"}
+    assert set(MODEL_KEYS) == params
+
+
+def test_trainer_keys_match_the_installed_lightning() -> None:
+    import lightning.pytorch as pl
+
+    params = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    assert set(TRAINER_KEYS) == params
+
+
+def test_clustering_keys_follow_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from sigma.clustering import cluster
+
+    expected = tuple(
+        p for p in inspect.signature(cluster).parameters if p not in ("latent", "features", "valid")
+    )
+    assert clustering_keys.__wrapped__() == expected  # imported: from the signature
+    monkeypatch.delitem(sys.modules, "sigma.clustering")  # not imported: read from the source
+    assert clustering_keys.__wrapped__() == expected
+    assert "sigma.clustering" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"batch_size": 0}, r"'batch_size' must be an int in the range \[1, inf\). Got 0"),
+        ({"val_fraction": 1.5}, r"'val_fraction' must be a number in the range \[0.0, 0.9\]"),
+        ({"seed": "zero"}, "'seed' must be an int"),
+        ({"lines": "Fe_Ka"}, "'lines' must be 'auto', null or a list"),
+        ({"model": {"hidden_dims": []}}, "model.hidden_dims must be a non-empty list"),
+        ({"model": {"hidden_dims": [8, 0]}}, r"model.hidden_dims\[1\]"),
+        ({"model": "big"}, "'model' must be a mapping"),
+        ({"trainer": {"devices": "many"}}, "trainer.devices"),
+        ({"clustering": {"n_components": True}}, "clustering.n_components"),
+        ({"neighbor_average": "yes"}, "'neighbor_average' must be 'auto', true or false"),
+        ({"refine": "umap"}, "'refine' must be 'pca', 'features' or 'none'"),
+    ],
+)
+def test_check_config_names_the_key_and_value(config: dict, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        check_config(config)
+
+
+def test_good_configs_pass(tmp_path: Path) -> None:
+    from sigma.pipeline import PipelineConfig
+
+    root = Path(__file__).parents[1]
+    cfg = PipelineConfig.from_yaml(root / "configs" / "run_demo.yaml")
+    check_config(cfg)
+    check_config({"bin_factor": [2, 4], "trainer": {"devices": [0, 1]}, "lines": "auto"})
+
+
+def test_read_only_folder_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigma.validation import check_output_path
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    # root may write anywhere, so a chmod cannot test this; the check relies on os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode)
+    )
+    with pytest.raises(OutputPathError, match="is not writable"):
+        check_output_path(folder / "r.nc")
+    # a folder that does not exist yet is checked at its first existing parent
+    assert check_output_path(tmp_path / "new" / "deeper" / "r.zarr").name == "r.zarr"
+    (tmp_path / "r.zarr").write_bytes(b"a file where a store would go")
+    with pytest.raises(OutputPathError, match="exists as a file"):
+        check_output_path(tmp_path / "r.zarr", overwrite=True)
+
+
+def test_quiet_hides_info_lines() -> None:
+    from sigma.commands._errors import configure_output
+
+    root = logging.getLogger()
+    names = ("", "lightning", "lightning.pytorch", "lightning.fabric", "distributed")
+    levels = {n: logging.getLogger(n).level for n in names}
+    try:
+        configure_output(quiet=True)
+        assert root.level == logging.WARNING
+        assert not logging.getLogger("sigma.pipeline").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("lightning.pytorch").isEnabledFor(logging.INFO)
+        configure_output()
+        assert logging.getLogger("sigma.pipeline").isEnabledFor(logging.INFO)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

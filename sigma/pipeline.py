@@ -294,7 +294,9 @@ def _mark_no_data(counts_ds: xr.Dataset) -> tuple[xr.Dataset, xr.DataArray]:
 
     valid = ~no_data_mask(counts_ds)
     if not bool(valid.all()):
-        counts_ds = counts_ds.assign({VALID: valid.assign_attrs(long_name="pixel holds X-ray data")})
+        counts_ds = counts_ds.assign(
+            {VALID: valid.assign_attrs(long_name="pixel holds X-ray data")}
+        )
     return counts_ds, valid
 
 

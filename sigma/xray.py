@@ -722,9 +722,7 @@ def identify_lines(
         # below 0.5 keV peaks sit on the tail of the zero (noise) peak and on a steep
         # detector-efficiency edge, which pulls their centroids by up to ~35 eV
         floor = 0.035 if energy < 0.5 else 0.0
-        return max(
-            tolerance_fwhm * float(fwhm_kev(energy, mnka_resolution_ev)), 1.5 * scale, floor
-        )
+        return max(tolerance_fwhm * float(fwhm_kev(energy, mnka_resolution_ev)), 1.5 * scale, floor)
 
     def detection_limit(energy: float) -> float:
         # min_significance * sqrt(counts in a +/- 0.6 FWHM window), counts from the raw spectrum

@@ -1177,9 +1177,7 @@ def refine_in_features(
     info.update(n_iter=int(model.n_iter_), converged=bool(model.converged_))
     info["interior_iterations"] = 0
     if interior and shape is not None and prob.shape[1] > 1:
-        prob, info["interior_iterations"] = _interior_reassign(
-            F, prob, shape, keep_k=not adjust_k
-        )
+        prob, info["interior_iterations"] = _interior_reassign(F, prob, shape, keep_k=not adjust_k)
     order = np.argsort(-prob.sum(axis=0), kind="stable")
     return prob[:, order], info
 

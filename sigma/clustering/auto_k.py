@@ -135,8 +135,8 @@ def split_phases(
     if min_pixels is None:
         min_pixels = max(10, int(math.ceil(0.002 * n_valid)))
     counts = np.asarray(spectra).astype(np.int64)
-    A = rng.binomial(counts, 0.5)
-    B = counts - A
+    A: npt.NDArray[Any] = rng.binomial(counts, 0.5)
+    B: npt.NDArray[Any] = counts - A
     mean = float(counts[valid].sum(axis=1).mean()) if n_valid else 0.0
     if shape is not None and 0 < mean < 100.0:
         from scipy import ndimage

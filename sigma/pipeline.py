@@ -683,6 +683,13 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
         npx = int(ds["n_pixels"].values[k]) if "n_pixels" in ds else 0
         frac = 100.0 * npx / total if total else 0.0
         lines.append(f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)")
+    if "label" in ds:
+        n_bad = int((np.asarray(ds["label"].values) < 0).sum())
+        if n_bad:
+            lines.append(
+                f"  no data (label -1): {n_bad:,d} px ({100.0 * n_bad / ds['label'].size:.1f} % "
+                "of the map; not counted above)"
+            )
     if timings:
         lines.append("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     rss = json.loads(ds.attrs.get("peak_rss_mb") or "{}")

@@ -611,6 +611,8 @@ def identify_lines(
       its :func:`generated_weights` value at the beam energy (its table weight when the beam
       energy is unknown), so lines the atom hardly emits (``K_Ll``, ``Pd_Mz``) count for little;
     - + the line's weight within its shell, capped by its strength (prefer ``Ka``/``La``/``Ma``);
+    - minus (offset / tolerance) ** 2: of two lines within tolerance, the one on the peak wins
+      (``Al_Ka`` 1.487 keV, not ``Yb_Ma`` 1.526 keV, for a peak at 1.482 keV);
     - +0.25 for a K line: a lone peak is more often a K line, whose shell puts nearly all its
       intensity in one family, than an M line whose element shows no other line;
     - -2 for every other line of the same shell that should be detectable at the observed
@@ -623,7 +625,8 @@ def identify_lines(
 
     - -2 when another shell of the element is stronger at this beam energy (generated
       intensity) and lies in range, but none of its stronger lines has a peak (this rejects
-      ``Tm_Ma`` for the Al Ka peak of a 200 kV spectrum without Tm L lines);
+      ``Tm_Ma`` for the Al Ka peak of a 200 kV spectrum without Tm L lines). Other shells'
+      strengths need a beam energy: without one, the top of the energy axis stands in;
     - -2 when the peak is far too strong for the line: the element's strongest line (generated
       intensity at the beam energy) lies elsewhere in range and its measured net counts times
       the strength ratio predict less than a fifth of the peak (this rejects ``K_Ll`` for the
@@ -743,6 +746,10 @@ def identify_lines(
                 best = k
         return best
 
+    # relative line strengths across shells need a beam energy; when the file has none, the top
+    # of the energy axis stands in (detectors are set to cover up to the beam energy, and a
+    # 200 kV TEM spectrum cut at 20-40 keV excites every edge in range anyway)
+    gen_beam = round(beam if beam is not None else max(hi_e, 1.0), 1)
     explained: dict[int, str] = {}
     for element in dict.fromkeys(parse_element(el) for el in elements or ()):
         known = [ln for ln in element_lines(element).values() if usable(ln) and ln.weight >= 0.045]
@@ -775,7 +782,7 @@ def identify_lines(
             }
             # across shells, generated intensities (fluorescence yield, ionisation at this beam
             # energy) say how strong each line is relative to the element's strongest line
-            gen = _generated_cached(cand.element, beam) if beam is not None else {}
+            gen = _generated_cached(cand.element, gen_beam)
 
             def strength(ln: XrayLine, gen: dict[str, float] = gen) -> float:
                 return gen.get(ln.name, 0.0) if gen else ln.weight
@@ -846,7 +853,9 @@ def identify_lines(
                     matches.pop(j, None) if j is not None else None
             if gen and strength(cand) > 0:
                 for ln in lines.values():
-                    if ln.shell == cand.shell or strength(ln) <= strength(cand):
+                    # only the other shell's main lines: its minor lines' cross-shell ratios
+                    # are too uncertain to demand a peak
+                    if ln.shell == cand.shell or ln.weight < 0.5 or strength(ln) <= strength(cand):
                         continue
                     predicted = peak.net_counts * strength(ln) / strength(cand)
                     fwhm_l = float(fwhm_kev(ln.energy_kev, mnka_resolution_ev))
@@ -886,7 +895,21 @@ def identify_lines(
                 )
                 if top is not None and strength(top) > strength(cand) and peak_of(top) != k:
                     j_top = peak_of(top)
-                    seen = peaks[j_top].net_counts if j_top is not None else net_at(top.energy_kev)
+                    fwhm_t = float(fwhm_kev(top.energy_kev, mnka_resolution_ev))
+                    # with no peak of its own it may hide in a neighbour's shoulder (Cu Ka
+                    # beside Ni Kb): that neighbour bounds what it can hold
+                    seen = (
+                        peaks[j_top].net_counts
+                        if j_top is not None
+                        else max(
+                            [net_at(top.energy_kev)]
+                            + [
+                                p.net_counts
+                                for i, p in enumerate(peaks)
+                                if i != k and abs(p.energy_kev - top.energy_kev) <= 2.0 * fwhm_t
+                            ]
+                        )
+                    )
                     expected = max(seen, 0.0) * strength(cand) / strength(top)
                     if peak.net_counts > 5.0 * expected + detection_limit(cand.energy_kev):
                         penalty += 1
@@ -916,7 +939,17 @@ def identify_lines(
                 ):
                     support += min(1.0, 2.0 * strength(ln))
             own = min(cand.weight, strength(cand) / max(gen.values())) if gen else cand.weight
-            score = 1.0 + support + own - 2.0 * penalty + (0.25 if cand.shell == "K" else 0.0)
+            # closeness: a line at the edge of the tolerance (a blend's centroid may sit there)
+            # loses up to 1 against one on the peak (Al Ka 1.487 beats Yb Ma 1.526 for 1.482)
+            offset = abs(cand.energy_kev - peak.energy_kev) / tol(peak.energy_kev)
+            score = (
+                1.0
+                + support
+                + own
+                - 2.0 * penalty
+                + (0.25 if cand.shell == "K" else 0.0)
+                - min(offset, 1.0) ** 2
+            )
             logger.debug(
                 "peak %.3f keV: %s explains %s, penalty %d, score %.2f",
                 peak.energy_kev,

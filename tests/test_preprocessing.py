@@ -272,8 +272,12 @@ def test_identify_lines_real_reference_spectrum_tm002() -> None:
     e = float(ax["offset"]) + float(ax["scale"]) * np.arange(int(ax["size"]))
     found = identify_lines(e, sig["data"], 10.0)
     elements = {n.split("_")[0] for n in found}
-    assert {"C", "Al", "Mn", "Cu", "Zr", "Si"} <= elements
-    assert len(elements - {"C", "Al", "Mn", "Cu", "Zr", "Si"}) <= 1  # Ar: sum peak / sputter gas
+    assert {"C", "Al", "Mn", "Cu", "Zr"} <= elements
+    # the peak at 1.783 keV lies 43 eV above Si Ka (the detector's own Si fluorescence?) and
+    # 8 eV from W Ma (with W Mb 1.835 in its shoulder; W L needs more than 10 kV): either name
+    # is defensible from this spectrum alone, but one of them must explain it
+    assert {"Si", "W"} & elements
+    assert len(elements - {"C", "Al", "Mn", "Cu", "Zr", "Si", "W"}) <= 1  # Ar: sum peak / gas
     assert {"Mn_Ka", "Cu_Ka", "Zr_La", "Al_Ka", "C_Ka"} <= set(found)
 
 

@@ -143,6 +143,33 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
             if name != COUNTS and tuple(var.dims) == (DIM_Y, DIM_X)
         },
     )
+    out.update(_run_preview(ds))
+    return out
+
+
+def _run_preview(ds: xr.Dataset) -> dict[str, Any]:
+    """What ``sigma run`` would use: the features (element, line, why) and the no-data pixels."""
+    from sigma.preprocessing.lines import select_lines
+    from sigma.preprocessing.nodata import no_data_mask
+
+    out: dict[str, Any] = {}
+    try:
+        mask = no_data_mask(ds)
+        out["no_data_pixels"] = int(mask.sum())
+    except SigmaError as err:
+        out["no_data_pixels"] = int(ds.sizes[DIM_Y] * ds.sizes[DIM_X])
+        out["no_data_note"] = str(err)
+    try:
+        mnka = float(ds.attrs.get("energy_resolution_mnka_ev") or 130.0)
+        if not np.isfinite(mnka) or mnka <= 0:
+            mnka = 130.0
+        out["features"] = [
+            {"feature": c.feature, "line": c.line, "energy_kev": c.energy_kev, "reason": c.reason}
+            for c in select_lines(ds, None, mnka_resolution_ev=mnka)
+        ]
+    except (SigmaError, ValueError) as err:
+        out["features"] = []
+        out["features_note"] = str(err)
     return out
 
 
@@ -192,6 +219,29 @@ def format_summary(summary: dict[str, Any], *, path: str = "", reader: str = "")
                 f"(total {summary['counts_total']:.0f})",
             )
         )
+        if "features" in summary:
+            ny, nx = summary["navigation_shape"]
+            n_bad = summary.get("no_data_pixels", 0)
+            rows.append(
+                (
+                    "no-data pixels",
+                    f"{n_bad} ({100.0 * n_bad / max(ny * nx, 1):.1f} %), left out of a run"
+                    if n_bad
+                    else "none",
+                )
+            )
+            feats = summary["features"]
+            if feats:
+                for i, f in enumerate(feats):
+                    rows.append(
+                        (
+                            "run features" if i == 0 else "",
+                            f"{f['feature']:<3} {f['line']:<7} {f['energy_kev']:7.3f} keV  "
+                            f"({f['reason']})",
+                        )
+                    )
+            else:
+                rows.append(("run features", summary.get("features_note", "none")))
         images = summary["nav_images"]
         rows.append(
             (

@@ -591,6 +591,7 @@ def _line_windows(
     width_fwhm: float,
     mnka: float,
     background: bool,
+    warn_overlap: bool = True,
 ) -> list[_Window]:
     if not width_fwhm > 0:
         raise ValueError(
@@ -639,12 +640,15 @@ def _line_windows(
     ]
     if overlaps:
         pairs = ", ".join(f"{a}/{b}" for a, b in overlaps)
-        warnings.warn(
+        msg = (
             "line_features: the windows of these lines overlap, so their features share counts: "
             f"{pairs}. "
-            "Drop one line of each pair or use a smaller width_fwhm.",
-            stacklevel=3,
+            "Drop one line of each pair or use a smaller width_fwhm."
         )
+        if warn_overlap:
+            warnings.warn(msg, stacklevel=3)
+        else:  # sigma chose them (elements of the file, identified peaks): nothing to act on
+            logger.info(msg)
     return out
 
 
@@ -738,7 +742,8 @@ def line_features(
     Warns
     -----
     UserWarning
-        If two lines' windows overlap (the pairs are listed).
+        If two lines the caller named have overlapping windows (the pairs are listed; for lines
+        sigma chose itself the overlap is logged).
 
     Examples
     --------
@@ -758,7 +763,8 @@ def line_features(
     names, labels = _resolve_lines(
         ds, lines, mnka, skip_kev if ignore_below_kev is not None else 0.1
     )
-    windows = _line_windows(e, names, width_fwhm, mnka, background)
+    chosen = lines is None or (isinstance(lines, str) and lines.strip().lower() == "auto")
+    windows = _line_windows(e, names, width_fwhm, mnka, background, warn_overlap=not chosen)
     counts = ds[COUNTS]
     n = len(windows)
     given_total = TOTAL_COUNTS in ds.data_vars and n_skip == 0

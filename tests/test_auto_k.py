@@ -1,0 +1,96 @@
+"""Auto-k by the counts: :func:`sigma.clustering.auto_k.split_phases` on Poisson spectra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sigma.clustering.auto_k import split_phases
+
+N_CH = 40
+
+
+def _spectrum(peaks: dict[int, float]) -> np.ndarray:
+    s = np.full(N_CH, 0.5)
+    for ch, height in peaks.items():
+        s[ch] += height
+    return s / s.sum()
+
+
+A = _spectrum({5: 8.0, 20: 3.0})
+B = _spectrum({5: 3.0, 30: 6.0})
+
+
+def _image(frac_b: np.ndarray, counts: float, seed: int = 0) -> np.ndarray:
+    """(ny * nx, N_CH) Poisson counts of the mixture ``frac_b`` * B + (1 - frac_b) * A."""
+    rng = np.random.default_rng(seed)
+    lam = counts * ((1.0 - frac_b.ravel())[:, None] * A + frac_b.ravel()[:, None] * B)
+    return rng.poisson(lam)
+
+
+@pytest.mark.parametrize("counts", [400.0, 40.0])
+def test_two_populations_in_one_phase_are_split(counts: float) -> None:
+    # a 30 x 40 map: a block of B (15 %) inside A, all given as one phase
+    frac = np.zeros((30, 40))
+    frac[5:15, 10:28] = 1.0
+    spectra = _image(frac, counts)
+    tests: list[dict] = []
+    label, splits = split_phases(
+        spectra, np.zeros(frac.size, int), shape=frac.shape, tests_out=tests
+    )
+    assert len(splits) == 1
+    assert label.max() == 1
+    truth = frac.ravel() > 0.5
+    agree = max((label == 1)[truth].mean(), (label == 0)[truth].mean())
+    assert agree > 0.9
+    assert tests[0]["split"]
+    assert tests[0]["valley"] < tests[0]["valley_max"]
+    assert tests[0]["log10_p"] < -6
+
+
+def test_a_gradient_is_not_split() -> None:
+    # composition changes smoothly from A to B across the map: no separate sub-population
+    frac = np.tile(np.linspace(0.0, 1.0, 40), (30, 1))
+    spectra = _image(frac, 400.0)
+    tests: list[dict] = []
+    label, splits = split_phases(
+        spectra, np.zeros(frac.size, int), shape=frac.shape, tests_out=tests
+    )
+    assert splits == []
+    assert (label == 0).all()
+    assert tests
+    assert not any(t["split"] for t in tests)
+
+
+def test_one_homogeneous_phase_is_not_split_and_no_data_is_ignored() -> None:
+    frac = np.zeros((30, 40))
+    spectra = _image(frac, 100.0, seed=3)
+    label0 = np.zeros(frac.size, int)
+    label0[:40] = -1  # first row: no data
+    label, splits = split_phases(spectra, label0, shape=frac.shape)
+    assert splits == []
+    np.testing.assert_array_equal(label, label0)
+
+
+def test_plot_model_selection_shows_the_split_tests() -> None:
+    import matplotlib.pyplot as plt
+
+    from sigma.clustering import cluster, plot_model_selection
+    from sigma.clustering.auto_k import split_clustering
+
+    frac = np.zeros((30, 40))
+    frac[5:15, 10:28] = 1.0
+    spectra = _image(frac, 400.0)
+    latent = np.random.default_rng(0).normal(size=(30, 40, 2))
+    import xarray as xr
+
+    lat = xr.DataArray(latent, dims=("y", "x", "latent"))
+    clus = split_clustering(cluster(lat, k_max=3, n_init=1), lat, spectra)
+    info = json.loads(clus.attrs["clustering"])
+    assert any(t["split"] for t in info["split_tests"])
+    fig = plot_model_selection(clus)
+    assert len(fig.axes) >= 2
+    assert "split" in fig.axes[0].get_title()
+    plt.close(fig)

@@ -94,3 +94,30 @@ def test_plot_model_selection_shows_the_split_tests() -> None:
     assert len(fig.axes) >= 2
     assert "split" in fig.axes[0].get_title()
     plt.close(fig)
+
+
+def test_boundary_pixels_are_not_a_new_phase() -> None:
+    # A | B halves; two columns of 50/50 mixed pixels at the boundary, labelled with A
+    frac = np.zeros((30, 40))
+    frac[:, 20:] = 1.0
+    frac[:, 18:20] = 0.5
+    spectra = _image(frac, 400.0, seed=1)
+    label0 = (frac.ravel() > 0.75).astype(int)
+    tests: list[dict] = []
+    label, splits = split_phases(spectra, label0, shape=frac.shape, tests_out=tests)
+    assert splits == []
+    assert label.max() == 1
+    assert any(t.get("boundary_of") for t in tests)  # the mixed columns were found, and kept
+
+
+def test_misassigned_pixels_join_the_phase_they_match() -> None:
+    # a block of B pixels given the label of A: they join B, no third phase
+    frac = np.zeros((30, 40))
+    frac[:, 20:] = 1.0
+    frac[5:15, 3:10] = 1.0
+    spectra = _image(frac, 400.0, seed=2)
+    label0 = np.zeros(frac.size, int)
+    label0.reshape(30, 40)[:, 20:] = 1
+    label, splits = split_phases(spectra, label0, shape=frac.shape)
+    assert splits == []
+    np.testing.assert_array_equal(label, (frac.ravel() > 0.5).astype(int))

@@ -1657,7 +1657,11 @@ def _plot_split_tests(tests: list[dict[str, Any]], ax_t: Any) -> None:
     valley = np.array([t["valley"] for t in tests], dtype=float)
     need = np.array([t.get("valley_max", 0.5) for t in tests], dtype=float)
     ok = np.array([bool(t["split"]) for t in tests])
-    ax_t.bar(x[ok], valley[ok], color="C2", label="split (significant, separate)")
+    moved = np.array([t.get("moved_to") is not None for t in tests])
+    new = ok & ~moved
+    ax_t.bar(x[new], valley[new], color="C2", label="split: a new phase")
+    if moved.any():
+        ax_t.bar(x[moved], valley[moved], color="C0", label="split: joins the phase it matches")
     ax_t.bar(x[~ok], valley[~ok], color="0.6", label="kept (one phase)")
     ax_t.step(x, need, where="mid", color="C3", ls="--", label="deepest valley allowed")
     ax_t.set_xticks(

@@ -248,12 +248,13 @@ def split_phases(
 
         A, B = pool(A), pool(B)
     splits: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
     queue = sorted(
         (int(c) for c in np.unique(label[valid])), key=lambda c: -int((label == c).sum())
     )
     n_tests = 0
-    while queue and int(label.max()) + 1 < k_max:
+    while queue and int(label.max()) + 1 < k_max and len(tests) < 4 * k_max:
         c = queue.pop(0)
         idx = np.flatnonzero(label == c)
         if idx.size < 2 * min_pixels:
@@ -305,9 +306,24 @@ def split_phases(
         )
         if not ok:
             continue
-        new = int(label.max()) + 1
         small = int(np.argmin(sizes))
-        label[idx[g == small]] = new
+        group = idx[g == small]
+        # pixels the first clustering put in the wrong phase are not a new phase: a group whose
+        # composition is closer to another phase than to the rest of its own joins that phase
+        home = _closest_phase(B, label, group, idx[g != small], c)
+        tests[-1]["moved_to"] = home
+        if home is not None:
+            label[group] = home
+            moves.append({"phase": c, "to": home, "pixels": int(group.size)})
+            queue = [c, *[q for q in queue if q != home], home]
+            continue
+        mix = _boundary_of(B, label, group, idx[g != small], c)
+        if mix is not None:
+            tests[-1]["boundary_of"] = [c, mix]
+            tests[-1]["split"] = False
+            continue
+        new = int(label.max()) + 1
+        label[group] = new
         splits.append(
             {
                 "phase": c,
@@ -320,7 +336,88 @@ def split_phases(
         queue = [c, new, *queue]
     if tests_out is not None:
         tests_out.extend(tests)
+    if moves:
+        logger.info(
+            "split_phases: %d group(s) of %d px moved to the phase they match",
+            len(moves),
+            sum(m["pixels"] for m in moves),
+        )
     return label, splits
+
+
+def _boundary_of(
+    B: npt.NDArray[Any],
+    label: npt.NDArray[np.int_],
+    group: npt.NDArray[np.intp],
+    rest: npt.NDArray[np.intp],
+    parent: int,
+) -> int | None:
+    """The phase that, mixed with ``rest`` of the parent, explains ``group``; or None.
+
+    Boundary pixels (and binned pixels across a boundary) hold a mix of two phases; their
+    summed spectrum is then ``t * parent + (1 - t) * other`` (unit-sum compositions). The mix
+    explains the group when its chi-square per channel is within Poisson noise of the group's
+    counts, or a tenth of the parent's alone.
+    """
+    others = [int(o) for o in np.unique(label) if o >= 0 and o != parent]
+    if not others:
+        return None
+
+    def total(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        return np.asarray(B[rows], dtype=np.float64).sum(axis=0)
+
+    tg = total(group)
+    n = float(tg.sum())
+    if n <= 0:
+        return None
+    p = total(rest)
+    p /= max(float(p.sum()), 1.0)
+
+    def chi2(m: npt.NDArray[np.float64]) -> float:
+        e = n * np.maximum(m, 1e-12)
+        return float(np.sum((tg - e) ** 2 / np.maximum(e, 1.0)))
+
+    n_ch = int((tg > 0).sum())
+    noise = n_ch + 5.0 * math.sqrt(2.0 * max(n_ch, 1))
+    r_parent = chi2(p)
+    best: tuple[float, int] | None = None
+    for o in others:
+        q = total(np.flatnonzero(label == o))
+        q /= max(float(q.sum()), 1.0)
+        d = p - q
+        t = float(np.clip(np.dot(tg / n - q, d) / max(float(np.dot(d, d)), 1e-30), 0.0, 1.0))
+        r = chi2(t * p + (1.0 - t) * q)
+        if 0.0 < t < 1.0 and (best is None or r < best[0]):
+            best = (r, o)
+    if best is not None and best[0] <= max(noise, 0.1 * r_parent):
+        return best[1]
+    return None
+
+
+def _closest_phase(
+    B: npt.NDArray[Any],
+    label: npt.NDArray[np.int_],
+    group: npt.NDArray[np.intp],
+    rest: npt.NDArray[np.intp],
+    parent: int,
+) -> int | None:
+    """The other phase whose composition is closer to ``group`` than ``rest`` is, or None.
+
+    Hellinger distance between summed, unit-sum spectra of the ``b`` halves.
+    """
+    others = [int(o) for o in np.unique(label) if o >= 0 and o != parent]
+    if not others:
+        return None
+
+    def comp(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        t = np.asarray(B[rows], dtype=np.float64).sum(axis=0)
+        return np.sqrt(t / max(float(t.sum()), 1.0))
+
+    zg = comp(group)
+    d_rest = float(np.linalg.norm(zg - comp(rest)))
+    d = [float(np.linalg.norm(zg - comp(np.flatnonzero(label == o)))) for o in others]
+    j = int(np.argmin(d))
+    return others[j] if d[j] < d_rest else None
 
 
 def split_clustering(
@@ -350,16 +447,16 @@ def split_clustering(
     info = json.loads(clustering.attrs.get("clustering", "{}"))
     info["splits"] = splits
     info["split_tests"] = tests
-    if not splits:
+    if not splits and (new == label).all():
         return clustering.assign_attrs(clustering=json.dumps(info))
     prob_old = np.asarray(clustering["probability"].values).reshape(ny * nx, -1)
     k = int(new.max()) + 1
     prob = np.zeros((ny * nx, k), dtype=np.float64)
     prob[:, : prob_old.shape[1]] = prob_old
-    for s in splits:
-        moved = new == s["new"]
-        prob[moved, s["new"]] = prob[moved, s["phase"]]
-        prob[moved, s["phase"]] = 0.0
+    # a pixel moved to another (new or existing) phase takes its old phase's probability there
+    moved = np.flatnonzero((new != label) & (new >= 0) & (label >= 0))
+    prob[moved, new[moved]] += prob[moved, label[moved]]
+    prob[moved, label[moved]] = 0.0
     X, spatial = _as_points(latent)
     ok = new >= 0
     means, covs, weights = _prob_moments(X[ok], prob[ok])

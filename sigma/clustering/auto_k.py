@@ -81,7 +81,11 @@ def _candidate(
 
     z = np.sqrt(a / np.maximum(a.sum(axis=1, keepdims=True), 1.0))
     n_pc = int(min(5, z.shape[0] - 1, z.shape[1]))
-    pca = PCA(n_components=n_pc, random_state=int(rng.integers(2**31 - 1))).fit(z)
+    # randomized SVD: the first few components of a (pixels x ~500 channels) matrix, without
+    # the full eigendecomposition (the cluster stage's largest cost on a 256 x 256 map)
+    pca = PCA(
+        n_components=n_pc, svd_solver="randomized", random_state=int(rng.integers(2**31 - 1))
+    ).fit(z)
     s = pca.transform(z)
     km = KMeans(2, n_init=3, random_state=int(rng.integers(2**31 - 1))).fit(s)
     return km.labels_, pca.components_

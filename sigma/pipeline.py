@@ -487,11 +487,11 @@ def run(
         channels = _cluster_counts(counts_ds)
         auto_k = cfg.clustering.get("n_components", "auto") == "auto"
         spatial = cfg.spatial is not False and cfg.clustering.get("method", "gmm") != "hdbscan"
-        if channels is not None and spatial:
-            # the split test then runs on the spatially assigned labels
-            clusters = _spatial_assign(clusters, emb, channels, counts_ds, cfg, split=auto_k)
-        elif channels is not None and auto_k:
+        if channels is not None and auto_k:
             clusters = _split_significant(clusters, emb, channels[0], cfg)
+        if channels is not None and spatial:
+            # the split test runs again on the spatially assigned labels
+            clusters = _spatial_assign(clusters, emb, channels, counts_ds, cfg, split=auto_k)
         del channels
         if cfg.smooth_labels and cfg.smooth_labels > 0:
             clusters = smooth_probabilities(clusters, sigma=cfg.smooth_labels)
@@ -612,10 +612,12 @@ def _split_significant(
     clusters: xr.Dataset, emb: xr.DataArray, counts: np.ndarray, cfg: PipelineConfig
 ) -> xr.Dataset:
     """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`)."""
-    from sigma.clustering.auto_k import split_clustering
+    from sigma.clustering.auto_k import coarse_channels, split_clustering
 
     k_max = int(cfg.clustering.get("k_max", 16))
-    return split_clustering(clusters, emb, counts, k_max=k_max, random_state=cfg.seed)
+    return split_clustering(
+        clusters, emb, coarse_channels(counts), k_max=k_max, random_state=cfg.seed
+    )
 
 
 def _spatial_assign(

@@ -337,13 +337,17 @@ def spatial_clustering(
     counts = as_sparse(counts)
     prob, sp = potts_assign(counts, prob0, shape, beta=beta, valid=valid)
     if split:
-        from sigma.clustering.auto_k import split_phases
+        from sigma.clustering.auto_k import coarse_channels, split_phases
 
         label = np.where(valid, prob.argmax(axis=1), -1)
         new, splits = split_phases(
-            np.asarray(dense), label, k_max=k_max, random_state=random_state, shape=shape
+            coarse_channels(np.asarray(dense)),
+            label,
+            k_max=k_max,
+            random_state=random_state,
+            shape=shape,
         )
-        info["splits"] = splits
+        info["splits"] = [*info.get("splits", []), *splits]
         if splits:
             k = int(new.max()) + 1
             start = np.zeros((ny * nx, k))

@@ -84,9 +84,12 @@ def _evidence(
     energy: npt.NDArray[np.float64],
     beam_energy_kev: float | None,
     fwhm_mnka_ev: float,
+    *,
+    name_lines: bool = True,
+    n_iter: int = 300,
 ) -> dict[str, Any]:
     """How badly the best non-negative mix of the phases explains the summed counts ``s``."""
-    a, mu = poisson_mix(s, shapes)
+    a, mu = poisson_mix(s, shapes, n_iter=n_iter)
     r = _dev_resid(s, mu)
     # excess over 3 channels (one FWHM) centred on each channel
     s3 = np.convolve(s, np.ones(3), mode="same")
@@ -98,20 +101,21 @@ def _evidence(
     w = np.clip(s[lo:hi] - mu[lo:hi], 0, None)
     centre = float((w * energy[lo:hi]).sum() / w.sum()) if w.sum() > 0 else float(energy[j])
     lines: list[dict[str, Any]] = []
-    order = np.argsort(-r3)
-    for i in order[:12]:
-        if r3[i] < 5.0:
-            break
-        name = _line_name(float(energy[i]), beam_energy_kev, fwhm_mnka_ev)
-        if name not in [ln["line"] for ln in lines]:
+    if name_lines:
+        used: list[int] = []
+        for i in np.argsort(-r3)[:40]:
+            if r3[i] < 5.0 or len(lines) == 3:
+                break
+            if any(abs(int(i) - u) < 3 for u in used):  # one line per FWHM
+                continue
+            used.append(int(i))
+            name = _line_name(float(energy[i]), beam_energy_kev, fwhm_mnka_ev)
             lines.append({"line": name, "sigma": round(float(r3[i]), 1)})
-        if len(lines) == 3:
-            break
     return {
         "channel": j,
         "sigma": float(r3[j]),
         "share": share,
-        "line": _line_name(centre, beam_energy_kev, fwhm_mnka_ev),
+        "line": _line_name(centre, beam_energy_kev, fwhm_mnka_ev) if name_lines else "",
         "energy_kev": round(centre, 3),
         "excess_counts": float(s3[j] - m3[j]),
         "lines": lines,
@@ -244,12 +248,14 @@ def find_missed_phases(
     for g in order:
         px = np.flatnonzero(gflat == g)
         s = np.asarray(cs[px].sum(axis=0)).ravel()
-        ev = _evidence(s, shapes, energy_kev, beam_energy_kev, fwhm_mnka_ev)
+        ev = _evidence(
+            s, shapes, energy_kev, beam_energy_kev, fwhm_mnka_ev, name_lines=False, n_iter=100
+        )
         logger.debug(
-            "residual: group of %d px, %s excess %.1f sigma, share %.2f",
+            "residual: group of %d px, excess %.1f sigma at %.2f keV, share %.2f",
             px.size,
-            ev["line"],
             ev["sigma"],
+            ev["energy_kev"],
             ev["share"],
         )
         if ev["sigma"] >= need and ev["share"] >= min_share:

@@ -163,3 +163,30 @@ def test_spatial_clustering_adds_the_rare_phase_and_records_it() -> None:
     lab = out["label"].values.ravel()
     assert f1_score(truth == 2, lab == 2) > 0.8
     assert "beta" in info["spatial"]
+
+
+def test_summary_reports_the_added_phase() -> None:
+    import types
+
+    import xarray as xr
+
+    from sigma.pipeline import summary
+
+    added = [{"phase": 4, "n_pixels": 236, "line": "Zr_La", "sigma": 40.2}]
+    ds = xr.Dataset(
+        {"label": (("y", "x"), np.zeros((4, 5), dtype=np.int16))},
+        attrs={"clustering": json.dumps({"added_phases": added})},
+    )
+    text = summary(types.SimpleNamespace(dataset=ds))
+    assert "1 rare phase added: 236 px, Zr_La excess 40 sigma" in text
+
+
+def test_config_checks_the_spatial_keys() -> None:
+    from sigma.exceptions import ConfigurationError
+    from sigma.pipeline import PipelineConfig
+
+    assert PipelineConfig.from_dict({"spatial": 1.5, "find_missed": False}).spatial == 1.5
+    with pytest.raises(ConfigurationError, match="spatial"):
+        PipelineConfig.from_dict({"spatial": "yes"})
+    with pytest.raises(ConfigurationError, match="find_missed"):
+        PipelineConfig.from_dict({"find_missed": "no"})

@@ -46,6 +46,8 @@ _D = 1.0 / math.sqrt(2.0)
 _KERNEL = np.array([[_D, 1.0, _D], [1.0, 0.0, 1.0], [_D, 1.0, _D]])
 #: the largest Potts strength considered (nats per agreeing neighbour)
 BETA_MAX = 2.0
+#: the split test is repeated on the spatial labels when at least this share of pixels moved
+RESPLIT_CHANGED = 0.01
 #: pixels used to estimate the strength
 _BETA_PIXELS = 20_000
 
@@ -283,7 +285,8 @@ def spatial_clustering(
 ) -> Any:
     """:func:`potts_assign` and the residual search applied to a spatial clustering result.
 
-    With ``split``, the automatic number of phases is decided on the spatially assigned labels:
+    With ``split``, the automatic number of phases is tested again on the spatially assigned
+    labels (when the assignment moved at least :data:`RESPLIT_CHANGED` of the pixels):
     :func:`sigma.clustering.auto_k.split_phases` tests every phase for a significant, separate
     sub-population (count splitting, so the test is honest), and the pixels are assigned again
     when it splits one. At a few counts per pixel the Potts labels are much cleaner than the
@@ -336,7 +339,9 @@ def spatial_clustering(
     dense = counts
     counts = as_sparse(counts)
     prob, sp = potts_assign(counts, prob0, shape, beta=beta, valid=valid)
-    if split:
+    # the split test again only where the assignment changed the labels (sparse maps): on
+    # well-exposed maps the spatial labels are the latent ones and the test would repeat itself
+    if split and sp["changed"] >= RESPLIT_CHANGED:
         from sigma.clustering.auto_k import coarse_channels, split_phases
 
         label = np.where(valid, prob.argmax(axis=1), -1)

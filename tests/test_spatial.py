@@ -190,3 +190,14 @@ def test_config_checks_the_spatial_keys() -> None:
         PipelineConfig.from_dict({"spatial": "yes"})
     with pytest.raises(ConfigurationError, match="find_missed"):
         PipelineConfig.from_dict({"find_missed": "no"})
+
+
+def test_merge_alike_joins_a_phase_split_in_two_and_keeps_different_ones() -> None:
+    from sigma.clustering.spatial import merge_alike
+
+    counts, truth = _scene(30.0)
+    lab = truth.copy()
+    lab[(truth == 0) & (np.arange(truth.size) // 64 < 32)] = 3  # phase 0's top half: "new"
+    q, merges = merge_alike(counts, np.eye(4)[lab], np.ones(truth.size, dtype=bool))
+    assert [(m["phase"], m["into"]) for m in merges] == [(3, 0)]
+    assert adjusted_rand_score(truth, q.argmax(axis=1)) == 1.0

@@ -269,6 +269,54 @@ def potts_assign(
     }
 
 
+def merge_alike(
+    counts: Any,
+    prob: npt.NDArray[np.float64],
+    valid: npt.NDArray[np.bool_],
+    *,
+    alpha: float = 1e-6,
+) -> tuple[npt.NDArray[np.float64], list[dict[str, Any]]]:
+    """Merge phases whose summed spectra do not differ beyond Poisson noise.
+
+    A G-test of homogeneity between every two phases' summed counts (channels summed to the
+    FWHM); the pair least different is merged while its p-value is above ``alpha`` divided by
+    the number of pairs. The assignment chose each pixel's phase from these same counts, which
+    makes two phases look *more* different than they are, so the test errs towards keeping
+    them apart: a pair it merges is one phase split in two (e.g. a phase that the split test
+    divided into grains). Returns the merged probabilities and one record per merge
+    (``phase``, ``into``, ``log10_p``).
+    """
+    from sigma.clustering.auto_k import _g_test, coarse_channels
+
+    merges: list[dict[str, Any]] = []
+    q = np.asarray(prob, dtype=np.float64)
+    c = as_sparse(counts)
+    n_ch = c.shape[1] // 3
+    while q.shape[1] > 1:
+        k = q.shape[1]
+        label = np.where(valid, q.argmax(axis=1), -1)
+        sums = phase_spectra(c, label, k)
+        if n_ch >= 2:
+            sums = coarse_channels(sums)
+        n_pairs = k * (k - 1) // 2
+        best = (-np.inf, -1, -1)
+        for i in range(k):
+            for j in range(i + 1, k):
+                if sums[i].sum() <= 0 or sums[j].sum() <= 0:
+                    continue
+                lp = _g_test(sums[i], sums[j])
+                if lp > best[0]:
+                    best = (lp, i, j)
+        lp, i, j = best
+        if i < 0 or lp < math.log(alpha / max(n_pairs, 1)):
+            break
+        q[:, i] += q[:, j]
+        q = np.delete(q, j, axis=1)
+        merges.append({"phase": int(j), "into": int(i), "log10_p": round(lp / math.log(10), 1)})
+        logger.info("spatial: phases %d and %d merged (log10 p %.1f)", i, j, lp / math.log(10))
+    return q, merges
+
+
 def spatial_clustering(
     clustering: Any,
     latent: Any,
@@ -358,6 +406,10 @@ def spatial_clustering(
             start = np.zeros((ny * nx, k))
             start[valid, new[valid]] = 1.0
             prob, sp = potts_assign(counts, start, shape, beta=sp["beta"], valid=valid)
+    prob, merges = merge_alike(counts, prob, valid)
+    if merges:
+        prob, sp = potts_assign(counts, prob, shape, beta=sp["beta"], valid=valid)
+    info["merges"] = merges
     info["spatial"] = sp
     added: list[dict[str, Any]] = []
     if find_missed:

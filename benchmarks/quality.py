@@ -342,63 +342,64 @@ def generalisation(args: Any) -> None:
     shape = (128, 128) if args.small else GEN_SHAPE
     makers = {"datasets": _datasets_scene, "altmodel": _altmodel_scene}
     report: dict[str, Any] = {"shape": shape, "seed": args.seed, "scenes": {}}
-    for model in args.models.split(","):
-        for name in args.gen_scenes.split(","):
-            sc = GEN_SCENES[name]
-            ds, truth = makers[model](
-                sc["kind"], sc["counts"], args.seed, shape, float(sc.get("blur", 0.0))
-            )
-            true = truth["label"].values
-            k_true = int(truth.sizes["phase"])
-            rows: dict[str, Any] = {}
-            t0 = time.perf_counter()
-            res = run(ds, config={"seed": args.seed}, show_progress=False)
-            secs = time.perf_counter() - t0
-            out = res.dataset
-            info = json.loads(out.attrs.get("clustering") or "{}")
-            labs = {"sigma": out["label"].values}
-            ny, nx = true.shape
-            pcs = pca_features(ds, n_components=8, show_progress=False).features.values
-            labs["pca_kmeans"] = (
-                KMeans(k_true, n_init=4, random_state=args.seed)
-                .fit_predict(pcs.reshape(ny * nx, -1))
-                .reshape(ny, nx)
-            )
-            labs["oracle_raw"] = oracle_labels(ds, truth, 1)
-            labs["oracle_pool3"] = oracle_labels(ds, truth, 3)
-            for method, lab in labs.items():
-                n_found, f1 = phases_found(true, lab)
-                rows[method] = {
-                    "ari": round(float(adjusted_rand_score(true.ravel(), lab.ravel())), 4),
-                    "k_found": int(np.unique(lab[lab >= 0]).size),
-                    "phases_found": n_found,
-                    "f1": f1,
-                }
-            rows["sigma"]["seconds"] = round(secs, 1)
-            rows["sigma"]["timings"] = json.loads(out.attrs["timings"])
-            rows["sigma"]["added_phases"] = info.get("added_phases", [])
-            rows["sigma"]["beta"] = info.get("spatial", {}).get("beta")
-            names = [str(v) for v in truth["phase"].values]
-            entry = {"model": model, "scene": name, "k_true": k_true, "phases": names}
-            if "zircon" in names:
-                z = names.index("zircon")
-                for r in rows.values():
-                    r["rare_f1"] = r["f1"][z]
-            report["scenes"][f"{model}/{name}"] = {**entry, "methods": rows}
-            print(
-                f"{model}/{name}: "
-                + ", ".join(
-                    f"{m} ARI {r['ari']:.3f} k {r['k_found']} found {r['phases_found']}/{k_true}"
-                    for m, r in rows.items()
-                )
-                + f" ({secs:.0f} s)",
-                flush=True,
-            )
     out_path = args.out or RESULTS / (
         "quality_generalisation_small.json" if args.small else "quality_generalisation.json"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2))
+    todo = [(m, n) for m in args.models.split(",") for n in args.gen_scenes.split(",")]
+    if args.pairs:
+        todo = [tuple(t.split("/")) for t in args.pairs.split(",")]  # type: ignore[misc]
+    for model, name in todo:
+        sc = GEN_SCENES[name]
+        ds, truth = makers[model](
+            sc["kind"], sc["counts"], args.seed, shape, float(sc.get("blur", 0.0))
+        )
+        true = truth["label"].values
+        k_true = int(truth.sizes["phase"])
+        rows: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        res = run(ds, config={"seed": args.seed}, show_progress=False)
+        secs = time.perf_counter() - t0
+        out = res.dataset
+        info = json.loads(out.attrs.get("clustering") or "{}")
+        labs = {"sigma": out["label"].values}
+        ny, nx = true.shape
+        pcs = pca_features(ds, n_components=8, show_progress=False).features.values
+        labs["pca_kmeans"] = (
+            KMeans(k_true, n_init=4, random_state=args.seed)
+            .fit_predict(pcs.reshape(ny * nx, -1))
+            .reshape(ny, nx)
+        )
+        labs["oracle_raw"] = oracle_labels(ds, truth, 1)
+        labs["oracle_pool3"] = oracle_labels(ds, truth, 3)
+        for method, lab in labs.items():
+            n_found, f1 = phases_found(true, lab)
+            rows[method] = {
+                "ari": round(float(adjusted_rand_score(true.ravel(), lab.ravel())), 4),
+                "k_found": int(np.unique(lab[lab >= 0]).size),
+                "phases_found": n_found,
+                "f1": f1,
+            }
+        rows["sigma"]["seconds"] = round(secs, 1)
+        rows["sigma"]["timings"] = json.loads(out.attrs["timings"])
+        rows["sigma"]["added_phases"] = info.get("added_phases", [])
+        rows["sigma"]["beta"] = info.get("spatial", {}).get("beta")
+        names = [str(v) for v in truth["phase"].values]
+        entry = {"model": model, "scene": name, "k_true": k_true, "phases": names}
+        if "zircon" in names:
+            z = names.index("zircon")
+            for r in rows.values():
+                r["rare_f1"] = r["f1"][z]
+        report["scenes"][f"{model}/{name}"] = {**entry, "methods": rows}
+        print(
+            f"{model}/{name}: "
+            + ", ".join(
+                f"{m} ARI {r['ari']:.3f} k {r['k_found']} found {r['phases_found']}/{k_true}"
+                for m, r in rows.items()
+            )
+            + f" ({secs:.0f} s)",
+            flush=True,
+        )
+        out_path.write_text(json.dumps(report, indent=2))  # after every scene
     print(
         "\n| model | scene | method | k found / true | phases found | ARI | rare F1 | sigma s |"
         "\n|---|---|---|---|---|---|---|---|"

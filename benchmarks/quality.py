@@ -178,6 +178,11 @@ def main() -> None:
         help="subset of the generalisation scenes (with --generalisation)",
     )
     p.add_argument("--models", default="datasets,altmodel", help="simulators for --generalisation")
+    p.add_argument(
+        "--pairs",
+        default="",
+        help="explicit model/scene list for --generalisation, e.g. altmodel/rare@30,datasets/eight@6",
+    )
     args = p.parse_args()
     if args.generalisation:
         generalisation(args)

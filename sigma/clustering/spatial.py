@@ -47,7 +47,7 @@ _KERNEL = np.array([[_D, 1.0, _D], [1.0, 0.0, 1.0], [_D, 1.0, _D]])
 #: the largest Potts strength considered (nats per agreeing neighbour)
 BETA_MAX = 2.0
 #: the split test is repeated on the spatial labels when at least this share of pixels moved
-RESPLIT_CHANGED = 0.01
+RESPLIT_CHANGED = 0.05
 #: pixels used to estimate the strength
 _BETA_PIXELS = 20_000
 

@@ -275,6 +275,20 @@ def _check_top(d: dict[str, Any]) -> None:
             "config key 'neighbor_average' must be 'auto', true or false. Got "
             f"{d['neighbor_average']!r} instead."
         )
+    if "spatial" in d:
+        sp = d["spatial"]
+        if not (
+            sp in ("auto", True, False)
+            or (isinstance(sp, (int, float)) and not isinstance(sp, bool) and 0 <= sp < 100)
+        ):
+            raise ConfigurationError(
+                "config key 'spatial' must be 'auto', false, or a Potts strength in nats per "
+                f"neighbour in the range [0, 100). Got {sp!r} instead."
+            )
+    if "find_missed" in d and not isinstance(d["find_missed"], bool):
+        raise ConfigurationError(
+            f"config key 'find_missed' must be true or false. Got {d['find_missed']!r} instead."
+        )
     if "refine" in d and d["refine"] not in ("pca", "features", "none"):
         raise ConfigurationError(
             f"config key 'refine' must be 'pca', 'features' or 'none'. Got {d['refine']!r} instead."

@@ -100,6 +100,20 @@ class PipelineConfig:
         at phase boundaries; on the demo scenes ``"pca"`` raised the ARI from 0.84-0.89 to
         0.87-0.91 (benchmarks/quality.py). Cubes too large to hold in memory use ``"features"``;
         HDBSCAN's clusters are not refined.
+    spatial : "auto", float or False
+        Spatially aware assignment (:mod:`sigma.clustering.spatial`): after the clustering,
+        every pixel is reassigned from its Poisson likelihood under each phase's spectrum and a
+        Potts prior on its 8 neighbours, the phase spectra re-estimated a few times. ``"auto"``
+        takes the prior's strength from the data (pseudo-likelihood: sparse maps lean on their
+        neighbours, well-exposed ones hardly at all); a number fixes it (nats per agreeing
+        neighbour); false keeps the clustering's own assignment. Needs the binned cube in
+        memory; skipped for HDBSCAN.
+    find_missed : bool
+        After the assignment, search the counts for phases the clusters missed
+        (:mod:`sigma.clustering.residual`): spatially coherent pixels that neither their phase
+        nor any non-negative mix of the phases explains (boundary pixels are such a mix). Each
+        phase added is recorded in the results (``clustering`` attr, ``added_phases``) and in
+        the summary. Only with ``spatial`` on.
     smooth_labels : float
         Spatial regularisation: Gaussian sigma (pixels) over which cluster probabilities are
         averaged before taking the label; 0 turns it off.
@@ -129,6 +143,8 @@ class PipelineConfig:
     )
     neighbor_average: bool | str = "auto"
     refine: str = "pca"
+    spatial: bool | float | str = "auto"
+    find_missed: bool = True
     smooth_labels: float = 0.0
     nmf_components: int | None = None
     seed: int = 0
@@ -468,8 +484,15 @@ def run(
             valid=None if bool(valid.all()) else valid.values,
             **clustering_kw,
         )
-        if cfg.clustering.get("n_components", "auto") == "auto":
-            clusters = _split_significant(clusters, emb, counts_ds, cfg)
+        channels = _cluster_counts(counts_ds)
+        auto_k = cfg.clustering.get("n_components", "auto") == "auto"
+        spatial = cfg.spatial is not False and cfg.clustering.get("method", "gmm") != "hdbscan"
+        if channels is not None and auto_k:
+            clusters = _split_significant(clusters, emb, channels[0], cfg)
+        if channels is not None and spatial:
+            # the split test runs again on the spatially assigned labels
+            clusters = _spatial_assign(clusters, emb, channels, counts_ds, cfg, split=auto_k)
+        del channels
         if cfg.smooth_labels and cfg.smooth_labels > 0:
             clusters = smooth_probabilities(clusters, sigma=cfg.smooth_labels)
     with timer("analyse"):
@@ -551,39 +574,82 @@ def _refinement_features(
     return pcs["features"]
 
 
-#: the split test holds (pixels x channels) int64 counts three times: at most this many values
+#: the split test and the spatial assignment hold (pixels x channels) counts a few times: at
+#: most this many values
 _SPLIT_MAX_VALUES = 40_000_000
 
 
-def _split_significant(
-    clusters: xr.Dataset, emb: xr.DataArray, counts_ds: xr.Dataset, cfg: PipelineConfig
-) -> xr.Dataset:
-    """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`).
+def _cluster_counts(counts_ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """The binned counts above the zero peak, channels summed to about a third of the Mn Ka FWHM.
 
-    On the binned counts above the zero peak, channels summed to about a third of the Mn Ka
-    FWHM; skipped (logged) for cubes not in memory or too large for the test.
+    ``(pixels, channels)`` counts and the channel centres (keV) used by the split test and the
+    spatial assignment; None (logged) for cubes not in memory or too large.
     """
-    from sigma.clustering.auto_k import split_clustering
+    from sigma.clustering.spatial import cluster_channels
 
     if counts_ds[COUNTS].chunks is not None:
-        logger.info("split test skipped: the binned cube is not in memory")
-        return clusters
+        logger.info("split test and spatial assignment skipped: the binned cube is not in memory")
+        return None
     energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
-    keep = energy >= 0.1
     width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
     fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
     if fwhm_ev is None or fwhm_ev <= 0:
         fwhm_ev = DEFAULT_MNKA_RESOLUTION_EV
     factor = max(1, int(fwhm_ev / 3.0 // width_ev)) if width_ev > 0 else 1
-    n_ch = int(keep.sum()) // factor
+    n_ch = int((energy >= 0.1).sum()) // factor
     n_px = counts_ds.sizes["y"] * counts_ds.sizes["x"]
     if n_ch < 2 or n_px * n_ch > _SPLIT_MAX_VALUES:
-        logger.info("split test skipped: %d pixels x %d channels is too large", n_px, n_ch)
-        return clusters
-    c = np.asarray(counts_ds[COUNTS].values)[..., keep][..., : n_ch * factor]
-    c = c.reshape(n_px, n_ch, factor).sum(axis=2)
+        logger.info(
+            "split test and spatial assignment skipped: %d pixels x %d channels is too large",
+            n_px,
+            n_ch,
+        )
+        return None
+    return cluster_channels(np.asarray(counts_ds[COUNTS].values), energy, fwhm_ev)
+
+
+def _split_significant(
+    clusters: xr.Dataset, emb: xr.DataArray, counts: np.ndarray, cfg: PipelineConfig
+) -> xr.Dataset:
+    """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`)."""
+    from sigma.clustering.auto_k import coarse_channels, split_clustering
+
     k_max = int(cfg.clustering.get("k_max", 16))
-    return split_clustering(clusters, emb, c, k_max=k_max, random_state=cfg.seed)
+    return split_clustering(
+        clusters, emb, coarse_channels(counts), k_max=k_max, random_state=cfg.seed
+    )
+
+
+def _spatial_assign(
+    clusters: xr.Dataset,
+    emb: xr.DataArray,
+    channels: tuple[np.ndarray, np.ndarray],
+    counts_ds: xr.Dataset,
+    cfg: PipelineConfig,
+    *,
+    split: bool,
+) -> xr.Dataset:
+    """Potts/Poisson reassignment, the split test and the missed-phase search.
+
+    See :func:`sigma.clustering.spatial.spatial_clustering`.
+    """
+    from sigma.clustering.spatial import spatial_clustering
+
+    fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
+    beam = finite_float_or_none(counts_ds.attrs.get("beam_energy_kev"))
+    return spatial_clustering(
+        clusters,
+        emb,
+        channels[0],
+        channels[1],
+        beta="auto" if cfg.spatial in ("auto", True) else float(cfg.spatial),
+        find_missed=bool(cfg.find_missed),
+        beam_energy_kev=beam,
+        fwhm_mnka_ev=fwhm_ev if fwhm_ev and fwhm_ev > 0 else DEFAULT_MNKA_RESOLUTION_EV,
+        k_max=int(cfg.clustering.get("k_max", 16)),
+        split=split,
+        random_state=cfg.seed,
+    )
 
 
 _SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
@@ -690,6 +756,13 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
                 f"  no data (label -1): {n_bad:,d} px ({100.0 * n_bad / ds['label'].size:.1f} % "
                 "of the map; not counted above)"
             )
+    info = json.loads(ds.attrs.get("clustering") or "{}")
+    added = info.get("added_phases") or []
+    if added:
+        what = "; ".join(
+            f"{a['n_pixels']:,d} px, {a['line']} excess {a['sigma']:.0f} sigma" for a in added
+        )
+        lines.append(f"{len(added)} rare phase{'s' if len(added) > 1 else ''} added: {what}")
     if timings:
         lines.append("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     rss = json.loads(ds.attrs.get("peak_rss_mb") or "{}")

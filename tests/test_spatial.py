@@ -1,0 +1,203 @@
+"""Spatially aware assignment (Potts prior over Poisson likelihoods) and the missed-phase search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score, f1_score
+
+from sigma.clustering import cluster
+from sigma.clustering.residual import find_missed_phases, poisson_mix
+from sigma.clustering.spatial import (
+    cluster_channels,
+    estimate_beta,
+    log_likelihood,
+    potts_assign,
+    spatial_clustering,
+)
+
+
+def _spectra(n_ch: int = 40) -> np.ndarray:
+    """Three spectrum shapes on a flat background, peaks in different channels."""
+    ch = np.arange(n_ch)
+    out = []
+    for centres in ((8, 20), (8, 26), (14, 26)):
+        s = 0.3 * np.ones(n_ch) + sum(np.exp(-0.5 * ((ch - c) / 1.2) ** 2) * 4 for c in centres)
+        out.append(s / s.sum())
+    return np.array(out)
+
+
+def _scene(counts_per_px: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """64 x 64 map: three vertical bands, plus a 3 x 3 grain of phase 2 inside phase 0."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((64, 64), dtype=int)
+    truth[:, 22:44] = 1
+    truth[:, 44:] = 2
+    truth[30:33, 8:11] = 2
+    p = _spectra()
+    counts = rng.poisson(counts_per_px * p[truth.ravel()])
+    return counts, truth.ravel()
+
+
+def _start(truth: np.ndarray, k: int, noise: float, seed: int = 0) -> np.ndarray:
+    """Starting probabilities: the truth with a share ``noise`` of pixels given random labels."""
+    rng = np.random.default_rng(seed)
+    lab = truth.copy()
+    flip = rng.random(lab.size) < noise
+    lab[flip] = rng.integers(0, k, flip.sum())
+    return np.eye(k)[lab]
+
+
+def test_potts_rescues_sparse_pixels_and_keeps_the_boundaries() -> None:
+    counts, truth = _scene(4.0)
+    # per-pixel maximum likelihood with the true phase sums: poor at 4 counts per pixel
+    sums = np.eye(3)[truth].T @ counts
+    ml = log_likelihood(counts, sums).argmax(axis=1)
+    q, info = potts_assign(counts, _start(truth, 3, 0.5), (64, 64))
+    lab = q.argmax(axis=1)
+    assert adjusted_rand_score(truth, ml) < 0.6
+    assert adjusted_rand_score(truth, lab) > 0.9
+    assert info["beta"] > 0.2
+    # the boundaries stay where they are: columns next to them are still right
+    lab2 = lab.reshape(64, 64)
+    assert (lab2[:, 20] == 0).mean() > 0.8
+    assert (lab2[:, 23] == 1).mean() > 0.8
+
+
+def test_potts_changes_nothing_well_exposed_and_keeps_a_small_grain() -> None:
+    counts, truth = _scene(2000.0)
+    q, info = potts_assign(counts, _start(truth, 3, 0.2), (64, 64))
+    lab = q.argmax(axis=1)
+    assert (lab == truth).all()  # the 3 x 3 grain of phase 2 included
+    assert info["beta"] <= 2.0
+
+
+def test_beta_is_zero_when_the_labels_carry_no_spatial_information() -> None:
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 3, 64 * 64)
+    loglik = rng.normal(size=(64 * 64, 3))
+    assert estimate_beta(loglik, label, (64, 64)) <= 0.1
+
+
+def test_potts_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="probabilities"):
+        potts_assign(np.zeros((10, 4)), np.ones((12, 2)) / 2, (3, 4))
+
+
+def test_cluster_channels_sums_to_a_third_of_the_fwhm_above_the_noise_peak() -> None:
+    energy = np.arange(200) * 0.01  # 10 eV channels
+    cube = np.ones((2, 3, 200), dtype=np.uint16)
+    c, centres = cluster_channels(cube, energy, 130.0)
+    assert c.shape == (6, 190 // 4)  # 130 / 3 = 43 eV -> 4 channels; 10 below 0.1 keV dropped
+    assert (c == 4).all()
+    assert centres[0] == pytest.approx(0.115)
+
+
+def test_poisson_mix_recovers_the_amounts() -> None:
+    p = _spectra()
+    a, mu = poisson_mix(3000 * p[0] + 1000 * p[2], p)
+    assert a / a.sum() == pytest.approx([0.75, 0.0, 0.25], abs=0.01)
+    assert mu.sum() == pytest.approx(4000.0)
+
+
+def _with_rare(counts_per_px: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two phases (halves) with 4 grains of a third holding a unique line at Zr La (2.04 keV)."""
+    rng = np.random.default_rng(seed)
+    energy = 0.1 + 0.045 * np.arange(80)
+    base = np.exp(-0.5 * ((energy - 1.74) / 0.04) ** 2) * 8 + 0.5
+    other = base + np.exp(-0.5 * ((energy - 1.49) / 0.04) ** 2) * 6
+    rare = base + np.exp(-0.5 * ((energy - 2.042) / 0.04) ** 2) * 6
+    shapes = np.array([s / s.sum() for s in (base, other, rare)])
+    truth = np.zeros((80, 80), dtype=int)
+    truth[:, 40:] = 1
+    for cy, cx in ((15, 15), (60, 20), (20, 60), (62, 62)):
+        truth[cy - 2 : cy + 3, cx - 2 : cx + 3] = 2
+    counts = rng.poisson(counts_per_px * shapes[truth.ravel()])
+    return counts, truth.ravel(), energy
+
+
+def test_missed_phase_is_found_with_its_line() -> None:
+    counts, truth, energy = _with_rare(60.0)
+    host = np.where(truth == 2, np.where(np.arange(truth.size) % 80 < 40, 0, 1), truth)
+    props = find_missed_phases(counts, host, (80, 80), energy, beam_energy_kev=15.0)
+    assert len(props) == 1
+    p = props[0]
+    assert p["line"] == "Zr_La"
+    assert p["sigma"] > 20
+    assert p["n_groups"] == 4
+    found = np.zeros(truth.size, dtype=bool)
+    found[p["pixels"]] = True
+    assert f1_score(truth == 2, found) > 0.6
+
+
+def test_no_phase_on_blurred_boundaries_or_clean_maps() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    p = _spectra()
+    truth = np.zeros((64, 64), dtype=int)
+    truth[:, 22:44] = 1
+    truth[:, 44:] = 2
+    onehot = np.eye(3)[truth].transpose(2, 0, 1)
+    ab = ndimage.gaussian_filter(onehot, (0, 2.0, 2.0), mode="nearest")
+    ab /= ab.sum(axis=0, keepdims=True)
+    rate = 500.0 * np.einsum("kyx,kc->yxc", ab, p).reshape(64 * 64, -1)
+    counts = rng.poisson(rate)
+    energy = np.linspace(0.5, 8.0, p.shape[1])
+    assert find_missed_phases(counts, truth.ravel(), (64, 64), energy) == []
+
+
+def test_spatial_clustering_adds_the_rare_phase_and_records_it() -> None:
+    counts, truth, energy = _with_rare(60.0)
+    rng = np.random.default_rng(0)
+    # a latent that knows the two large phases only (the rare grains sit inside them)
+    host = np.where(truth == 2, np.where(np.arange(truth.size) % 80 < 40, 0, 1), truth)
+    latent = np.eye(2)[host] * 3 + rng.normal(scale=0.3, size=(truth.size, 2))
+    clus = cluster(latent.reshape(80, 80, 2), n_components=2, n_init=1)
+    out = spatial_clustering(clus, latent.reshape(80, 80, 2), counts, energy, beam_energy_kev=15.0)
+    info = json.loads(out.attrs["clustering"])
+    assert out.sizes["cluster"] == 3
+    assert [a["line"] for a in info["added_phases"]] == ["Zr_La"]
+    lab = out["label"].values.ravel()
+    assert f1_score(truth == 2, lab == 2) > 0.8
+    assert "beta" in info["spatial"]
+
+
+def test_summary_reports_the_added_phase() -> None:
+    import types
+
+    import xarray as xr
+
+    from sigma.pipeline import summary
+
+    added = [{"phase": 4, "n_pixels": 236, "line": "Zr_La", "sigma": 40.2}]
+    ds = xr.Dataset(
+        {"label": (("y", "x"), np.zeros((4, 5), dtype=np.int16))},
+        attrs={"clustering": json.dumps({"added_phases": added})},
+    )
+    text = summary(types.SimpleNamespace(dataset=ds))
+    assert "1 rare phase added: 236 px, Zr_La excess 40 sigma" in text
+
+
+def test_config_checks_the_spatial_keys() -> None:
+    from sigma.exceptions import ConfigurationError
+    from sigma.pipeline import PipelineConfig
+
+    assert PipelineConfig.from_dict({"spatial": 1.5, "find_missed": False}).spatial == 1.5
+    with pytest.raises(ConfigurationError, match="spatial"):
+        PipelineConfig.from_dict({"spatial": "yes"})
+    with pytest.raises(ConfigurationError, match="find_missed"):
+        PipelineConfig.from_dict({"find_missed": "no"})
+
+
+def test_merge_alike_joins_a_phase_split_in_two_and_keeps_different_ones() -> None:
+    from sigma.clustering.spatial import merge_alike
+
+    counts, truth = _scene(30.0)
+    lab = truth.copy()
+    lab[(truth == 0) & (np.arange(truth.size) // 64 < 32)] = 3  # phase 0's top half: "new"
+    q, merges = merge_alike(counts, np.eye(4)[lab], np.ones(truth.size, dtype=bool))
+    assert [(m["phase"], m["into"]) for m in merges] == [(3, 0)]
+    assert adjusted_rand_score(truth, q.argmax(axis=1)) == 1.0

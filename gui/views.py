@@ -439,8 +439,11 @@ class DatasetView(pn.viewable.Viewer):
         nav_name = (
             ds["nav_image"].attrs.get("kind", "navigation").upper() if "nav_image" in ds else None
         )
-        nav = (_image(ds["nav_image"].values, ds, "intensity", cmap="gray", title=f"{nav_name} image")
-               if nav_name else pn.pane.Markdown("No navigation image in these results."))  # fmt: skip
+        # no navigation image (e.g. JEOL .pts): a note, not a HoloViews pane around Markdown
+        nav = (pn.pane.HoloViews(_image(ds["nav_image"].values, ds, "intensity", cmap="gray", title=f"{nav_name} image"),
+                                 sizing_mode="stretch_width")
+               if nav_name else pn.pane.Markdown("No navigation image in these results: the counts map "
+                                                 "below shows the scan.", css_classes=["no-nav-image"]))  # fmt: skip
         if "total_counts" in ds:
             tc = ds["total_counts"].values
             counts = _image(tc, ds, "counts", cmap="magma", title="counts per pixel")
@@ -455,7 +458,7 @@ class DatasetView(pn.viewable.Viewer):
                                                         placeholder="e.g. 6.40")  # fmt: skip
         return pn.Column(
             pn.Row(
-                pn.pane.HoloViews(nav, sizing_mode="stretch_width"),
+                nav,
                 self._feature_map,
                 sizing_mode="stretch_width",
             ),

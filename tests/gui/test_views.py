@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import holoviews as hv
+import panel as pn
 import numpy as np
 import pytest
 import xarray as xr
@@ -430,3 +431,22 @@ def test_selection_means_match_hand_computation(small_results, rng):
     spec, exact = gd.SelectionMeans(exact_ds).spectrum(mask)
     assert exact
     np.testing.assert_allclose(spec, counts.reshape(48 * 64, -1)[:10].mean(0))
+
+
+@pytest.mark.parametrize("drop", [["nav_image"], ["nav_image", "probability", "features"]])
+def test_every_tab_renders_without_a_navigation_image(small_results, drop):
+    """A JEOL .pts result has no navigation image: every tab must still build (issue 15, item 3)."""
+    from bokeh.document import Document
+
+    from gui.views import SigmaApp
+
+    ds = small_results.drop_vars(drop)
+    label = ds["label"].values.copy()
+    label[:2] = -1  # two scan rows of no-data pixels
+    ds = ds.assign(label=(("y", "x"), label, ds["label"].attrs))
+    app = SigmaApp(results=ds)
+    for view in (app.latent, app.dataset, app.clusters):
+        root = pn.panel(view).get_root(Document())
+        assert root is not None
+    text = pn.panel(app.dataset).get_root(Document())
+    assert text is not None

@@ -44,6 +44,8 @@ __all__ = [
     "merge_clusters",
     "rename_cluster",
     "recolour_cluster",
+    "check_name_free",
+    "matched_names",
     "bic_sweep",
     "refit_clusters",
     "particle_table",
@@ -379,8 +381,8 @@ class SelectionMeans:
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> from gui.demo import scene_results
+    >>> ds = scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04)
     >>> means = SelectionMeans(ds)
     >>> mask = ds["label"].values.ravel() == 1
     >>> spec, exact = means.spectrum(mask)
@@ -568,6 +570,27 @@ def _cms(ds: xr.Dataset) -> np.ndarray | None:
     return ds["cluster_mean_spectrum"].transpose("cluster", "energy").values.astype(np.float64)
 
 
+def check_name_free(ds: xr.Dataset, name: str, *, keep: Sequence[int] = ()) -> str:
+    """Return ``name`` stripped; raise if another cluster (not in ``keep``) already has it.
+
+    Two phases of one name would be one phase in every table made from the saved file.
+
+    Raises
+    ------
+    ValueError
+        Naming the cluster that holds the name and the fix (merge them, or another name).
+    """
+    new = str(name).strip()
+    names, _ = _names_colors(ds)
+    for i, old in enumerate(names):
+        if i not in keep and old == new:
+            raise ValueError(
+                f"cluster {i} is already called {new!r}; choose another name, or merge the two "
+                "clusters if they are one phase."
+            )
+    return new
+
+
 def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | None = None,
                           color: str | None = None) -> xr.Dataset:  # fmt: skip
     """Return a copy of ``ds`` where the selected pixels form a new cluster (the last one).
@@ -583,8 +606,8 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> from gui.demo import scene_results
+    >>> ds = scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04)
     >>> mask = np.zeros(256, bool); mask[:10] = True
     >>> new = add_cluster_from_mask(ds, mask, name="grain")
     >>> int(new.sizes["cluster"]), int(new.n_pixels[-1])
@@ -596,6 +619,8 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
             "cannot make a cluster from an empty selection: select some pixels first."
         )
     k = n_clusters(ds)
+    if name is not None and name.strip():
+        name = check_name_free(ds, name)
     return analysis.add_cluster_from_mask(
         ds, m, name=name, color=color or PALETTE[k % len(PALETTE)]
     )
@@ -612,21 +637,30 @@ def merge_clusters(
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> from gui.demo import scene_results
+    >>> ds = scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04)
     >>> new = merge_clusters(ds, [1, 2])
     >>> int(new.sizes["cluster"]), int(new.n_pixels[1]) == int(ds.n_pixels[1] + ds.n_pixels[2])
     (2, True)
     """
-    out = analysis.merge_clusters(ds, [int(c) for c in clusters])
+    members = [int(c) for c in clusters]
     if name and name.strip():
-        out = analysis.rename_cluster(out, min(int(c) for c in clusters), name)
+        name = check_name_free(ds, name, keep=members)
+    out = analysis.merge_clusters(ds, members)
+    if name and name.strip():
+        out = analysis.rename_cluster(out, min(members), name)
     return out
 
 
 def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
-    """Return a copy of ``ds`` with ``cluster`` called ``name`` (:func:`sigma.analysis.rename_cluster`)."""
-    return analysis.rename_cluster(ds, cluster, str(name))
+    """Return a copy of ``ds`` with ``cluster`` called ``name`` (:func:`sigma.analysis.rename_cluster`).
+
+    Raises
+    ------
+    ValueError
+        If another cluster already has that name (:func:`check_name_free`).
+    """
+    return analysis.rename_cluster(ds, cluster, check_name_free(ds, name, keep=[int(cluster)]))
 
 
 def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
@@ -699,12 +733,56 @@ def refit_clusters(
         per_px = np.stack([old[flat == j].mean(axis=0) if np.any(flat == j) else np.zeros(cms.shape[0])
                            for j in range(n_components)])  # fmt: skip
         cms = per_px @ cms
-    names = [f"phase {j}" for j in range(n_components)]
-    colors = [PALETTE[j % len(PALETTE)] for j in range(n_components)]
+    names, colors = matched_names(ds, label, n_components)
     out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={n_components}")
     out["gmm_mean"].values[:] = gmm.means_
     out["gmm_covariance"].values[:] = gmm.covariances_
     return out
+
+
+def matched_names(
+    ds: xr.Dataset, label: npt.NDArray[np.integer[Any]], k: int
+) -> tuple[list[str], list[str]]:
+    """Names and colours for ``k`` new clusters ``label``, carried over from ``ds``'s clusters.
+
+    Old and new clusters are paired to share the most pixels (Hungarian assignment on their
+    overlap, :func:`scipy.optimize.linear_sum_assignment`); a paired new cluster keeps the old
+    name and colour, the others get ``"phase j"`` (a free name) and an unused colour.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> old = xr.Dataset({"label": (("y", "x"), [[0, 0, 1, 1]]),
+    ...                   "cluster_name": ("cluster", ["matrix", "grain"]),
+    ...                   "cluster_color": ("cluster", ["#000000", "#ff0000"])})
+    >>> matched_names(old, np.array([[2, 2, 0, 1]]), 3)
+    (['grain', 'phase 1', 'matrix'], ['#ff0000', '#1f77b4', '#000000'])
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    old_names, old_colors = _names_colors(ds)
+    old = ds["label"].values.ravel().astype(np.int64)
+    new = np.asarray(label).ravel().astype(np.int64)
+    ok = (old >= 0) & (new >= 0)
+    k_old = len(old_names)
+    overlap = np.bincount(old[ok] * k + new[ok], minlength=k_old * k).reshape(k_old, k)
+    rows, cols = linear_sum_assignment(-overlap)
+    names: list[str | None] = [None] * k
+    colors: list[str | None] = [None] * k
+    for r, c in zip(rows, cols, strict=True):
+        if overlap[r, c] > 0:
+            names[c], colors[c] = old_names[r], old_colors[r]
+    used_names = {n for n in names if n}
+    free_colors = iter([c for c in PALETTE if c not in set(colors)] + list(PALETTE) * k)
+    for c in range(k):
+        if names[c] is None:
+            j = c
+            while f"phase {j}" in used_names:
+                j += 1
+            names[c] = f"phase {j}"
+            used_names.add(names[c])
+            colors[c] = next(free_colors)
+    return [str(n) for n in names], [str(c) for c in colors]
 
 
 # -------------------------------------------------------------------------------------- analysis

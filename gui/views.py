@@ -1042,6 +1042,9 @@ class ClustersView(pn.viewable.Viewer):
     )
     new_color = param.Color(default="#ff00ff", doc="colour for the chosen cluster")
     merge = param.ListSelector(default=[], objects=[], doc="clusters to merge")
+    merge_name = param.String(
+        default="", doc="name of the merged cluster (empty: the lowest one's name)"
+    )
     n_components = param.Integer(default=8, bounds=(1, 30), doc="k of a refit")
     output_dir = param.String(default="", doc="folder exports are written to")
     output_name = param.String(default="results_edited.nc", doc="file name for the edited results")
@@ -1071,8 +1074,9 @@ class ClustersView(pn.viewable.Viewer):
         self.param.cluster.bounds = (0, max(k - 1, 0))
         self.param.shown.objects = opts
         self.param.merge.objects = opts
+        # the k box follows the results: after a merge, a new cluster or a refit it shows their k
         self.param.update(cluster=min(self.cluster, k - 1), shown=[v for v in opts.values()],
-                          merge=[m for m in self.merge if m < k])  # fmt: skip
+                          merge=[m for m in self.merge if m < k], n_components=min(max(k, 1), 30))  # fmt: skip
         if "component" in self.state.results.sizes:
             self.param.component.bounds = (0, int(self.state.results.sizes["component"]) - 1)
 
@@ -1200,7 +1204,7 @@ class ClustersView(pn.viewable.Viewer):
         )
         self.state.update_results(ds)
         k = gd.n_clusters(ds) - 1
-        self.cluster = k
+        self.param.update(cluster=k, new_name="")
         self.state.notify(
             f"New cluster {k} ({self.state.names()[k]}) with {int(ds['n_pixels'][k])} pixels.",
             "success",
@@ -1210,19 +1214,19 @@ class ClustersView(pn.viewable.Viewer):
     @_guarded
     def merge_selected(self, event: Any = None) -> None:
         """Merge the clusters chosen in ``merge``."""
-        ds = gd.merge_clusters(self.state.results, self.merge, name=self.new_name.strip() or None)
+        ds = gd.merge_clusters(self.state.results, self.merge, name=self.merge_name.strip() or None)
         merged = sorted(self.merge)
-        self.merge = []
+        self.param.update(merge=[], merge_name="")
         self.state.update_results(ds)
         self.state.notify(f"Merged clusters {merged} into {merged[0]}.", "success")
 
     @_guarded
     def rename(self, event: Any = None) -> None:
         """Rename the chosen cluster to ``new_name``."""
-        self.state.update_results(
-            gd.rename_cluster(self.state.results, self.cluster, self.new_name)
-        )
-        self.state.notify(f"Cluster {self.cluster} is now {self.new_name.strip()!r}.", "success")
+        name = self.new_name.strip()
+        self.state.update_results(gd.rename_cluster(self.state.results, self.cluster, name))
+        self.new_name = ""  # used once: a later new cluster does not take it too
+        self.state.notify(f"Cluster {self.cluster} is now {name!r}.", "success")
 
     @_guarded
     def recolour(self, event: Any = None) -> None:
@@ -1350,6 +1354,11 @@ class ClustersView(pn.viewable.Viewer):
                 button(label="Recolour", on_click=self.recolour),
             ),  # fmt: skip
             pn.widgets.MultiChoice.from_param(self.param.merge, name="merge clusters"),
+            pn.widgets.TextInput.from_param(
+                self.param.merge_name,
+                name="merged name (optional)",
+                placeholder="keeps the lowest's name",
+            ),
             button(label="Merge", on_click=self.merge_selected),
             pn.widgets.IntInput.from_param(self.param.n_components, name="k"),
             pn.Row(
@@ -1409,12 +1418,12 @@ class SigmaApp(pn.viewable.Viewer):
     Parameters
     ----------
     path
-        Results file; ``None`` opens the demo (see :func:`gui.demo_data.demo_results_path`).
+        Results file; ``None`` opens the demo (see :func:`gui.demo.demo_results_path`).
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> app = SigmaApp(results=make_demo_results((16, 16), n_phases=3, n_energy=32))
+    >>> from gui.demo import scene_results
+    >>> app = SigmaApp(results=scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04))
     >>> app.state.n_selected
     0
     """
@@ -1427,7 +1436,7 @@ class SigmaApp(pn.viewable.Viewer):
             self.state = ResultsState(gd.validate_results(results))
         else:
             if path is None:
-                from gui.demo_data import demo_results_path
+                from gui.demo import demo_results_path
 
                 path = demo_results_path()
             self.state = ResultsState.from_path(path)

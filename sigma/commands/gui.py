@@ -1,6 +1,6 @@
 """``sigma gui [RESULTS]``: open a results file in the interactive GUI (``panel serve``).
 
-With no path the demo result opens. The command runs ``panel serve <app.py> --args RESULTS`` in
+With no path the demo opens: the results of ``sigma demo --small``, built on first use. The command runs ``panel serve <app.py> --args RESULTS`` in
 this Python, so the GUI process imports no torch.
 """
 
@@ -170,7 +170,24 @@ def build_command(argv: Sequence[str]) -> list[str]:
         results = Path(args.results).expanduser().resolve()
         check_results_file(results, str(args.results))
         cmd += ["--args", str(results)]
+    elif not args.dry_run:  # the demo: `sigma demo --small`'s results, built once, here
+        cmd += ["--args", str(demo_results())]
     return cmd
+
+
+def demo_results() -> Path:
+    """The demo results file (``sigma demo --small``, built once into ``$SIGMA_CACHE_DIR``).
+
+    Built before the server starts, so the GUI process never trains (nor imports torch).
+    """
+    app = app_path()
+    if str(app.parents[1]) not in sys.path:
+        sys.path.insert(0, str(app.parents[1]))
+    from gui.demo import demo_results_path
+
+    path = demo_results_path()
+    sys.stderr.write(f"sigma gui: the demo results are {path}\n")
+    return path
 
 
 def roots_for(argv: Sequence[str]) -> list[Path]:
@@ -194,7 +211,11 @@ def main(argv: Sequence[str]) -> int:
     try:
         cmd = build_command(argv)
         roots = roots_for(argv)
-    except (SigmaError, OSError) as err:  # a bad file fails here, before the server starts
+    except (
+        SigmaError,
+        OSError,
+        RuntimeError,
+    ) as err:  # a bad file fails here, before the server starts
         sys.stderr.write(f"sigma gui: error: {one_line(err)}\n")
         return 2
     address = cmd[cmd.index("--address") + 1]

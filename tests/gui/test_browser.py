@@ -76,7 +76,7 @@ def test_demo_page_loads_without_console_errors(demo_page):
     errors = [m for m in page.console_messages if m[0] in ("error", "pageerror")]
     assert errors == []
     assert _count(page) == 0
-    assert page.get_by_text("192×256 pixels, 8 clusters").count() == 1
+    assert page.get_by_text("96×128 pixels, 8 clusters").count() == 1  # `sigma demo --small`
 
 
 def test_lasso_drag_selects_pixels_and_repaints_map(demo_page):
@@ -135,7 +135,7 @@ def test_export_writes_file(demo_page, demo_server):
     from PIL import Image
 
     img = np.asarray(Image.open(png))
-    assert img.shape[:2] == (192, 256)
+    assert img.shape[:2] == (96, 128)
     page.screenshot(path=str(ARTIFACTS / "04_after_export.png"))
 
 
@@ -147,3 +147,44 @@ def test_dataset_tab_renders(demo_page):
     page.screenshot(path=str(ARTIFACTS / "05_dataset_tab.png"))
     errors = [m for m in page.console_messages if m[0] in ("error", "pageerror")]
     assert errors == []
+
+
+TABS = ("Latent", "Dataset", "Clusters")
+#: text that is on each tab once it has loaded
+TAB_READY = {
+    "Latent": "Selected pixels",
+    "Dataset": "Energy → X-ray lines",
+    "Clusters": "Save edited results",
+}
+
+
+def _open_every_tab(ui_browser, url: str, prefix: str) -> list[tuple[str, str]]:
+    """Open ``url``, click through every tab, screenshot each; return console errors."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg = ui_browser.new_page(viewport={"width": 1600, "height": 1100})
+    errors: list[tuple[str, str]] = []
+    pg.on(
+        "console", lambda msg: errors.append((msg.type, msg.text)) if msg.type == "error" else None
+    )
+    pg.on("pageerror", lambda err: errors.append(("pageerror", str(err))))
+    pg.goto(url, timeout=120_000)
+    pg.wait_for_selector("text=Selected pixels", timeout=120_000)
+    for i, tab in enumerate(TABS):
+        pg.get_by_text(tab, exact=True).first.click()
+        pg.wait_for_selector(f"text={TAB_READY[tab]}", timeout=240_000)
+        pg.wait_for_timeout(2500)
+        pg.screenshot(
+            path=str(ARTIFACTS / f"{prefix}_{i + 1}_{tab.lower()}_tab.png"), full_page=True
+        )
+    pg.close()
+    return errors
+
+
+def test_every_tab_of_the_demo_loads(ui_browser, demo_server):
+    url, _ = demo_server
+    assert _open_every_tab(ui_browser, url, "demo") == []
+
+
+def test_every_tab_loads_without_a_navigation_image(ui_browser, nonav_server):
+    """Issue 15, item 3: a JEOL .pts result (no navigation image) used to hang the Dataset tab."""
+    assert _open_every_tab(ui_browser, nonav_server, "no_nav_image") == []

@@ -9,13 +9,13 @@ import textwrap
 from pathlib import Path
 
 import holoviews as hv
-import panel as pn
 import numpy as np
+import panel as pn
 import pytest
 import xarray as xr
 
 from gui import data as gd
-from gui.demo_data import make_demo_results, write_results
+from gui.demo import scene_results, write_results
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
 from sigma.xray import get_line
 
@@ -36,18 +36,26 @@ def test_demo_results_follow_the_schema(small_results):
     assert ds["probability"].dims == ("y", "x", "cluster")
     assert ds["energy"].attrs["units"] == "keV"
     assert ds.sizes["cluster"] == 5
+    assert list(ds["cluster_name"].values) == ["epoxy", "quartz", "albite", "orthoclase", "calcite"]
     # the posterior agrees with the true labels on almost every pixel of this well-separated scene
     assert (ds["probability"].argmax("cluster") == ds["label"]).mean() > 0.99
     np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
     assert int(ds["n_pixels"].sum()) == 48 * 64
-    # hematite (phase 1) has its strongest peak at Fe Ka
-    spec = ds["cluster_mean_spectrum"].sel(cluster=1)
-    e_peak = float(
-        ds["energy"][
-            int(spec.sel(energy=slice(5, 10)).argmax("energy")) + int((ds.energy < 5).sum())
-        ]
-    )
-    assert abs(e_peak - get_line("Fe_Ka").energy_kev) <= 0.041  # half a channel (80 eV)
+    # calcite (phase 4) has its strongest peak above 1 keV at Ca Ka
+    spec = ds["cluster_mean_spectrum"].sel(cluster=4).sel(energy=slice(1.0, 10.0))
+    e_peak = float(spec["energy"][int(spec.argmax("energy"))])
+    assert abs(e_peak - get_line("Ca_Ka").energy_kev) <= 0.015
+
+
+def test_sigma_gui_demo_is_the_sigma_demo_scene():
+    """One demo (issue 15, item 9): no second simulator; the demo file is `sigma demo --small`'s."""
+    import gui
+    from gui import demo
+
+    assert not (Path(gui.__file__).parent / "demo_data.py").exists()
+    assert demo.DEMO_FILE == "sigma_demo_small.nc"
+    src = Path(demo.__file__).read_text()
+    assert '"demo", "--small"' in src
 
 
 def test_load_round_trip(small_results, small_results_path):
@@ -114,7 +122,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     spec, exact = gd.selection_mean_spectrum(small_results, app.state.selection)
     assert not exact
     np.testing.assert_allclose(
-        spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3
+        spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3, atol=1e-12
     )
     feats = gd.feature_means(small_results, app.state.selection)
     want = (
@@ -295,13 +303,59 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     with pytest.raises(ValueError, match="#rrggbb"):
         gd.recolour_cluster(app.state.results, 1, "not-a-colour")
     app.clusters.merge = [1, 2]
-    app.clusters.new_name = "iron oxides"
+    app.clusters.merge_name = "feldspars"
     app.clusters.merge_selected()
-    assert app.state.names()[1] == "iron oxides"
+    assert app.state.names()[1] == "feldspars"
+    assert app.clusters.merge_name == ""
+
+
+def test_rename_then_merge_keeps_names_apart(app, tmp_path):
+    """Issue 15, item 4: rename 0 -> matrix, merge 3 and 4: no second 'matrix'; the k box follows."""
+    names0 = app.state.names()
+    app.clusters.cluster = 0
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    assert app.state.names()[0] == "matrix"
+    assert app.clusters.new_name == ""  # used once
+    app.clusters.merge = [3, 4]
+    app.clusters.merge_selected()
+    names = app.state.names()
+    assert names == ["matrix", names0[1], names0[2], names0[3]]
+    assert len(set(names)) == len(names)
+    assert app.clusters.n_components == 4  # the k box shows the new number of clusters
+    edits = json.loads(app.state.results.attrs["clustering"])["edits"]
+    assert [e["edit"] for e in edits] == ["rename", "merge"]
+    # a name another cluster holds is refused with one clear message, the results unchanged
+    before = app.state.results
+    app.clusters.cluster = 1
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    assert app.state.results is before
+    assert "already called 'matrix'" in app.state.message
+    app.clusters.output_dir = str(tmp_path)
+    app.clusters.save()
+    saved = gd.load_results(Path(app.clusters.output_dir) / app.clusters.output_name)
+    assert list(saved["cluster_name"].values) == names
+
+
+def test_refit_keeps_the_names_of_matching_clusters(small_results):
+    ds = gd.rename_cluster(small_results, 0, "matrix")
+    new = gd.refit_clusters(ds, 5)
+    names = [str(n) for n in new["cluster_name"].values]
+    # the refit finds the same 5 blobs: every cluster keeps its name and colour
+    assert sorted(names) == sorted(str(n) for n in ds["cluster_name"].values)
+    big = int(np.argmax(new["n_pixels"].values))
+    assert names[big] == "matrix"
+    assert str(new["cluster_color"].values[big]) == str(ds["cluster_color"].values[0])
+    more = gd.refit_clusters(ds, 6)
+    more_names = [str(n) for n in more["cluster_name"].values]
+    assert len(set(more_names)) == 6
+    assert "matrix" in more_names
+    assert sum(n.startswith("phase ") for n in more_names) == 1
 
 
 def test_refit_and_bic_sweep_find_the_true_k():
-    ds = make_demo_results((40, 40), n_phases=4, n_energy=32, seed=3)
+    ds = scene_results((40, 40), n_phases=4, n_channels=256, energy_scale_kev=0.04, seed=3)
     bic = gd.bic_sweep(ds, range(2, 7))
     assert int(bic.idxmin()) == 4
     new = gd.refit_clusters(ds, 3)
@@ -311,14 +365,14 @@ def test_refit_and_bic_sweep_find_the_true_k():
 
 
 def test_particle_table_counts_known_grains():
-    ds = make_demo_results((20, 20), n_phases=3, n_energy=16)
+    ds = scene_results((20, 20), n_phases=3, n_channels=256, energy_scale_kev=0.04, seed=1)
     label = np.zeros((20, 20), np.int16)
     label[2:5, 2:5] = 1  # 9 px
     label[10:12, 10:12] = 1  # 4 px
     ds = ds.assign(label=(("y", "x"), label))
     table = gd.particle_table(ds, 1)
     assert sorted(table["n_pixels"]) == [4, 9]
-    assert np.isclose(table["area (um^2)"].sum(), 13 * 0.05**2)
+    assert np.isclose(table["area (um^2)"].sum(), 13 * 0.1**2)  # the scene's 0.1 um pixels
 
 
 def test_phase_rgba_opacity(small_results):
@@ -391,7 +445,9 @@ def test_sigma_gui_command(small_results_path, capsys):
 def test_write_image_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match=".jpg"):
         gd.write_image(np.zeros((2, 2)), tmp_path / "a.jpg")
-    write_results(make_demo_results((8, 8), n_phases=2, n_energy=16), tmp_path / "r.nc")
+    write_results(
+        scene_results((8, 8), n_phases=2, n_channels=256, energy_scale_kev=0.04), tmp_path / "r.nc"
+    )
     with pytest.raises(FileExistsError):
         gd.save_results(xr.Dataset(), tmp_path / "r.nc")
 

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
-from sigma import analysis
+from sigma import analysis, sparse_counts
 from sigma._schema import append_history, as_str_list
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
 
@@ -39,6 +39,8 @@ __all__ = [
     "mean_spectrum",
     "SelectionMeans",
     "selection_mean_spectrum",
+    "selection_sum_spectrum",
+    "exact_cluster_spectra",
     "feature_means",
     "add_cluster_from_mask",
     "merge_clusters",
@@ -387,7 +389,7 @@ class SelectionMeans:
     >>> mask = ds["label"].values.ravel() == 1
     >>> spec, exact = means.spectrum(mask)
     >>> bool(np.allclose(spec, ds["cluster_mean_spectrum"][1], rtol=1e-3)), exact
-    (True, False)
+    (True, True)
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
@@ -407,6 +409,23 @@ class SelectionMeans:
         self._k = n_clusters(ds)
         self._cms = (ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
                      if "cluster_mean_spectrum" in ds else None)  # fmt: skip
+        self._ds = ds
+        self._sums: sparse_counts.SelectionSums | None = None
+        #: True when the results keep per-pixel counts: spectra of selections are exact
+        self.exact = self._counts is not None or sparse_counts.has_counts(ds)
+
+    def _selection_sums(self) -> sparse_counts.SelectionSums:
+        if self._sums is None:  # built on first use: a transpose of the kept counts
+            self._sums = sparse_counts.SelectionSums(self._ds)
+        return self._sums
+
+    def sum_spectrum(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], bool]:
+        """Summed counts spectrum of the selection and whether it is exact (kept counts)."""
+        m, n = self._mask(mask)
+        if self._counts is None and sparse_counts.has_counts(self._ds):
+            return self._selection_sums().sum(m), True
+        mean, exact = self.spectrum(m)
+        return mean * n, exact
 
     def _mask(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], int]:
         m = np.asarray(mask, dtype=bool).reshape(-1)
@@ -434,6 +453,9 @@ class SelectionMeans:
         """
         if self._counts is not None:
             return self._mean(self._counts, mask), True
+        if sparse_counts.has_counts(self._ds):
+            m, n = self._mask(mask)
+            return self._selection_sums().sum(m) / n, True
         if self._cms is None:
             raise SchemaError(
                 "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
@@ -474,6 +496,38 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     """
     spec, exact = SelectionMeans(ds).spectrum(_mask2d(ds, mask))
     return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), exact
+
+
+def selection_sum_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:
+    """Summed counts spectrum of the selected pixels (units counts) and whether it is exact.
+
+    Exact when the results keep per-pixel counts (:mod:`sigma.sparse_counts`), else estimated as
+    in :func:`selection_mean_spectrum`, times the number of pixels.
+
+    Raises
+    ------
+    EmptySelectionError
+        If the mask selects no pixel.
+    """
+    spec, exact = SelectionMeans(ds).sum_spectrum(_mask2d(ds, mask))
+    da = xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy")
+    return da.assign_attrs(units="counts", long_name="summed counts of the selection"), exact
+
+
+def exact_cluster_spectra(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with cluster sum and mean spectra recomputed from the kept counts (if it has them)."""
+    if not sparse_counts.has_counts(ds) or "cluster" not in ds.sizes:
+        return ds
+    k = n_clusters(ds)
+    sums = sparse_counts.cluster_sums(ds, ds["label"].values, k)
+    n = np.bincount(ds["label"].values.ravel().clip(-1) + 1, minlength=k + 1)[1 : k + 1]
+    coords = {"cluster": ds["cluster"], "energy": ds["energy"]}
+    return ds.assign(
+        cluster_sum_spectrum=xr.DataArray(sums, dims=("cluster", "energy"), coords=coords,
+                                          attrs={"units": "counts"}),
+        cluster_mean_spectrum=xr.DataArray(sums / np.maximum(n, 1)[:, None], dims=("cluster", "energy"),
+                                           coords=coords, attrs={"units": "counts"}),
+    )  # fmt: skip
 
 
 def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None) -> pd.DataFrame:
@@ -621,9 +675,8 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
     k = n_clusters(ds)
     if name is not None and name.strip():
         name = check_name_free(ds, name)
-    return analysis.add_cluster_from_mask(
-        ds, m, name=name, color=color or PALETTE[k % len(PALETTE)]
-    )
+    out = analysis.add_cluster_from_mask(ds, m, name=name, color=color or PALETTE[k % len(PALETTE)])
+    return exact_cluster_spectra(out)  # the new cluster's own counts, not an estimate
 
 
 def merge_clusters(
@@ -707,8 +760,9 @@ def refit_clusters(
 ) -> xr.Dataset:
     """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
 
-    Labels and probabilities come from the new mixture for every pixel; cluster mean spectra are
-    estimated from the old probabilities and spectra (a results file holds no per-pixel spectra).
+    Labels and probabilities come from the new mixture for every pixel; cluster spectra are exact
+    when the results keep per-pixel counts, else estimated from the old probabilities and spectra.
+    Names and colours carry over to the new clusters that match old ones (:func:`matched_names`).
     """
     from sklearn.mixture import GaussianMixture
 
@@ -735,6 +789,7 @@ def refit_clusters(
         cms = per_px @ cms
     names, colors = matched_names(ds, label, n_components)
     out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={n_components}")
+    out = exact_cluster_spectra(out)  # exact from the kept counts when the results have them
     out["gmm_mean"].values[:] = gmm.means_
     out["gmm_covariance"].values[:] = gmm.covariances_
     return out

@@ -884,27 +884,40 @@ class LatentView(pn.viewable.Viewer):
         _forward_geometry(event, self.map_lasso, self.map_bounds)
 
     def spectrum_curves(self) -> dict[str, Any]:
-        """Energy, overall and selection mean spectra per pixel (selection empty when none)."""
+        """Energy, all-pixel and selection summed spectra in counts (selection empty when none).
+
+        With a selection, the selection's summed counts (exact from the kept counts) are drawn
+        against the mean spectrum of all pixels times the selection's pixel count, so the two
+        compare on one axis; without one, the summed counts of all pixels.
+        """
         ds, selection = self.state.results, self.state.selection
         if self._overall_spectrum is None or self._overall_spectrum[0] is not ds:
             self._overall_spectrum = (ds, gd.mean_spectrum(ds).values)
         overall = self._overall_spectrum[1]
-        note = ""
+        n_all = self.state.shape[0] * self.state.shape[1]
         if selection is not None and selection.any():
-            sel, exact = self._means().spectrum(selection)
-            note = "" if exact else " (estimated from cluster spectra)"
-        else:
-            sel = overall[:0]
-        return {"energy": ds["energy"].values, "all": overall, "selection": sel,
-                "title": f"mean spectrum per pixel{note}"}  # fmt: skip
+            n = int(np.count_nonzero(selection))
+            sel, exact = self._means().sum_spectrum(selection)
+            how = (
+                "exact counts"
+                if exact
+                else "estimated from cluster spectra: these results keep no per-pixel counts"
+            )
+            title = f"summed spectrum of the {n} selected pixels ({how})"
+            return {"energy": ds["energy"].values, "all": overall * n, "selection": sel, "title": title,
+                    "all_label": "all pixels (mean × selected pixels)"}  # fmt: skip
+        return {"energy": ds["energy"].values, "all": overall * n_all, "selection": overall[:0],
+                "title": f"summed spectrum of all {n_all} pixels", "all_label": "all pixels"}  # fmt: skip
 
     def _fill_spectrum(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
         log, e = parts["log"], curves["energy"]
-        floor = float(np.max(curves["all"], initial=0.0)) * 1e-4
+        floor = 0.5 if log else 0.0  # counts: half a count is the floor of a log axis
         for name in ("all", "selection"):
             v = curves[name]
             parts[name].data = {"energy": e[: len(v)], "counts": np.maximum(v, floor) if log else v}
         parts["fig"].title.text = curves["title"]
+        if parts.get("legend_all") is not None:
+            parts["legend_all"].label = {"value": curves["all_label"]}
 
     def _fill_markers(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
         energy = curves["energy"]
@@ -929,9 +942,9 @@ class LatentView(pn.viewable.Viewer):
         updates its data sources in place.
         """
         log = bool(self.spectra.log_scale)
-        fig = figure(title="mean spectrum per pixel", y_axis_type="log" if log else "linear", toolbar_location="above",
+        fig = figure(title="summed spectrum", y_axis_type="log" if log else "linear", toolbar_location="above",
                      tools="pan,wheel_zoom,reset", sizing_mode="stretch_width", height=320, min_height=300,
-                     x_axis_label="X-ray energy (keV)", y_axis_label="counts per pixel", output_backend="canvas")  # fmt: skip
+                     x_axis_label="X-ray energy (keV)", y_axis_label="counts", output_backend="canvas")  # fmt: skip
         parts: dict[str, Any] = {"fig": fig, "log": log}
         for name, color in (("all", "#1f3b73"), ("selection", "#e02020")):
             parts[name] = ColumnDataSource({"energy": [], "counts": []})
@@ -951,6 +964,7 @@ class LatentView(pn.viewable.Viewer):
         fig.add_tools(HoverTool(tooltips=[("energy", "$x{0.000} keV"), ("counts", "$y{0.000}")], mode="vline",
                                 renderers=fig.renderers[:2]))  # fmt: skip
         fig.legend.location = "top_right"
+        parts["legend_all"] = fig.legend[0].items[0]
         curves = self.spectrum_curves()
         self._fill_spectrum(parts, curves)
         self._fill_markers(parts, curves)

@@ -17,6 +17,7 @@ import xarray as xr
 from gui import data as gd
 from gui.demo import scene_results, write_results
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
+from sigma.sparse_counts import COUNTS_VARIABLES, counts_matrix
 from sigma.xray import get_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +119,12 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     assert app.state.n_selected == hand > 0
     assert app.state.selection_source == "latent"
     assert f"Selected pixels: {hand}**" in app.latent.summary.object
-    # the blob at (4, 0) is phase 0: the selection's spectrum is phase 0's
-    spec, exact = gd.selection_mean_spectrum(small_results, app.state.selection)
-    assert not exact
-    np.testing.assert_allclose(
-        spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3, atol=1e-12
-    )
+    # the selection's summed spectrum is exact: the sum of its pixels' kept counts
+    spec, exact = gd.selection_sum_spectrum(small_results, app.state.selection)
+    assert exact
+    assert spec.attrs["units"] == "counts"
+    want = counts_matrix(small_results)[app.state.selection].sum(axis=0)
+    np.testing.assert_array_equal(spec.values, want)
     feats = gd.feature_means(small_results, app.state.selection)
     want = (
         small_results["features"]
@@ -167,15 +168,18 @@ def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
     np.testing.assert_array_equal(
         latent["selected"].data_source.data["image"][0].astype(bool), hist > 0
     )
-    # spectrum and bars: the selection's means, next to the unchanged overall ones
-    spec, _ = gd.selection_mean_spectrum(small_results, sel)
-    floor = float(gd.mean_spectrum(small_results).max()) * 1e-4
+    # spectrum: the selection's summed counts against the all-pixel mean times its pixel count
+    spec, _ = gd.selection_sum_spectrum(small_results, sel)
+    floor = 0.5  # log axis: half a count
     np.testing.assert_allclose(
         spectrum["selection"].data["counts"], np.maximum(spec.values, floor), rtol=1e-6
     )
     np.testing.assert_allclose(
-        spectrum["all"].data["counts"], np.maximum(gd.mean_spectrum(small_results).values, floor)
+        spectrum["all"].data["counts"],
+        np.maximum(gd.mean_spectrum(small_results).values * sel.sum(), floor),
     )
+    assert spectrum["fig"].yaxis.axis_label == "counts"
+    assert "exact counts" in spectrum["fig"].title.text
     np.testing.assert_allclose(
         bars.data["selection"], gd.feature_means(small_results, sel)["selection"], rtol=1e-6
     )
@@ -471,9 +475,14 @@ def test_selection_means_match_hand_computation(small_results, rng):
     mask = rng.random(48 * 64) < 0.3
     feats = small_results["features"].values.reshape(48 * 64, -1)
     np.testing.assert_allclose(means.features(mask), feats[mask].mean(0), rtol=1e-5)
+    spec, exact = means.spectrum(mask)
+    assert exact
+    np.testing.assert_allclose(spec, counts_matrix(small_results)[mask].sum(0) / mask.sum())
+    # without kept counts: the selection's mean probability times the cluster spectra
+    estimate = gd.SelectionMeans(small_results.drop_vars(list(COUNTS_VARIABLES)))
     prob = small_results["probability"].values.reshape(48 * 64, -1)
     cms = small_results["cluster_mean_spectrum"].values
-    spec, exact = means.spectrum(mask)
+    spec, exact = estimate.spectrum(mask)
     assert not exact
     np.testing.assert_allclose(spec, prob[mask].mean(0) @ cms, rtol=1e-5)
     mask[:] = False  # the same array, changed in place: no stale result
@@ -506,3 +515,39 @@ def test_every_tab_renders_without_a_navigation_image(small_results, drop):
         assert root is not None
     text = pn.panel(app.dataset).get_root(Document())
     assert text is not None
+
+
+def test_a_sub_phase_inside_a_cluster_shows_its_own_peaks(small_results):
+    """Issue 15, item 1: with kept counts a lasso's spectrum is the real sum, not an estimate."""
+    true_label = small_results["label"].values.ravel()
+    merged = gd.merge_clusters(small_results, [1, 4])  # quartz and calcite as one cluster
+    calcite = true_label == 4
+    exact, is_exact = gd.selection_sum_spectrum(merged, calcite)
+    assert is_exact
+    np.testing.assert_array_equal(
+        exact.values, small_results["cluster_sum_spectrum"].sel(cluster=4).values
+    )
+    ca = get_line("Ca_Ka").energy_kev
+    si = get_line("Si_Ka").energy_kev
+    near = lambda e: np.abs(exact["energy"].values - e) < 0.03  # noqa: E731
+    assert exact.values[near(ca)].sum() > 5 * exact.values[near(si)].sum()  # calcite's own peak
+    # without kept counts the same lasso can only give the merged cluster's mean: Si swamps Ca
+    estimate, is_exact = gd.selection_sum_spectrum(
+        merged.drop_vars(list(COUNTS_VARIABLES)), calcite
+    )
+    assert not is_exact
+    assert estimate.values[near(si)].sum() > estimate.values[near(ca)].sum()
+
+
+def test_new_cluster_and_refit_have_exact_spectra(small_results):
+    mask = np.zeros(small_results["label"].size, bool)
+    mask[: small_results.sizes["x"] * 3] = True  # three scan rows, across phases
+    new = gd.add_cluster_from_mask(small_results, mask, name="rows")
+    want = counts_matrix(small_results)[mask].sum(axis=0)
+    np.testing.assert_array_equal(new["cluster_sum_spectrum"].values[-1], want)
+    np.testing.assert_allclose(new["cluster_mean_spectrum"].values[-1], want / mask.sum())
+    refit = gd.refit_clusters(small_results, 3)
+    lab = refit["label"].values.ravel()
+    np.testing.assert_array_equal(
+        refit["cluster_sum_spectrum"].values[1], counts_matrix(small_results)[lab == 1].sum(axis=0)
+    )

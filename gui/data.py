@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
-from sigma import analysis, sparse_counts
+from sigma import analysis, line_intensity, sparse_counts
 from sigma._schema import append_history, as_str_list
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
 
@@ -42,6 +42,7 @@ __all__ = [
     "selection_sum_spectrum",
     "exact_cluster_spectra",
     "feature_means",
+    "feature_maps",
     "add_cluster_from_mask",
     "merge_clusters",
     "rename_cluster",
@@ -396,8 +397,9 @@ class SelectionMeans:
         self.shape = (int(ds.sizes["y"]), int(ds.sizes["x"]))
         n = self.shape[0] * self.shape[1]
         self.feature_names = as_str_list(ds["feature"].values) if "feature" in ds.variables else []
-        self._features = (ds["features"].transpose("y", "x", "feature").values.reshape(n, -1)
-                          if "features" in ds else None)  # fmt: skip
+        # net line counts per pixel when the results keep counts; z-scores only as a fallback
+        shown, self.feature_units = feature_maps(ds)
+        self._features = shown.values.reshape(n, -1) if shown is not None else None
         self._counts = (
             ds["counts"].transpose("y", "x", "energy").values.reshape(n, -1)
             if "counts" in ds
@@ -496,6 +498,32 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     """
     spec, exact = SelectionMeans(ds).spectrum(_mask2d(ds, mask))
     return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), exact
+
+
+_FEATURE_CACHE: list[tuple[xr.Dataset, xr.DataArray | None, str]] = []
+
+
+def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
+    """The per-pixel line maps to show, ``(y, x, feature)``, and their units.
+
+    Net line intensities in counts (:func:`sigma.line_intensity.net_line_intensities`) when the
+    results keep their counts; else the standardised features, labelled as z-scores; None when
+    there are no features. Cached for the last results dataset (edits keep the counts).
+    """
+    for cached_ds, maps, units in _FEATURE_CACHE:
+        if cached_ds is ds:
+            return maps, units
+    if line_intensity.has_line_windows(ds):
+        maps, units = line_intensity.net_line_intensities(ds), "counts per pixel"
+    elif "features" in ds:
+        maps, units = (
+            ds["features"].transpose("y", "x", "feature"),
+            "z-score (no per-pixel counts kept)",
+        )
+    else:
+        maps, units = None, ""
+    _FEATURE_CACHE[:] = [(ds, maps, units)]
+    return maps, units
 
 
 def selection_sum_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:

@@ -429,10 +429,17 @@ class DatasetView(pn.viewable.Viewer):
     @param.depends("feature", "state.results")
     def _feature_map(self) -> pn.viewable.Viewable:
         ds = self.state.results
-        if "features" not in ds or self.feature is None:
+        maps, units = gd.feature_maps(ds)
+        if maps is None or self.feature is None:
             return pn.pane.Markdown("No features in these results.")
-        return pn.pane.HoloViews(_image(ds["features"].sel(feature=self.feature).values, ds, self.feature,
-                                        cmap="viridis", title=f"feature map: {self.feature}"), sizing_mode="stretch_width")  # fmt: skip
+        label = f"{self.feature} ({units})"
+        title = (
+            f"{self.feature} net line intensity"
+            if units.startswith("counts")
+            else f"{self.feature} (z-score)"
+        )
+        return pn.pane.HoloViews(_image(maps.sel(feature=self.feature).values, ds, label, cmap="viridis", title=title),
+                                 sizing_mode="stretch_width")  # fmt: skip
 
     def __panel__(self) -> pn.viewable.Viewable:
         ds = self.state.results
@@ -991,16 +998,22 @@ class LatentView(pn.viewable.Viewer):
         if "features" not in self.state.results:
             return pn.pane.Markdown("No features in these results.")
         table = self.feature_table()
-        fig = figure(title="mean features", x_range=FactorRange(factors=table["feature"]), toolbar_location=None,
-                     tools="hover", tooltips=[("feature", "@feature"), ("all", "@all{0.0000}"),
-                                              ("selection", "@selection{0.0000}")],
+        units = self._means().feature_units
+        title = (
+            "mean net line intensity per pixel"
+            if units.startswith("counts")
+            else "mean feature (z-score)"
+        )
+        fig = figure(title=title, x_range=FactorRange(factors=table["feature"]), toolbar_location=None,
+                     tools="hover", tooltips=[("line", "@feature"), ("all", "@all{0.00}"),
+                                              ("selection", "@selection{0.00}")], y_axis_label=units,
                      sizing_mode="stretch_width", height=320, min_height=300, output_backend="canvas")  # fmt: skip
         src = ColumnDataSource(table)
         fig.vbar(x=dodge("feature", -0.2, range=fig.x_range), top="all", width=0.38, source=src, color="#1f3b73",
                  legend_label="all pixels")  # fmt: skip
         fig.vbar(x=dodge("feature", 0.2, range=fig.x_range), top="selection", width=0.38, source=src, color="#e02020",
                  legend_label="selection")  # fmt: skip
-        fig.y_range = DataRange1d(start=0)
+        fig.y_range = DataRange1d()  # net counts can be slightly negative (noise): no clipping at 0
         fig.xaxis.major_label_orientation = np.pi / 3
         fig.legend.location = "top_right"
         self._bar_sources.append(src)

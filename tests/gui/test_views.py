@@ -127,7 +127,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     np.testing.assert_array_equal(spec.values, want)
     feats = gd.feature_means(small_results, app.state.selection)
     want = (
-        small_results["features"]
+        gd.feature_maps(small_results)[0]
         .values.reshape(-1, small_results.sizes["feature"])[app.state.selection]
         .mean(0)
     )
@@ -473,7 +473,9 @@ def test_bad_file_gives_an_error_page_not_a_dead_one(tmp_path):
 def test_selection_means_match_hand_computation(small_results, rng):
     means = gd.SelectionMeans(small_results)
     mask = rng.random(48 * 64) < 0.3
-    feats = small_results["features"].values.reshape(48 * 64, -1)
+    feats, units = gd.feature_maps(small_results)
+    assert units == "counts per pixel"  # net line counts, not z-scores (issue 15, item 2)
+    feats = feats.values.reshape(48 * 64, -1)
     np.testing.assert_allclose(means.features(mask), feats[mask].mean(0), rtol=1e-5)
     spec, exact = means.spectrum(mask)
     assert exact

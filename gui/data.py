@@ -43,6 +43,8 @@ __all__ = [
     "exact_cluster_spectra",
     "feature_means",
     "feature_maps",
+    "small_clusters",
+    "display_channels",
     "add_cluster_from_mask",
     "merge_clusters",
     "rename_cluster",
@@ -498,6 +500,58 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     """
     spec, exact = SelectionMeans(ds).spectrum(_mask2d(ds, mask))
     return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), exact
+
+
+#: clusters with fewer than this share of the pixels start hidden in plots (still listed)
+SMALL_CLUSTER_SHARE = 0.001
+
+
+def small_clusters(ds: xr.Dataset, share: float = SMALL_CLUSTER_SHARE) -> list[int]:
+    """Clusters holding fewer than ``share`` of the assigned pixels (their spiky spectra and wide
+    ellipses would swamp the others), in index order.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"label": (("y", "x"), np.array([[0] * 999 + [1]]))})
+    >>> small_clusters(ds, 0.01)
+    [1]
+    """
+    lab = ds["label"].values.ravel()
+    k = n_clusters(ds)
+    n = np.bincount(lab[lab >= 0], minlength=k)[:k]
+    total = max(int(n.sum()), 1)
+    return [int(i) for i in np.flatnonzero(n < share * total)]
+
+
+def display_channels(ds: xr.Dataset) -> npt.NDArray[np.bool_]:
+    """Channels worth plotting: above the zero (noise) peak, up to the beam energy or the last line.
+
+    The lower edge is the preprocessing's ``ignore_below_kev`` (default 0.1 keV); the upper one
+    the smallest of the energy axis' end, the beam energy and 2 keV past the highest X-ray line
+    of the results' elements that the beam excites.
+    """
+    import json
+
+    from sigma.xray import lines_in_range
+
+    e = ds["energy"].values.astype(np.float64)
+    lo = 0.1
+    try:
+        steps = json.loads(ds.attrs.get("preprocessing") or "{}").get("steps", [])
+        lo = float(next((st["ignore_below_kev"] for st in steps if "ignore_below_kev" in st), lo))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    hi = float(e[-1])
+    beam = ds.attrs.get("beam_energy_kev")
+    if beam is not None and np.isfinite(float(beam)) and float(beam) > lo:
+        hi = min(hi, float(beam))
+    elements = as_str_list(ds.attrs.get("elements"))
+    if elements:
+        lines = lines_in_range(elements, (lo, hi), beam_energy_kev=None, min_weight=0.1)
+        if lines:
+            hi = min(hi, max(ln.energy_kev for ln in lines) + 2.0)
+    keep = (e >= lo) & (e <= hi)
+    return keep if keep.sum() >= 2 else np.ones_like(keep)
 
 
 _FEATURE_CACHE: list[tuple[xr.Dataset, xr.DataArray | None, str]] = []

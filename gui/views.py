@@ -125,11 +125,15 @@ class ResultsState(param.Parameterized):
         default=0, doc="bumped on every selection change (cheap for streams to hash)"
     )
     results_version = param.Integer(default=0, doc="bumped on every results change")
+    hidden = param.List(
+        default=[], doc="clusters left out of spectra and ellipses (tiny ones at first)"
+    )
 
     def __init__(
         self, results: xr.Dataset, xy: npt.NDArray[np.float32] | None = None, **params: Any
     ) -> None:
         super().__init__(results=results, **params)
+        self.hidden = gd.small_clusters(results)
         self.xy = gd.latent_xy(results) if xy is None else xy
         self.pixel_xy = gd.pixel_xy(results)
 
@@ -169,7 +173,23 @@ class ResultsState(param.Parameterized):
 
     def update_results(self, ds: xr.Dataset) -> None:
         """Replace the results by an edited dataset (same pixels and embedding)."""
-        self.param.update(results=ds, edited=True, results_version=self.results_version + 1)
+        self.param.update(results=ds, edited=True, results_version=self.results_version + 1,
+                          hidden=gd.small_clusters(ds))  # fmt: skip
+
+    def pixel_counts(self) -> list[int]:
+        """Pixels of each cluster."""
+        ds = self.results
+        if "n_pixels" in ds:
+            return [int(v) for v in ds["n_pixels"].values]
+        lab = ds["label"].values.ravel()
+        return [int(v) for v in np.bincount(lab[lab >= 0], minlength=gd.n_clusters(ds))]
+
+    def labels(self) -> list[str]:
+        """``"i: name (n px)"`` of each cluster, for legends and pickers."""
+        return [
+            f"{i}: {n} ({p:,} px)"
+            for i, (n, p) in enumerate(zip(self.names(), self.pixel_counts(), strict=True))
+        ]
 
     def notify(self, text: str, kind: str = "info") -> None:
         """Show ``text`` as a notification (when served) and remember it in ``message``."""
@@ -364,7 +384,9 @@ class SpectrumView(pn.viewable.Viewer):
         ylabel: str = "counts per pixel",
     ) -> hv.Overlay:
         """Overlay ``curves`` ({label: (values, colour)}) on the results' energy axis."""
-        energy = self.state.results["energy"].values
+        keep = gd.display_channels(self.state.results)  # no zero peak, nothing past the beam energy
+        energy = self.state.results["energy"].values[keep]
+        curves = {name: (np.asarray(v)[keep], c) for name, (v, c) in curves.items()}
         return spectrum_overlay(energy, curves, log=self.log_scale, elements=list(self.elements),
                                 beam_energy_kev=self.beam_energy_kev, ylabel=ylabel)  # fmt: skip
 
@@ -582,6 +604,7 @@ class LatentView(pn.viewable.Viewer):
         self.param.watch(self._on_style, ["shading", "color_key"])
         self.param.watch(self._on_alpha, ["cluster_alpha"])
         self.param.watch(self._on_ellipses, ["show_ellipses"])
+        state.param.watch(self._on_ellipses, ["hidden"])
         self.spectra.param.watch(self._on_elements, ["elements"])
 
     @param.depends("color_by", watch=True)
@@ -720,6 +743,8 @@ class LatentView(pn.viewable.Viewer):
             all_names, all_colors = self.state.names(), self.state.colors()
             for k, (mean, cov) in enumerate(zip(results["gmm_mean"].values, results["gmm_covariance"].values,
                                                 strict=True)):  # fmt: skip
+                if k in self.state.hidden:  # a tiny phase's wide ellipse would swamp the others
+                    continue
                 vals, vecs = np.linalg.eigh(cov)
                 pts = mean[:, None] + 2 * vecs @ (np.sqrt(np.clip(vals, 0, None))[:, None] * circle)
                 xs.append(pts[0].tolist())
@@ -902,18 +927,21 @@ class LatentView(pn.viewable.Viewer):
             self._overall_spectrum = (ds, gd.mean_spectrum(ds).values)
         overall = self._overall_spectrum[1]
         n_all = self.state.shape[0] * self.state.shape[1]
+        keep = gd.display_channels(ds)  # no zero peak, nothing past the beam energy / last line
+        energy, overall = ds["energy"].values[keep], overall[keep]
         if selection is not None and selection.any():
             n = int(np.count_nonzero(selection))
             sel, exact = self._means().sum_spectrum(selection)
+            sel = sel[keep]
             how = (
                 "exact counts"
                 if exact
                 else "estimated from cluster spectra: these results keep no per-pixel counts"
             )
             title = f"summed spectrum of the {n} selected pixels ({how})"
-            return {"energy": ds["energy"].values, "all": overall * n, "selection": sel, "title": title,
+            return {"energy": energy, "all": overall * n, "selection": sel, "title": title,
                     "all_label": "all pixels (mean × selected pixels)"}  # fmt: skip
-        return {"energy": ds["energy"].values, "all": overall * n_all, "selection": overall[:0],
+        return {"energy": energy, "all": overall * n_all, "selection": overall[:0],
                 "title": f"summed spectrum of all {n_all} pixels", "all_label": "all pixels"}  # fmt: skip
 
     def _fill_spectrum(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
@@ -1093,7 +1121,7 @@ class ClustersView(pn.viewable.Viewer):
         self.last_export: Path | None = None
 
     def _options(self) -> dict[str, int]:
-        return {f"{i}: {n}": i for i, n in enumerate(self.state.names())}
+        return {label: i for i, label in enumerate(self.state.labels())}
 
     def _sync_options(self) -> None:
         opts = self._options()
@@ -1102,7 +1130,7 @@ class ClustersView(pn.viewable.Viewer):
         self.param.shown.objects = opts
         self.param.merge.objects = opts
         # the k box follows the results: after a merge, a new cluster or a refit it shows their k
-        self.param.update(cluster=min(self.cluster, k - 1), shown=[v for v in opts.values()],
+        self.param.update(cluster=min(self.cluster, k - 1), shown=[v for v in opts.values() if v not in self.state.hidden],
                           merge=[m for m in self.merge if m < k], n_components=min(max(k, 1), 30))  # fmt: skip
         if "component" in self.state.results.sizes:
             self.param.component.bounds = (0, int(self.state.results.sizes["component"]) - 1)
@@ -1133,6 +1161,12 @@ class ClustersView(pn.viewable.Viewer):
         return pn.Column(pn.pane.HoloViews(rgb, sizing_mode="stretch_width", css_classes=["phase-map"]),
                          pn.pane.HTML(legend), sizing_mode="stretch_width")  # fmt: skip
 
+    @param.depends("shown", watch=True)
+    def _hide_unshown(self) -> None:
+        hidden = [i for i in range(gd.n_clusters(self.state.results)) if i not in self.shown]
+        if hidden != self.state.hidden:
+            self.state.hidden = hidden
+
     @param.depends("shown", "state.results", "spectra.log_scale", "spectra.elements")
     def cluster_spectra(self) -> pn.viewable.Viewable:
         """Mean spectrum per pixel of the chosen clusters."""
@@ -1141,7 +1175,8 @@ class ClustersView(pn.viewable.Viewer):
             return pn.pane.Markdown("No cluster spectra in these results.")
         names, colors = self.state.names(), self.state.colors()
         cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
-        curves = {f"{i}: {names[i]}": (cms[i], colors[i]) for i in self.shown if i < len(names)}
+        labels = self.state.labels()
+        curves = {labels[i]: (cms[i], colors[i]) for i in sorted(self.shown) if i < len(names)}
         return pn.pane.HoloViews(
             self.spectra.plot(curves).opts(title="cluster mean spectra"),
             sizing_mode="stretch_width",
@@ -1426,7 +1461,9 @@ class ClustersView(pn.viewable.Viewer):
             pn.Column(
                 pn.widgets.FloatSlider.from_param(self.param.opacity, name="phase-map opacity"),
                 pn.Row(self.phase_map, self.cluster_maps, sizing_mode="stretch_width"),
-                pn.widgets.MultiChoice.from_param(self.param.shown, name="spectra of"),
+                pn.widgets.MultiChoice.from_param(
+                    self.param.shown, name="phases shown (tiny ones start hidden)"
+                ),
                 self.cluster_spectra,
                 pn.widgets.IntSlider.from_param(self.param.component, name="NMF component"),
                 self.nmf,

@@ -171,12 +171,13 @@ def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
     # spectrum: the selection's summed counts against the all-pixel mean times its pixel count
     spec, _ = gd.selection_sum_spectrum(small_results, sel)
     floor = 0.5  # log axis: half a count
+    keep = gd.display_channels(small_results)  # no zero peak, nothing past the last line
     np.testing.assert_allclose(
-        spectrum["selection"].data["counts"], np.maximum(spec.values, floor), rtol=1e-6
+        spectrum["selection"].data["counts"], np.maximum(spec.values[keep], floor), rtol=1e-6
     )
     np.testing.assert_allclose(
         spectrum["all"].data["counts"],
-        np.maximum(gd.mean_spectrum(small_results).values * sel.sum(), floor),
+        np.maximum(gd.mean_spectrum(small_results).values[keep] * sel.sum(), floor),
     )
     assert spectrum["fig"].yaxis.axis_label == "counts"
     assert "exact counts" in spectrum["fig"].title.text
@@ -421,10 +422,10 @@ def test_views_render_to_bokeh(app):
     tools = {type(t) for t in fig.tools}
     assert LassoSelectTool in tools
     assert BoxSelectTool in tools
-    app.spectra.elements = ["Fe"]
+    app.spectra.elements = ["Ca"]
     overlay = app.spectra.plot({"x": (gd.mean_spectrum(app.state.results).values, "#000000")})
     vlines = [el for el in overlay.values() if isinstance(el, hv.VLines)]
-    assert any(np.isclose(v, get_line("Fe_Ka").energy_kev) for v in vlines[0].data.iloc[:, 0])
+    assert any(np.isclose(v, get_line("Ca_Ka").energy_kev) for v in vlines[0].data.iloc[:, 0])
     hv.render(overlay)
     root = app.clusters.__panel__().get_root()
     assert root is not None
@@ -553,3 +554,33 @@ def test_new_cluster_and_refit_have_exact_spectra(small_results):
     np.testing.assert_array_equal(
         refit["cluster_sum_spectrum"].values[1], counts_matrix(small_results)[lab == 1].sum(axis=0)
     )
+
+
+def test_tiny_phases_start_hidden_and_spectra_skip_the_zero_peak(small_results):
+    """Issue 15, item 6: tiny phases do not swamp the plots; axes show the data that matters."""
+    from gui.views import SigmaApp
+
+    label = small_results["label"].values.copy()
+    label[0, :2] = 3  # cluster 3 keeps 2 of its pixels only ...
+    label[label == 3] = 0
+    label[0, :2] = 3
+    ds = small_results.assign(label=(("y", "x"), label))
+    ds = ds.assign(n_pixels=("cluster", np.bincount(label.ravel(), minlength=5)))
+    assert gd.small_clusters(ds) == [3]
+    app = SigmaApp(results=ds)
+    assert app.state.hidden == [3]
+    assert 3 not in app.clusters.shown
+    assert "3: orthoclase (2 px)" in app.clusters.param.shown.names  # listed with its pixel count
+    app.latent.latent_plot()
+    parts = app.latent._latent_figs[-1]
+    assert len(parts["ellipses"].data_source.data["xs"]) == 4  # no ellipse for the tiny phase
+    app.clusters.shown = [0, 1, 2, 3, 4]  # the user shows it again
+    assert app.state.hidden == []
+    assert len(parts["ellipses"].data_source.data["xs"]) == 5
+    keep = gd.display_channels(ds)
+    e = ds["energy"].values[keep]
+    assert e[0] >= 0.1  # above the zero peak
+    assert e[-1] <= get_line("Ca_Kb").energy_kev + 2.0 + 1e-9  # up to 2 keV past the last line
+    overlay = app.spectra.plot({"x": (ds["cluster_mean_spectrum"].values[0], "#000000")})
+    curve = [el for el in overlay.values() if isinstance(el, hv.Curve)][0]
+    assert curve.data.iloc[:, 0].min() >= 0.1

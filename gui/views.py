@@ -53,6 +53,7 @@ from bokeh.transform import dodge
 from datashader import transfer_functions as tf
 
 from gui import data as gd
+from gui.cluster_figures import ClusterFigures, image_place, label_image
 from sigma._schema import as_str_list, finite_float_or_none
 from sigma.exceptions import EmptySelectionError
 from sigma.xray import candidate_lines, lines_in_range
@@ -134,6 +135,7 @@ class ResultsState(param.Parameterized):
     ) -> None:
         super().__init__(results=results, **params)
         self.hidden = gd.small_clusters(results)
+        self.last_change: set[str] = {"labels", "colors", "names"}
         self.xy = gd.latent_xy(results) if xy is None else xy
         self.pixel_xy = gd.pixel_xy(results)
 
@@ -172,9 +174,24 @@ class ResultsState(param.Parameterized):
         return int(m.sum())
 
     def update_results(self, ds: xr.Dataset) -> None:
-        """Replace the results by an edited dataset (same pixels and embedding)."""
+        """Replace the results by an edited dataset (same pixels and embedding).
+
+        ``last_change`` says what differs ("labels", "colors", "names") so views push only that.
+        """
+        old = self.results
+        change = set()
+        if gd.n_clusters(old) != gd.n_clusters(ds) or not np.array_equal(
+            old["label"].values, ds["label"].values
+        ):
+            change |= {"labels", "colors", "names"}
+        else:
+            if self.colors() != gd._names_colors(ds)[1]:
+                change.add("colors")
+            if self.names() != gd._names_colors(ds)[0]:
+                change.add("names")
+        self.last_change = change
         self.param.update(results=ds, edited=True, results_version=self.results_version + 1,
-                          hidden=gd.small_clusters(ds))  # fmt: skip
+                          hidden=gd.small_clusters(ds) if "labels" in change else self.hidden)  # fmt: skip
 
     def pixel_counts(self) -> list[int]:
         """Pixels of each cluster."""
@@ -448,7 +465,7 @@ class DatasetView(pn.viewable.Viewer):
             )
         return pn.widgets.Tabulator(self.candidates(), show_index=False, height=220, disabled=True)
 
-    @param.depends("feature", "state.results")
+    @param.depends("feature")  # edits change clusters, not the line maps: no rebuild on an edit
     def _feature_map(self) -> pn.viewable.Viewable:
         ds = self.state.results
         maps, units = gd.feature_maps(ds)
@@ -616,8 +633,11 @@ class LatentView(pn.viewable.Viewer):
         ds, xy = self.state.results, self.state.xy
         lab = ds["label"].values.ravel().astype(np.int64)
         k = gd.n_clusters(ds)
+        # a fixed number of categories (32, or k when more): numba compiles datashader's count_cat
+        # once per number of categories, so a merge or a new cluster must not change it (1.4 s)
+        n_cats = max(32, k)
         cats = pd.Categorical.from_codes(
-            np.where(lab < k, lab, -1), categories=[str(i) for i in range(k)]
+            np.where(lab < k, lab, -1), categories=[str(i) for i in range(n_cats)]
         )
         return pd.DataFrame({"latent 0": xy[:, 0], "latent 1": xy[:, 1], "cluster": cats})
 
@@ -639,7 +659,11 @@ class LatentView(pn.viewable.Viewer):
         per_cluster = cvs.points(self._frame, "latent 0", "latent 1", agg=dsh.count_cat("cluster"))
         counts = per_cluster.sum(dim=per_cluster.dims[-1]).values.astype(np.float32)
         counts[counts == 0] = np.nan
-        key = {str(i): c for i, c in enumerate(self.color_key)}
+        n_cats = len(self._frame["cluster"].cat.categories)
+        key = {
+            str(i): (self.color_key[i] if i < len(self.color_key) else "#000000")
+            for i in range(n_cats)
+        }
         rgba = tf.shade(per_cluster, color_key=key, how=self.shading, min_alpha=60).data
         return counts, np.ascontiguousarray(rgba, dtype=np.uint32)
 
@@ -773,17 +797,22 @@ class LatentView(pn.viewable.Viewer):
             self._draw_ellipses(parts)
 
     def _on_results(self, *events: param.parameterized.Event) -> None:
-        self._frame = self._points_frame()
-        self._feature_all = None
+        change = self.state.last_change  # a rename re-renders nothing but the ellipse labels
+        if "labels" in change:
+            self._frame = self._points_frame()
+            self._feature_all = None
         with pn.io.hold():
             if self.color_key != self.state.colors():
                 self.color_key = self.state.colors()  # re-renders through _on_style
-            else:
+            elif "labels" in change:
                 for parts in self._latent_figs:
                     self._render_view(parts)
             for parts in self._latent_figs:
                 self._draw_ellipses(parts)
-            self._update_linked()
+            if "labels" in change:
+                self._update_linked()
+            else:
+                self.summary.object = self.summary_text()
 
     # -- selection
     @_guarded
@@ -1116,6 +1145,13 @@ class ClustersView(pn.viewable.Viewer):
                 else str(Path.cwd())
             )
         self.n_components = gd.n_clusters(state.results)
+        self._figs: ClusterFigures | None = None
+        self._spectra_parts: dict[str, Any] | None = None
+        self._nmf_parts: dict[str, Any] | None = None
+        self._abundance_fig: Any = None
+        self._abundance_src: ColumnDataSource | None = None
+        self._map_figs: tuple[Any, Any] = (None, None)
+        self._nmf_weight_fig: Any = None
         self._sync_options()
         state.param.watch(lambda e: self._sync_options(), ["results"])
         self.last_export: Path | None = None
@@ -1135,31 +1171,22 @@ class ClustersView(pn.viewable.Viewer):
         if "component" in self.state.results.sizes:
             self.param.component.bounds = (0, int(self.state.results.sizes["component"]) - 1)
 
-    # -- maps
-    @param.depends("cluster", "state.results")
-    def cluster_maps(self) -> pn.viewable.Viewable:
-        """Probability and binary map of the chosen cluster."""
-        ds = self.state.results
-        name = self.state.names()[self.cluster]
-        binary = _image((ds["label"].values == self.cluster).astype(np.float32), ds, "member", cmap=["#ffffff", "#000000"],
-                        colorbar=False, title=f"{name}: binary map")  # fmt: skip
-        if "probability" in ds:
-            prob = _image(ds["probability"].isel(cluster=self.cluster).values, ds, "probability", cmap="viridis",
-                          clim=(0, 1), title=f"{name}: probability")  # fmt: skip
-            return pn.Row(pn.pane.HoloViews(prob, sizing_mode="stretch_width"),
-                          pn.pane.HoloViews(binary, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
-        return pn.pane.HoloViews(binary, sizing_mode="stretch_width")
-
-    @param.depends("opacity", "state.results")
-    def phase_map(self) -> pn.viewable.Viewable:
-        """Phase map in cluster colours over the navigation image, with a legend."""
-        ds = self.state.results
-        rgb = _rgba(gd.phase_rgba(ds, opacity=self.opacity), ds, title="phase map")
-        legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {i}: {n} ({int(p)} px)" for i, (n, c, p) in
-                           enumerate(zip(self.state.names(), self.state.colors(), ds["n_pixels"].values
-                                         if "n_pixels" in ds else [0] * gd.n_clusters(ds), strict=True)))  # fmt: skip
-        return pn.Column(pn.pane.HoloViews(rgb, sizing_mode="stretch_width", css_classes=["phase-map"]),
-                         pn.pane.HTML(legend), sizing_mode="stretch_width")  # fmt: skip
+    # -- figures (Bokeh, built once per session, updated in place: see gui.cluster_figures)
+    def _build_figures(self) -> None:
+        if self._figs is not None:
+            return
+        self._figs = ClusterFigures(self.state, _grey_u8(self.state.results))
+        self._phase_fig = self._figs.phase_map(self.opacity)
+        self._map_figs = self._figs.cluster_maps(self.cluster)
+        self._particle_row = self._figs.particles(self.particles(), self._particles_title())
+        self._nmf_weight_fig = (
+            self._figs.nmf_weights() if "nmf_weight" in self.state.results else None
+        )
+        self.param.watch(lambda e: self._figs and self._figs.set_opacity(self.opacity), ["opacity"])
+        self.param.watch(self._on_cluster, ["cluster"])
+        self.param.watch(self._on_spectra_inputs, ["shown", "component"])
+        self.spectra.param.watch(self._on_spectra_inputs, ["elements"])
+        self.state.param.watch(self._on_results, ["results_version"])
 
     @param.depends("shown", watch=True)
     def _hide_unshown(self) -> None:
@@ -1167,71 +1194,143 @@ class ClustersView(pn.viewable.Viewer):
         if hidden != self.state.hidden:
             self.state.hidden = hidden
 
-    @param.depends("shown", "state.results", "spectra.log_scale", "spectra.elements")
-    def cluster_spectra(self) -> pn.viewable.Viewable:
-        """Mean spectrum per pixel of the chosen clusters."""
-        ds = self.state.results
-        if "cluster_mean_spectrum" not in ds:
-            return pn.pane.Markdown("No cluster spectra in these results.")
-        names, colors = self.state.names(), self.state.colors()
-        cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
-        labels = self.state.labels()
-        curves = {labels[i]: (cms[i], colors[i]) for i in sorted(self.shown) if i < len(names)}
-        return pn.pane.HoloViews(
-            self.spectra.plot(curves).opts(title="cluster mean spectra"),
-            sizing_mode="stretch_width",
-        )
+    def _particles_title(self) -> str:
+        return f"particles of {self.state.names()[self.cluster]}"
 
-    @param.depends("component", "state.results", "spectra.log_scale", "spectra.elements")
-    def nmf(self) -> pn.viewable.Viewable:
-        """NMF component spectra, the weights of each cluster and one abundance map."""
+    def _on_cluster(self, *events: Any) -> None:
+        if self._figs is None:
+            return
+        with pn.io.hold():
+            self._figs.update_cluster_maps(self.cluster)
+            self._figs.update_particles(self.particles(), self._particles_title())
+
+    def _on_spectra_inputs(self, *events: Any) -> None:
+        with pn.io.hold():
+            self._fill_cluster_spectra()
+            self._fill_nmf()
+
+    @_guarded
+    def _on_results(self, *events: Any) -> None:
+        """An edit: push only what changed (labels, colours, names) to the figures."""
+        figs, change = self._figs, self.state.last_change
+        if figs is None:
+            return
+        with pn.io.hold():
+            if "labels" in change and figs._label_src is not None:
+                k = gd.n_clusters(self.state.results)
+                figs._label_src.data["image"] = [label_image(self.state.results)]
+                figs._label_mapper.high = k + 0.5  # type: ignore[union-attr]
+            if change & {"labels", "colors"} and figs._label_mapper is not None:
+                figs._label_mapper.palette = figs._palette()
+            figs.update_legend()
+            if change & {"labels", "names"}:
+                figs.update_cluster_maps(self.cluster)
+                figs.update_particles(self.particles(), self._particles_title())
+                figs.update_nmf_weights()
+            self._fill_cluster_spectra()
+            self._fill_nmf()
+
+    @param.depends("opacity")
+    def phase_map(self) -> pn.viewable.Viewable:
+        """Phase map in cluster colours over the navigation image, with its legend (built once)."""
+        self._build_figures()
+        return pn.Column(pn.Column(pn.pane.Bokeh(self._phase_fig, sizing_mode="stretch_width"),
+                                   css_classes=["phase-map"], sizing_mode="stretch_width"),
+                         self._figs.legend, sizing_mode="stretch_width")  # type: ignore[union-attr]  # fmt: skip
+
+    def cluster_maps(self) -> pn.viewable.Viewable:
+        """Probability and binary map of the chosen cluster."""
+        self._build_figures()
+        prob, binary = self._map_figs
+        return pn.Row(pn.pane.Bokeh(prob, sizing_mode="stretch_width"),
+                      pn.pane.Bokeh(binary, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
+
+    def _fill_cluster_spectra(self) -> None:
+        parts = self._spectra_parts
         ds = self.state.results
-        if "nmf_spectrum" not in ds:
-            return pn.pane.Markdown("No NMF decomposition in these results.")
+        if parts is None or "cluster_mean_spectrum" not in ds:
+            return
+        cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
+        labels, colors = self.state.labels(), self.state.colors()
+        curves = {labels[i]: (cms[i], colors[i]) for i in sorted(self.shown) if i < len(labels)}
+        self._figs.fill_spectra(
+            parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
+        )  # type: ignore[union-attr]
+
+    @param.depends("spectra.log_scale")
+    def cluster_spectra(self) -> pn.viewable.Viewable:
+        """Mean spectrum per pixel of the shown clusters (rebuilt only for a log/linear switch)."""
+        self._build_figures()
+        if "cluster_mean_spectrum" not in self.state.results:
+            return pn.pane.Markdown("No cluster spectra in these results.")
+        fig, self._spectra_parts = self._figs.spectra_figure(  # type: ignore[union-attr]
+            bool(self.spectra.log_scale), "cluster mean spectra", "counts per pixel"
+        )
+        self._fill_cluster_spectra()
+        return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
+    def _fill_nmf(self) -> None:
+        parts = self._nmf_parts
+        ds = self.state.results
+        if parts is None or "nmf_spectrum" not in ds:
+            return
         comps = ds["nmf_spectrum"].transpose("component", "energy").values
         curves = {
             f"component {j}": (comps[j], gd.PALETTE[(j + 10) % len(gd.PALETTE)])
             for j in range(len(comps))
         }
-        items: list[Any] = [pn.pane.HoloViews(self.spectra.plot(curves, ylabel="intensity").opts(title="NMF components"),
-                                              sizing_mode="stretch_width")]  # fmt: skip
-        if "nmf_weight" in ds:
-            w = ds["nmf_weight"].transpose("cluster", "component").values
-            names = self.state.names()
-            frame = pd.DataFrame([(f"{i}: {names[i]}", f"component {j}", w[i, j]) for i in range(w.shape[0])
-                                  for j in range(w.shape[1])], columns=["cluster", "component", "weight"])  # fmt: skip
-            items.append(pn.pane.HoloViews(hv.HeatMap(frame, ["component", "cluster"], "weight").opts(
-                cmap="Blues", colorbar=True, tools=["hover"], title="NMF weight per cluster", **_PLOT),
-                sizing_mode="stretch_width"))  # fmt: skip
-        if "nmf_abundance" in ds:
-            ab = ds["nmf_abundance"].isel(component=self.component).values
-            items.append(pn.pane.HoloViews(_image(ab, ds, "abundance", cmap="viridis",
-                                                  title=f"component {self.component} abundance"),
-                                           sizing_mode="stretch_width"))  # fmt: skip
+        self._figs.fill_spectra(
+            parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
+        )  # type: ignore[union-attr]
+        if self._abundance_src is not None and "nmf_abundance" in ds:
+            ab = (
+                ds["nmf_abundance"]
+                .isel(component=min(self.component, ds.sizes["component"] - 1))
+                .values
+            )
+            self._abundance_src.data["image"] = [np.asarray(ab, np.float32)]
+            self._abundance_fig.title.text = f"component {self.component} abundance"  # type: ignore[union-attr]
+
+    @param.depends("spectra.log_scale")
+    def nmf(self) -> pn.viewable.Viewable:
+        """NMF component spectra, the weights of each cluster and one abundance map."""
+        self._build_figures()
+        ds = self.state.results
+        if "nmf_spectrum" not in ds:
+            return pn.pane.Markdown("No NMF decomposition in these results.")
+        fig, self._nmf_parts = self._figs.spectra_figure(  # type: ignore[union-attr]
+            bool(self.spectra.log_scale), "NMF components", "intensity (arbitrary units)"
+        )
+        items: list[Any] = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")]
+        if self._nmf_weight_fig is not None:
+            items.append(pn.pane.Bokeh(self._nmf_weight_fig, sizing_mode="stretch_width"))
+        if "nmf_abundance" in ds and self._abundance_fig is None:
+            from gui.cluster_figures import _map_figure
+
+            self._abundance_fig = _map_figure(ds, "abundance")
+            mapper = LinearColorMapper(palette=Viridis256)
+            self._abundance_src = ColumnDataSource(
+                {"image": [np.zeros((1, 1), np.float32)], **image_place(ds)}
+            )
+            self._abundance_fig.image(source=self._abundance_src, color_mapper=mapper)
+            self._abundance_fig.add_layout(
+                ColorBar(color_mapper=mapper, width=10, title="abundance"), "right"
+            )
+        if self._abundance_fig is not None:
+            items.append(pn.pane.Bokeh(self._abundance_fig, sizing_mode="stretch_width"))
+        self._fill_nmf()
         return pn.Row(*items, sizing_mode="stretch_width")
 
     def particles(self) -> pd.DataFrame:
         """Particle statistics of the chosen cluster."""
         return gd.particle_table(self.state.results, self.cluster)
 
-    @param.depends("cluster", "state.results")
     def particle_view(self) -> pn.viewable.Viewable:
         """Particle table and equivalent-diameter histogram of the chosen cluster."""
-        table = self.particles()
-        dcol = [c for c in table.columns if c.startswith("equivalent_diameter")][0]
-        if len(table):
-            freq, edges = np.histogram(table[dcol].values, bins=min(30, max(len(table), 1)))
-        else:
-            freq, edges = np.zeros(1), np.array([0.0, 1.0])
-        hist = hv.Histogram((edges, freq), kdims=[hv.Dimension(dcol)], vdims=["particles"]).opts(
-            **_PLOT,
-            title=f"{len(table)} particles of {self.state.names()[self.cluster]}",
-            color="#2a7f62",
-        )
-        return pn.Row(pn.widgets.Tabulator(table.round(4), height=300, disabled=True, pagination="local", page_size=10),
-                      pn.pane.HoloViews(hist, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
+        self._build_figures()
+        return self._particle_row
 
-    @param.depends("bic", "state.results")
+    @param.depends("bic")
     def bic_plot(self) -> pn.viewable.Viewable:
         """Stored model-selection scores and any BIC sweep run here."""
         ds = self.state.results

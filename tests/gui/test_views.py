@@ -584,3 +584,37 @@ def test_tiny_phases_start_hidden_and_spectra_skip_the_zero_peak(small_results):
     overlay = app.spectra.plot({"x": (ds["cluster_mean_spectrum"].values[0], "#000000")})
     curve = [el for el in overlay.values() if isinstance(el, hv.Curve)][0]
     assert curve.data.iloc[:, 0].min() >= 0.1
+
+
+def test_edits_update_the_clusters_tab_in_place(app):
+    """Issue 15, item 5: an edit changes data sources, it does not rebuild the tab's figures."""
+    from bokeh.document import Document
+
+    doc = Document()
+    pn.panel(app).get_root(doc)
+    app.tabs.active = 2  # build the Clusters tab
+    figs = app.clusters._figs
+    phase_fig, label_src = app.clusters._phase_fig, figs._label_src
+    image_before = label_src.data["image"][0]
+    n_models = len(doc.models)
+    app.clusters.cluster = 0
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    assert app.state.last_change == {"names"}
+    assert label_src.data["image"][0] is image_before  # no image sent for a rename
+    assert "0: matrix" in figs.legend.object
+    assert len(doc.models) == n_models  # no new Bokeh models
+    app.clusters.cluster = 1
+    app.clusters.new_color = "#00ff00"
+    app.clusters.recolour()
+    assert app.state.last_change == {"colors"}
+    assert figs._label_mapper.palette[2] == "#00ff00"  # palette[0] is 'no data'
+    assert label_src.data["image"][0] is image_before
+    app.clusters.merge = [3, 4]
+    app.clusters.merge_selected()
+    assert "labels" in app.state.last_change
+    new_image = label_src.data["image"][0]
+    assert new_image.dtype == np.uint8
+    np.testing.assert_array_equal(new_image, app.state.results["label"].values + 1)
+    assert app.clusters._phase_fig is phase_fig
+    assert len(doc.models) <= n_models + 5  # legend items may change, figures stay

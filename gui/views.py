@@ -53,6 +53,7 @@ from bokeh.transform import dodge
 from datashader import transfer_functions as tf
 
 from gui import data as gd
+from gui import exports
 from gui.cluster_figures import ClusterFigures, image_place, label_image
 from sigma._schema import as_str_list, finite_float_or_none
 from sigma.exceptions import EmptySelectionError
@@ -1124,7 +1125,9 @@ class ClustersView(pn.viewable.Viewer):
     new_name = param.String(
         default="", doc="name of a new cluster, or the new name of the chosen one"
     )
-    new_color = param.Color(default="#ff00ff", doc="colour for the chosen cluster")
+    new_color = param.Color(
+        default="#1f77b4", doc="colour for the chosen cluster (follows the cluster)"
+    )
     merge = param.ListSelector(default=[], objects=[], doc="clusters to merge")
     merge_name = param.String(
         default="", doc="name of the merged cluster (empty: the lowest one's name)"
@@ -1153,6 +1156,7 @@ class ClustersView(pn.viewable.Viewer):
         self._map_figs: tuple[Any, Any] = (None, None)
         self._nmf_weight_fig: Any = None
         self._sync_options()
+        self._colour_of_cluster()
         state.param.watch(lambda e: self._sync_options(), ["results"])
         self.last_export: Path | None = None
 
@@ -1193,6 +1197,13 @@ class ClustersView(pn.viewable.Viewer):
         hidden = [i for i in range(gd.n_clusters(self.state.results)) if i not in self.shown]
         if hidden != self.state.hidden:
             self.state.hidden = hidden
+
+    @param.depends("cluster", watch=True)
+    def _colour_of_cluster(self) -> None:
+        """The colour picker shows the chosen cluster's colour (it used to stay magenta)."""
+        colors = self.state.colors()
+        if 0 <= self.cluster < len(colors) and colors[self.cluster].startswith("#"):
+            self.new_color = colors[self.cluster]
 
     def _particles_title(self) -> str:
         return f"particles of {self.state.names()[self.cluster]}"
@@ -1437,8 +1448,24 @@ class ClustersView(pn.viewable.Viewer):
         """Write the phase map (as shown) to ``<stem>_phase_map.png|tif``."""
         path = self._out(f"{self._stem()}_phase_map{suffix}")
         self._refuse_existing(path)
-        gd.write_image(gd.phase_rgba(self.state.results, opacity=self.opacity), path)
+        ds = self.state.results
+        if suffix == ".png":  # a picture: upscaled, legend, scale bar
+            exports.write_png(exports.phase_map_png(ds, opacity=self.opacity), path)
+        else:  # the data: one RGB pixel per scan pixel, with the pixel size in the TIFF tags
+            exports.write_tiff(gd.phase_rgba(ds, opacity=self.opacity)[..., :3], path, ds,
+                               description={"map": "phase map", "phases": self.state.labels()})  # fmt: skip
         return self._exported(path)
+
+    @_guarded
+    def export_maps(self, event: Any = None) -> list[Path]:
+        """Write the element maps (net line counts) and NMF abundance maps as TIFFs."""
+        folder = self._out(f"{self._stem()}_element_x.tif").parent
+        paths = exports.export_maps(
+            self.state.results, folder, self._stem(), overwrite=self.overwrite
+        )
+        self.last_export = paths[-1]
+        self.state.notify(f"Wrote {len(paths)} maps to {folder}", "success")
+        return paths
 
     @_guarded
     def export_cluster_map(self, event: Any = None) -> Path:
@@ -1448,7 +1475,8 @@ class ClustersView(pn.viewable.Viewer):
                 else (ds["label"].values == self.cluster).astype(np.float32))  # fmt: skip
         path = self._out(f"{self._stem()}_cluster{self.cluster}_probability.tif")
         self._refuse_existing(path)
-        gd.write_image(data.astype(np.float32), path)
+        exports.write_tiff(data.astype(np.float32), path, ds,
+                           description={"map": f"probability of {self.state.labels()[self.cluster]}"})  # fmt: skip
         return self._exported(path)
 
     @_guarded
@@ -1490,25 +1518,24 @@ class ClustersView(pn.viewable.Viewer):
     def _phase_png(self) -> Any:
         import io
 
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(gd.phase_rgba(self.state.results, opacity=self.opacity)).save(
-            buf, format="PNG"
-        )
-        buf.seek(0)
-        return buf
+        return io.BytesIO(exports.phase_map_png(self.state.results, opacity=self.opacity))
 
     def __panel__(self) -> pn.viewable.Viewable:
         button = functools.partial(pn.widgets.Button, color="primary")
         edit = pn.Card(
             pn.widgets.IntSlider.from_param(self.param.cluster, name="cluster"),
-            pn.widgets.TextInput.from_param(self.param.new_name, name="name"),
-            pn.Row(
-                button(
-                    label="New cluster from selection", on_click=self.new_cluster_from_selection
-                ),
-                button(label="Rename", on_click=self.rename),
+            pn.widgets.TextInput.from_param(
+                self.param.new_name,
+                name="name",
+                placeholder="new name",
+                css_classes=["cluster-name-input"],
+            ),
+            button(label="Rename", on_click=self.rename, sizing_mode="stretch_width"),
+            # on its own row: next to another button the label was cut
+            button(
+                label="New cluster from selection",
+                on_click=self.new_cluster_from_selection,
+                sizing_mode="stretch_width",
             ),  # fmt: skip
             pn.Row(
                 pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
@@ -1521,7 +1548,9 @@ class ClustersView(pn.viewable.Viewer):
                 placeholder="keeps the lowest's name",
             ),
             button(label="Merge", on_click=self.merge_selected),
-            pn.widgets.IntInput.from_param(self.param.n_components, name="k"),
+            pn.widgets.IntInput.from_param(
+                self.param.n_components, name="k (number of clusters)", css_classes=["refit-k"]
+            ),  # fmt: skip
             pn.Row(
                 button(label="Refit GMM", on_click=self.refit),
                 button(label="BIC sweep", on_click=self.sweep),
@@ -1545,7 +1574,10 @@ class ClustersView(pn.viewable.Viewer):
                 button(label="Cluster probability TIFF", on_click=self.export_cluster_map),
                 button(label="Spectra CSV", on_click=self.export_spectra),
             ),  # fmt: skip
-            button(label="Particles CSV", on_click=self.export_particles),
+            pn.Row(
+                button(label="Particles CSV", on_click=self.export_particles),
+                button(label="Element + NMF maps TIFF", on_click=self.export_maps),
+            ),
             pn.widgets.FileDownload(
                 callback=self._phase_png, filename="phase_map.png", label="Download phase map PNG"
             ),

@@ -401,6 +401,29 @@ def test_exports_and_save_refuses_to_overwrite(app, small_results_path, tmp_path
     import tifffile
 
     assert tifffile.imread(prob).dtype == np.float32
+    # issue 15, item 7: pictures with context, TIFFs with their pixel size in micrometres
+    from PIL import Image
+
+    picture = np.asarray(Image.open(png))
+    assert min(picture.shape[:2]) >= 600  # upscaled from 48 x 64 scan pixels
+    assert picture.shape[1] > 800  # the map plus a legend beside it
+    for path in (tif, prob):
+        with tifffile.TiffFile(path) as f:
+            page = f.pages[0]
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.MICROMETER
+            num, den = page.tags["XResolution"].value
+            np.testing.assert_allclose(den / num, 0.1)  # 0.1 um per pixel
+            assert json.loads(page.description)["pixel_size_um"] == [0.1, 0.1]
+    assert tifffile.imread(tif).shape == (48, 64, 3)
+    maps = app.clusters.export_maps()
+    names = sorted(p.name for p in maps)
+    assert "small_results_element_Ca.tif" in names
+    assert "small_results_nmf_abundance_0.tif" in names
+    ca = tifffile.imread(tmp_path / "small_results_element_Ca.tif")
+    want = gd.feature_maps(app.state.results)[0].sel(feature="Ca").values
+    np.testing.assert_allclose(ca, want)  # net Ca counts per pixel
+    assert app.clusters.export_maps() is None  # exists: refused with a message
+    assert "already exists" in app.state.message
     assert app.clusters.export_phase_map() is None
     assert "already exists" in app.state.message
     saved = app.clusters.save()
@@ -618,3 +641,23 @@ def test_edits_update_the_clusters_tab_in_place(app):
     np.testing.assert_array_equal(new_image, app.state.results["label"].values + 1)
     assert app.clusters._phase_fig is phase_fig
     assert len(doc.models) <= n_models + 5  # legend items may change, figures stay
+
+
+def test_phase_map_png_has_a_legend_and_a_scale_bar(small_results):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from gui import exports
+
+    assert exports.pixel_size_um(small_results) == (0.1, 0.1)
+    assert exports.scale_bar_length(6.4) == 1.0
+    tiny = small_results.isel(y=slice(0, 30), x=slice(0, 30))
+    img = np.asarray(Image.open(BytesIO(exports.phase_map_png(tiny))).convert("RGB"))
+    assert img.shape[0] >= 800  # a 30 x 30 map is upscaled (nearest neighbour)
+    # the legend sits right of the map: it holds dark text pixels where the map is not
+    legend = img[:, int(img.shape[1] * 0.75) :]
+    assert (legend.sum(axis=2) < 200).any()
+    # the scale bar: a black horizontal run near the bottom left of the map
+    bottom = img[int(img.shape[0] * 0.85) :, : int(img.shape[1] * 0.3)]
+    assert ((bottom.sum(axis=2) < 30).sum(axis=1) > 20).any()

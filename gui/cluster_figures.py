@@ -184,8 +184,9 @@ class ClusterFigures:
         )
         fig.add_layout(LabelSet(x="energy", y="y", text="line", source=markers, angle=np.pi / 2, text_font_size="8pt",
                                 text_baseline="middle", x_offset=-4))  # fmt: skip
-        fig.legend.location = "top_right"
-        fig.legend.label_text_font_size = "8pt"
+        legend = fig.legend[0]
+        legend.label_text_font_size = "8pt"
+        fig.add_layout(legend, "right")  # beside the plot: the legend never hides lines or labels
         return fig, {"fig": fig, "src": src, "markers": markers, "log": log}
 
     def fill_spectra(self, parts: dict[str, Any], curves: dict[str, tuple[npt.NDArray[Any], str]],

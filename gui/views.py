@@ -54,7 +54,7 @@ from datashader import transfer_functions as tf
 
 from gui import data as gd
 from gui import exports
-from gui.cluster_figures import ClusterFigures, image_place, label_image
+from gui.cluster_figures import ClusterFigures, _spread_labels, image_place, label_image
 from sigma._schema import as_str_list, finite_float_or_none
 from sigma.exceptions import EmptySelectionError
 from sigma.xray import candidate_lines, lines_in_range
@@ -263,7 +263,8 @@ def _image(
     x, y = ds["x"].values, ds["y"].values
     img = hv.Image((x, y, values), kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
                    vdims=[label])  # fmt: skip
-    return img.opts(invert_yaxis=True, **{**_IMAGE, "colorbar": True, **opts})
+    axes = {"xlabel": f"x ({units})", "ylabel": f"y ({units})"}
+    return img.opts(invert_yaxis=True, **{**_IMAGE, **axes, "colorbar": True, **opts})
 
 
 def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
@@ -275,7 +276,9 @@ def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
     # hv.RGB's first row is the top (max y): flip so row 0 (y[0]) sits at the bottom, then invert the axis
     rgb = hv.RGB(rgba[::-1], bounds=bounds, kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
                  vdims=["R", "G", "B", "A"])  # fmt: skip
-    return rgb.opts(invert_yaxis=True, **{**_IMAGE, **opts})
+    return rgb.opts(
+        invert_yaxis=True, **{**_IMAGE, "xlabel": f"x ({units})", "ylabel": f"y ({units})", **opts}
+    )
 
 
 _GREY_CACHE: dict[int, tuple[Any, npt.NDArray[np.float64]]] = {}
@@ -334,6 +337,7 @@ def line_markers(elements: list[str], energy_range: tuple[float, float], beam_en
         if elements
         else []
     )
+    lines = _spread_labels(lines)  # below 2 keV lines crowd: keep the strongest of close pairs
     energies = [ln.energy_kev for ln in lines]
     vlines = hv.VLines(energies, kdims=["energy"]).opts(
         color="#555555", line_dash="dashed", line_width=1, alpha=0.7
@@ -464,7 +468,13 @@ class DatasetView(pn.viewable.Viewer):
             return pn.pane.Markdown(
                 "Click the spectrum or type an energy to list the X-ray lines there."
             )
-        return pn.widgets.Tabulator(self.candidates(), show_index=False, height=220, disabled=True)
+        return pn.widgets.Tabulator(
+            self.candidates(),
+            show_index=False,
+            height=220,
+            disabled=True,
+            sizing_mode="stretch_width",
+        )
 
     @param.depends("feature")  # edits change clusters, not the line maps: no rebuild on an edit
     def _feature_map(self) -> pn.viewable.Viewable:
@@ -512,12 +522,21 @@ class DatasetView(pn.viewable.Viewer):
             pn.widgets.Select.from_param(self.param.feature, name="element map"),
             pn.Row(self.spectra, sizing_mode="stretch_width"),
             pn.pane.HoloViews(
-                self._spectrum_dmap.opts(title="sum spectrum / pixel"), sizing_mode="stretch_width"
-            ),
-            pn.Row(
-                pn.Column("### Energy → X-ray lines", energy_input, self._candidates_table),
+                self._spectrum_dmap.opts(title="mean spectrum per pixel"),
                 sizing_mode="stretch_width",
             ),
+            pn.Row(
+                # a fixed height: the table must not run over the counts map below it
+                pn.Column(
+                    "### Energy → X-ray lines",
+                    energy_input,
+                    self._candidates_table,
+                    height=340,
+                    sizing_mode="stretch_width",
+                ),
+                sizing_mode="stretch_width",
+            ),
+            pn.layout.Divider(),
             counts_row,
             sizing_mode="stretch_width",
         )
@@ -660,13 +679,18 @@ class LatentView(pn.viewable.Viewer):
         per_cluster = cvs.points(self._frame, "latent 0", "latent 1", agg=dsh.count_cat("cluster"))
         counts = per_cluster.sum(dim=per_cluster.dims[-1]).values.astype(np.float32)
         counts[counts == 0] = np.nan
+        rgba = tf.shade(
+            per_cluster, color_key=self._color_map(), how=self.shading, min_alpha=60
+        ).data
+        return counts, np.ascontiguousarray(rgba, dtype=np.uint32)
+
+    def _color_map(self) -> dict[str, str]:
+        """Colour of every category of the points frame (the padding categories hold no points)."""
         n_cats = len(self._frame["cluster"].cat.categories)
-        key = {
+        return {
             str(i): (self.color_key[i] if i < len(self.color_key) else "#000000")
             for i in range(n_cats)
         }
-        rgba = tf.shade(per_cluster, color_key=key, how=self.shading, min_alpha=60).data
-        return counts, np.ascontiguousarray(rgba, dtype=np.uint32)
 
     def _bin_index(self, fig: dict[str, Any]) -> npt.NDArray[np.int32]:
         """Index of each pixel's latent point in the figure's current grid (-1 outside), cached per view."""
@@ -697,8 +721,8 @@ class LatentView(pn.viewable.Viewer):
         x0, x1, y0, y1 = self._extent()
         fig = figure(title="latent space (lasso or box to select)", x_range=Range1d(x0, x1), y_range=Range1d(y0, y1),
                      tools="pan,wheel_zoom,box_select,lasso_select,reset", toolbar_location="above",
-                     sizing_mode="stretch_width", height=460, min_height=420, x_axis_label="latent 0",
-                     y_axis_label="latent 1", output_backend="canvas")  # fmt: skip
+                     sizing_mode="stretch_width", height=460, min_height=420, x_axis_label="latent 0 (arbitrary units)",
+                     y_axis_label="latent 1 (arbitrary units)", output_backend="canvas")  # fmt: skip
         fig.toolbar.active_drag = fig.select_one(LassoSelectTool)
         fig.toolbar.active_scroll = fig.select_one(WheelZoomTool)
         image = {
@@ -1352,12 +1376,12 @@ class ClustersView(pn.viewable.Viewer):
                 if "n_components_tried" in ds.coords
                 else np.arange(ds.sizes["n_components_tried"])
             )
-            layers.append(hv.Curve((ks, ds["model_selection_score"].values), "n_components", "score",
+            layers.append(hv.Curve((ks, ds["model_selection_score"].values), hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC"),
                                    label="stored (from the run)") * hv.Scatter((ks, ds["model_selection_score"].values),
-                                                                               "n_components", "score"))  # fmt: skip
+                                                                               hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC")))  # fmt: skip
         if self.bic is not None:
-            layers.append(hv.Curve((self.bic.index.values, self.bic.values), "n_components", "score", label="GUI sweep").opts(
-                color="#d62728") * hv.Scatter((self.bic.index.values, self.bic.values), "n_components", "score").opts(color="#d62728"))  # fmt: skip
+            layers.append(hv.Curve((self.bic.index.values, self.bic.values), hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC"), label="GUI sweep").opts(
+                color="#d62728") * hv.Scatter((self.bic.index.values, self.bic.values), hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC")).opts(color="#d62728"))  # fmt: skip
         if not layers:
             return pn.pane.Markdown("No model-selection scores yet: run a BIC sweep.")
         return pn.pane.HoloViews(hv.Overlay(layers).opts(title="BIC per number of clusters", **_PLOT),

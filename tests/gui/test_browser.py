@@ -199,7 +199,7 @@ def time_edit(page, click, done: str, timeout_s: float = 60.0) -> float:
     """Seconds from ``click()`` until the phase legend's text matches ``done`` (a regex) and repainted."""
     import re
 
-    legend = page.locator(".phase-legend").first
+    legend = page.locator(".phase-legend div").first  # inside the pane's shadow root
     start = time.perf_counter()
     click()
     deadline = start + timeout_s

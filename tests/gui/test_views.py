@@ -661,3 +661,30 @@ def test_phase_map_png_has_a_legend_and_a_scale_bar(small_results):
     # the scale bar: a black horizontal run near the bottom left of the map
     bottom = img[int(img.shape[0] * 0.85) :, : int(img.shape[1] * 0.3)]
     assert ((bottom.sum(axis=2) < 30).sum(axis=1) > 20).any()
+
+
+def test_small_things(app, small_results):
+    """Issue 15, item 8: colour picker follows the cluster, axes carry units, line labels apart."""
+    from gui.cluster_figures import _spread_labels
+    from gui.views import _image
+    from sigma.xray import lines_in_range
+
+    app.clusters.cluster = 2
+    assert app.clusters.new_color == app.state.colors()[2]  # not always magenta
+    img = _image(small_results["total_counts"].values, small_results, "counts")
+    opts = hv.Store.lookup_options("bokeh", img, "plot").kwargs
+    assert opts["xlabel"] == "x (um)"
+    assert opts["ylabel"] == "y (um)"
+    fig = app.latent.latent_plot()
+    assert "arbitrary units" in fig.xaxis[0].axis_label
+    lines = lines_in_range(
+        ["C", "N", "O", "Na", "Mg", "Al"], (0.1, 2.0), beam_energy_kev=15.0, min_weight=0.3
+    )
+    kept = _spread_labels(lines)
+    gaps = np.diff([ln.energy_kev for ln in kept])
+    assert len(kept) >= 5
+    assert (gaps >= 0.06).all()
+    app.clusters.__panel__()
+    assert app.clusters._figs is not None  # built by the tab
+    spectra = app.clusters._figs.spectra_figure(True, "t", "counts per pixel")[0]
+    assert spectra.right  # the legend sits beside the plot, not over the lines

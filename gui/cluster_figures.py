@@ -155,7 +155,6 @@ class ClusterFigures:
         if self._prob is None:
             return
         ds = self.state.results
-        name = self.state.names()[cluster]
         binary = (ds["label"].values == cluster).view(np.uint8)
         if "probability" in ds:
             p = ds["probability"].isel(cluster=cluster).values
@@ -163,8 +162,20 @@ class ClusterFigures:
         else:
             self._prob["psrc"].data["image"] = [binary * np.uint8(255)]
         self._prob["bsrc"].data["image"] = [binary]
+        self.set_titles(cluster)
+
+    def set_titles(self, cluster: int) -> None:
+        """Titles of the per-cluster maps (all a rename changes)."""
+        if self._prob is None:
+            return
+        name = self.state.names()[cluster]
         self._prob["prob"].title.text = f"{cluster}: {name}: probability"
         self._prob["binary"].title.text = f"{cluster}: {name}: binary map"
+
+    def set_particles_title(self, title: str) -> None:
+        """Title of the particle histogram."""
+        if self._particles is not None:
+            self._particles["hist"].title.text = title
 
     # -- spectra ---------------------------------------------------------------------------
     def spectra_figure(self, log: bool, title: str, ylabel: str) -> tuple[figure, dict[str, Any]]:
@@ -206,7 +217,7 @@ class ClusterFigures:
             if elements
             else []
         )  # fmt: skip
-        lines = _spread_labels(lines)
+        lines = _spread_labels(lines, min_gap_kev=(float(e[-1]) - float(e[0])) / 70)  # ~12 px apart
         y = top * (0.5 if parts["log"] else 0.9)
         parts["markers"].data = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
                                  "line": [ln.name for ln in lines]}  # fmt: skip

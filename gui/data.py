@@ -838,11 +838,13 @@ def bic_sweep(
 
 
 def refit_clusters(
-    ds: xr.Dataset, n_components: int, *, random_state: int = 0, max_samples: int = 100_000
+    ds: xr.Dataset, n_components: int, *, random_state: int = 0, max_samples: int = 20_000
 ) -> xr.Dataset:
     """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
 
-    Labels and probabilities come from the new mixture for every pixel; cluster spectra are exact
+    The mixture is fitted on at most ``max_samples`` random pixels (a 2-D latent space needs no
+    more; it keeps a refit of a million pixels under a second), then labels and probabilities
+    come from it for every pixel; cluster spectra are exact
     when the results keep per-pixel counts, else estimated from the old probabilities and spectra.
     Names and colours carry over to the new clusters that match old ones (:func:`matched_names`).
     """

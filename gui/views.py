@@ -337,7 +337,8 @@ def line_markers(elements: list[str], energy_range: tuple[float, float], beam_en
         if elements
         else []
     )
-    lines = _spread_labels(lines)  # below 2 keV lines crowd: keep the strongest of close pairs
+    # below 2 keV lines crowd: keep the strongest of pairs closer than ~1/70 of the axis
+    lines = _spread_labels(lines, min_gap_kev=(energy_range[1] - energy_range[0]) / 70)
     energies = [ln.energy_kev for ln in lines]
     vlines = hv.VLines(energies, kdims=["energy"]).opts(
         color="#555555", line_dash="dashed", line_width=1, alpha=0.7
@@ -536,7 +537,9 @@ class DatasetView(pn.viewable.Viewer):
                 ),
                 sizing_mode="stretch_width",
             ),
-            pn.layout.Divider(),
+            pn.pane.HTML(
+                "<hr>", sizing_mode="stretch_width"
+            ),  # not pn.layout.Divider: its CSS comes from a CDN
             counts_row,
             sizing_mode="stretch_width",
         )
@@ -1013,6 +1016,7 @@ class LatentView(pn.viewable.Viewer):
         elements = list(self.spectra.elements)
         lines = lines_in_range(elements, (float(energy[0]), float(energy[-1])),
                                beam_energy_kev=self.spectra.beam_energy_kev, min_weight=0.3) if elements else []  # fmt: skip
+        lines = _spread_labels(lines, min_gap_kev=(float(energy[-1]) - float(energy[0])) / 70)
         y = float(np.max(curves["all"], initial=1.0)) * (0.5 if parts["log"] else 0.9)
         parts["markers"].data = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
                                  "line": [ln.name for ln in lines]}  # fmt: skip
@@ -1258,14 +1262,17 @@ class ClustersView(pn.viewable.Viewer):
             if change & {"labels", "colors"} and figs._label_mapper is not None:
                 figs._label_mapper.palette = figs._palette()
             figs.update_legend()
-            if change & {"labels", "names"}:
+            if "labels" in change:
                 figs.update_cluster_maps(self.cluster)
                 figs.update_particles(self.particles(), self._particles_title())
+            elif "names" in change:  # a rename: titles only, no map or particle table recomputed
+                figs.set_titles(self.cluster)
+                figs.set_particles_title(self._particles_title())
+            if change & {"labels", "names"}:
                 figs.update_nmf_weights()
             self._fill_cluster_spectra()
             self._fill_nmf()
 
-    @param.depends("opacity")
     def phase_map(self) -> pn.viewable.Viewable:
         """Phase map in cluster colours over the navigation image, with its legend (built once)."""
         self._build_figures()
@@ -1600,7 +1607,7 @@ class ClustersView(pn.viewable.Viewer):
             ),  # fmt: skip
             pn.Row(
                 button(label="Particles CSV", on_click=self.export_particles),
-                button(label="Element + NMF maps TIFF", on_click=self.export_maps),
+                button(label="Element/NMF TIFFs", on_click=self.export_maps),
             ),
             pn.widgets.FileDownload(
                 callback=self._phase_png, filename="phase_map.png", label="Download phase map PNG"
@@ -1615,7 +1622,9 @@ class ClustersView(pn.viewable.Viewer):
             pn.Column(edit, export, width=330),
             pn.Column(
                 pn.widgets.FloatSlider.from_param(self.param.opacity, name="phase-map opacity"),
-                pn.Row(self.phase_map, self.cluster_maps, sizing_mode="stretch_width"),
+                # called, not passed: a method without @param.depends would be re-run by Panel
+                # on every parameter change; these figures are built once and updated in place
+                pn.Row(self.phase_map(), self.cluster_maps(), sizing_mode="stretch_width"),
                 pn.widgets.MultiChoice.from_param(
                     self.param.shown, name="phases shown (tiny ones start hidden)"
                 ),
@@ -1623,7 +1632,7 @@ class ClustersView(pn.viewable.Viewer):
                 pn.widgets.IntSlider.from_param(self.param.component, name="NMF component"),
                 self.nmf,
                 "### Particles",
-                self.particle_view,
+                self.particle_view(),
                 self.bic_plot,
                 sizing_mode="stretch_width",
             ),

@@ -170,14 +170,14 @@ def counts_matrix(ds: xr.Dataset) -> Any:
 class SelectionSums:
     """Exact summed counts of pixel selections, from the kept counts of one results dataset.
 
-    The transposed matrix is built once (CSC of the counts), so each :meth:`sum` is one sparse
-    matrix-vector product with the selection's 0/1 weights: O(non-zeros), about 0.1 s for 30 M
-    non-zero counts.
+    Each :meth:`sum` is one sparse vector-matrix product of the selection's 0/1 weights with
+    the CSR counts: O(non-zeros), no copy or transpose of the matrix (measured 60 ms for 18 M
+    non-zero counts on 1 M pixels; building a transposed copy instead cost 1-2 s and its
+    products were slower).
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
         self.matrix = counts_matrix(ds)
-        self._t = self.matrix.T.tocsr()  # (energy, pixels): a CSR matvec, no scatter
         self.n_pixels, self.n_channels = self.matrix.shape
 
     def sum(self, mask: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -193,17 +193,16 @@ class SelectionSums:
             raise ValueError(f"mask must have {self.n_pixels} pixels. Got {m.size}.")
         if not m.any():
             raise EmptySelectionError("the selection is empty: select some pixels first.")
-        return np.asarray(self._t @ m.astype(np.float64), dtype=np.float64)
+        return np.asarray(m.astype(np.float64) @ self.matrix, dtype=np.float64)
 
 
 def cluster_sums(ds: xr.Dataset, label: npt.ArrayLike, n_clusters: int) -> npt.NDArray[np.float64]:
     """Summed counts ``(cluster, energy)`` of every cluster of ``label`` (-1: in none)."""
-    from scipy import sparse
-
     mat = counts_matrix(ds)
     lab = np.asarray(label).reshape(-1).astype(np.int64)
-    ok = lab >= 0
-    onehot = sparse.csr_array(
-        (np.ones(int(ok.sum())), (lab[ok], np.flatnonzero(ok))), shape=(n_clusters, lab.size)
-    )
-    return np.asarray((onehot @ mat).toarray(), dtype=np.float64)
+    ok = np.flatnonzero(lab >= 0)
+    # (pixels, clusters) 0/1 columns: one pass over the non-zero counts gives every cluster's sum
+    # (0.16 s for 18 M non-zeros and 8 clusters; a sparse one-hot product took 0.8 s)
+    onehot = np.zeros((lab.size, n_clusters))
+    onehot[ok, lab[ok]] = 1.0
+    return np.asarray(mat.T @ onehot, dtype=np.float64).T.copy()

@@ -69,3 +69,18 @@ def test_good_file_starts_the_server(small_results_path, monkeypatch, capsys):
     assert cmd.main([str(small_results_path), "--no-show", "--port", "0"]) == 0
     assert len(started) == 1
     assert str(small_results_path) in started[0]
+
+
+def test_no_file_opens_the_sigma_demo_results(monkeypatch, tmp_path, capsys):
+    """Issue 15, item 9: `sigma gui` with no file serves `sigma demo --small`'s results."""
+    import gui.demo
+
+    built = tmp_path / gui.demo.DEMO_FILE
+    calls = []
+    monkeypatch.setattr(gui.demo, "demo_results_path", lambda *a, **k: calls.append(a) or built)
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a[0]) or 0)
+    assert cmd.main(["--no-show", "--port", "0"]) == 0
+    assert calls  # built (or found) before the server starts
+    assert started[0][started[0].index("--args") + 1] == str(built)
+    assert gui.demo.DEMO_FILE in capsys.readouterr().err

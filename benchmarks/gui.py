@@ -1,11 +1,18 @@
 """GUI benchmarks: lasso update and datashader re-render on 1M latent points, first page load.
 
-Run: ``.venv/bin/python benchmarks/gui.py [--pixels 1000] [--no-browser]``; writes
+Run: ``.venv/bin/python benchmarks/gui.py [--pixels 1000] [--no-browser] [--browser-pixels 1000]``; writes
 ``benchmarks/results/gui.json``. Targets (issue 5/6): server-side lasso update < 100 ms, warm
 datashader re-render of 1M points < 100 ms, first page load of the demo < 5 s.
 
 What is timed
 -------------
+- ``exact_spectrum_lasso_ms``: the exact summed counts of a lasso over 90 % of the pixels, from
+  the counts the results keep (sparse matrix-vector product, :mod:`sigma.sparse_counts`).
+- ``edit_*_server_ms``: server time of a rename, recolour, merge, new cluster and refit with every
+  tab rendered into a Bokeh document (figures are updated in place, see gui/cluster_figures.py).
+- ``click_to_repaint_rename_s`` / ``click_to_repaint_refit_s`` (browser): from the click in
+  Chromium until the phase legend shows the edit and two animation frames passed, with the
+  bytes the server sent (``rename_bytes``, ``refit_bytes``).
 - ``lasso_select_ms``: the vectorised point-in-polygon (bbox prefilter, grid of cells, shapely
   ``contains_xy`` only for the points in cells an edge touches).
 - ``lasso_update_ms``: the whole server-side update after a lasso event, with the Latent tab
@@ -59,14 +66,14 @@ def bench_server(n_side: int) -> dict[str, object]:
     from holoviews.operation.datashader import datashade, rasterize
 
     from gui import data as gd
-    from gui.demo_data import make_demo_results
     from gui.views import SigmaApp
 
     out: dict[str, object] = {}
     t = time.perf_counter()
-    ds = make_demo_results((n_side, n_side), n_energy=256)
+    ds = bench_results(n_side)
     out["build_results_s"] = round(time.perf_counter() - t, 2)
     out["n_pixels"] = n_side * n_side
+    out["kept_counts_nnz"] = int(ds.sizes.get("counts_nnz", 0))
     app = SigmaApp(results=ds)
     xy = app.state.xy
     poly = np.array([[3.0, -1.5], [5.5, -1.5], [5.6, 1.5], [3.2, 1.8], [2.8, 0.0]])
@@ -89,13 +96,28 @@ def bench_server(n_side: int) -> dict[str, object]:
     out["lasso_update_runs_ms"] = [round(v, 1) for v in times]
     out["lasso_selected_pixels"] = app.state.n_selected
 
+    # exact summed spectrum of a lasso over the kept counts (issue 15: < 0.5 s on 1M pixels)
+    means = gd.SelectionMeans(ds)
+    big = np.zeros(n_side * n_side, bool)
+    big[: (n_side * n_side * 9) // 10] = True  # a lasso over 90 % of the pixels: the worst case
+    t = time.perf_counter()
+    means.sum_spectrum(big)  # builds the transposed matrix once per results version
+    out["exact_spectrum_first_ms"] = round(1000 * (time.perf_counter() - t), 1)
+    out["exact_spectrum_lasso_ms"], out["exact_spectrum_lasso_runs_ms"] = _median_ms(
+        lambda: means.sum_spectrum(big)
+    )
+    out["exact_spectrum_lasso_pixels"] = int(big.sum())
+    print(json.dumps(out), flush=True)
+    out.update(bench_edits(app))
+    print(json.dumps(out), flush=True)
+
     out["latent_layers_warm_ms"], out["latent_layers_runs_ms"] = _median_ms(
         lambda: app.latent.layers(*app.latent._latent_figs[-1]["grid"][:2], 600, 420)
     )
     points = hv.Points(app.latent._frame, kdims=["latent 0", "latent 1"], vdims=["cluster"])
     ras = rasterize.instance(width=600, height=420, dynamic=False, aggregator=dsh.count())
     shade = datashade.instance(width=600, height=420, dynamic=False, aggregator=dsh.count_cat("cluster"),
-                               color_key=app.state.colors())  # fmt: skip
+                               color_key=app.latent._color_map())  # fmt: skip
     t = time.perf_counter()
     ras(points)
     out["rasterize_cold_ms"] = round(1000 * (time.perf_counter() - t), 1)
@@ -107,7 +129,54 @@ def bench_server(n_side: int) -> dict[str, object]:
     return out
 
 
-def _page_load_once(cache: str) -> dict[str, float]:
+def bench_results(n_side: int):
+    """Results of the demo scene (true phases) at ``n_side`` x ``n_side`` pixels, 256 channels."""
+    from gui.demo import scene_results
+
+    return scene_results((n_side, n_side), n_phases=8, n_channels=256, energy_scale_kev=0.04,
+                         counts_per_pixel=30.0)  # fmt: skip
+
+
+def bench_edits(app) -> dict[str, object]:
+    """Server time of each edit with the Latent and Clusters tabs rendered into a Bokeh document."""
+    import numpy as np
+    import panel as pn
+    from bokeh.document import Document
+
+    pn.panel(app).get_root(Document())
+    for i in (2, 1, 0):
+        app.tabs.active = i  # build every tab
+    c = app.clusters
+    edits = {
+        "rename": lambda: (c.param.update(cluster=0, new_name="matrix"), c.rename()),
+        "recolour": lambda: (c.param.update(cluster=1, new_color="#00ff00"), c.recolour()),
+        "merge": lambda: (c.param.update(merge=[3, 4]), c.merge_selected()),
+        "new_cluster": lambda: (app.state.select(np.arange(app.state.xy.shape[0]) % 7 == 0, "map"),
+                                c.new_cluster_from_selection()),
+        "refit": lambda: (c.param.update(n_components=6), c.refit()),
+    }  # fmt: skip
+    out: dict[str, object] = {}
+    for name, fn in edits.items():
+        t = time.perf_counter()
+        fn()
+        out[f"edit_{name}_server_ms"] = round(1000 * (time.perf_counter() - t), 1)
+    return out
+
+
+def _edit_in_browser(page) -> dict[str, float]:
+    """Click-to-repaint of a rename and a refit in the Clusters tab (see tests/gui/test_browser.py)."""
+    sys.path.insert(0, str(ROOT / "tests" / "gui"))
+    from test_browser import edit_timings
+
+    page.get_by_text("Clusters", exact=True).first.click()
+    page.wait_for_selector(".phase-legend", timeout=600_000)
+    page.wait_for_timeout(2000)
+    return edit_timings(page)
+
+
+def _page_load_once(
+    cache: str, results: str | None = None, edits: bool = False
+) -> dict[str, float]:
     """Start a fresh server (with the warm-up script), then time two sessions in Chromium."""
     from playwright.sync_api import sync_playwright
 
@@ -119,6 +188,9 @@ def _page_load_once(cache: str) -> dict[str, float]:
            "--setup", str(ROOT / "gui" / "warm.py")]  # fmt: skip
     env = {**os.environ, "SIGMA_CACHE_DIR": cache}
     env.pop("SIGMA_RESULTS", None)
+    if results:
+        cmd += ["--args", results]
+        env["SIGMA_RESULTS"] = results
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -142,24 +214,41 @@ def _page_load_once(cache: str) -> dict[str, float]:
                 page.wait_for_selector(".latent-plot canvas", timeout=300_000)
                 page.wait_for_selector("text=/Selected pixels:/", timeout=300_000)
                 loads.append(time.perf_counter() - t)
+                if edits and len(loads) == 2:
+                    edit_times = _edit_in_browser(page)
                 page.close()
             browser.close()
     finally:
         proc.terminate()
         proc.wait(20)
-    return {"server_start_with_warmup_s": start, "page_load_s": loads[0], "page_load_second_session_s": loads[1],
-            "cold_start_to_first_page_s": start + loads[0]}  # fmt: skip
+    out = {"server_start_with_warmup_s": start, "page_load_s": loads[0], "page_load_second_session_s": loads[1],
+           "cold_start_to_first_page_s": start + loads[0]}  # fmt: skip
+    if edits:
+        out.update(
+            {f"click_to_repaint_{k}" if k.endswith("_s") else k: v for k, v in edit_times.items()}
+        )
+    return out
 
 
-def bench_page_load(repeat: int = 3) -> dict[str, object]:
-    """Median (and every run) over ``repeat`` fresh servers: the machine is shared, so one run is noise."""
+def bench_page_load(repeat: int = 3, browser_pixels: int = 0) -> dict[str, object]:
+    """Median (and every run) over ``repeat`` fresh servers: the machine is shared, so one run is noise.
+
+    The demo (``sigma demo --small``), or with ``browser_pixels`` a square result of that side;
+    the last run also times edits from click to repaint.
+    """
     with tempfile.TemporaryDirectory() as cache:
-        from gui.demo_data import demo_results_path
+        from gui.demo import demo_results_path, write_results
 
-        demo_results_path(cache)
-        runs = [_page_load_once(cache) for _ in range(repeat)]
+        if browser_pixels:
+            results = str(write_results(bench_results(browser_pixels), Path(cache) / "bench.nc"))
+        else:
+            results = str(demo_results_path(cache))
+        runs = [_page_load_once(cache, results, edits=i == repeat - 1) for i in range(repeat)]
     out: dict[str, object] = {"repeats": repeat}
-    for key in runs[0]:
+    for key in runs[-1]:
+        if key not in runs[0]:  # edit timings: the last run only
+            out[key] = round(runs[-1][key], 3)
+            continue
         values = [r[key] for r in runs]
         out[key] = round(statistics.median(values), 2)
         out[f"{key.removesuffix('_s')}_runs_s"] = [round(v, 2) for v in values]
@@ -175,6 +264,8 @@ def main() -> None:
     parser.add_argument(
         "--page-repeats", type=int, default=3, help="fresh servers whose page loads are timed"
     )
+    parser.add_argument("--browser-pixels", type=int, default=0,
+                        help="serve a square result of this side in the browser (0: the demo)")  # fmt: skip
     args = parser.parse_args()
     result: dict[str, object] = {
         "machine": {
@@ -183,11 +274,18 @@ def main() -> None:
             "python": platform.python_version(),
             "load_average_at_start": os.getloadavg(),
         },  # fmt: skip
-        "targets": {"lasso_update_ms": 100, "rasterize_warm_ms": 100, "page_load_s": 5},
+        "targets": {
+            "lasso_update_ms": 100,
+            "rasterize_warm_ms": 100,
+            "page_load_s": 5,
+            "exact_spectrum_lasso_ms": 500,
+            "click_to_repaint_rename_s": 1,
+            "click_to_repaint_refit_s": 1,
+        },
     }
     result["server"] = bench_server(args.pixels)
     if not args.no_browser:
-        result["browser"] = bench_page_load(args.page_repeats)
+        result["browser"] = bench_page_load(args.page_repeats, args.browser_pixels)
     result["machine"]["load_average_at_end"] = os.getloadavg()  # type: ignore[index]
     path = results_dir() / "gui.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 The GUI reads a results dataset (see ``docs/results_schema.md``) and never imports torch.
 
-- :mod:`gui.demo_data` builds a synthetic results dataset (the demo when no path is given);
+- :mod:`gui.demo` gives the demo (the ``sigma demo`` results, built once) and results of the same
+  scene with known phases for tests;
 - :mod:`gui.data` loads and validates results and holds the pure selection / editing / export
   functions the views call;
 - :mod:`gui.views` holds the :class:`panel.viewable.Viewer` classes;

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
-from sigma import analysis
+from sigma import analysis, line_intensity, sparse_counts
 from sigma._schema import append_history, as_str_list
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
 
@@ -39,11 +39,18 @@ __all__ = [
     "mean_spectrum",
     "SelectionMeans",
     "selection_mean_spectrum",
+    "selection_sum_spectrum",
+    "exact_cluster_spectra",
     "feature_means",
+    "feature_maps",
+    "small_clusters",
+    "display_channels",
     "add_cluster_from_mask",
     "merge_clusters",
     "rename_cluster",
     "recolour_cluster",
+    "check_name_free",
+    "matched_names",
     "bic_sweep",
     "refit_clusters",
     "particle_table",
@@ -379,21 +386,22 @@ class SelectionMeans:
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> from gui.demo import scene_results
+    >>> ds = scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04)
     >>> means = SelectionMeans(ds)
     >>> mask = ds["label"].values.ravel() == 1
     >>> spec, exact = means.spectrum(mask)
     >>> bool(np.allclose(spec, ds["cluster_mean_spectrum"][1], rtol=1e-3)), exact
-    (True, False)
+    (True, True)
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
         self.shape = (int(ds.sizes["y"]), int(ds.sizes["x"]))
         n = self.shape[0] * self.shape[1]
         self.feature_names = as_str_list(ds["feature"].values) if "feature" in ds.variables else []
-        self._features = (ds["features"].transpose("y", "x", "feature").values.reshape(n, -1)
-                          if "features" in ds else None)  # fmt: skip
+        # net line counts per pixel when the results keep counts; z-scores only as a fallback
+        shown, self.feature_units = feature_maps(ds)
+        self._features = shown.values.reshape(n, -1) if shown is not None else None
         self._counts = (
             ds["counts"].transpose("y", "x", "energy").values.reshape(n, -1)
             if "counts" in ds
@@ -405,6 +413,23 @@ class SelectionMeans:
         self._k = n_clusters(ds)
         self._cms = (ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
                      if "cluster_mean_spectrum" in ds else None)  # fmt: skip
+        self._ds = ds
+        self._sums: sparse_counts.SelectionSums | None = None
+        #: True when the results keep per-pixel counts: spectra of selections are exact
+        self.exact = self._counts is not None or sparse_counts.has_counts(ds)
+
+    def _selection_sums(self) -> sparse_counts.SelectionSums:
+        if self._sums is None:  # built on first use: a transpose of the kept counts
+            self._sums = sparse_counts.SelectionSums(self._ds)
+        return self._sums
+
+    def sum_spectrum(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], bool]:
+        """Summed counts spectrum of the selection and whether it is exact (kept counts)."""
+        m, n = self._mask(mask)
+        if self._counts is None and sparse_counts.has_counts(self._ds):
+            return self._selection_sums().sum(m), True
+        mean, exact = self.spectrum(m)
+        return mean * n, exact
 
     def _mask(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], int]:
         m = np.asarray(mask, dtype=bool).reshape(-1)
@@ -432,6 +457,9 @@ class SelectionMeans:
         """
         if self._counts is not None:
             return self._mean(self._counts, mask), True
+        if sparse_counts.has_counts(self._ds):
+            m, n = self._mask(mask)
+            return self._selection_sums().sum(m) / n, True
         if self._cms is None:
             raise SchemaError(
                 "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
@@ -472,6 +500,116 @@ def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Dat
     """
     spec, exact = SelectionMeans(ds).spectrum(_mask2d(ds, mask))
     return xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy"), exact
+
+
+#: clusters with fewer than this share of the pixels start hidden in plots (still listed)
+SMALL_CLUSTER_SHARE = 0.001
+
+
+def small_clusters(ds: xr.Dataset, share: float = SMALL_CLUSTER_SHARE) -> list[int]:
+    """Clusters holding fewer than ``share`` of the assigned pixels (their spiky spectra and wide
+    ellipses would swamp the others), in index order.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"label": (("y", "x"), np.array([[0] * 999 + [1]]))})
+    >>> small_clusters(ds, 0.01)
+    [1]
+    """
+    lab = ds["label"].values.ravel()
+    k = n_clusters(ds)
+    n = np.bincount(lab[lab >= 0], minlength=k)[:k]
+    total = max(int(n.sum()), 1)
+    return [int(i) for i in np.flatnonzero(n < share * total)]
+
+
+def display_channels(ds: xr.Dataset) -> npt.NDArray[np.bool_]:
+    """Channels worth plotting: above the zero (noise) peak, up to the beam energy or the last line.
+
+    The lower edge is the preprocessing's ``ignore_below_kev`` (default 0.1 keV); the upper one
+    the smallest of the energy axis' end, the beam energy and 2 keV past the highest X-ray line
+    of the results' elements that the beam excites.
+    """
+    import json
+
+    from sigma.xray import lines_in_range
+
+    e = ds["energy"].values.astype(np.float64)
+    lo = 0.1
+    try:
+        steps = json.loads(ds.attrs.get("preprocessing") or "{}").get("steps", [])
+        lo = float(next((st["ignore_below_kev"] for st in steps if "ignore_below_kev" in st), lo))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    hi = float(e[-1])
+    beam = ds.attrs.get("beam_energy_kev")
+    if beam is not None and np.isfinite(float(beam)) and float(beam) > lo:
+        hi = min(hi, float(beam))
+    elements = as_str_list(ds.attrs.get("elements"))
+    if elements:
+        lines = lines_in_range(elements, (lo, hi), beam_energy_kev=None, min_weight=0.1)
+        if lines:
+            hi = min(hi, max(ln.energy_kev for ln in lines) + 2.0)
+    keep = (e >= lo) & (e <= hi)
+    return keep if keep.sum() >= 2 else np.ones_like(keep)
+
+
+_FEATURE_CACHE: list[tuple[xr.Dataset, xr.DataArray | None, str]] = []
+
+
+def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
+    """The per-pixel line maps to show, ``(y, x, feature)``, and their units.
+
+    Net line intensities in counts (:func:`sigma.line_intensity.net_line_intensities`) when the
+    results keep their counts; else the standardised features, labelled as z-scores; None when
+    there are no features. Cached for the last results dataset (edits keep the counts).
+    """
+    for cached_ds, maps, units in _FEATURE_CACHE:
+        if cached_ds is ds:
+            return maps, units
+    if line_intensity.has_line_windows(ds):
+        maps, units = line_intensity.net_line_intensities(ds), "counts per pixel"
+    elif "features" in ds:
+        maps, units = (
+            ds["features"].transpose("y", "x", "feature"),
+            "z-score (no per-pixel counts kept)",
+        )
+    else:
+        maps, units = None, ""
+    _FEATURE_CACHE[:] = [(ds, maps, units)]
+    return maps, units
+
+
+def selection_sum_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:
+    """Summed counts spectrum of the selected pixels (units counts) and whether it is exact.
+
+    Exact when the results keep per-pixel counts (:mod:`sigma.sparse_counts`), else estimated as
+    in :func:`selection_mean_spectrum`, times the number of pixels.
+
+    Raises
+    ------
+    EmptySelectionError
+        If the mask selects no pixel.
+    """
+    spec, exact = SelectionMeans(ds).sum_spectrum(_mask2d(ds, mask))
+    da = xr.DataArray(spec, coords={"energy": ds["energy"]}, dims="energy")
+    return da.assign_attrs(units="counts", long_name="summed counts of the selection"), exact
+
+
+def exact_cluster_spectra(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with cluster sum and mean spectra recomputed from the kept counts (if it has them)."""
+    if not sparse_counts.has_counts(ds) or "cluster" not in ds.sizes:
+        return ds
+    k = n_clusters(ds)
+    sums = sparse_counts.cluster_sums(ds, ds["label"].values, k)
+    n = np.bincount(ds["label"].values.ravel().clip(-1) + 1, minlength=k + 1)[1 : k + 1]
+    coords = {"cluster": ds["cluster"], "energy": ds["energy"]}
+    return ds.assign(
+        cluster_sum_spectrum=xr.DataArray(sums, dims=("cluster", "energy"), coords=coords,
+                                          attrs={"units": "counts"}),
+        cluster_mean_spectrum=xr.DataArray(sums / np.maximum(n, 1)[:, None], dims=("cluster", "energy"),
+                                           coords=coords, attrs={"units": "counts"}),
+    )  # fmt: skip
 
 
 def feature_means(ds: xr.Dataset, mask: npt.ArrayLike | None = None) -> pd.DataFrame:
@@ -568,6 +706,27 @@ def _cms(ds: xr.Dataset) -> np.ndarray | None:
     return ds["cluster_mean_spectrum"].transpose("cluster", "energy").values.astype(np.float64)
 
 
+def check_name_free(ds: xr.Dataset, name: str, *, keep: Sequence[int] = ()) -> str:
+    """Return ``name`` stripped; raise if another cluster (not in ``keep``) already has it.
+
+    Two phases of one name would be one phase in every table made from the saved file.
+
+    Raises
+    ------
+    ValueError
+        Naming the cluster that holds the name and the fix (merge them, or another name).
+    """
+    new = str(name).strip()
+    names, _ = _names_colors(ds)
+    for i, old in enumerate(names):
+        if i not in keep and old == new:
+            raise ValueError(
+                f"cluster {i} is already called {new!r}; choose another name, or merge the two "
+                "clusters if they are one phase."
+            )
+    return new
+
+
 def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | None = None,
                           color: str | None = None) -> xr.Dataset:  # fmt: skip
     """Return a copy of ``ds`` where the selected pixels form a new cluster (the last one).
@@ -583,8 +742,8 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> from gui.demo import scene_results
+    >>> ds = scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04)
     >>> mask = np.zeros(256, bool); mask[:10] = True
     >>> new = add_cluster_from_mask(ds, mask, name="grain")
     >>> int(new.sizes["cluster"]), int(new.n_pixels[-1])
@@ -596,9 +755,10 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
             "cannot make a cluster from an empty selection: select some pixels first."
         )
     k = n_clusters(ds)
-    return analysis.add_cluster_from_mask(
-        ds, m, name=name, color=color or PALETTE[k % len(PALETTE)]
-    )
+    if name is not None and name.strip():
+        name = check_name_free(ds, name)
+    out = analysis.add_cluster_from_mask(ds, m, name=name, color=color or PALETTE[k % len(PALETTE)])
+    return exact_cluster_spectra(out)  # the new cluster's own counts, not an estimate
 
 
 def merge_clusters(
@@ -612,21 +772,30 @@ def merge_clusters(
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> ds = make_demo_results((16, 16), n_phases=3, n_energy=32)
+    >>> from gui.demo import scene_results
+    >>> ds = scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04)
     >>> new = merge_clusters(ds, [1, 2])
     >>> int(new.sizes["cluster"]), int(new.n_pixels[1]) == int(ds.n_pixels[1] + ds.n_pixels[2])
     (2, True)
     """
-    out = analysis.merge_clusters(ds, [int(c) for c in clusters])
+    members = [int(c) for c in clusters]
     if name and name.strip():
-        out = analysis.rename_cluster(out, min(int(c) for c in clusters), name)
+        name = check_name_free(ds, name, keep=members)
+    out = analysis.merge_clusters(ds, members)
+    if name and name.strip():
+        out = analysis.rename_cluster(out, min(members), name)
     return out
 
 
 def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
-    """Return a copy of ``ds`` with ``cluster`` called ``name`` (:func:`sigma.analysis.rename_cluster`)."""
-    return analysis.rename_cluster(ds, cluster, str(name))
+    """Return a copy of ``ds`` with ``cluster`` called ``name`` (:func:`sigma.analysis.rename_cluster`).
+
+    Raises
+    ------
+    ValueError
+        If another cluster already has that name (:func:`check_name_free`).
+    """
+    return analysis.rename_cluster(ds, cluster, check_name_free(ds, name, keep=[int(cluster)]))
 
 
 def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
@@ -669,12 +838,15 @@ def bic_sweep(
 
 
 def refit_clusters(
-    ds: xr.Dataset, n_components: int, *, random_state: int = 0, max_samples: int = 100_000
+    ds: xr.Dataset, n_components: int, *, random_state: int = 0, max_samples: int = 20_000
 ) -> xr.Dataset:
     """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
 
-    Labels and probabilities come from the new mixture for every pixel; cluster mean spectra are
-    estimated from the old probabilities and spectra (a results file holds no per-pixel spectra).
+    The mixture is fitted on at most ``max_samples`` random pixels (a 2-D latent space needs no
+    more; it keeps a refit of a million pixels under a second), then labels and probabilities
+    come from it for every pixel; cluster spectra are exact
+    when the results keep per-pixel counts, else estimated from the old probabilities and spectra.
+    Names and colours carry over to the new clusters that match old ones (:func:`matched_names`).
     """
     from sklearn.mixture import GaussianMixture
 
@@ -699,12 +871,57 @@ def refit_clusters(
         per_px = np.stack([old[flat == j].mean(axis=0) if np.any(flat == j) else np.zeros(cms.shape[0])
                            for j in range(n_components)])  # fmt: skip
         cms = per_px @ cms
-    names = [f"phase {j}" for j in range(n_components)]
-    colors = [PALETTE[j % len(PALETTE)] for j in range(n_components)]
+    names, colors = matched_names(ds, label, n_components)
     out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={n_components}")
+    out = exact_cluster_spectra(out)  # exact from the kept counts when the results have them
     out["gmm_mean"].values[:] = gmm.means_
     out["gmm_covariance"].values[:] = gmm.covariances_
     return out
+
+
+def matched_names(
+    ds: xr.Dataset, label: npt.NDArray[np.integer[Any]], k: int
+) -> tuple[list[str], list[str]]:
+    """Names and colours for ``k`` new clusters ``label``, carried over from ``ds``'s clusters.
+
+    Old and new clusters are paired to share the most pixels (Hungarian assignment on their
+    overlap, :func:`scipy.optimize.linear_sum_assignment`); a paired new cluster keeps the old
+    name and colour, the others get ``"phase j"`` (a free name) and an unused colour.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> old = xr.Dataset({"label": (("y", "x"), [[0, 0, 1, 1]]),
+    ...                   "cluster_name": ("cluster", ["matrix", "grain"]),
+    ...                   "cluster_color": ("cluster", ["#000000", "#ff0000"])})
+    >>> matched_names(old, np.array([[2, 2, 0, 1]]), 3)
+    (['grain', 'phase 1', 'matrix'], ['#ff0000', '#1f77b4', '#000000'])
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    old_names, old_colors = _names_colors(ds)
+    old = ds["label"].values.ravel().astype(np.int64)
+    new = np.asarray(label).ravel().astype(np.int64)
+    ok = (old >= 0) & (new >= 0)
+    k_old = len(old_names)
+    overlap = np.bincount(old[ok] * k + new[ok], minlength=k_old * k).reshape(k_old, k)
+    rows, cols = linear_sum_assignment(-overlap)
+    names: list[str | None] = [None] * k
+    colors: list[str | None] = [None] * k
+    for r, c in zip(rows, cols, strict=True):
+        if overlap[r, c] > 0:
+            names[c], colors[c] = old_names[r], old_colors[r]
+    used_names = {n for n in names if n}
+    free_colors = iter([c for c in PALETTE if c not in set(colors)] + list(PALETTE) * k)
+    for c in range(k):
+        if names[c] is None:
+            j = c
+            while f"phase {j}" in used_names:
+                j += 1
+            names[c] = f"phase {j}"
+            used_names.add(names[c])
+            colors[c] = next(free_colors)
+    return [str(n) for n in names], [str(c) for c in colors]
 
 
 # -------------------------------------------------------------------------------------- analysis

@@ -53,6 +53,8 @@ from bokeh.transform import dodge
 from datashader import transfer_functions as tf
 
 from gui import data as gd
+from gui import exports
+from gui.cluster_figures import ClusterFigures, _spread_labels, image_place, label_image
 from sigma._schema import as_str_list, finite_float_or_none
 from sigma.exceptions import EmptySelectionError
 from sigma.xray import candidate_lines, lines_in_range
@@ -125,11 +127,16 @@ class ResultsState(param.Parameterized):
         default=0, doc="bumped on every selection change (cheap for streams to hash)"
     )
     results_version = param.Integer(default=0, doc="bumped on every results change")
+    hidden = param.List(
+        default=[], doc="clusters left out of spectra and ellipses (tiny ones at first)"
+    )
 
     def __init__(
         self, results: xr.Dataset, xy: npt.NDArray[np.float32] | None = None, **params: Any
     ) -> None:
         super().__init__(results=results, **params)
+        self.hidden = gd.small_clusters(results)
+        self.last_change: set[str] = {"labels", "colors", "names"}
         self.xy = gd.latent_xy(results) if xy is None else xy
         self.pixel_xy = gd.pixel_xy(results)
 
@@ -168,8 +175,39 @@ class ResultsState(param.Parameterized):
         return int(m.sum())
 
     def update_results(self, ds: xr.Dataset) -> None:
-        """Replace the results by an edited dataset (same pixels and embedding)."""
-        self.param.update(results=ds, edited=True, results_version=self.results_version + 1)
+        """Replace the results by an edited dataset (same pixels and embedding).
+
+        ``last_change`` says what differs ("labels", "colors", "names") so views push only that.
+        """
+        old = self.results
+        change = set()
+        if gd.n_clusters(old) != gd.n_clusters(ds) or not np.array_equal(
+            old["label"].values, ds["label"].values
+        ):
+            change |= {"labels", "colors", "names"}
+        else:
+            if self.colors() != gd._names_colors(ds)[1]:
+                change.add("colors")
+            if self.names() != gd._names_colors(ds)[0]:
+                change.add("names")
+        self.last_change = change
+        self.param.update(results=ds, edited=True, results_version=self.results_version + 1,
+                          hidden=gd.small_clusters(ds) if "labels" in change else self.hidden)  # fmt: skip
+
+    def pixel_counts(self) -> list[int]:
+        """Pixels of each cluster."""
+        ds = self.results
+        if "n_pixels" in ds:
+            return [int(v) for v in ds["n_pixels"].values]
+        lab = ds["label"].values.ravel()
+        return [int(v) for v in np.bincount(lab[lab >= 0], minlength=gd.n_clusters(ds))]
+
+    def labels(self) -> list[str]:
+        """``"i: name (n px)"`` of each cluster, for legends and pickers."""
+        return [
+            f"{i}: {n} ({p:,} px)"
+            for i, (n, p) in enumerate(zip(self.names(), self.pixel_counts(), strict=True))
+        ]
 
     def notify(self, text: str, kind: str = "info") -> None:
         """Show ``text`` as a notification (when served) and remember it in ``message``."""
@@ -225,7 +263,8 @@ def _image(
     x, y = ds["x"].values, ds["y"].values
     img = hv.Image((x, y, values), kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
                    vdims=[label])  # fmt: skip
-    return img.opts(invert_yaxis=True, **{**_IMAGE, "colorbar": True, **opts})
+    axes = {"xlabel": f"x ({units})", "ylabel": f"y ({units})"}
+    return img.opts(invert_yaxis=True, **{**_IMAGE, **axes, "colorbar": True, **opts})
 
 
 def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
@@ -237,7 +276,9 @@ def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
     # hv.RGB's first row is the top (max y): flip so row 0 (y[0]) sits at the bottom, then invert the axis
     rgb = hv.RGB(rgba[::-1], bounds=bounds, kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
                  vdims=["R", "G", "B", "A"])  # fmt: skip
-    return rgb.opts(invert_yaxis=True, **{**_IMAGE, **opts})
+    return rgb.opts(
+        invert_yaxis=True, **{**_IMAGE, "xlabel": f"x ({units})", "ylabel": f"y ({units})", **opts}
+    )
 
 
 _GREY_CACHE: dict[int, tuple[Any, npt.NDArray[np.float64]]] = {}
@@ -296,6 +337,8 @@ def line_markers(elements: list[str], energy_range: tuple[float, float], beam_en
         if elements
         else []
     )
+    # below 2 keV lines crowd: keep the strongest of pairs closer than ~1/70 of the axis
+    lines = _spread_labels(lines, min_gap_kev=(energy_range[1] - energy_range[0]) / 70)
     energies = [ln.energy_kev for ln in lines]
     vlines = hv.VLines(energies, kdims=["energy"]).opts(
         color="#555555", line_dash="dashed", line_width=1, alpha=0.7
@@ -364,7 +407,9 @@ class SpectrumView(pn.viewable.Viewer):
         ylabel: str = "counts per pixel",
     ) -> hv.Overlay:
         """Overlay ``curves`` ({label: (values, colour)}) on the results' energy axis."""
-        energy = self.state.results["energy"].values
+        keep = gd.display_channels(self.state.results)  # no zero peak, nothing past the beam energy
+        energy = self.state.results["energy"].values[keep]
+        curves = {name: (np.asarray(v)[keep], c) for name, (v, c) in curves.items()}
         return spectrum_overlay(energy, curves, log=self.log_scale, elements=list(self.elements),
                                 beam_energy_kev=self.beam_energy_kev, ylabel=ylabel)  # fmt: skip
 
@@ -424,23 +469,39 @@ class DatasetView(pn.viewable.Viewer):
             return pn.pane.Markdown(
                 "Click the spectrum or type an energy to list the X-ray lines there."
             )
-        return pn.widgets.Tabulator(self.candidates(), show_index=False, height=220, disabled=True)
+        return pn.widgets.Tabulator(
+            self.candidates(),
+            show_index=False,
+            height=220,
+            disabled=True,
+            sizing_mode="stretch_width",
+        )
 
-    @param.depends("feature", "state.results")
+    @param.depends("feature")  # edits change clusters, not the line maps: no rebuild on an edit
     def _feature_map(self) -> pn.viewable.Viewable:
         ds = self.state.results
-        if "features" not in ds or self.feature is None:
+        maps, units = gd.feature_maps(ds)
+        if maps is None or self.feature is None:
             return pn.pane.Markdown("No features in these results.")
-        return pn.pane.HoloViews(_image(ds["features"].sel(feature=self.feature).values, ds, self.feature,
-                                        cmap="viridis", title=f"feature map: {self.feature}"), sizing_mode="stretch_width")  # fmt: skip
+        label = f"{self.feature} ({units})"
+        title = (
+            f"{self.feature} net line intensity"
+            if units.startswith("counts")
+            else f"{self.feature} (z-score)"
+        )
+        return pn.pane.HoloViews(_image(maps.sel(feature=self.feature).values, ds, label, cmap="viridis", title=title),
+                                 sizing_mode="stretch_width")  # fmt: skip
 
     def __panel__(self) -> pn.viewable.Viewable:
         ds = self.state.results
         nav_name = (
             ds["nav_image"].attrs.get("kind", "navigation").upper() if "nav_image" in ds else None
         )
-        nav = (_image(ds["nav_image"].values, ds, "intensity", cmap="gray", title=f"{nav_name} image")
-               if nav_name else pn.pane.Markdown("No navigation image in these results."))  # fmt: skip
+        # no navigation image (e.g. JEOL .pts): a note, not a HoloViews pane around Markdown
+        nav = (pn.pane.HoloViews(_image(ds["nav_image"].values, ds, "intensity", cmap="gray", title=f"{nav_name} image"),
+                                 sizing_mode="stretch_width")
+               if nav_name else pn.pane.Markdown("No navigation image in these results: the counts map "
+                                                 "below shows the scan.", css_classes=["no-nav-image"]))  # fmt: skip
         if "total_counts" in ds:
             tc = ds["total_counts"].values
             counts = _image(tc, ds, "counts", cmap="magma", title="counts per pixel")
@@ -455,19 +516,30 @@ class DatasetView(pn.viewable.Viewer):
                                                         placeholder="e.g. 6.40")  # fmt: skip
         return pn.Column(
             pn.Row(
-                pn.pane.HoloViews(nav, sizing_mode="stretch_width"),
+                nav,
                 self._feature_map,
                 sizing_mode="stretch_width",
             ),
             pn.widgets.Select.from_param(self.param.feature, name="element map"),
             pn.Row(self.spectra, sizing_mode="stretch_width"),
             pn.pane.HoloViews(
-                self._spectrum_dmap.opts(title="sum spectrum / pixel"), sizing_mode="stretch_width"
-            ),
-            pn.Row(
-                pn.Column("### Energy → X-ray lines", energy_input, self._candidates_table),
+                self._spectrum_dmap.opts(title="mean spectrum per pixel"),
                 sizing_mode="stretch_width",
             ),
+            pn.Row(
+                # a fixed height: the table must not run over the counts map below it
+                pn.Column(
+                    "### Energy → X-ray lines",
+                    energy_input,
+                    self._candidates_table,
+                    height=340,
+                    sizing_mode="stretch_width",
+                ),
+                sizing_mode="stretch_width",
+            ),
+            pn.pane.HTML(
+                "<hr>", sizing_mode="stretch_width"
+            ),  # not pn.layout.Divider: its CSS comes from a CDN
             counts_row,
             sizing_mode="stretch_width",
         )
@@ -572,6 +644,7 @@ class LatentView(pn.viewable.Viewer):
         self.param.watch(self._on_style, ["shading", "color_key"])
         self.param.watch(self._on_alpha, ["cluster_alpha"])
         self.param.watch(self._on_ellipses, ["show_ellipses"])
+        state.param.watch(self._on_ellipses, ["hidden"])
         self.spectra.param.watch(self._on_elements, ["elements"])
 
     @param.depends("color_by", watch=True)
@@ -583,8 +656,11 @@ class LatentView(pn.viewable.Viewer):
         ds, xy = self.state.results, self.state.xy
         lab = ds["label"].values.ravel().astype(np.int64)
         k = gd.n_clusters(ds)
+        # a fixed number of categories (32, or k when more): numba compiles datashader's count_cat
+        # once per number of categories, so a merge or a new cluster must not change it (1.4 s)
+        n_cats = max(32, k)
         cats = pd.Categorical.from_codes(
-            np.where(lab < k, lab, -1), categories=[str(i) for i in range(k)]
+            np.where(lab < k, lab, -1), categories=[str(i) for i in range(n_cats)]
         )
         return pd.DataFrame({"latent 0": xy[:, 0], "latent 1": xy[:, 1], "cluster": cats})
 
@@ -606,9 +682,18 @@ class LatentView(pn.viewable.Viewer):
         per_cluster = cvs.points(self._frame, "latent 0", "latent 1", agg=dsh.count_cat("cluster"))
         counts = per_cluster.sum(dim=per_cluster.dims[-1]).values.astype(np.float32)
         counts[counts == 0] = np.nan
-        key = {str(i): c for i, c in enumerate(self.color_key)}
-        rgba = tf.shade(per_cluster, color_key=key, how=self.shading, min_alpha=60).data
+        rgba = tf.shade(
+            per_cluster, color_key=self._color_map(), how=self.shading, min_alpha=60
+        ).data
         return counts, np.ascontiguousarray(rgba, dtype=np.uint32)
+
+    def _color_map(self) -> dict[str, str]:
+        """Colour of every category of the points frame (the padding categories hold no points)."""
+        n_cats = len(self._frame["cluster"].cat.categories)
+        return {
+            str(i): (self.color_key[i] if i < len(self.color_key) else "#000000")
+            for i in range(n_cats)
+        }
 
     def _bin_index(self, fig: dict[str, Any]) -> npt.NDArray[np.int32]:
         """Index of each pixel's latent point in the figure's current grid (-1 outside), cached per view."""
@@ -639,8 +724,8 @@ class LatentView(pn.viewable.Viewer):
         x0, x1, y0, y1 = self._extent()
         fig = figure(title="latent space (lasso or box to select)", x_range=Range1d(x0, x1), y_range=Range1d(y0, y1),
                      tools="pan,wheel_zoom,box_select,lasso_select,reset", toolbar_location="above",
-                     sizing_mode="stretch_width", height=460, min_height=420, x_axis_label="latent 0",
-                     y_axis_label="latent 1", output_backend="canvas")  # fmt: skip
+                     sizing_mode="stretch_width", height=460, min_height=420, x_axis_label="latent 0 (arbitrary units)",
+                     y_axis_label="latent 1 (arbitrary units)", output_backend="canvas")  # fmt: skip
         fig.toolbar.active_drag = fig.select_one(LassoSelectTool)
         fig.toolbar.active_scroll = fig.select_one(WheelZoomTool)
         image = {
@@ -710,6 +795,8 @@ class LatentView(pn.viewable.Viewer):
             all_names, all_colors = self.state.names(), self.state.colors()
             for k, (mean, cov) in enumerate(zip(results["gmm_mean"].values, results["gmm_covariance"].values,
                                                 strict=True)):  # fmt: skip
+                if k in self.state.hidden:  # a tiny phase's wide ellipse would swamp the others
+                    continue
                 vals, vecs = np.linalg.eigh(cov)
                 pts = mean[:, None] + 2 * vecs @ (np.sqrt(np.clip(vals, 0, None))[:, None] * circle)
                 xs.append(pts[0].tolist())
@@ -738,17 +825,22 @@ class LatentView(pn.viewable.Viewer):
             self._draw_ellipses(parts)
 
     def _on_results(self, *events: param.parameterized.Event) -> None:
-        self._frame = self._points_frame()
-        self._feature_all = None
+        change = self.state.last_change  # a rename re-renders nothing but the ellipse labels
+        if "labels" in change:
+            self._frame = self._points_frame()
+            self._feature_all = None
         with pn.io.hold():
             if self.color_key != self.state.colors():
                 self.color_key = self.state.colors()  # re-renders through _on_style
-            else:
+            elif "labels" in change:
                 for parts in self._latent_figs:
                     self._render_view(parts)
             for parts in self._latent_figs:
                 self._draw_ellipses(parts)
-            self._update_linked()
+            if "labels" in change:
+                self._update_linked()
+            else:
+                self.summary.object = self.summary_text()
 
     # -- selection
     @_guarded
@@ -881,33 +973,50 @@ class LatentView(pn.viewable.Viewer):
         _forward_geometry(event, self.map_lasso, self.map_bounds)
 
     def spectrum_curves(self) -> dict[str, Any]:
-        """Energy, overall and selection mean spectra per pixel (selection empty when none)."""
+        """Energy, all-pixel and selection summed spectra in counts (selection empty when none).
+
+        With a selection, the selection's summed counts (exact from the kept counts) are drawn
+        against the mean spectrum of all pixels times the selection's pixel count, so the two
+        compare on one axis; without one, the summed counts of all pixels.
+        """
         ds, selection = self.state.results, self.state.selection
         if self._overall_spectrum is None or self._overall_spectrum[0] is not ds:
             self._overall_spectrum = (ds, gd.mean_spectrum(ds).values)
         overall = self._overall_spectrum[1]
-        note = ""
+        n_all = self.state.shape[0] * self.state.shape[1]
+        keep = gd.display_channels(ds)  # no zero peak, nothing past the beam energy / last line
+        energy, overall = ds["energy"].values[keep], overall[keep]
         if selection is not None and selection.any():
-            sel, exact = self._means().spectrum(selection)
-            note = "" if exact else " (estimated from cluster spectra)"
-        else:
-            sel = overall[:0]
-        return {"energy": ds["energy"].values, "all": overall, "selection": sel,
-                "title": f"mean spectrum per pixel{note}"}  # fmt: skip
+            n = int(np.count_nonzero(selection))
+            sel, exact = self._means().sum_spectrum(selection)
+            sel = sel[keep]
+            how = (
+                "exact counts"
+                if exact
+                else "estimated from cluster spectra: these results keep no per-pixel counts"
+            )
+            title = f"summed spectrum of the {n} selected pixels ({how})"
+            return {"energy": energy, "all": overall * n, "selection": sel, "title": title,
+                    "all_label": "all pixels (mean × selected pixels)"}  # fmt: skip
+        return {"energy": energy, "all": overall * n_all, "selection": overall[:0],
+                "title": f"summed spectrum of all {n_all} pixels", "all_label": "all pixels"}  # fmt: skip
 
     def _fill_spectrum(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
         log, e = parts["log"], curves["energy"]
-        floor = float(np.max(curves["all"], initial=0.0)) * 1e-4
+        floor = 0.5 if log else 0.0  # counts: half a count is the floor of a log axis
         for name in ("all", "selection"):
             v = curves[name]
             parts[name].data = {"energy": e[: len(v)], "counts": np.maximum(v, floor) if log else v}
         parts["fig"].title.text = curves["title"]
+        if parts.get("legend_all") is not None:
+            parts["legend_all"].label = {"value": curves["all_label"]}
 
     def _fill_markers(self, parts: dict[str, Any], curves: dict[str, Any]) -> None:
         energy = curves["energy"]
         elements = list(self.spectra.elements)
         lines = lines_in_range(elements, (float(energy[0]), float(energy[-1])),
                                beam_energy_kev=self.spectra.beam_energy_kev, min_weight=0.3) if elements else []  # fmt: skip
+        lines = _spread_labels(lines, min_gap_kev=(float(energy[-1]) - float(energy[0])) / 70)
         y = float(np.max(curves["all"], initial=1.0)) * (0.5 if parts["log"] else 0.9)
         parts["markers"].data = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
                                  "line": [ln.name for ln in lines]}  # fmt: skip
@@ -926,9 +1035,9 @@ class LatentView(pn.viewable.Viewer):
         updates its data sources in place.
         """
         log = bool(self.spectra.log_scale)
-        fig = figure(title="mean spectrum per pixel", y_axis_type="log" if log else "linear", toolbar_location="above",
+        fig = figure(title="summed spectrum", y_axis_type="log" if log else "linear", toolbar_location="above",
                      tools="pan,wheel_zoom,reset", sizing_mode="stretch_width", height=320, min_height=300,
-                     x_axis_label="X-ray energy (keV)", y_axis_label="counts per pixel", output_backend="canvas")  # fmt: skip
+                     x_axis_label="X-ray energy (keV)", y_axis_label="counts", output_backend="canvas")  # fmt: skip
         parts: dict[str, Any] = {"fig": fig, "log": log}
         for name, color in (("all", "#1f3b73"), ("selection", "#e02020")):
             parts[name] = ColumnDataSource({"energy": [], "counts": []})
@@ -948,6 +1057,7 @@ class LatentView(pn.viewable.Viewer):
         fig.add_tools(HoverTool(tooltips=[("energy", "$x{0.000} keV"), ("counts", "$y{0.000}")], mode="vline",
                                 renderers=fig.renderers[:2]))  # fmt: skip
         fig.legend.location = "top_right"
+        parts["legend_all"] = fig.legend[0].items[0]
         curves = self.spectrum_curves()
         self._fill_spectrum(parts, curves)
         self._fill_markers(parts, curves)
@@ -974,16 +1084,22 @@ class LatentView(pn.viewable.Viewer):
         if "features" not in self.state.results:
             return pn.pane.Markdown("No features in these results.")
         table = self.feature_table()
-        fig = figure(title="mean features", x_range=FactorRange(factors=table["feature"]), toolbar_location=None,
-                     tools="hover", tooltips=[("feature", "@feature"), ("all", "@all{0.0000}"),
-                                              ("selection", "@selection{0.0000}")],
+        units = self._means().feature_units
+        title = (
+            "mean net line intensity per pixel"
+            if units.startswith("counts")
+            else "mean feature (z-score)"
+        )
+        fig = figure(title=title, x_range=FactorRange(factors=table["feature"]), toolbar_location=None,
+                     tools="hover", tooltips=[("line", "@feature"), ("all", "@all{0.00}"),
+                                              ("selection", "@selection{0.00}")], y_axis_label=units,
                      sizing_mode="stretch_width", height=320, min_height=300, output_backend="canvas")  # fmt: skip
         src = ColumnDataSource(table)
         fig.vbar(x=dodge("feature", -0.2, range=fig.x_range), top="all", width=0.38, source=src, color="#1f3b73",
                  legend_label="all pixels")  # fmt: skip
         fig.vbar(x=dodge("feature", 0.2, range=fig.x_range), top="selection", width=0.38, source=src, color="#e02020",
                  legend_label="selection")  # fmt: skip
-        fig.y_range = DataRange1d(start=0)
+        fig.y_range = DataRange1d()  # net counts can be slightly negative (noise): no clipping at 0
         fig.xaxis.major_label_orientation = np.pi / 3
         fig.legend.location = "top_right"
         self._bar_sources.append(src)
@@ -1037,8 +1153,13 @@ class ClustersView(pn.viewable.Viewer):
     new_name = param.String(
         default="", doc="name of a new cluster, or the new name of the chosen one"
     )
-    new_color = param.Color(default="#ff00ff", doc="colour for the chosen cluster")
+    new_color = param.Color(
+        default="#1f77b4", doc="colour for the chosen cluster (follows the cluster)"
+    )
     merge = param.ListSelector(default=[], objects=[], doc="clusters to merge")
+    merge_name = param.String(
+        default="", doc="name of the merged cluster (empty: the lowest one's name)"
+    )
     n_components = param.Integer(default=8, bounds=(1, 30), doc="k of a refit")
     output_dir = param.String(default="", doc="folder exports are written to")
     output_name = param.String(default="results_edited.nc", doc="file name for the edited results")
@@ -1055,12 +1176,20 @@ class ClustersView(pn.viewable.Viewer):
                 else str(Path.cwd())
             )
         self.n_components = gd.n_clusters(state.results)
+        self._figs: ClusterFigures | None = None
+        self._spectra_parts: dict[str, Any] | None = None
+        self._nmf_parts: dict[str, Any] | None = None
+        self._abundance_fig: Any = None
+        self._abundance_src: ColumnDataSource | None = None
+        self._map_figs: tuple[Any, Any] = (None, None)
+        self._nmf_weight_fig: Any = None
         self._sync_options()
+        self._colour_of_cluster()
         state.param.watch(lambda e: self._sync_options(), ["results"])
         self.last_export: Path | None = None
 
     def _options(self) -> dict[str, int]:
-        return {f"{i}: {n}": i for i, n in enumerate(self.state.names())}
+        return {label: i for i, label in enumerate(self.state.labels())}
 
     def _sync_options(self) -> None:
         opts = self._options()
@@ -1068,101 +1197,182 @@ class ClustersView(pn.viewable.Viewer):
         self.param.cluster.bounds = (0, max(k - 1, 0))
         self.param.shown.objects = opts
         self.param.merge.objects = opts
-        self.param.update(cluster=min(self.cluster, k - 1), shown=[v for v in opts.values()],
-                          merge=[m for m in self.merge if m < k])  # fmt: skip
+        # the k box follows the results: after a merge, a new cluster or a refit it shows their k
+        self.param.update(cluster=min(self.cluster, k - 1), shown=[v for v in opts.values() if v not in self.state.hidden],
+                          merge=[m for m in self.merge if m < k], n_components=min(max(k, 1), 30))  # fmt: skip
         if "component" in self.state.results.sizes:
             self.param.component.bounds = (0, int(self.state.results.sizes["component"]) - 1)
 
-    # -- maps
-    @param.depends("cluster", "state.results")
+    # -- figures (Bokeh, built once per session, updated in place: see gui.cluster_figures)
+    def _build_figures(self) -> None:
+        if self._figs is not None:
+            return
+        self._figs = ClusterFigures(self.state, _grey_u8(self.state.results))
+        self._phase_fig = self._figs.phase_map(self.opacity)
+        self._map_figs = self._figs.cluster_maps(self.cluster)
+        self._particle_row = self._figs.particles(self.particles(), self._particles_title())
+        self._nmf_weight_fig = (
+            self._figs.nmf_weights() if "nmf_weight" in self.state.results else None
+        )
+        self.param.watch(lambda e: self._figs and self._figs.set_opacity(self.opacity), ["opacity"])
+        self.param.watch(self._on_cluster, ["cluster"])
+        self.param.watch(self._on_spectra_inputs, ["shown", "component"])
+        self.spectra.param.watch(self._on_spectra_inputs, ["elements"])
+        self.state.param.watch(self._on_results, ["results_version"])
+
+    @param.depends("shown", watch=True)
+    def _hide_unshown(self) -> None:
+        hidden = [i for i in range(gd.n_clusters(self.state.results)) if i not in self.shown]
+        if hidden != self.state.hidden:
+            self.state.hidden = hidden
+
+    @param.depends("cluster", watch=True)
+    def _colour_of_cluster(self) -> None:
+        """The colour picker shows the chosen cluster's colour (it used to stay magenta)."""
+        colors = self.state.colors()
+        if 0 <= self.cluster < len(colors) and colors[self.cluster].startswith("#"):
+            self.new_color = colors[self.cluster]
+
+    def _particles_title(self) -> str:
+        return f"particles of {self.state.names()[self.cluster]}"
+
+    def _on_cluster(self, *events: Any) -> None:
+        if self._figs is None:
+            return
+        with pn.io.hold():
+            self._figs.update_cluster_maps(self.cluster)
+            self._figs.update_particles(self.particles(), self._particles_title())
+
+    def _on_spectra_inputs(self, *events: Any) -> None:
+        with pn.io.hold():
+            self._fill_cluster_spectra()
+            self._fill_nmf()
+
+    @_guarded
+    def _on_results(self, *events: Any) -> None:
+        """An edit: push only what changed (labels, colours, names) to the figures."""
+        figs, change = self._figs, self.state.last_change
+        if figs is None:
+            return
+        with pn.io.hold():
+            if "labels" in change and figs._label_src is not None:
+                k = gd.n_clusters(self.state.results)
+                figs._label_src.data["image"] = [label_image(self.state.results)]
+                figs._label_mapper.high = k + 0.5  # type: ignore[union-attr]
+            if change & {"labels", "colors"} and figs._label_mapper is not None:
+                figs._label_mapper.palette = figs._palette()
+            figs.update_legend()
+            if "labels" in change:
+                figs.update_cluster_maps(self.cluster)
+                figs.update_particles(self.particles(), self._particles_title())
+            elif "names" in change:  # a rename: titles only, no map or particle table recomputed
+                figs.set_titles(self.cluster)
+                figs.set_particles_title(self._particles_title())
+            if change & {"labels", "names"}:
+                figs.update_nmf_weights()
+            self._fill_cluster_spectra()
+            self._fill_nmf()
+
+    def phase_map(self) -> pn.viewable.Viewable:
+        """Phase map in cluster colours over the navigation image, with its legend (built once)."""
+        self._build_figures()
+        return pn.Column(pn.Column(pn.pane.Bokeh(self._phase_fig, sizing_mode="stretch_width"),
+                                   css_classes=["phase-map"], sizing_mode="stretch_width"),
+                         self._figs.legend, sizing_mode="stretch_width")  # type: ignore[union-attr]  # fmt: skip
+
     def cluster_maps(self) -> pn.viewable.Viewable:
         """Probability and binary map of the chosen cluster."""
-        ds = self.state.results
-        name = self.state.names()[self.cluster]
-        binary = _image((ds["label"].values == self.cluster).astype(np.float32), ds, "member", cmap=["#ffffff", "#000000"],
-                        colorbar=False, title=f"{name}: binary map")  # fmt: skip
-        if "probability" in ds:
-            prob = _image(ds["probability"].isel(cluster=self.cluster).values, ds, "probability", cmap="viridis",
-                          clim=(0, 1), title=f"{name}: probability")  # fmt: skip
-            return pn.Row(pn.pane.HoloViews(prob, sizing_mode="stretch_width"),
-                          pn.pane.HoloViews(binary, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
-        return pn.pane.HoloViews(binary, sizing_mode="stretch_width")
+        self._build_figures()
+        prob, binary = self._map_figs
+        return pn.Row(pn.pane.Bokeh(prob, sizing_mode="stretch_width"),
+                      pn.pane.Bokeh(binary, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
 
-    @param.depends("opacity", "state.results")
-    def phase_map(self) -> pn.viewable.Viewable:
-        """Phase map in cluster colours over the navigation image, with a legend."""
+    def _fill_cluster_spectra(self) -> None:
+        parts = self._spectra_parts
         ds = self.state.results
-        rgb = _rgba(gd.phase_rgba(ds, opacity=self.opacity), ds, title="phase map")
-        legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {i}: {n} ({int(p)} px)" for i, (n, c, p) in
-                           enumerate(zip(self.state.names(), self.state.colors(), ds["n_pixels"].values
-                                         if "n_pixels" in ds else [0] * gd.n_clusters(ds), strict=True)))  # fmt: skip
-        return pn.Column(pn.pane.HoloViews(rgb, sizing_mode="stretch_width", css_classes=["phase-map"]),
-                         pn.pane.HTML(legend), sizing_mode="stretch_width")  # fmt: skip
-
-    @param.depends("shown", "state.results", "spectra.log_scale", "spectra.elements")
-    def cluster_spectra(self) -> pn.viewable.Viewable:
-        """Mean spectrum per pixel of the chosen clusters."""
-        ds = self.state.results
-        if "cluster_mean_spectrum" not in ds:
-            return pn.pane.Markdown("No cluster spectra in these results.")
-        names, colors = self.state.names(), self.state.colors()
+        if parts is None or "cluster_mean_spectrum" not in ds:
+            return
         cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
-        curves = {f"{i}: {names[i]}": (cms[i], colors[i]) for i in self.shown if i < len(names)}
-        return pn.pane.HoloViews(
-            self.spectra.plot(curves).opts(title="cluster mean spectra"),
-            sizing_mode="stretch_width",
-        )
+        labels, colors = self.state.labels(), self.state.colors()
+        curves = {labels[i]: (cms[i], colors[i]) for i in sorted(self.shown) if i < len(labels)}
+        self._figs.fill_spectra(
+            parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
+        )  # type: ignore[union-attr]
 
-    @param.depends("component", "state.results", "spectra.log_scale", "spectra.elements")
-    def nmf(self) -> pn.viewable.Viewable:
-        """NMF component spectra, the weights of each cluster and one abundance map."""
+    @param.depends("spectra.log_scale")
+    def cluster_spectra(self) -> pn.viewable.Viewable:
+        """Mean spectrum per pixel of the shown clusters (rebuilt only for a log/linear switch)."""
+        self._build_figures()
+        if "cluster_mean_spectrum" not in self.state.results:
+            return pn.pane.Markdown("No cluster spectra in these results.")
+        fig, self._spectra_parts = self._figs.spectra_figure(  # type: ignore[union-attr]
+            bool(self.spectra.log_scale), "cluster mean spectra", "counts per pixel"
+        )
+        self._fill_cluster_spectra()
+        return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
+    def _fill_nmf(self) -> None:
+        parts = self._nmf_parts
         ds = self.state.results
-        if "nmf_spectrum" not in ds:
-            return pn.pane.Markdown("No NMF decomposition in these results.")
+        if parts is None or "nmf_spectrum" not in ds:
+            return
         comps = ds["nmf_spectrum"].transpose("component", "energy").values
         curves = {
             f"component {j}": (comps[j], gd.PALETTE[(j + 10) % len(gd.PALETTE)])
             for j in range(len(comps))
         }
-        items: list[Any] = [pn.pane.HoloViews(self.spectra.plot(curves, ylabel="intensity").opts(title="NMF components"),
-                                              sizing_mode="stretch_width")]  # fmt: skip
-        if "nmf_weight" in ds:
-            w = ds["nmf_weight"].transpose("cluster", "component").values
-            names = self.state.names()
-            frame = pd.DataFrame([(f"{i}: {names[i]}", f"component {j}", w[i, j]) for i in range(w.shape[0])
-                                  for j in range(w.shape[1])], columns=["cluster", "component", "weight"])  # fmt: skip
-            items.append(pn.pane.HoloViews(hv.HeatMap(frame, ["component", "cluster"], "weight").opts(
-                cmap="Blues", colorbar=True, tools=["hover"], title="NMF weight per cluster", **_PLOT),
-                sizing_mode="stretch_width"))  # fmt: skip
-        if "nmf_abundance" in ds:
-            ab = ds["nmf_abundance"].isel(component=self.component).values
-            items.append(pn.pane.HoloViews(_image(ab, ds, "abundance", cmap="viridis",
-                                                  title=f"component {self.component} abundance"),
-                                           sizing_mode="stretch_width"))  # fmt: skip
+        self._figs.fill_spectra(
+            parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
+        )  # type: ignore[union-attr]
+        if self._abundance_src is not None and "nmf_abundance" in ds:
+            ab = (
+                ds["nmf_abundance"]
+                .isel(component=min(self.component, ds.sizes["component"] - 1))
+                .values
+            )
+            self._abundance_src.data["image"] = [np.asarray(ab, np.float32)]
+            self._abundance_fig.title.text = f"component {self.component} abundance"  # type: ignore[union-attr]
+
+    @param.depends("spectra.log_scale")
+    def nmf(self) -> pn.viewable.Viewable:
+        """NMF component spectra, the weights of each cluster and one abundance map."""
+        self._build_figures()
+        ds = self.state.results
+        if "nmf_spectrum" not in ds:
+            return pn.pane.Markdown("No NMF decomposition in these results.")
+        fig, self._nmf_parts = self._figs.spectra_figure(  # type: ignore[union-attr]
+            bool(self.spectra.log_scale), "NMF components", "intensity (arbitrary units)"
+        )
+        items: list[Any] = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")]
+        if self._nmf_weight_fig is not None:
+            items.append(pn.pane.Bokeh(self._nmf_weight_fig, sizing_mode="stretch_width"))
+        if "nmf_abundance" in ds and self._abundance_fig is None:
+            from gui.cluster_figures import _map_figure
+
+            self._abundance_fig = _map_figure(ds, "abundance")
+            mapper = LinearColorMapper(palette=Viridis256)
+            self._abundance_src = ColumnDataSource(
+                {"image": [np.zeros((1, 1), np.float32)], **image_place(ds)}
+            )
+            self._abundance_fig.image(source=self._abundance_src, color_mapper=mapper)
+            self._abundance_fig.add_layout(
+                ColorBar(color_mapper=mapper, width=10, title="abundance"), "right"
+            )
+        if self._abundance_fig is not None:
+            items.append(pn.pane.Bokeh(self._abundance_fig, sizing_mode="stretch_width"))
+        self._fill_nmf()
         return pn.Row(*items, sizing_mode="stretch_width")
 
     def particles(self) -> pd.DataFrame:
         """Particle statistics of the chosen cluster."""
         return gd.particle_table(self.state.results, self.cluster)
 
-    @param.depends("cluster", "state.results")
     def particle_view(self) -> pn.viewable.Viewable:
         """Particle table and equivalent-diameter histogram of the chosen cluster."""
-        table = self.particles()
-        dcol = [c for c in table.columns if c.startswith("equivalent_diameter")][0]
-        if len(table):
-            freq, edges = np.histogram(table[dcol].values, bins=min(30, max(len(table), 1)))
-        else:
-            freq, edges = np.zeros(1), np.array([0.0, 1.0])
-        hist = hv.Histogram((edges, freq), kdims=[hv.Dimension(dcol)], vdims=["particles"]).opts(
-            **_PLOT,
-            title=f"{len(table)} particles of {self.state.names()[self.cluster]}",
-            color="#2a7f62",
-        )
-        return pn.Row(pn.widgets.Tabulator(table.round(4), height=300, disabled=True, pagination="local", page_size=10),
-                      pn.pane.HoloViews(hist, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
+        self._build_figures()
+        return self._particle_row
 
-    @param.depends("bic", "state.results")
+    @param.depends("bic")
     def bic_plot(self) -> pn.viewable.Viewable:
         """Stored model-selection scores and any BIC sweep run here."""
         ds = self.state.results
@@ -1173,12 +1383,12 @@ class ClustersView(pn.viewable.Viewer):
                 if "n_components_tried" in ds.coords
                 else np.arange(ds.sizes["n_components_tried"])
             )
-            layers.append(hv.Curve((ks, ds["model_selection_score"].values), "n_components", "score",
+            layers.append(hv.Curve((ks, ds["model_selection_score"].values), hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC"),
                                    label="stored (from the run)") * hv.Scatter((ks, ds["model_selection_score"].values),
-                                                                               "n_components", "score"))  # fmt: skip
+                                                                               hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC")))  # fmt: skip
         if self.bic is not None:
-            layers.append(hv.Curve((self.bic.index.values, self.bic.values), "n_components", "score", label="GUI sweep").opts(
-                color="#d62728") * hv.Scatter((self.bic.index.values, self.bic.values), "n_components", "score").opts(color="#d62728"))  # fmt: skip
+            layers.append(hv.Curve((self.bic.index.values, self.bic.values), hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC"), label="GUI sweep").opts(
+                color="#d62728") * hv.Scatter((self.bic.index.values, self.bic.values), hv.Dimension("n_components", label="number of Gaussians"), hv.Dimension("score", label="BIC")).opts(color="#d62728"))  # fmt: skip
         if not layers:
             return pn.pane.Markdown("No model-selection scores yet: run a BIC sweep.")
         return pn.pane.HoloViews(hv.Overlay(layers).opts(title="BIC per number of clusters", **_PLOT),
@@ -1197,7 +1407,7 @@ class ClustersView(pn.viewable.Viewer):
         )
         self.state.update_results(ds)
         k = gd.n_clusters(ds) - 1
-        self.cluster = k
+        self.param.update(cluster=k, new_name="")
         self.state.notify(
             f"New cluster {k} ({self.state.names()[k]}) with {int(ds['n_pixels'][k])} pixels.",
             "success",
@@ -1207,19 +1417,19 @@ class ClustersView(pn.viewable.Viewer):
     @_guarded
     def merge_selected(self, event: Any = None) -> None:
         """Merge the clusters chosen in ``merge``."""
-        ds = gd.merge_clusters(self.state.results, self.merge, name=self.new_name.strip() or None)
+        ds = gd.merge_clusters(self.state.results, self.merge, name=self.merge_name.strip() or None)
         merged = sorted(self.merge)
-        self.merge = []
+        self.param.update(merge=[], merge_name="")
         self.state.update_results(ds)
         self.state.notify(f"Merged clusters {merged} into {merged[0]}.", "success")
 
     @_guarded
     def rename(self, event: Any = None) -> None:
         """Rename the chosen cluster to ``new_name``."""
-        self.state.update_results(
-            gd.rename_cluster(self.state.results, self.cluster, self.new_name)
-        )
-        self.state.notify(f"Cluster {self.cluster} is now {self.new_name.strip()!r}.", "success")
+        name = self.new_name.strip()
+        self.state.update_results(gd.rename_cluster(self.state.results, self.cluster, name))
+        self.new_name = ""  # used once: a later new cluster does not take it too
+        self.state.notify(f"Cluster {self.cluster} is now {name!r}.", "success")
 
     @_guarded
     def recolour(self, event: Any = None) -> None:
@@ -1269,8 +1479,24 @@ class ClustersView(pn.viewable.Viewer):
         """Write the phase map (as shown) to ``<stem>_phase_map.png|tif``."""
         path = self._out(f"{self._stem()}_phase_map{suffix}")
         self._refuse_existing(path)
-        gd.write_image(gd.phase_rgba(self.state.results, opacity=self.opacity), path)
+        ds = self.state.results
+        if suffix == ".png":  # a picture: upscaled, legend, scale bar
+            exports.write_png(exports.phase_map_png(ds, opacity=self.opacity), path)
+        else:  # the data: one RGB pixel per scan pixel, with the pixel size in the TIFF tags
+            exports.write_tiff(gd.phase_rgba(ds, opacity=self.opacity)[..., :3], path, ds,
+                               description={"map": "phase map", "phases": self.state.labels()})  # fmt: skip
         return self._exported(path)
+
+    @_guarded
+    def export_maps(self, event: Any = None) -> list[Path]:
+        """Write the element maps (net line counts) and NMF abundance maps as TIFFs."""
+        folder = self._out(f"{self._stem()}_element_x.tif").parent
+        paths = exports.export_maps(
+            self.state.results, folder, self._stem(), overwrite=self.overwrite
+        )
+        self.last_export = paths[-1]
+        self.state.notify(f"Wrote {len(paths)} maps to {folder}", "success")
+        return paths
 
     @_guarded
     def export_cluster_map(self, event: Any = None) -> Path:
@@ -1280,7 +1506,8 @@ class ClustersView(pn.viewable.Viewer):
                 else (ds["label"].values == self.cluster).astype(np.float32))  # fmt: skip
         path = self._out(f"{self._stem()}_cluster{self.cluster}_probability.tif")
         self._refuse_existing(path)
-        gd.write_image(data.astype(np.float32), path)
+        exports.write_tiff(data.astype(np.float32), path, ds,
+                           description={"map": f"probability of {self.state.labels()[self.cluster]}"})  # fmt: skip
         return self._exported(path)
 
     @_guarded
@@ -1322,33 +1549,39 @@ class ClustersView(pn.viewable.Viewer):
     def _phase_png(self) -> Any:
         import io
 
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(gd.phase_rgba(self.state.results, opacity=self.opacity)).save(
-            buf, format="PNG"
-        )
-        buf.seek(0)
-        return buf
+        return io.BytesIO(exports.phase_map_png(self.state.results, opacity=self.opacity))
 
     def __panel__(self) -> pn.viewable.Viewable:
         button = functools.partial(pn.widgets.Button, color="primary")
         edit = pn.Card(
             pn.widgets.IntSlider.from_param(self.param.cluster, name="cluster"),
-            pn.widgets.TextInput.from_param(self.param.new_name, name="name"),
-            pn.Row(
-                button(
-                    label="New cluster from selection", on_click=self.new_cluster_from_selection
-                ),
-                button(label="Rename", on_click=self.rename),
+            pn.widgets.TextInput.from_param(
+                self.param.new_name,
+                name="name",
+                placeholder="new name",
+                css_classes=["cluster-name-input"],
+            ),
+            button(label="Rename", on_click=self.rename, sizing_mode="stretch_width"),
+            # on its own row: next to another button the label was cut
+            button(
+                label="New cluster from selection",
+                on_click=self.new_cluster_from_selection,
+                sizing_mode="stretch_width",
             ),  # fmt: skip
             pn.Row(
                 pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
                 button(label="Recolour", on_click=self.recolour),
             ),  # fmt: skip
             pn.widgets.MultiChoice.from_param(self.param.merge, name="merge clusters"),
+            pn.widgets.TextInput.from_param(
+                self.param.merge_name,
+                name="merged name (optional)",
+                placeholder="keeps the lowest's name",
+            ),
             button(label="Merge", on_click=self.merge_selected),
-            pn.widgets.IntInput.from_param(self.param.n_components, name="k"),
+            pn.widgets.IntInput.from_param(
+                self.param.n_components, name="k (number of clusters)", css_classes=["refit-k"]
+            ),  # fmt: skip
             pn.Row(
                 button(label="Refit GMM", on_click=self.refit),
                 button(label="BIC sweep", on_click=self.sweep),
@@ -1372,7 +1605,10 @@ class ClustersView(pn.viewable.Viewer):
                 button(label="Cluster probability TIFF", on_click=self.export_cluster_map),
                 button(label="Spectra CSV", on_click=self.export_spectra),
             ),  # fmt: skip
-            button(label="Particles CSV", on_click=self.export_particles),
+            pn.Row(
+                button(label="Particles CSV", on_click=self.export_particles),
+                button(label="Element/NMF TIFFs", on_click=self.export_maps),
+            ),
             pn.widgets.FileDownload(
                 callback=self._phase_png, filename="phase_map.png", label="Download phase map PNG"
             ),
@@ -1386,13 +1622,17 @@ class ClustersView(pn.viewable.Viewer):
             pn.Column(edit, export, width=330),
             pn.Column(
                 pn.widgets.FloatSlider.from_param(self.param.opacity, name="phase-map opacity"),
-                pn.Row(self.phase_map, self.cluster_maps, sizing_mode="stretch_width"),
-                pn.widgets.MultiChoice.from_param(self.param.shown, name="spectra of"),
+                # called, not passed: a method without @param.depends would be re-run by Panel
+                # on every parameter change; these figures are built once and updated in place
+                pn.Row(self.phase_map(), self.cluster_maps(), sizing_mode="stretch_width"),
+                pn.widgets.MultiChoice.from_param(
+                    self.param.shown, name="phases shown (tiny ones start hidden)"
+                ),
                 self.cluster_spectra,
                 pn.widgets.IntSlider.from_param(self.param.component, name="NMF component"),
                 self.nmf,
                 "### Particles",
-                self.particle_view,
+                self.particle_view(),
                 self.bic_plot,
                 sizing_mode="stretch_width",
             ),
@@ -1406,12 +1646,12 @@ class SigmaApp(pn.viewable.Viewer):
     Parameters
     ----------
     path
-        Results file; ``None`` opens the demo (see :func:`gui.demo_data.demo_results_path`).
+        Results file; ``None`` opens the demo (see :func:`gui.demo.demo_results_path`).
 
     Examples
     --------
-    >>> from gui.demo_data import make_demo_results
-    >>> app = SigmaApp(results=make_demo_results((16, 16), n_phases=3, n_energy=32))
+    >>> from gui.demo import scene_results
+    >>> app = SigmaApp(results=scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04))
     >>> app.state.n_selected
     0
     """
@@ -1424,7 +1664,7 @@ class SigmaApp(pn.viewable.Viewer):
             self.state = ResultsState(gd.validate_results(results))
         else:
             if path is None:
-                from gui.demo_data import demo_results_path
+                from gui.demo import demo_results_path
 
                 path = demo_results_path()
             self.state = ResultsState.from_path(path)

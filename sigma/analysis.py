@@ -564,7 +564,9 @@ def particle_statistics(
     pd.DataFrame
         One row per particle: ``particle, n_pixels, area, equivalent_diameter,
         major_axis_length, minor_axis_length, centroid_y, centroid_x`` (units in ``df.attrs``)
-        and ``mean_<feature>`` columns.
+        and ``mean_<feature>`` columns: the mean net line intensity per pixel in counts
+        (:func:`sigma.line_intensity.net_line_intensities`) when the results keep their counts,
+        else the standardised features (``df.attrs["intensity_units"]`` says which).
     """
     from skimage.measure import label as sk_label
     from skimage.measure import regionprops_table
@@ -577,9 +579,21 @@ def particle_statistics(
     if not mask.any():
         raise EmptySelectionError(f"cluster {cluster!r} has no pixels, so it has no particles.")
     regions = sk_label(mask, connectivity=connectivity)
-    _, units, (dy, dx) = pixel_area(ds)
-    length_units = units[:-2]
-    feats = features if features is not None else (ds["features"] if "features" in ds else None)
+    _, area_units, (dy, dx) = pixel_area(ds)
+    length_units = area_units[:-2]
+    units = "counts"
+    feats: xr.DataArray | None
+    if features is not None:
+        feats = features
+        units = str(features.attrs.get("units", ""))
+    else:  # net line counts when the results keep counts; z-scores only as a labelled fallback
+        from sigma import line_intensity
+
+        if line_intensity.has_line_windows(ds):
+            feats = line_intensity.net_line_intensities(ds)
+        else:
+            feats = ds["features"] if "features" in ds else None
+            units = "z-score"
     props = [
         "label",
         "area",
@@ -616,7 +630,8 @@ def particle_statistics(
     for i, name in enumerate(names):
         df[f"mean_{name}"] = table[f"intensity_mean-{i}"]
     df = df[df.n_pixels >= min_area_px].reset_index(drop=True)
-    df.attrs = {"cluster": int(cluster), "area_units": units, "length_units": length_units}
+    df.attrs = {"cluster": int(cluster), "area_units": area_units, "length_units": length_units,
+                "intensity_units": units}  # fmt: skip
     return df
 
 

@@ -141,6 +141,7 @@ class SigmaResults:
         model_hparams: Any = None,
         random_state: int | None = 0,
         show_progress: bool = False,
+        keep_counts: bool | int = True,
     ) -> SigmaResults:
         """Assemble results from the pipeline's parts.
 
@@ -168,6 +169,11 @@ class SigmaResults:
             Seed of the NMF.
         show_progress : bool
             Progress bar for the spectra.
+        keep_counts : bool or int
+            Keep the per-pixel counts of ``spectrum_image`` as a sparse matrix
+            (:mod:`sigma.sparse_counts`) so a selection's summed spectrum is exact: True within
+            :data:`sigma.sparse_counts.DEFAULT_MAX_BYTES`, an int within that many bytes, False
+            never. Past the budget they are left out (logged).
         """
         if "label" not in clustering or tuple(clustering["label"].dims) != (DIM_Y, DIM_X):
             raise SchemaError(
@@ -218,6 +224,16 @@ class SigmaResults:
             )
             for var in spectra.data_vars:
                 ds[var] = spectra[var]
+            if keep_counts is not False and counts.dtype.kind in "iu":
+                from sigma import sparse_counts
+
+                budget = (
+                    sparse_counts.DEFAULT_MAX_BYTES if keep_counts is True else int(keep_counts)
+                )
+                packed = sparse_counts.pack_counts(counts, max_bytes=budget)
+                if packed is not None:
+                    for var in packed.data_vars:
+                        ds[var] = packed[var]
             for nav in NAV_IMAGE_NAMES:
                 if nav in spectrum_image:
                     ds["nav_image"] = spectrum_image[nav].astype(np.float32).assign_attrs(kind=nav)

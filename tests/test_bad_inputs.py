@@ -69,7 +69,7 @@ _MSA = """#FORMAT      : EMSA/MAS Spectral Data File
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding a good cube, results, and every bad file the table uses."""
-    from gui.demo_data import make_demo_results, write_results
+    from gui.demo import scene_results, write_results
 
     d = tmp_path_factory.mktemp("bad_inputs")
     ds = _cube()
@@ -87,7 +87,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for name, cube in bad.items():
         sigma.save(cube, d / name)
-    write_results(make_demo_results((16, 16), n_phases=3, n_energy=32), d / "results.nc")
+    write_results(scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04), d / "results.nc")
     (d / "single.msa").write_text(
         _MSA.format(values="\n".join(f"{(i * 7) % 13}," for i in range(64))), encoding="ascii"
     )

@@ -1,6 +1,6 @@
 """``sigma gui [RESULTS]``: open a results file in the interactive GUI (``panel serve``).
 
-With no path the demo result opens. The command runs ``panel serve <app.py> --args RESULTS`` in
+With no path the demo opens: the results of ``sigma demo --small``, built on first use. The command runs ``panel serve <app.py> --args RESULTS`` in
 this Python, so the GUI process imports no torch.
 """
 
@@ -89,16 +89,26 @@ _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 def check_results_file(path: Path, given: str) -> None:
     """Fail before the server starts when ``path`` is missing, unreadable or not sigma results.
 
+    Checks what the GUI needs (see ``docs/results_schema.md``): ``label`` ``(y, x)`` and
+    ``embedding`` ``(y, x, latent)`` with 2 latent dims, and reads the label map, so a file cut
+    short fails here, in the terminal, and not as an error page after the server started.
+
     Raises
     ------
-    FileNotFoundError, CorruptFileError, UnsupportedFormatError, NoSpectrumImageError
+    FileNotFoundError, CorruptFileError, UnsupportedFormatError, NoSpectrumImageError, SchemaError
     """
-    from sigma.exceptions import NoSpectrumImageError
-    from sigma.io import open_dataset
+    from sigma.exceptions import CorruptFileError, NoSpectrumImageError, SchemaError
+    from sigma.io import READERS, open_dataset
 
     if not path.exists():
         raise FileNotFoundError(
             f"results file {given!r} does not exist; give a results.nc from `sigma run`."
+        )
+    reader = READERS.get(path.suffix.lower())
+    if reader is not None and reader.name != "sigma":  # a .bcf, .emd, .pts ... spectrum image
+        raise NoSpectrumImageError(
+            f"{given!r} is a raw spectrum image ({reader.description}), not a results file: run "
+            f"`sigma run {given}` first and open its results (`sigma gui {path.stem}_sigma.nc`)."
         )
     ds = open_dataset(path, lazy=True)
     try:
@@ -113,6 +123,24 @@ def check_results_file(path: Path, given: str) -> None:
                     else "; give a results.nc written by `sigma run`."
                 )
             )
+        emb, label = ds["embedding"], ds["label"]
+        if tuple(label.dims) != ("y", "x") or tuple(emb.dims) != ("y", "x", "latent"):
+            raise SchemaError(
+                f"{given!r}: 'label' must have dims ('y', 'x') and 'embedding' ('y', 'x', 'latent'). "
+                f"Got {tuple(label.dims)!r} and {tuple(emb.dims)!r}; rewrite it with `sigma run`."
+            )
+        if emb.sizes["latent"] != 2:
+            raise SchemaError(
+                f"{given!r}: the GUI shows a 2-D latent space. Got {emb.sizes['latent']!r} latent "
+                "dims; run `sigma run` with a 2-D latent space."
+            )
+        try:
+            label.values  # noqa: B018 - reading it finds a file cut short
+        except (OSError, ValueError, RuntimeError) as err:
+            raise CorruptFileError(
+                f"{given!r}: its label map cannot be read ({type(err).__name__}: {err}); the file "
+                "is damaged or was cut short. Write it again with `sigma run`."
+            ) from err
     finally:
         ds.close()
 
@@ -142,7 +170,24 @@ def build_command(argv: Sequence[str]) -> list[str]:
         results = Path(args.results).expanduser().resolve()
         check_results_file(results, str(args.results))
         cmd += ["--args", str(results)]
+    elif not args.dry_run:  # the demo: `sigma demo --small`'s results, built once, here
+        cmd += ["--args", str(demo_results())]
     return cmd
+
+
+def demo_results() -> Path:
+    """The demo results file (``sigma demo --small``, built once into ``$SIGMA_CACHE_DIR``).
+
+    Built before the server starts, so the GUI process never trains (nor imports torch).
+    """
+    app = app_path()
+    if str(app.parents[1]) not in sys.path:
+        sys.path.insert(0, str(app.parents[1]))
+    from gui.demo import demo_results_path
+
+    path = demo_results_path()
+    sys.stderr.write(f"sigma gui: the demo results are {path}\n")
+    return path
 
 
 def roots_for(argv: Sequence[str]) -> list[Path]:
@@ -166,7 +211,11 @@ def main(argv: Sequence[str]) -> int:
     try:
         cmd = build_command(argv)
         roots = roots_for(argv)
-    except (SigmaError, OSError) as err:  # a bad file fails here, before the server starts
+    except (
+        SigmaError,
+        OSError,
+        RuntimeError,
+    ) as err:  # a bad file fails here, before the server starts
         sys.stderr.write(f"sigma gui: error: {one_line(err)}\n")
         return 2
     address = cmd[cmd.index("--address") + 1]

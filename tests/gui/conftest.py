@@ -20,16 +20,16 @@ ARTIFACTS = ROOT / "test-artifacts" / "gui"
 
 @pytest.fixture(scope="session")
 def small_results():
-    """A 48 x 64 pixel synthetic results dataset with 5 phases (known labels)."""
-    from gui.demo_data import make_demo_results
+    """Results of the demo scene, 48 x 64 pixels, its first 5 phases as clusters (known labels)."""
+    from gui.demo import scene_results
 
-    return make_demo_results((48, 64), n_phases=5, n_energy=128, seed=1)
+    return scene_results((48, 64), n_phases=5, n_channels=1024, seed=1)
 
 
 @pytest.fixture(scope="session")
 def small_results_path(small_results, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``small_results`` written to NetCDF."""
-    from gui.demo_data import write_results
+    from gui.demo import write_results
 
     return write_results(small_results, tmp_path_factory.mktemp("results") / "small_results.nc")
 
@@ -106,8 +106,49 @@ def serve_app(args: list[str], cache_dir: Path, timeout: float = 180.0) -> Itera
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The app served with no path (the demo); yields (url, folder of the demo file and exports)."""
     cache = tmp_path_factory.mktemp("sigma_cache")
-    from gui.demo_data import demo_results_path
+    # `sigma demo --small` once per machine (few epochs and k fixed: the GUI, not the model, is
+    # under test), kept next to the real test files and copied into this session's cache
+    import shutil
 
-    demo_results_path(cache)  # write it here, so the server's first page load is what is timed
+    from gui.demo import demo_results_path
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from realdata import cache_dir
+
+    built = demo_results_path(cache_dir() / "gui-demo-v1", extra_args=["--epochs", "3", "--k", "8"])
+    shutil.copy(built, cache / built.name)
     for url in serve_app([], cache):
         yield url, cache
+
+
+@pytest.fixture(scope="session")
+def nonav_results_path(small_results, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Results without a navigation image: of the real JEOL .pts map when it can be fetched
+    (``sigma run --bin 8``, few epochs), else ``small_results`` without ``nav_image``."""
+    from gui.demo import write_results
+
+    folder = tmp_path_factory.mktemp("nonav")
+    try:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from realdata import hyperspy_test_file
+
+        pts = hyperspy_test_file("JEOL_files/Sample/00_View000/View000_0000006.pts")
+    except BaseException:  # offline (pytest.skip raises a BaseException): the synthetic stand-in
+        pts = None
+    if pts is not None:
+        out = pts.parent / "View000_0000006_sigma_gui-v1.nc"  # built once per machine
+        if out.exists():
+            return out
+        proc = subprocess.run([sys.executable, "-c", "import sys; from sigma.cli import main; sys.exit(main())",
+                               "run", str(pts), "--bin", "8", "--epochs", "3", "--k", "4", "--quiet",
+                               "--out", str(out)], capture_output=True, text=True, check=False)  # fmt: skip
+        if proc.returncode == 0 and out.exists():
+            return out
+    return write_results(small_results.drop_vars("nav_image"), folder / "no_nav_results.nc")
+
+
+@pytest.fixture(scope="session")
+def nonav_server(nonav_results_path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app served on ``nonav_results_path``."""
+    cache = tmp_path_factory.mktemp("sigma_cache_nonav")
+    yield from serve_app([str(nonav_results_path)], cache)

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import holoviews as hv
 import numpy as np
+import panel as pn
 import pytest
 import xarray as xr
 
 from gui import data as gd
-from gui.demo_data import make_demo_results, write_results
+from gui.demo import scene_results, write_results
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
+from sigma.sparse_counts import COUNTS_VARIABLES, counts_matrix
 from sigma.xray import get_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,18 +37,26 @@ def test_demo_results_follow_the_schema(small_results):
     assert ds["probability"].dims == ("y", "x", "cluster")
     assert ds["energy"].attrs["units"] == "keV"
     assert ds.sizes["cluster"] == 5
+    assert list(ds["cluster_name"].values) == ["epoxy", "quartz", "albite", "orthoclase", "calcite"]
     # the posterior agrees with the true labels on almost every pixel of this well-separated scene
     assert (ds["probability"].argmax("cluster") == ds["label"]).mean() > 0.99
     np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
     assert int(ds["n_pixels"].sum()) == 48 * 64
-    # hematite (phase 1) has its strongest peak at Fe Ka
-    spec = ds["cluster_mean_spectrum"].sel(cluster=1)
-    e_peak = float(
-        ds["energy"][
-            int(spec.sel(energy=slice(5, 10)).argmax("energy")) + int((ds.energy < 5).sum())
-        ]
-    )
-    assert abs(e_peak - get_line("Fe_Ka").energy_kev) <= 0.041  # half a channel (80 eV)
+    # calcite (phase 4) has its strongest peak above 1 keV at Ca Ka
+    spec = ds["cluster_mean_spectrum"].sel(cluster=4).sel(energy=slice(1.0, 10.0))
+    e_peak = float(spec["energy"][int(spec.argmax("energy"))])
+    assert abs(e_peak - get_line("Ca_Ka").energy_kev) <= 0.015
+
+
+def test_sigma_gui_demo_is_the_sigma_demo_scene():
+    """One demo (issue 15, item 9): no second simulator; the demo file is `sigma demo --small`'s."""
+    import gui
+    from gui import demo
+
+    assert not (Path(gui.__file__).parent / "demo_data.py").exists()
+    assert demo.DEMO_FILE == "sigma_demo_small.nc"
+    src = Path(demo.__file__).read_text()
+    assert '"demo", "--small"' in src
 
 
 def test_load_round_trip(small_results, small_results_path):
@@ -109,15 +119,15 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     assert app.state.n_selected == hand > 0
     assert app.state.selection_source == "latent"
     assert f"Selected pixels: {hand}**" in app.latent.summary.object
-    # the blob at (4, 0) is phase 0: the selection's spectrum is phase 0's
-    spec, exact = gd.selection_mean_spectrum(small_results, app.state.selection)
-    assert not exact
-    np.testing.assert_allclose(
-        spec, small_results["cluster_mean_spectrum"].sel(cluster=0), rtol=1e-3
-    )
+    # the selection's summed spectrum is exact: the sum of its pixels' kept counts
+    spec, exact = gd.selection_sum_spectrum(small_results, app.state.selection)
+    assert exact
+    assert spec.attrs["units"] == "counts"
+    want = counts_matrix(small_results)[app.state.selection].sum(axis=0)
+    np.testing.assert_array_equal(spec.values, want)
     feats = gd.feature_means(small_results, app.state.selection)
     want = (
-        small_results["features"]
+        gd.feature_maps(small_results)[0]
         .values.reshape(-1, small_results.sizes["feature"])[app.state.selection]
         .mean(0)
     )
@@ -158,15 +168,19 @@ def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
     np.testing.assert_array_equal(
         latent["selected"].data_source.data["image"][0].astype(bool), hist > 0
     )
-    # spectrum and bars: the selection's means, next to the unchanged overall ones
-    spec, _ = gd.selection_mean_spectrum(small_results, sel)
-    floor = float(gd.mean_spectrum(small_results).max()) * 1e-4
+    # spectrum: the selection's summed counts against the all-pixel mean times its pixel count
+    spec, _ = gd.selection_sum_spectrum(small_results, sel)
+    floor = 0.5  # log axis: half a count
+    keep = gd.display_channels(small_results)  # no zero peak, nothing past the last line
     np.testing.assert_allclose(
-        spectrum["selection"].data["counts"], np.maximum(spec.values, floor), rtol=1e-6
+        spectrum["selection"].data["counts"], np.maximum(spec.values[keep], floor), rtol=1e-6
     )
     np.testing.assert_allclose(
-        spectrum["all"].data["counts"], np.maximum(gd.mean_spectrum(small_results).values, floor)
+        spectrum["all"].data["counts"],
+        np.maximum(gd.mean_spectrum(small_results).values[keep] * sel.sum(), floor),
     )
+    assert spectrum["fig"].yaxis.axis_label == "counts"
+    assert "exact counts" in spectrum["fig"].title.text
     np.testing.assert_allclose(
         bars.data["selection"], gd.feature_means(small_results, sel)["selection"], rtol=1e-6
     )
@@ -294,13 +308,59 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     with pytest.raises(ValueError, match="#rrggbb"):
         gd.recolour_cluster(app.state.results, 1, "not-a-colour")
     app.clusters.merge = [1, 2]
-    app.clusters.new_name = "iron oxides"
+    app.clusters.merge_name = "feldspars"
     app.clusters.merge_selected()
-    assert app.state.names()[1] == "iron oxides"
+    assert app.state.names()[1] == "feldspars"
+    assert app.clusters.merge_name == ""
+
+
+def test_rename_then_merge_keeps_names_apart(app, tmp_path):
+    """Issue 15, item 4: rename 0 -> matrix, merge 3 and 4: no second 'matrix'; the k box follows."""
+    names0 = app.state.names()
+    app.clusters.cluster = 0
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    assert app.state.names()[0] == "matrix"
+    assert app.clusters.new_name == ""  # used once
+    app.clusters.merge = [3, 4]
+    app.clusters.merge_selected()
+    names = app.state.names()
+    assert names == ["matrix", names0[1], names0[2], names0[3]]
+    assert len(set(names)) == len(names)
+    assert app.clusters.n_components == 4  # the k box shows the new number of clusters
+    edits = json.loads(app.state.results.attrs["clustering"])["edits"]
+    assert [e["edit"] for e in edits] == ["rename", "merge"]
+    # a name another cluster holds is refused with one clear message, the results unchanged
+    before = app.state.results
+    app.clusters.cluster = 1
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    assert app.state.results is before
+    assert "already called 'matrix'" in app.state.message
+    app.clusters.output_dir = str(tmp_path)
+    app.clusters.save()
+    saved = gd.load_results(Path(app.clusters.output_dir) / app.clusters.output_name)
+    assert list(saved["cluster_name"].values) == names
+
+
+def test_refit_keeps_the_names_of_matching_clusters(small_results):
+    ds = gd.rename_cluster(small_results, 0, "matrix")
+    new = gd.refit_clusters(ds, 5)
+    names = [str(n) for n in new["cluster_name"].values]
+    # the refit finds the same 5 blobs: every cluster keeps its name and colour
+    assert sorted(names) == sorted(str(n) for n in ds["cluster_name"].values)
+    big = int(np.argmax(new["n_pixels"].values))
+    assert names[big] == "matrix"
+    assert str(new["cluster_color"].values[big]) == str(ds["cluster_color"].values[0])
+    more = gd.refit_clusters(ds, 6)
+    more_names = [str(n) for n in more["cluster_name"].values]
+    assert len(set(more_names)) == 6
+    assert "matrix" in more_names
+    assert sum(n.startswith("phase ") for n in more_names) == 1
 
 
 def test_refit_and_bic_sweep_find_the_true_k():
-    ds = make_demo_results((40, 40), n_phases=4, n_energy=32, seed=3)
+    ds = scene_results((40, 40), n_phases=4, n_channels=256, energy_scale_kev=0.04, seed=3)
     bic = gd.bic_sweep(ds, range(2, 7))
     assert int(bic.idxmin()) == 4
     new = gd.refit_clusters(ds, 3)
@@ -310,14 +370,14 @@ def test_refit_and_bic_sweep_find_the_true_k():
 
 
 def test_particle_table_counts_known_grains():
-    ds = make_demo_results((20, 20), n_phases=3, n_energy=16)
+    ds = scene_results((20, 20), n_phases=3, n_channels=256, energy_scale_kev=0.04, seed=1)
     label = np.zeros((20, 20), np.int16)
     label[2:5, 2:5] = 1  # 9 px
     label[10:12, 10:12] = 1  # 4 px
     ds = ds.assign(label=(("y", "x"), label))
     table = gd.particle_table(ds, 1)
     assert sorted(table["n_pixels"]) == [4, 9]
-    assert np.isclose(table["area (um^2)"].sum(), 13 * 0.05**2)
+    assert np.isclose(table["area (um^2)"].sum(), 13 * 0.1**2)  # the scene's 0.1 um pixels
 
 
 def test_phase_rgba_opacity(small_results):
@@ -341,6 +401,29 @@ def test_exports_and_save_refuses_to_overwrite(app, small_results_path, tmp_path
     import tifffile
 
     assert tifffile.imread(prob).dtype == np.float32
+    # issue 15, item 7: pictures with context, TIFFs with their pixel size in micrometres
+    from PIL import Image
+
+    picture = np.asarray(Image.open(png))
+    assert min(picture.shape[:2]) >= 600  # upscaled from 48 x 64 scan pixels
+    assert picture.shape[1] > 800  # the map plus a legend beside it
+    for path in (tif, prob):
+        with tifffile.TiffFile(path) as f:
+            page = f.pages[0]
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.MICROMETER
+            num, den = page.tags["XResolution"].value
+            np.testing.assert_allclose(den / num, 0.1)  # 0.1 um per pixel
+            assert json.loads(page.description)["pixel_size_um"] == [0.1, 0.1]
+    assert tifffile.imread(tif).shape == (48, 64, 3)
+    maps = app.clusters.export_maps()
+    names = sorted(p.name for p in maps)
+    assert "small_results_element_Ca.tif" in names
+    assert "small_results_nmf_abundance_0.tif" in names
+    ca = tifffile.imread(tmp_path / "small_results_element_Ca.tif")
+    want = gd.feature_maps(app.state.results)[0].sel(feature="Ca").values
+    np.testing.assert_allclose(ca, want)  # net Ca counts per pixel
+    assert app.clusters.export_maps() is None  # exists: refused with a message
+    assert "already exists" in app.state.message
     assert app.clusters.export_phase_map() is None
     assert "already exists" in app.state.message
     saved = app.clusters.save()
@@ -362,10 +445,10 @@ def test_views_render_to_bokeh(app):
     tools = {type(t) for t in fig.tools}
     assert LassoSelectTool in tools
     assert BoxSelectTool in tools
-    app.spectra.elements = ["Fe"]
+    app.spectra.elements = ["Ca"]
     overlay = app.spectra.plot({"x": (gd.mean_spectrum(app.state.results).values, "#000000")})
     vlines = [el for el in overlay.values() if isinstance(el, hv.VLines)]
-    assert any(np.isclose(v, get_line("Fe_Ka").energy_kev) for v in vlines[0].data.iloc[:, 0])
+    assert any(np.isclose(v, get_line("Ca_Ka").energy_kev) for v in vlines[0].data.iloc[:, 0])
     hv.render(overlay)
     root = app.clusters.__panel__().get_root()
     assert root is not None
@@ -390,7 +473,9 @@ def test_sigma_gui_command(small_results_path, capsys):
 def test_write_image_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match=".jpg"):
         gd.write_image(np.zeros((2, 2)), tmp_path / "a.jpg")
-    write_results(make_demo_results((8, 8), n_phases=2, n_energy=16), tmp_path / "r.nc")
+    write_results(
+        scene_results((8, 8), n_phases=2, n_channels=256, energy_scale_kev=0.04), tmp_path / "r.nc"
+    )
     with pytest.raises(FileExistsError):
         gd.save_results(xr.Dataset(), tmp_path / "r.nc")
 
@@ -412,11 +497,18 @@ def test_bad_file_gives_an_error_page_not_a_dead_one(tmp_path):
 def test_selection_means_match_hand_computation(small_results, rng):
     means = gd.SelectionMeans(small_results)
     mask = rng.random(48 * 64) < 0.3
-    feats = small_results["features"].values.reshape(48 * 64, -1)
+    feats, units = gd.feature_maps(small_results)
+    assert units == "counts per pixel"  # net line counts, not z-scores (issue 15, item 2)
+    feats = feats.values.reshape(48 * 64, -1)
     np.testing.assert_allclose(means.features(mask), feats[mask].mean(0), rtol=1e-5)
+    spec, exact = means.spectrum(mask)
+    assert exact
+    np.testing.assert_allclose(spec, counts_matrix(small_results)[mask].sum(0) / mask.sum())
+    # without kept counts: the selection's mean probability times the cluster spectra
+    estimate = gd.SelectionMeans(small_results.drop_vars(list(COUNTS_VARIABLES)))
     prob = small_results["probability"].values.reshape(48 * 64, -1)
     cms = small_results["cluster_mean_spectrum"].values
-    spec, exact = means.spectrum(mask)
+    spec, exact = estimate.spectrum(mask)
     assert not exact
     np.testing.assert_allclose(spec, prob[mask].mean(0) @ cms, rtol=1e-5)
     mask[:] = False  # the same array, changed in place: no stale result
@@ -430,3 +522,169 @@ def test_selection_means_match_hand_computation(small_results, rng):
     spec, exact = gd.SelectionMeans(exact_ds).spectrum(mask)
     assert exact
     np.testing.assert_allclose(spec, counts.reshape(48 * 64, -1)[:10].mean(0))
+
+
+@pytest.mark.parametrize("drop", [["nav_image"], ["nav_image", "probability", "features"]])
+def test_every_tab_renders_without_a_navigation_image(small_results, drop):
+    """A JEOL .pts result has no navigation image: every tab must still build (issue 15, item 3)."""
+    from bokeh.document import Document
+
+    from gui.views import SigmaApp
+
+    ds = small_results.drop_vars(drop)
+    label = ds["label"].values.copy()
+    label[:2] = -1  # two scan rows of no-data pixels
+    ds = ds.assign(label=(("y", "x"), label, ds["label"].attrs))
+    app = SigmaApp(results=ds)
+    for view in (app.latent, app.dataset, app.clusters):
+        root = pn.panel(view).get_root(Document())
+        assert root is not None
+    text = pn.panel(app.dataset).get_root(Document())
+    assert text is not None
+
+
+def test_a_sub_phase_inside_a_cluster_shows_its_own_peaks(small_results):
+    """Issue 15, item 1: with kept counts a lasso's spectrum is the real sum, not an estimate."""
+    true_label = small_results["label"].values.ravel()
+    merged = gd.merge_clusters(small_results, [1, 4])  # quartz and calcite as one cluster
+    calcite = true_label == 4
+    exact, is_exact = gd.selection_sum_spectrum(merged, calcite)
+    assert is_exact
+    np.testing.assert_array_equal(
+        exact.values, small_results["cluster_sum_spectrum"].sel(cluster=4).values
+    )
+    ca = get_line("Ca_Ka").energy_kev
+    si = get_line("Si_Ka").energy_kev
+    near = lambda e: np.abs(exact["energy"].values - e) < 0.03  # noqa: E731
+    assert exact.values[near(ca)].sum() > 5 * exact.values[near(si)].sum()  # calcite's own peak
+    # without kept counts the same lasso can only give the merged cluster's mean: Si swamps Ca
+    estimate, is_exact = gd.selection_sum_spectrum(
+        merged.drop_vars(list(COUNTS_VARIABLES)), calcite
+    )
+    assert not is_exact
+    assert estimate.values[near(si)].sum() > estimate.values[near(ca)].sum()
+
+
+def test_new_cluster_and_refit_have_exact_spectra(small_results):
+    mask = np.zeros(small_results["label"].size, bool)
+    mask[: small_results.sizes["x"] * 3] = True  # three scan rows, across phases
+    new = gd.add_cluster_from_mask(small_results, mask, name="rows")
+    want = counts_matrix(small_results)[mask].sum(axis=0)
+    np.testing.assert_array_equal(new["cluster_sum_spectrum"].values[-1], want)
+    np.testing.assert_allclose(new["cluster_mean_spectrum"].values[-1], want / mask.sum())
+    refit = gd.refit_clusters(small_results, 3)
+    lab = refit["label"].values.ravel()
+    np.testing.assert_array_equal(
+        refit["cluster_sum_spectrum"].values[1], counts_matrix(small_results)[lab == 1].sum(axis=0)
+    )
+
+
+def test_tiny_phases_start_hidden_and_spectra_skip_the_zero_peak(small_results):
+    """Issue 15, item 6: tiny phases do not swamp the plots; axes show the data that matters."""
+    from gui.views import SigmaApp
+
+    label = small_results["label"].values.copy()
+    label[0, :2] = 3  # cluster 3 keeps 2 of its pixels only ...
+    label[label == 3] = 0
+    label[0, :2] = 3
+    ds = small_results.assign(label=(("y", "x"), label))
+    ds = ds.assign(n_pixels=("cluster", np.bincount(label.ravel(), minlength=5)))
+    assert gd.small_clusters(ds) == [3]
+    app = SigmaApp(results=ds)
+    assert app.state.hidden == [3]
+    assert 3 not in app.clusters.shown
+    assert "3: orthoclase (2 px)" in app.clusters.param.shown.names  # listed with its pixel count
+    app.latent.latent_plot()
+    parts = app.latent._latent_figs[-1]
+    assert len(parts["ellipses"].data_source.data["xs"]) == 4  # no ellipse for the tiny phase
+    app.clusters.shown = [0, 1, 2, 3, 4]  # the user shows it again
+    assert app.state.hidden == []
+    assert len(parts["ellipses"].data_source.data["xs"]) == 5
+    keep = gd.display_channels(ds)
+    e = ds["energy"].values[keep]
+    assert e[0] >= 0.1  # above the zero peak
+    assert e[-1] <= get_line("Ca_Kb").energy_kev + 2.0 + 1e-9  # up to 2 keV past the last line
+    overlay = app.spectra.plot({"x": (ds["cluster_mean_spectrum"].values[0], "#000000")})
+    curve = [el for el in overlay.values() if isinstance(el, hv.Curve)][0]
+    assert curve.data.iloc[:, 0].min() >= 0.1
+
+
+def test_edits_update_the_clusters_tab_in_place(app):
+    """Issue 15, item 5: an edit changes data sources, it does not rebuild the tab's figures."""
+    from bokeh.document import Document
+
+    doc = Document()
+    pn.panel(app).get_root(doc)
+    app.tabs.active = 2  # build the Clusters tab
+    figs = app.clusters._figs
+    phase_fig, label_src = app.clusters._phase_fig, figs._label_src
+    image_before = label_src.data["image"][0]
+    n_models = len(doc.models)
+    app.clusters.cluster = 0
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    assert app.state.last_change == {"names"}
+    assert label_src.data["image"][0] is image_before  # no image sent for a rename
+    assert "0: matrix" in figs.legend.object
+    assert len(doc.models) == n_models  # no new Bokeh models
+    app.clusters.cluster = 1
+    app.clusters.new_color = "#00ff00"
+    app.clusters.recolour()
+    assert app.state.last_change == {"colors"}
+    assert figs._label_mapper.palette[2] == "#00ff00"  # palette[0] is 'no data'
+    assert label_src.data["image"][0] is image_before
+    app.clusters.merge = [3, 4]
+    app.clusters.merge_selected()
+    assert "labels" in app.state.last_change
+    new_image = label_src.data["image"][0]
+    assert new_image.dtype == np.uint8
+    np.testing.assert_array_equal(new_image, app.state.results["label"].values + 1)
+    assert app.clusters._phase_fig is phase_fig
+    assert len(doc.models) <= n_models + 5  # legend items may change, figures stay
+
+
+def test_phase_map_png_has_a_legend_and_a_scale_bar(small_results):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from gui import exports
+
+    assert exports.pixel_size_um(small_results) == (0.1, 0.1)
+    assert exports.scale_bar_length(6.4) == 1.0
+    tiny = small_results.isel(y=slice(0, 30), x=slice(0, 30))
+    img = np.asarray(Image.open(BytesIO(exports.phase_map_png(tiny))).convert("RGB"))
+    assert img.shape[0] >= 800  # a 30 x 30 map is upscaled (nearest neighbour)
+    # the legend sits right of the map: it holds dark text pixels where the map is not
+    legend = img[:, int(img.shape[1] * 0.75) :]
+    assert (legend.sum(axis=2) < 200).any()
+    # the scale bar: a black horizontal run near the bottom left of the map
+    bottom = img[int(img.shape[0] * 0.85) :, : int(img.shape[1] * 0.3)]
+    assert ((bottom.sum(axis=2) < 30).sum(axis=1) > 20).any()
+
+
+def test_small_things(app, small_results):
+    """Issue 15, item 8: colour picker follows the cluster, axes carry units, line labels apart."""
+    from gui.cluster_figures import _spread_labels
+    from gui.views import _image
+    from sigma.xray import lines_in_range
+
+    app.clusters.cluster = 2
+    assert app.clusters.new_color == app.state.colors()[2]  # not always magenta
+    img = _image(small_results["total_counts"].values, small_results, "counts")
+    opts = hv.Store.lookup_options("bokeh", img, "plot").kwargs
+    assert opts["xlabel"] == "x (um)"
+    assert opts["ylabel"] == "y (um)"
+    fig = app.latent.latent_plot()
+    assert "arbitrary units" in fig.xaxis[0].axis_label
+    lines = lines_in_range(
+        ["C", "N", "O", "Na", "Mg", "Al"], (0.1, 2.0), beam_energy_kev=15.0, min_weight=0.3
+    )
+    kept = _spread_labels(lines)
+    gaps = np.diff([ln.energy_kev for ln in kept])
+    assert len(kept) >= 5
+    assert (gaps >= 0.06).all()
+    app.clusters.__panel__()
+    assert app.clusters._figs is not None  # built by the tab
+    spectra = app.clusters._figs.spectra_figure(True, "t", "counts per pixel")[0]
+    assert spectra.right  # the legend sits beside the plot, not over the lines

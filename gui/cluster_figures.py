@@ -1,0 +1,293 @@
+"""Bokeh figures of the Clusters tab, updated in place when the results are edited.
+
+Rebuilding a HoloViews pane re-creates every Bokeh model of its plot (hundreds per figure) and
+sends them all to the browser; on a rename that was 8 panes and seconds of server time, and far
+more in the browser. Here each figure is built once; an edit changes only what it must:
+
+- the phase map is the label map as a ``uint8`` image (0 = no data, shown grey; ``i + 1`` =
+  cluster ``i``) under a categorical colour mapper: a rename changes no image, a recolour only
+  the mapper's palette, a merge or refit one 1-byte-per-pixel image; the opacity is the glyph's
+  ``global_alpha``;
+- probability and binary maps of the chosen cluster are ``uint8`` images (probability in 1/255
+  steps) updated in their data sources;
+- spectra are one ``multi_line`` source each; the NMF weights a ``rect`` source;
+- the particle table is a Tabulator whose value is replaced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import panel as pn
+import xarray as xr
+from bokeh.models import (
+    ColorBar,
+    ColumnDataSource,
+    DataRange1d,
+    FactorRange,
+    HoverTool,
+    LabelSet,
+    LinearColorMapper,
+)
+from bokeh.palettes import Blues256, Viridis256
+from bokeh.plotting import figure
+
+from gui import data as gd
+from sigma.xray import lines_in_range
+
+__all__ = ["NO_DATA_COLOR", "ClusterFigures", "image_place", "label_image"]
+
+#: colour of no-data pixels (label -1)
+NO_DATA_COLOR = "#9e9e9e"
+_MAP = {"sizing_mode": "stretch_width", "height": 380, "min_height": 300, "match_aspect": True,
+        "toolbar_location": "above", "tools": "pan,wheel_zoom,reset", "output_backend": "canvas"}  # fmt: skip
+
+
+def image_place(ds: xr.Dataset) -> dict[str, list[float]]:
+    """``x, y, dw, dh`` of a ``(y, x)`` image in the scan's coordinates (pixel edges)."""
+    x, y = ds["x"].values.astype(float), ds["y"].values.astype(float)
+    dx = (x[1] - x[0]) if len(x) > 1 else 1.0
+    dy = (y[1] - y[0]) if len(y) > 1 else 1.0
+    return {"x": [x[0] - dx / 2], "y": [y[0] - dy / 2], "dw": [len(x) * dx], "dh": [len(y) * dy]}
+
+
+def label_image(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
+    """The label map as ``uint8``: 0 for no data (label -1), ``i + 1`` for cluster ``i``."""
+    lab = ds["label"].values
+    out = np.zeros(lab.shape, np.uint8)
+    np.add(lab, 1, out=out, where=lab >= 0, casting="unsafe")
+    return out
+
+
+def _map_figure(ds: xr.Dataset, title: str) -> figure:
+    units = ds["x"].attrs.get("units", "px")
+    return figure(title=title, x_range=DataRange1d(range_padding=0), y_range=DataRange1d(range_padding=0, flipped=True),
+                  x_axis_label=f"x ({units})", y_axis_label=f"y ({units})", **_MAP)  # fmt: skip
+
+
+class ClusterFigures:
+    """The Clusters tab's Bokeh figures of one session, with in-place updates.
+
+    Parameters
+    ----------
+    state
+        The session's :class:`gui.views.ResultsState`.
+    grey
+        ``(y, x)`` uint8 navigation image (or counts map) under the phase map.
+    """
+
+    def __init__(self, state: Any, grey: npt.NDArray[np.uint8]) -> None:
+        self.state = state
+        self._grey = grey
+        self._label_src: ColumnDataSource | None = None
+        self._label_mapper: LinearColorMapper | None = None
+        self._label_glyph: Any = None
+        self._prob: dict[str, Any] | None = None
+        self._spectra: dict[str, Any] | None = None
+        self._nmf: dict[str, Any] | None = None
+        self._particles: dict[str, Any] | None = None
+        self.legend = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["phase-legend"])
+
+    # -- phase map ------------------------------------------------------------------------
+    def _palette(self) -> list[str]:
+        return [NO_DATA_COLOR, *self.state.colors()]
+
+    def phase_map(self, opacity: float) -> figure:
+        """Phase map in the cluster colours over the grey image; no-data pixels grey."""
+        ds = self.state.results
+        place = image_place(ds)
+        fig = _map_figure(ds, "phase map")
+        rgba = np.empty(self._grey.shape + (4,), np.uint8)
+        rgba[..., :3] = self._grey[..., None]
+        rgba[..., 3] = 255
+        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)
+        k = gd.n_clusters(ds)
+        self._label_mapper = LinearColorMapper(palette=self._palette(), low=-0.5, high=k + 0.5)
+        self._label_src = ColumnDataSource({"image": [label_image(ds)], **place})
+        self._label_glyph = fig.image(source=self._label_src, color_mapper=self._label_mapper,
+                                      global_alpha=opacity, name="phases")  # fmt: skip
+        fig.add_tools(HoverTool(tooltips=[("x", "$x{0.00}"), ("y", "$y{0.00}"), ("cluster", "@image{0} - 1")],
+                                renderers=[self._label_glyph]))  # fmt: skip
+        self.update_legend()
+        return fig
+
+    def update_legend(self) -> None:
+        """Legend entries that never wrap inside one entry."""
+        items = [f"<span style='white-space:nowrap;margin-right:1em'><span style='color:{c}'>&#9632;</span> {label}</span>"
+                 for label, c in zip(self.state.labels(), self.state.colors(), strict=True)]  # fmt: skip
+        n_nodata = int(np.count_nonzero(self.state.results["label"].values < 0))
+        if n_nodata:
+            items.append(f"<span style='white-space:nowrap'><span style='color:{NO_DATA_COLOR}'>&#9632;</span> "
+                         f"no data ({n_nodata:,} px)</span>")  # fmt: skip
+        self.legend.object = "<div style='display:flex;flex-wrap:wrap'>" + "".join(items) + "</div>"
+
+    def set_opacity(self, opacity: float) -> None:
+        """Phase colours' opacity over the grey image."""
+        if self._label_glyph is not None:
+            self._label_glyph.glyph.global_alpha = opacity
+
+    # -- per-cluster maps ------------------------------------------------------------------
+    def cluster_maps(self, cluster: int) -> tuple[figure, figure]:
+        """Probability and binary map of ``cluster``."""
+        ds = self.state.results
+        place = image_place(ds)
+        prob = _map_figure(ds, "probability")
+        mapper = LinearColorMapper(palette=Viridis256, low=0, high=255)
+        psrc = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], **place})
+        prob.image(source=psrc, color_mapper=mapper)
+        prob.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1), width=10,
+                                 title="probability"), "right")  # fmt: skip
+        binary = _map_figure(ds, "binary map")
+        bsrc = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], **place})
+        binary.image(
+            source=bsrc,
+            color_mapper=LinearColorMapper(palette=["#ffffff", "#000000"], low=0, high=1),
+        )
+        self._prob = {"prob": prob, "psrc": psrc, "binary": binary, "bsrc": bsrc}
+        self.update_cluster_maps(cluster)
+        return prob, binary
+
+    def update_cluster_maps(self, cluster: int) -> None:
+        """Show ``cluster``'s maps."""
+        if self._prob is None:
+            return
+        ds = self.state.results
+        binary = (ds["label"].values == cluster).view(np.uint8)
+        if "probability" in ds:
+            p = ds["probability"].isel(cluster=cluster).values
+            self._prob["psrc"].data["image"] = [np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)]
+        else:
+            self._prob["psrc"].data["image"] = [binary * np.uint8(255)]
+        self._prob["bsrc"].data["image"] = [binary]
+        self.set_titles(cluster)
+
+    def set_titles(self, cluster: int) -> None:
+        """Titles of the per-cluster maps (all a rename changes)."""
+        if self._prob is None:
+            return
+        name = self.state.names()[cluster]
+        self._prob["prob"].title.text = f"{cluster}: {name}: probability"
+        self._prob["binary"].title.text = f"{cluster}: {name}: binary map"
+
+    def set_particles_title(self, title: str) -> None:
+        """Title of the particle histogram."""
+        if self._particles is not None:
+            self._particles["hist"].title.text = title
+
+    # -- spectra ---------------------------------------------------------------------------
+    def spectra_figure(self, log: bool, title: str, ylabel: str) -> tuple[figure, dict[str, Any]]:
+        """An empty spectra figure (lines, line markers) to fill with :meth:`fill_spectra`."""
+        fig = figure(title=title, y_axis_type="log" if log else "linear", sizing_mode="stretch_width", height=340,
+                     min_height=300, toolbar_location="above", tools="pan,wheel_zoom,reset",
+                     x_axis_label="X-ray energy (keV)", y_axis_label=ylabel, output_backend="canvas")  # fmt: skip
+        src = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
+        lines = fig.multi_line(
+            "xs", "ys", line_color="color", line_width=1.5, source=src, legend_field="label"
+        )
+        fig.add_tools(HoverTool(tooltips=[("", "@label"), ("energy", "$x{0.000} keV"), ("value", "$y{0.00}")],
+                                renderers=[lines]))  # fmt: skip
+        markers = ColumnDataSource({"energy": [], "y": [], "line": []})
+        fig.vspan(
+            x="energy", source=markers, line_color="#555555", line_dash="dashed", line_alpha=0.6
+        )
+        fig.add_layout(LabelSet(x="energy", y="y", text="line", source=markers, angle=np.pi / 2, text_font_size="8pt",
+                                text_baseline="middle", x_offset=-4))  # fmt: skip
+        legend = fig.legend[0]
+        legend.label_text_font_size = "8pt"
+        fig.add_layout(legend, "right")  # beside the plot: the legend never hides lines or labels
+        return fig, {"fig": fig, "src": src, "markers": markers, "log": log}
+
+    def fill_spectra(self, parts: dict[str, Any], curves: dict[str, tuple[npt.NDArray[Any], str]],
+                     elements: list[str], beam_energy_kev: float | None) -> None:  # fmt: skip
+        """Put ``curves`` ({label: (values over energy, colour)}) and the line markers in place."""
+        ds = self.state.results
+        keep = gd.display_channels(ds)
+        e = ds["energy"].values[keep]
+        ys = [np.asarray(v, dtype=np.float64)[keep] for v, _ in curves.values()]
+        top = max((float(np.max(v)) for v in ys if v.size), default=1.0) or 1.0
+        if parts["log"]:
+            ys = [np.maximum(v, top * 1e-4) for v in ys]
+        parts["src"].data = {"xs": [e] * len(ys), "ys": ys, "color": [c for _, c in curves.values()],
+                             "label": list(curves)}  # fmt: skip
+        lines = (
+            lines_in_range(elements, (float(e[0]), float(e[-1])), beam_energy_kev=beam_energy_kev, min_weight=0.3)
+            if elements
+            else []
+        )  # fmt: skip
+        lines = _spread_labels(lines, min_gap_kev=(float(e[-1]) - float(e[0])) / 70)  # ~12 px apart
+        y = top * (0.5 if parts["log"] else 0.9)
+        parts["markers"].data = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
+                                 "line": [ln.name for ln in lines]}  # fmt: skip
+
+    # -- NMF weights -------------------------------------------------------------------------
+    def nmf_weights(self) -> figure:
+        """Heat map of each cluster's NMF weights."""
+        fig = figure(title="NMF weight per cluster", x_range=FactorRange(), y_range=FactorRange(),
+                     sizing_mode="stretch_width", height=340, min_height=300, toolbar_location=None,
+                     tools="hover", tooltips=[("cluster", "@cluster"), ("component", "@component"), ("weight", "@weight{0.000}")],
+                     output_backend="canvas")  # fmt: skip
+        src = ColumnDataSource({"cluster": [], "component": [], "weight": []})
+        mapper = LinearColorMapper(palette=Blues256[::-1], low=0, high=1)
+        fig.rect("component", "cluster", 1, 1, source=src, fill_color={"field": "weight", "transform": mapper},
+                 line_color=None)  # fmt: skip
+        fig.add_layout(ColorBar(color_mapper=mapper, width=10, title="weight"), "right")
+        fig.xaxis.major_label_orientation = np.pi / 4
+        self._nmf = {"fig": fig, "src": src, "mapper": mapper}
+        self.update_nmf_weights()
+        return fig
+
+    def update_nmf_weights(self) -> None:
+        """Refill the NMF weight heat map (clusters may have changed)."""
+        if self._nmf is None or "nmf_weight" not in self.state.results:
+            return
+        w = self.state.results["nmf_weight"].transpose("cluster", "component").values
+        labels = self.state.labels()
+        comps = [f"component {j}" for j in range(w.shape[1])]
+        ii, jj = np.meshgrid(np.arange(w.shape[0]), np.arange(w.shape[1]), indexing="ij")
+        self._nmf["fig"].x_range.factors = comps
+        self._nmf["fig"].y_range.factors = labels[::-1]
+        self._nmf["src"].data = {"cluster": [labels[i] for i in ii.ravel()],
+                                 "component": [comps[j] for j in jj.ravel()], "weight": w.ravel()}  # fmt: skip
+        self._nmf["mapper"].high = float(np.max(w, initial=0)) or 1.0
+
+    # -- particles -------------------------------------------------------------------------
+    def particles(self, table: pd.DataFrame, title: str) -> pn.Row:
+        """Particle table and equivalent-diameter histogram, filled by :meth:`update_particles`."""
+        dcol = [c for c in table.columns if c.startswith("equivalent_diameter")][0]
+        hist = figure(title=title, sizing_mode="stretch_width", height=300, toolbar_location=None, tools="",
+                      x_axis_label=dcol, y_axis_label="particles", output_backend="canvas")  # fmt: skip
+        src = ColumnDataSource({"left": [], "right": [], "top": []})
+        hist.quad(left="left", right="right", top="top", bottom=0, source=src, color="#2a7f62")
+        tab = pn.widgets.Tabulator(
+            table.round(4), height=300, disabled=True, pagination="local", page_size=10
+        )
+        self._particles = {"hist": hist, "src": src, "table": tab, "dcol": dcol}
+        self.update_particles(table, title)
+        return pn.Row(
+            tab, pn.pane.Bokeh(hist, sizing_mode="stretch_width"), sizing_mode="stretch_width"
+        )
+
+    def update_particles(self, table: pd.DataFrame, title: str) -> None:
+        """Show ``table`` (one cluster's particles)."""
+        if self._particles is None:
+            return
+        p = self._particles
+        if len(table):
+            freq, edges = np.histogram(table[p["dcol"]].values, bins=min(30, max(len(table), 1)))
+        else:
+            freq, edges = np.zeros(1), np.array([0.0, 1.0])
+        p["src"].data = {"left": edges[:-1], "right": edges[1:], "top": freq}
+        p["hist"].title.text = title
+        p["table"].value = table.round(4)
+
+
+def _spread_labels(lines: list[Any], min_gap_kev: float = 0.06) -> list[Any]:
+    """Drop the weaker of two line labels closer than ``min_gap_kev`` (below 2 keV they overlap)."""
+    kept: list[Any] = []
+    for ln in sorted(lines, key=lambda ln: -ln.weight):
+        if all(abs(ln.energy_kev - k.energy_kev) >= min_gap_kev for k in kept):
+            kept.append(ln)
+    return sorted(kept, key=lambda ln: ln.energy_kev)

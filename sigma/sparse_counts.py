@@ -1,0 +1,208 @@
+"""Per-pixel counts kept in a results file as a sparse (CSR) matrix, and exact sums from them.
+
+A results file holds per-cluster spectra, but a selection made in the GUI (a lasso over a
+sub-phase, a new cluster, a refit) needs the counts of its own pixels. At the run's binning an EDS
+map is mostly zeros (a 512 x 512 x 4096 JEOL map holds about 1.2 counts per pixel), so its
+counts fit a results file as a compressed sparse row matrix, pixels ``(y, x)`` in C order by
+channels:
+
+- ``counts_indptr`` ``(counts_row,)`` int64, ``n_pixels + 1`` row pointers;
+- ``counts_channel`` ``(counts_nnz,)`` uint16, the channel of each non-zero count;
+- ``counts_value`` ``(counts_nnz,)`` uint16 (uint32 when a value needs it), the counts.
+
+:func:`pack_counts` builds them block by block from a numpy or dask cube and gives up (returns
+None) past a byte budget; :func:`counts_matrix` turns them back into a
+:class:`scipy.sparse.csr_array`; :class:`SelectionSums` sums the counts of any selection of pixels
+with one sparse matrix-vector product, :func:`cluster_sums` those of every cluster.
+
+Examples
+--------
+>>> import numpy as np, xarray as xr
+>>> cube = xr.DataArray(np.array([[[0, 2, 0], [1, 0, 0]]], np.uint16), dims=("y", "x", "energy"))
+>>> packed = pack_counts(cube)
+>>> packed["counts_indptr"].values.tolist(), packed["counts_channel"].values.tolist()
+([0, 1, 2], [1, 0])
+>>> SelectionSums(packed).sum(np.array([True, True])).tolist()
+[1.0, 2.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+
+from sigma._schema import DIM_ENERGY, DIM_X, DIM_Y
+from sigma.exceptions import EmptySelectionError, SchemaError
+
+__all__ = [
+    "COUNTS_VARIABLES",
+    "DEFAULT_MAX_BYTES",
+    "pack_counts",
+    "has_counts",
+    "counts_matrix",
+    "SelectionSums",
+    "cluster_sums",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the variables that hold the kept counts
+COUNTS_VARIABLES: tuple[str, str, str] = ("counts_indptr", "counts_channel", "counts_value")
+#: default budget of the kept counts in bytes (128 MiB: 30 counts/px on 1M pixels fit)
+DEFAULT_MAX_BYTES = 128 * 2**20
+_DIM_ROW, _DIM_NNZ = "counts_row", "counts_nnz"
+
+
+def pack_counts(
+    counts: xr.DataArray, *, max_bytes: int | None = DEFAULT_MAX_BYTES, rows_per_block: int = 0
+) -> xr.Dataset | None:
+    """The counts ``(y, x, energy)`` as CSR variables, or None when they exceed ``max_bytes``.
+
+    Parameters
+    ----------
+    counts
+        Integer counts, dims ``(y, x, energy)``, numpy or dask (read one block of rows at a time).
+    max_bytes
+        Budget of the three variables together; None: no limit.
+    rows_per_block
+        Scan rows per block (0: about 16 M values per block).
+
+    Returns
+    -------
+    xr.Dataset or None
+        ``counts_indptr``, ``counts_channel``, ``counts_value`` (attrs: ``units`` counts, the
+        cube's ``shape``), or None (logged) when over the budget.
+    """
+    da = counts.transpose(DIM_Y, DIM_X, DIM_ENERGY)
+    ny, nx, ne = (int(da.sizes[d]) for d in (DIM_Y, DIM_X, DIM_ENERGY))
+    if ne > np.iinfo(np.uint16).max:
+        raise SchemaError(f"pack_counts: at most 65535 channels. Got {ne}.")
+    if da.dtype.kind not in "iu":
+        raise SchemaError(
+            f"pack_counts: counts must be integers. Got dtype {da.dtype}; pass the raw counts."
+        )
+    rows = rows_per_block or max(1, (16_000_000 // max(nx * ne, 1)))
+    indptr = np.zeros(ny * nx + 1, dtype=np.int64)
+    channels: list[npt.NDArray[np.uint16]] = []
+    values: list[npt.NDArray[Any]] = []
+    nnz, vmax = 0, 0
+    for y0 in range(0, ny, rows):
+        block = np.asarray(da.isel({DIM_Y: slice(y0, y0 + rows)}).values)
+        flat = block.reshape(-1, ne)
+        if flat.size and flat.min() < 0:
+            raise SchemaError("pack_counts: counts must not be negative.")
+        pix, chan = np.nonzero(flat)
+        per_pixel = np.bincount(pix, minlength=flat.shape[0])
+        start = y0 * nx
+        indptr[start + 1 : start + 1 + flat.shape[0]] = per_pixel
+        channels.append(chan.astype(np.uint16))
+        vals = flat[pix, chan]
+        vmax = max(vmax, int(vals.max(initial=0)))
+        values.append(vals)
+        nnz += len(chan)
+        size = (ny * nx + 1) * 8 + nnz * (2 + (2 if vmax <= np.iinfo(np.uint16).max else 4))
+        if max_bytes is not None and size > max_bytes:
+            logger.info(
+                "counts not kept in the results: more than %.0f MB (budget %.0f MB)",
+                size / 2**20,
+                max_bytes / 2**20,
+            )
+            return None
+    np.cumsum(indptr, out=indptr)
+    vtype = np.uint16 if vmax <= np.iinfo(np.uint16).max else np.uint32
+    attrs = {"units": "counts", "shape": [ny, nx, ne], "long_name": "per-pixel counts (CSR)"}
+    return xr.Dataset(
+        {
+            "counts_indptr": (_DIM_ROW, indptr, {"long_name": "row pointers of the kept counts"}),
+            "counts_channel": (
+                _DIM_NNZ,
+                np.concatenate(channels) if channels else np.zeros(0, np.uint16),
+                {"long_name": "energy channel of each kept count"},
+            ),
+            "counts_value": (
+                _DIM_NNZ,
+                np.concatenate(values).astype(vtype) if values else np.zeros(0, vtype),
+                attrs,
+            ),
+        }
+    )
+
+
+def has_counts(ds: xr.Dataset) -> bool:
+    """True when ``ds`` holds the kept counts (:func:`pack_counts`)."""
+    return all(v in ds.variables for v in COUNTS_VARIABLES)
+
+
+def counts_matrix(ds: xr.Dataset) -> Any:
+    """The kept counts as a ``(y * x, energy)`` :class:`scipy.sparse.csr_array`.
+
+    Raises
+    ------
+    SchemaError
+        If ``ds`` holds no kept counts, or they do not match its pixels and channels.
+    """
+    from scipy import sparse
+
+    if not has_counts(ds):
+        raise SchemaError(
+            "these results hold no per-pixel counts (counts_indptr/counts_channel/counts_value); "
+            "run `sigma run` again to keep them (they are kept when they fit the size budget)."
+        )
+    ny, nx, ne = (int(v) for v in ds["counts_value"].attrs["shape"])
+    for dim, n in ((DIM_Y, ny), (DIM_X, nx), (DIM_ENERGY, ne)):
+        if dim in ds.sizes and ds.sizes[dim] != n:
+            raise SchemaError(
+                f"kept counts are {(ny, nx, ne)!r} (y, x, energy) but the results have {dim!r} of "
+                f"{ds.sizes[dim]}; they do not belong together."
+            )
+    indptr = ds["counts_indptr"].values
+    if len(indptr) != ny * nx + 1:
+        raise SchemaError(f"counts_indptr must have {ny * nx + 1} entries. Got {len(indptr)}.")
+    return sparse.csr_array(
+        (ds["counts_value"].values, ds["counts_channel"].values, indptr), shape=(ny * nx, ne)
+    )
+
+
+class SelectionSums:
+    """Exact summed counts of pixel selections, from the kept counts of one results dataset.
+
+    Each :meth:`sum` is one sparse vector-matrix product of the selection's 0/1 weights with
+    the CSR counts: O(non-zeros), no copy or transpose of the matrix (measured 60 ms for 18 M
+    non-zero counts on 1 M pixels; building a transposed copy instead cost 1-2 s and its
+    products were slower).
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self.matrix = counts_matrix(ds)
+        self.n_pixels, self.n_channels = self.matrix.shape
+
+    def sum(self, mask: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Summed counts ``(energy,)`` of the pixels where ``mask`` (``y * x`` bools, C order).
+
+        Raises
+        ------
+        EmptySelectionError
+            If ``mask`` selects no pixel.
+        """
+        m = np.asarray(mask, dtype=bool).reshape(-1)
+        if m.size != self.n_pixels:
+            raise ValueError(f"mask must have {self.n_pixels} pixels. Got {m.size}.")
+        if not m.any():
+            raise EmptySelectionError("the selection is empty: select some pixels first.")
+        return np.asarray(m.astype(np.float64) @ self.matrix, dtype=np.float64)
+
+
+def cluster_sums(ds: xr.Dataset, label: npt.ArrayLike, n_clusters: int) -> npt.NDArray[np.float64]:
+    """Summed counts ``(cluster, energy)`` of every cluster of ``label`` (-1: in none)."""
+    mat = counts_matrix(ds)
+    lab = np.asarray(label).reshape(-1).astype(np.int64)
+    ok = np.flatnonzero(lab >= 0)
+    # (pixels, clusters) 0/1 columns: one pass over the non-zero counts gives every cluster's sum
+    # (0.16 s for 18 M non-zeros and 8 clusters; a sparse one-hot product took 0.8 s)
+    onehot = np.zeros((lab.size, n_clusters))
+    onehot[ok, lab[ok]] = 1.0
+    return np.asarray(mat.T @ onehot, dtype=np.float64).T.copy()

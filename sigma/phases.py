@@ -13,8 +13,9 @@ How a spectrum is matched (:func:`match_spectrum`):
    plus a smooth background (:mod:`sigma._linefit`, sigma's own simulator physics at the
    file's beam energy, energy axis and detector resolution); every further element a library
    entry needs is measured on its own against that fit (its intensity or upper limit);
-3. for every entry the simulator predicts the shell intensities, and one free scale is fitted
-   by weighted least squares. The misfit is a chi-square whose variance per shell is the
+3. for every entry the simulator predicts the shell intensities, and one free scale (plus a
+   little carbon: coating, mount, support film, at most ~3 % of the mass without penalty) is
+   fitted by weighted least squares. The misfit is a chi-square whose variance per shell is the
    counting variance (from the fit's Poisson weights) plus a *model* error: a relative error
    of the predicted intensity (5 % + 0.1 keV / E: about 10 % at Si Ka, 24 % at O Ka, 40 % at
    C Ka; standardless EDS is not more accurate than that, and light-element lines depend on
@@ -25,8 +26,10 @@ How a spectrum is matched (:func:`match_spectrum`):
    sillimanite) are one candidate. Each candidate gets a weight
    :math:`w \\propto \\exp(-\\chi^2/2)`; the best is *named* when its misfit is acceptable
    (chi-square p-value >= 0.001 for its degrees of freedom) and its weight is >= 0.9. When the
-   weight is spread over up to four candidates with the same elements (hematite vs magnetite
-   at low counts), the name lists them (``"hematite/magnetite"``). Otherwise the cluster is
+   weight is spread over up to four candidates with the same elements, carbon aside (hematite
+   vs magnetite, calcite vs lime + carbon coating), the name lists them
+   (``"hematite/magnetite"``); when it is spread over members of one library class (the C-O
+   polymers), the class is named (``"mounting medium (epoxy/polyimide/...)"``). Otherwise the cluster is
    ``"unmatched: Fe, Ti, O"`` (its elements, strongest first): unmatched is better than wrong.
    The best two-entry mixture (non-negative least squares of two predictions) is reported in
    the match table but never names a cluster: on spectra from another physics model, a
@@ -90,6 +93,10 @@ REL_ERROR_KEV = 0.05
 SIGNIFICANT = 4.0
 #: fraction of a line's intensity that its tails and shape errors may put into its neighbours
 SHAPE_ERROR = 0.05
+#: carbon (coating, mount, support film) is allowed in every spectrum up to this mass share ...
+CARBON_MAX = 0.03
+#: ... beyond which its chi-square penalty grows by 1 per this much share
+CARBON_SOFT = 0.01
 #: library groups that name a cluster when its weight is spread over several of their members
 CLASS_NAMES = {"mounting": "mounting medium", "alloy": "alloy", "sulphate": "sulphate"}
 #: candidates (best of a linear screen) that get the full fit with the smooth trend
@@ -379,6 +386,7 @@ def _chi2(
     base_var: npt.NDArray[np.float64],
     overlap: npt.NDArray[np.float64],
     trend: bool = True,
+    contaminant: npt.NDArray[np.float64] | None = None,
 ) -> tuple[float, npt.NDArray[np.float64]]:
     """Misfit of ``y ~ trend(E) * (scales @ preds)`` with non-negative scales (one per row).
 
@@ -390,9 +398,24 @@ def _chi2(
     is the counting covariance + the background error + the independent model error (see
     :func:`_independent_error`) of every line leaking through ``overlap``.
     With ``trend=False`` only the first, linear fit is done (a quick screen).
-    Returns ``(chi2, scales)``.
+    ``contaminant`` (the prediction of pure carbon) is added with its own non-negative scale:
+    carbon coats SEM samples, mounts them and supports TEM specimens, and boundary pixels of
+    grains in epoxy carry it. Its mass share beyond :data:`CARBON_MAX` is penalised
+    (``((share - CARBON_MAX) / CARBON_SOFT)^2``), so a C-O spectrum is not "ice + carbon".
+    Returns ``(chi2, scales)`` (the scales of ``preds`` only).
     """
     from scipy.optimize import least_squares, nnls
+
+    n_phase = preds.shape[0]
+    if contaminant is not None and np.any(contaminant > 0):
+        preds = np.vstack([preds, contaminant[None, :]])
+    has_c = preds.shape[0] > n_phase
+
+    def penalty(sc: npt.NDArray[np.float64]) -> float:
+        if not has_c:
+            return 0.0
+        share = float(sc[-1]) / max(float(sc.sum()), 1e-300)
+        return max(0.0, share - CARBON_MAX) / CARBON_SOFT
 
     energies = np.array([physics.shells[physics.index[k]].main_energy for k in keys])
     x = np.log(np.maximum(energies, 0.1) / 2.0)
@@ -423,25 +446,35 @@ def _chi2(
 
         l_inv = np.linalg.inv(chol)
 
-        def resid(theta: npt.NDArray[np.float64], p_act: Any = p_act, l_inv: Any = l_inv) -> Any:
+        def resid(
+            theta: npt.NDArray[np.float64],
+            p_act: Any = p_act,
+            l_inv: Any = l_inv,
+            active: Any = active,
+        ) -> Any:
             t = np.exp(np.clip(theta[-2] * x + theta[-1] * x**2, -50, 50))
+            sc = np.zeros(len(active))
             with np.errstate(over="ignore", invalid="ignore"):
-                model = (np.exp(np.clip(theta[:-2], -700, 700)) @ p_act) * t
+                sc[active] = np.exp(np.clip(theta[:-2], -700, 700))
+                model = (sc[active] @ p_act) * t
                 r = l_inv @ (y - model)
             if not np.all(np.isfinite(r)):
                 r = np.full_like(r, 1e150)
-            return np.concatenate([r, [theta[-2] / TREND_SLOPE, theta[-1] / TREND_CURVE]])
+            prior = [theta[-2] / TREND_SLOPE, theta[-1] / TREND_CURVE, penalty(sc)]
+            return np.concatenate([r, prior])
 
         theta0 = np.concatenate([np.log(scales[active]), beta])
         sol = least_squares(resid, theta0, method="lm", max_nfev=200)
         scales = np.zeros(preds.shape[0])
-        scales[active] = np.exp(sol.x[:-2])
+        scales[active] = np.exp(np.clip(sol.x[:-2], -700, 700))
         beta = sol.x[-2:]
         trend = np.exp(beta[0] * x + beta[1] * x**2)
     model = (scales @ preds) * trend
     r = np.linalg.solve(chol, y - model)
-    chi2 = float(r @ r + (beta[0] / TREND_SLOPE) ** 2 + (beta[1] / TREND_CURVE) ** 2)
-    return (chi2 if math.isfinite(chi2) else math.inf), scales
+    chi2 = float(
+        r @ r + (beta[0] / TREND_SLOPE) ** 2 + (beta[1] / TREND_CURVE) ** 2 + penalty(scales) ** 2
+    )
+    return (chi2 if math.isfinite(chi2) else math.inf), scales[:n_phase]
 
 
 def _score(
@@ -468,6 +501,8 @@ def _score(
     common = set(range(n_found)) | {
         i for i in range(n_found, len(keys)) if fit.intensity[i] > SIGNIFICANT * total_sig[i]
     }
+    carbon = physics.shell_yields({"C": 1.0})
+    common |= {pos[physics.keys[i]] for i in np.nonzero(carbon)[0] if physics.keys[i] in pos}
     scores: list[tuple[float, int, npt.NDArray[np.float64], list[int]]] = []
     for ci, cand in enumerate(cands):
         yields = physics.shell_yields(cand.composition)
@@ -488,6 +523,7 @@ def _score(
             base_var[rows],
             fit.overlap[np.ix_(rows, rows)],
             trend=trend,
+            contaminant=np.array([carbon[physics.index[keys[r]]] for r in rows]),
         )[0]
 
     # a linear screen of every candidate, then the full fit (with the trend) of the best
@@ -645,10 +681,11 @@ def match_spectrum(
         name, kind = cands[best_i].name, "single"
     elif accepted:
         # weight spread over candidates with the same elements: name them together
-        els0 = set(_visible(cands[best_i].composition, visible))
+        # (carbon does not count: every spectrum may carry some, see _chi2)
+        els0 = set(_visible(cands[best_i].composition, visible)) - {"C"}
         group, cum = [], 0.0
         for (_, ci, _, _), wi in zip(scores, w, strict=False):
-            if set(_visible(cands[ci].composition, visible)) != els0:
+            if set(_visible(cands[ci].composition, visible)) - {"C"} != els0:
                 break
             group.append(cands[ci].name)
             cum += float(wi)

@@ -438,6 +438,11 @@ def run(
     check_embedding(cfg.embedding)
     if out is not None:  # before any work: suffix, not the input, writable, exists
         validation.check_output_path(out, inputs=validation.sources_of(data), overwrite=overwrite)
+    from sigma.map_pipeline import element_maps_of, run_maps
+
+    maps = element_maps_of(data)  # a folder of element maps: no spectra (sigma.map_pipeline)
+    if maps is not None:
+        return run_maps(maps, cfg, out=out, overwrite=overwrite, show_progress=show_progress)
     timer = StageTimer()
     _import_in_background(_TRAINING_MODULES)
     with timer("load"):
@@ -505,16 +510,18 @@ def run(
             random_state=cfg.seed,
             show_progress=show_progress,
         )
-        if cfg.library != "none":
+        if "cluster_sum_spectrum" in results.dataset:  # names and compositions (issue 16)
             from sigma.phases import core_spectra, identify_phases
+            from sigma.quantify import quantify_results
 
-            results = identify_phases(
-                results,
-                library=None if cfg.library == "default" else cfg.library,
-                spectra=core_spectra(
-                    counts_ds[COUNTS], results.dataset["label"].values, results.n_clusters
-                ),
+            core = core_spectra(
+                counts_ds[COUNTS], results.dataset["label"].values, results.n_clusters
             )
+            if cfg.library != "none":
+                results = identify_phases(
+                    results, library=None if cfg.library == "default" else cfg.library, spectra=core
+                )
+            results = quantify_results(results, spectra=core)
         results.dataset.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
         if client is not None:
             n_workers = len(client.scheduler_info().get("workers", {}))

@@ -85,11 +85,15 @@ def umap_embedding(
         min_dist=min_dist,
         random_state=random_state,
     )
-    if x.shape[0] <= max_fit_pixels:
-        out = reducer.fit_transform(x)
-    else:
-        rng = np.random.default_rng(random_state)
-        idx = rng.choice(x.shape[0], max_fit_pixels, replace=False)
-        reducer.fit(x[idx])
-        out = reducer.transform(x)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # seeded: single thread
+        if x.shape[0] <= max_fit_pixels:
+            out = reducer.fit_transform(x)
+        else:
+            rng = np.random.default_rng(random_state)
+            idx = rng.choice(x.shape[0], max_fit_pixels, replace=False)
+            reducer.fit(x[idx])
+            out = reducer.transform(x)
     return np.asarray(out, dtype=np.float32)

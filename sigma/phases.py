@@ -164,6 +164,12 @@ def _parse_formula(formula: str, where: str) -> dict[str, float]:
                 f"{where}: cannot parse formula {formula!r}; write it like 'NaAlSi3O8' or "
                 "'Ca5(PO4)3(OH)'."
             )
+        bad = [sym for sym in re.findall(r"[A-Z][a-z]?", text) if sym not in ELEMENTS]
+        if bad:
+            raise ConfigurationError(
+                f"{where}: unknown element {bad[0]!r} in formula {formula!r}; use chemical "
+                "symbols such as 'Fe' (case matters)."
+            )
         try:
             atoms = {str(k): float(v) for k, v in xraydb.chemparse(text).items()}
         except Exception as err:  # noqa: BLE001 - chemparse raises several types

@@ -149,7 +149,8 @@ def _composition_error(rds: Any, c: int, comp: dict[str, float]) -> dict[str, fl
     total = sum(atoms.values())
     true_at = {el: v / total for el, v in atoms.items()}
     got = {
-        str(el): float(v) for el, v in zip(rds["element"].values, rds["composition_at"].values[c])
+        str(el): float(v)
+        for el, v in zip(rds["element"].values, rds["composition_at"].values[c], strict=True)
     }
     errs = {}
     for el in set(true_at) | {e for e, v in got.items() if v > 0.01}:

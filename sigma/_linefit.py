@@ -133,7 +133,7 @@ class Physics:
                     continue
                 e = np.array([lines[n].energy_kev for n in names])
                 w = np.array([gen[n] for n in names]) * scale / _atomic_mass(el)
-                w = w * eff(e, window=self.window)  # type: ignore[arg-type]
+                w = w * np.asarray(eff(e, window=self.window), dtype=np.float64)  # type: ignore[arg-type,operator]
                 if w.sum() <= 0:
                     continue
                 shells.append(_Shell(el, shell, e, np.array([lines[n].edge_kev for n in names]), w))

@@ -105,7 +105,7 @@ N_FULL_FIT = 25
 MAX_NAMES = 4
 #: relative model error of an element's weaker shells (Fe L beside Fe K)
 SECONDARY_SHELL_ERROR = 1.0
-#: prior widths of the smooth model-error trend in ln(E) (see _model_covariance)
+#: prior widths of the smooth model-error trend in ln(E) (see _chi2)
 TREND_SLOPE = 1.0
 TREND_CURVE = 0.5
 #: model error of the background under a line (fraction of the background counts)
@@ -429,12 +429,12 @@ def _chi2(
     base = cov + np.diag(base_var)
     scales = np.zeros(preds.shape[0])
     trend_on = trend
-    trend = np.ones_like(x)
+    trend_f = np.ones_like(x)
     beta = np.zeros(2)
     chol = np.linalg.cholesky(base + np.eye(base.shape[0]) * 1e-12 * max(np.trace(base), 1.0))
     # a first non-negative fit without trend, then the trend and scales together
     for it in range(3 if trend_on else 2):
-        mu = scales[:, None] * preds * trend[None, :]
+        mu = scales[:, None] * preds * trend_f[None, :]
         ind = overlap @ (rel * mu).T  # (n, phases)
         c = base + ind @ ind.T
         try:
@@ -474,8 +474,8 @@ def _chi2(
         scales = np.zeros(preds.shape[0])
         scales[active] = np.exp(np.clip(sol.x[:-2], -700, 700))
         beta = sol.x[-2:]
-        trend = np.exp(beta[0] * x + beta[1] * x**2)
-    model = (scales @ preds) * trend
+        trend_f = np.exp(beta[0] * x + beta[1] * x**2)
+    model = (scales @ preds) * trend_f
     r = np.linalg.solve(chol, y - model)
     chi2 = float(
         r @ r + (beta[0] / TREND_SLOPE) ** 2 + (beta[1] / TREND_CURVE) ** 2 + penalty(scales) ** 2
@@ -538,7 +538,7 @@ def _score(
     tail = [
         (max(c, head[-1][0] if head else 0.0) + 1e3, *rest) for c, *rest in screened[N_FULL_FIT:]
     ]
-    scores = sorted(head, key=lambda t: t[0]) + tail  # type: ignore[arg-type]
+    scores = sorted(head, key=lambda t: t[0]) + tail  # type: ignore[arg-type,operator]
     return fit, scores
 
 
@@ -750,7 +750,7 @@ def identify_phases(
     geometry = geometry_of(ds.attrs)
     energy = np.asarray(ds["energy"].values, dtype=np.float64)
     k = ds.sizes["cluster"]
-    matches = []
+    matches: list[Match | None] = []
     all_spec = np.asarray(
         ds["cluster_sum_spectrum"].values if spectra is None else spectra, dtype=np.float64
     )

@@ -403,10 +403,11 @@ def plot_ternary(
             match = [i for i, f in enumerate(feats) if f.split("_")[0] == el]
             cols.append(match[0] if match else None)
         if all(c is not None for c in cols):
+            sel = [int(c) for c in cols if c is not None]
             f = np.asarray(ds["features"].values).reshape(-1, len(feats))
             rng = np.random.default_rng(0)
             idx = rng.choice(f.shape[0], min(max_pixels, f.shape[0]), replace=False)
-            v = np.clip(f[idx][:, cols], 0, None)
+            v = np.clip(f[idx][:, sel], 0, None)
             x, y = ternary_xy(v[:, 0], v[:, 1], v[:, 2])
             ax.scatter(x, y, s=2, c="0.6", alpha=0.3, label="pixels (line intensities)")
     at = ds["composition_at"].sel(element=list(elements)).values

@@ -1672,6 +1672,9 @@ class SigmaApp(pn.viewable.Viewer):
         self.dataset = DatasetView(self.state, self.spectra)
         self.latent = LatentView(self.state, self.spectra)
         self.clusters = ClustersView(self.state, self.spectra)
+        from gui.phases import PhasesView
+
+        self.phases = PhasesView(self.state)
 
     @param.depends("state.edited", "state.results")
     def _title(self) -> pn.viewable.Viewable:
@@ -1683,7 +1686,8 @@ class SigmaApp(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         # only the first tab is built for the first paint; the others when first opened
-        views = {"Latent": self.latent, "Dataset": self.dataset, "Clusters": self.clusters}
+        views = {"Latent": self.latent, "Dataset": self.dataset, "Clusters": self.clusters,
+                 "Phases": self.phases}  # fmt: skip
         tabs = pn.Tabs(("Latent", self.latent), *((name, pn.Column(pn.indicators.LoadingSpinner(
             value=True, size=40), name=name)) for name in list(views)[1:]), sizing_mode="stretch_width")  # fmt: skip
         built = {0}

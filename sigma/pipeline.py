@@ -121,6 +121,13 @@ class PipelineConfig:
         NMF components for unmixing the cluster spectra; None uses the number of clusters.
     seed : int
         Seed for everything random (split, weights, clustering).
+    library : str
+        Name the phases from a library (:mod:`sigma.phases`): ``"default"`` (sigma's 270
+        minerals and materials), a CSV path (name, formula[, density]) that extends it, or
+        ``"none"`` to keep the line-based names.
+    embedding : {"autoencoder", "umap"}
+        The 2-D embedding clustered: sigma's autoencoder, or UMAP (:mod:`sigma.embedding`,
+        needs ``umap-learn``).
     """
 
     bin_factor: int | list[int] | None = None
@@ -148,6 +155,8 @@ class PipelineConfig:
     smooth_labels: float = 0.0
     nmf_components: int | None = None
     seed: int = 0
+    library: str = "default"
+    embedding: str = "autoencoder"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineConfig:
@@ -438,8 +447,18 @@ def run(
     from sigma import validation
 
     check_config(cfg)
+    from sigma.embedding import check_embedding
+    from sigma.phases import check_library
+
+    check_library(cfg.library)
+    check_embedding(cfg.embedding)
     if out is not None:  # before any work: suffix, not the input, writable, exists
         validation.check_output_path(out, inputs=validation.sources_of(data), overwrite=overwrite)
+    from sigma.map_pipeline import element_maps_of, run_maps
+
+    maps = element_maps_of(data)  # a folder of element maps: no spectra (sigma.map_pipeline)
+    if maps is not None:
+        return run_maps(maps, cfg, out=out, overwrite=overwrite, show_progress=show_progress)
     timer = StageTimer()
     _import_in_background(_TRAINING_MODULES)
     with timer("load"):
@@ -460,10 +479,17 @@ def run(
         pre = cfg.preprocessor(mean_counts)
         features = _split_shape_steps(pre)[1](counts_ds).load()
     with timer("train"):
-        model, trainer = _train(features, cfg, show_progress)
+        if cfg.embedding == "umap":  # (sigma.embedding) no network: embedded in "encode"
+            model = None
+        else:
+            model, trainer = _train(features, cfg, show_progress)
     with timer("encode"):
         client = _dask_client()
-        if client is not None:
+        if model is None:
+            from sigma.embedding import umap_embedding
+
+            latent = umap_embedding(features, random_state=cfg.seed)
+        elif client is not None:
             latent = _encode_on_cluster(model, features)
         else:
             from sigma.encoding import encode
@@ -502,11 +528,23 @@ def run(
             embedding=emb,
             features=features,
             nmf_components=cfg.nmf_components or "auto",
-            model_hparams=dict(model.hparams),
+            model_hparams=dict(model.hparams) if model is not None else {"embedding": "umap"},
             preprocessing=_full_chain(shape_steps, features, pre),
             random_state=cfg.seed,
             show_progress=show_progress,
         )
+        if "cluster_sum_spectrum" in results.dataset:  # names and compositions (issue 16)
+            from sigma.phases import core_spectra, identify_phases
+            from sigma.quantify import quantify_results
+
+            core = core_spectra(
+                counts_ds[COUNTS], results.dataset["label"].values, results.n_clusters
+            )
+            if cfg.library != "none":
+                results = identify_phases(
+                    results, library=None if cfg.library == "default" else cfg.library, spectra=core
+                )
+            results = quantify_results(results, spectra=core)
         results.dataset.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
         if client is not None:
             n_workers = len(client.scheduler_info().get("workers", {}))
@@ -748,7 +786,10 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
         name = str(ds["cluster_name"].values[k]) if "cluster_name" in ds else f"phase {k}"
         npx = int(ds["n_pixels"].values[k]) if "n_pixels" in ds else 0
         frac = 100.0 * npx / total if total else 0.0
-        lines.append(f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)")
+        line = f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)"
+        if "match_confidence" in ds and np.isfinite(ds["match_confidence"].values[k]):
+            line += f"  match {float(ds['match_confidence'].values[k]):.2f}"
+        lines.append(line)
     if "label" in ds:
         n_bad = int((np.asarray(ds["label"].values) < 0).sum())
         if n_bad:

@@ -342,8 +342,12 @@ class SigmaResults:
         return dict(json.loads(self.dataset.attrs.get("clustering", "{}") or "{}"))
 
     def phase_table(self) -> pd.DataFrame:
-        """Name, colour, pixels, area and area fraction of each cluster."""
-        return analysis.phase_table(self.dataset)
+        """Name, colour, pixels, area and area fraction of each cluster; the library match
+        (:mod:`sigma.phases`), composition (:mod:`sigma.quantify`) or mean element-map
+        intensities (:mod:`sigma.io.maps`) when the results have them."""
+        from sigma.phases import extend_phase_table
+
+        return extend_phase_table(self.dataset, analysis.phase_table(self.dataset))
 
     def binary_maps(self) -> xr.DataArray:
         """``(cluster, y, x)`` boolean maps."""
@@ -596,7 +600,8 @@ class SigmaResults:
         Files: ``phase_map.png``, ``phase_map.tif`` (int16 labels), ``probability.tif``
         (float32, ``(cluster, y, x)``), ``probability_<i>.png``, ``cluster_spectra.csv``
         (energy and one mean and one sum column per cluster), ``phase_table.csv`` and, when
-        present, ``nmf_spectra.csv`` and ``nmf_weights.csv``.
+        present, ``nmf_spectra.csv``, ``nmf_weights.csv`` and ``element_maps/`` (one TIFF per
+        feature, ``Fe Ka.tif``, and the navigation image: :func:`sigma.io.maps.load_maps`).
 
         Raises
         ------
@@ -647,6 +652,10 @@ class SigmaResults:
             written.append(out / f"probability_{i}.png")
         self.phase_table().to_csv(out / "phase_table.csv", index=False)
         written.append(out / "phase_table.csv")
+        if "features" in ds:  # element maps, readable by sigma.load(out / "element_maps")
+            from sigma.io.maps import write_element_maps
+
+            written += write_element_maps(ds, out / "element_maps")
         if "cluster_mean_spectrum" in ds:
             table = {"energy_keV": ds[DIM_ENERGY].values}
             for i in range(self.n_clusters):

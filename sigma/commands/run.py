@@ -63,6 +63,16 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
         help="spatial regularisation of labels (Gaussian sigma, px)",
     )
     p.add_argument("--seed", type=t.int_at_least(0, "--seed"), help="random seed (default 0)")
+    p.add_argument(
+        "--library",
+        metavar="CSV",
+        help="phase library CSV (name,formula[,density]) extending sigma's; 'none' keeps line names",
+    )
+    p.add_argument(
+        "--embedding",
+        choices=["autoencoder", "umap"],
+        help="2-D embedding to cluster (default autoencoder; umap needs umap-learn)",
+    )
     p.add_argument("--accelerator", type=t.accelerator, help="cpu, gpu or auto (Lightning)")
     p.add_argument("--devices", type=t.devices, help="Lightning devices, e.g. 1, 2 or auto")
     p.add_argument(
@@ -101,6 +111,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         cfg.smooth_labels = args.smooth_labels
     if args.seed is not None:
         cfg.seed = args.seed
+    if getattr(args, "library", None):
+        cfg.library = args.library
+    if getattr(args, "embedding", None):
+        cfg.embedding = args.embedding
     if args.accelerator is not None:
         cfg.trainer = {**cfg.trainer, "accelerator": args.accelerator}
     if args.devices is not None:

@@ -219,6 +219,10 @@ def load(
     ('y', 'x', 'energy')
     """
     source = Path(path)
+    from sigma.io.maps import is_map_folder, load_maps
+
+    if format is None and is_map_folder(source):  # exported element maps (sigma.io.maps)
+        return load_maps(source)
     reader = _pick_reader(source, format)
     if not source.exists():
         hint = ""

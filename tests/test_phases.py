@@ -1,0 +1,343 @@
+"""Phase naming (sigma.phases), compositions (sigma.quantify), element maps and UMAP (issue 16)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigma.datasets import PHASES, phase_spectrum
+from sigma.exceptions import ConfigurationError, SchemaError
+from sigma.phases import UNMATCHED, load_library, match_spectrum
+from sigma.quantify import k_factors, quantify_spectrum
+
+ENERGY = np.arange(2048) * 0.01
+
+
+def _counts(name: str, total: float, *, seed: int = 0, **kw: object) -> np.ndarray:
+    s = phase_spectrum(PHASES[name], ENERGY, **kw)  # type: ignore[arg-type]
+    return np.random.default_rng(seed).poisson(s * total).astype(np.float64)
+
+
+def _atomic(name: str) -> dict[str, float]:
+    from sigma.datasets._phases import _atomic_mass
+
+    comp = PHASES[name].composition
+    at = {el: w / _atomic_mass(el) for el, w in comp.items() if el != "H"}
+    total = sum(at.values())
+    return {el: v / total for el, v in at.items()}
+
+
+# ------------------------------------------------------------------------------- library
+def test_default_library_is_large_and_parsed() -> None:
+    lib = load_library()
+    assert len(lib) >= 150
+    names = {e.name for e in lib}
+    assert {
+        "quartz",
+        "albite",
+        "ilmenite",
+        "epoxy",
+        "pyrite",
+        "apatite",
+        "stainless steel 304",
+    } <= names
+    steel = next(e for e in lib if e.name == "stainless steel 304")
+    assert steel.composition["Cr"] == pytest.approx(0.19, abs=1e-6)  # weight percents
+    hem = next(e for e in lib if e.name == "hematite")
+    assert hem.composition["Fe"] == pytest.approx(0.699, abs=1e-3)  # formula -> mass fractions
+
+
+def test_user_library_extends_and_replaces(tmp_path: Path) -> None:
+    csv = tmp_path / "mine.csv"
+    csv.write_text("name,formula,density\nmy spinel,ZnAl2O4,4.6\nquartz,SiO2,2.6\n")
+    lib = load_library(csv)
+    assert len(lib) == len(load_library()) + 1
+    assert next(e for e in lib if e.name == "quartz").density == 2.6
+    only = load_library(csv, replace=True)
+    assert [e.name for e in only] == ["my spinel", "quartz"]
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ("bad,XqO2,2", "row 3 ('bad'): unknown element 'Xq'"),
+        ("bad,Si(O2,2", "row 3 ('bad'): cannot parse formula 'Si(O2'"),
+        ("bad,,2", "row 3 ('bad'): the formula is empty"),
+        ("bad,SiO2,heavy", "row 3 ('bad'): density must be a positive number"),
+        ("bad,wt% Fe70 Crr30,2", "row 3 ('bad'): bad weight-percent term"),
+    ],
+)
+def test_bad_library_row_is_named(tmp_path: Path, row: str, needle: str) -> None:
+    csv = tmp_path / "lib.csv"
+    csv.write_text(f"name,formula,density\nok,SiO2,2.6\n{row}\n")
+    with pytest.raises(ConfigurationError, match=".*") as info:
+        load_library(csv)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_library_needs_name_and_formula_columns(tmp_path: Path) -> None:
+    csv = tmp_path / "lib.csv"
+    csv.write_text("mineral,composition\nquartz,SiO2\n")
+    with pytest.raises(ConfigurationError, match="needs the columns 'name' and 'formula'"):
+        load_library(csv)
+
+
+def test_cli_bad_library_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sigma.cli import main
+    from sigma.datasets import synthetic_cube
+    from sigma.io import save
+
+    save(synthetic_cube((8, 8, 64)), tmp_path / "cube.nc")
+    csv = tmp_path / "lib.csv"
+    csv.write_text("name,formula\nfoo,Qz2O\n")
+    rc = main(
+        ["run", str(tmp_path / "cube.nc"), "--library", str(csv), "--out", str(tmp_path / "r.nc")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = [ln for ln in err.splitlines() if ": error:" in ln]
+    assert len(lines) == 1
+    assert "row 2 ('foo')" in lines[0]
+    assert "unknown element 'Qz'" in lines[0]
+    assert not (tmp_path / "r.nc").exists()
+
+
+# ------------------------------------------------------------------------------- naming
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [("quartz", "quartz"), ("albite", "albite"), ("ilmenite", "ilmenite"), ("rutile", "rutile")],
+)
+def test_sem_spectra_are_named(phase: str, expected: str) -> None:
+    m = match_spectrum(_counts(phase, 2e5), ENERGY, beam_energy_kev=15.0)
+    assert expected in m.name.split("/")
+    assert m.kind == "single"
+    assert m.confidence >= 0.9
+    assert len(m.top) == 3
+    assert m.top[0][1] < m.top[1][1]  # misfits rank the candidates
+
+
+def test_tem_spectrum_is_named() -> None:
+    counts = _counts("FePt", 1e5, beam_energy_kev=200.0, geometry="thin")
+    m = match_spectrum(counts, ENERGY, beam_energy_kev=200.0, geometry="thin")
+    assert m.name == "FePt"
+
+
+def test_phase_outside_the_library_is_unmatched() -> None:
+    from sigma.datasets import Phase
+
+    odd = Phase.from_formula("odd", "Zr2Cu3Sn")  # no library entry holds Zr, Cu and Sn
+    s = phase_spectrum(odd, ENERGY, beam_energy_kev=15.0)
+    counts = np.random.default_rng(1).poisson(s * 2e5)
+    m = match_spectrum(counts, ENERGY, beam_energy_kev=15.0)
+    assert m.name.startswith(f"{UNMATCHED}: ")
+    assert {"Zr", "Cu", "Sn"} <= set(m.elements)
+
+
+def test_low_counts_give_no_confident_wrong_name() -> None:
+    # 3000 counts: hematite and magnetite cannot be told apart; never a single wrong name
+    m = match_spectrum(_counts("hematite", 3e3, seed=3), ENERGY, beam_energy_kev=15.0)
+    assert m.kind != "single" or m.name == "hematite"
+
+
+def _altmodel():  # noqa: ANN202
+    pytest.importorskip("xraylib")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import altmodel
+
+    return altmodel
+
+
+@pytest.mark.parametrize("phase", ["quartz", "albite", "orthoclase", "diopside", "almandine"])
+def test_independent_model_never_named_wrong(phase: str) -> None:
+    """Spectra from another physics model: right, a group holding the truth, or unmatched."""
+    alt = _altmodel()
+    spec, _, _ = alt.phase_spectrum(alt.PHASE_FORMULAS[phase])
+    counts = np.random.default_rng(0).poisson(spec * 1e5)
+    energy = alt._energy()
+    m = match_spectrum(
+        counts, energy, beam_energy_kev=alt.BEAM_KV, mnka_resolution_ev=alt.MNKA_FWHM_EV
+    )
+    assert m.kind == "unmatched" or phase in m.name.split("/"), m
+
+
+# ------------------------------------------------------------------------------- compositions
+@pytest.mark.parametrize(
+    ("phase", "beam", "geometry"),
+    [
+        ("albite", 15.0, "bulk"),
+        ("ilmenite", 15.0, "bulk"),
+        ("tenorite", 200.0, "thin"),
+        ("FePt", 200.0, "thin"),
+    ],
+)
+def test_compositions_within_2_at_pct(phase: str, beam: float, geometry: str) -> None:
+    counts = _counts(phase, 1e5, beam_energy_kev=beam, geometry=geometry)
+    comp = quantify_spectrum(counts, ENERGY, beam_energy_kev=beam, geometry=geometry)  # type: ignore[arg-type]
+    truth = _atomic(phase)
+    assert set(comp.atomic) == set(truth)
+    for el, value in truth.items():
+        assert abs(comp.atomic[el] - value) < 0.02, (el, comp.atomic[el], value)
+        assert 0 < comp.atomic_error[el] < 0.02
+    assert sum(comp.atomic.values()) == pytest.approx(1.0)
+    assert comp.method == ("cliff-lorimer" if geometry == "thin" else "standardless-za")
+
+
+def test_counting_errors_shrink_with_counts() -> None:
+    lo = quantify_spectrum(_counts("albite", 2e4), ENERGY, beam_energy_kev=15.0)
+    hi = quantify_spectrum(_counts("albite", 8e5), ENERGY, beam_energy_kev=15.0)
+    assert hi.atomic_error["Na"] < 0.6 * lo.atomic_error["Na"]
+
+
+def test_k_factors_relative_to_si() -> None:
+    k = k_factors(["Fe", "Na", "Si"], ENERGY, beam_energy_kev=200.0)
+    assert k["Si"] == 1.0
+    assert all(0.3 < v < 5.0 for v in k.values())
+    assert k["Fe"] != pytest.approx(1.0, abs=0.05)
+
+
+# ------------------------------------------------------------------------------- results
+@pytest.fixture(scope="module")
+def small_run():  # noqa: ANN201
+    import sigma
+    from sigma.datasets import synthetic_sem
+
+    ds, truth = synthetic_sem((48, 64), counts_per_pixel=200, seed=0, show_progress=False)
+    res = sigma.run(
+        ds, config={"max_epochs": 2, "clustering": {"n_components": 4}}, show_progress=False
+    )
+    return res, truth
+
+
+def test_run_names_and_quantifies(small_run, tmp_path: Path) -> None:  # noqa: ANN001
+    res, _ = small_run
+    ds = res.dataset
+    for var in ("cluster_lines", "match_name", "match_misfit", "match_kind", "composition_at"):
+        assert var in ds
+    assert ds["match_name"].shape == (res.n_clusters, 3)
+    table = res.phase_table()
+    assert {"match", "confidence", "candidates (misfit)", "lines"} <= set(table.columns)
+    assert any(c.endswith(" at.%") for c in table.columns)
+    at = ds["composition_at"].values
+    assert np.allclose(np.nansum(at, axis=1), 1.0)
+    path = res.save(tmp_path / "r.nc")
+    from sigma.results import SigmaResults
+
+    back = SigmaResults.load(path)
+    assert back.names == res.names
+    assert list(back.dataset["match_name"].values[0]) == list(ds["match_name"].values[0])
+
+
+def test_ternary_plot(small_run) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sigma.quantify import plot_ternary
+
+    res, _ = small_run
+    els = [str(e) for e in res.dataset["element"].values][:3]
+    fig = plot_ternary(res, els, pixels=True)
+    assert fig.axes
+    with pytest.raises(ConfigurationError, match="not quantified"):
+        plot_ternary(res, [els[0], els[1], "Xe"])
+
+
+# ------------------------------------------------------------------------------- element maps
+def test_maps_roundtrip_and_run(small_run, tmp_path: Path) -> None:  # noqa: ANN001
+    import sigma
+
+    res, _ = small_run
+    written = res.export(tmp_path / "export")
+    folder = tmp_path / "export" / "element_maps"
+    assert any(p.parent == folder for p in written)
+    ds = sigma.load(folder)
+    assert ds["features"].dims == ("y", "x", "feature")
+    assert ds.sizes["feature"] == res.dataset.sizes["feature"]
+    names = [str(f) for f in res.dataset["feature"].values]
+    assert sorted(str(f) for f in ds["feature"].values) == sorted(names)
+    np.testing.assert_allclose(
+        ds["features"].sel(feature=names).values, res.dataset["features"].values, rtol=1e-6
+    )
+    out = sigma.run(
+        folder,
+        config={"max_epochs": 1, "clustering": {"n_components": 3}},
+        out=tmp_path / "maps.nc",
+        show_progress=False,
+    )
+    assert out.n_clusters == 3
+    assert "cluster_mean_intensity" in out.dataset
+    assert "Si_Ka mean" in out.phase_table().columns or any(
+        c.endswith(" mean") for c in out.phase_table().columns
+    )
+    assert (tmp_path / "maps.nc").exists()
+
+
+def test_maps_of_different_shapes_are_refused(tmp_path: Path) -> None:
+    import tifffile
+
+    from sigma.io.maps import load_maps
+
+    tifffile.imwrite(tmp_path / "Fe Ka.tif", np.ones((8, 9), np.float32))
+    tifffile.imwrite(tmp_path / "Si.tif", np.ones((8, 9), np.float32))
+    tifffile.imwrite(tmp_path / "O Ka.tif", np.ones((8, 10), np.float32))
+    with pytest.raises(SchemaError, match=r"'O Ka.tif' is 8 x 10 px but the other maps are 8 x 9"):
+        load_maps(tmp_path)
+
+
+def test_folder_without_element_maps(tmp_path: Path) -> None:
+    import tifffile
+
+    from sigma.io.maps import load_maps
+
+    tifffile.imwrite(tmp_path / "overlay.tif", np.ones((8, 9), np.float32))
+    with pytest.raises(SchemaError, match="holds no element maps"):
+        load_maps(tmp_path)
+
+
+def test_png_and_bse(tmp_path: Path) -> None:
+    from skimage import io as skio
+
+    from sigma.io.maps import load_maps
+
+    img = (np.arange(48).reshape(6, 8) * 5).astype(np.uint8)
+    skio.imsave(tmp_path / "Fe.png", img, check_contrast=False)
+    skio.imsave(tmp_path / "BSE.png", np.stack([img] * 3, axis=-1), check_contrast=False)
+    ds = load_maps(tmp_path)
+    assert [str(f) for f in ds.feature.values] == ["Fe"]
+    assert ds["bse"].shape == (6, 8)
+    np.testing.assert_allclose(ds["features"].values[..., 0], img, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------- UMAP
+def test_embedding_option_checked() -> None:
+    from sigma.embedding import check_embedding
+
+    with pytest.raises(ConfigurationError, match="embedding must be one of"):
+        check_embedding("tsne")
+
+
+@pytest.mark.slow  # numba compiles UMAP on first use (~1 min on 2 cores)
+def test_umap_run_end_to_end() -> None:
+    pytest.importorskip("umap")
+    import sigma
+    from sigma.datasets import synthetic_sem
+
+    ds, truth = synthetic_sem(
+        (32, 40),
+        counts_per_pixel=200,
+        seed=1,
+        show_progress=False,
+        phases=["quartz", "calcite", "hematite"],
+    )
+    res = sigma.run(
+        ds,
+        config={"embedding": "umap", "clustering": {"n_components": 3}, "library": "none"},
+        show_progress=False,
+    )
+    from sklearn.metrics import adjusted_rand_score
+
+    assert res.dataset["embedding"].shape == (32, 40, 2)
+    assert adjusted_rand_score(truth.label.values.ravel(), res.label.values.ravel()) > 0.8

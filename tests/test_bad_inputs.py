@@ -80,6 +80,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "inf.nc": _float_counts(ds, np.inf),
         "negative.nc": _float_counts(ds, -3.0),
         "zeros.nc": ds.assign(counts=ds.counts * 0),
+        "zero_peak_only.nc": ds.assign(counts=ds.counts.where(ds.energy < 0.1, 0)),
         "ev_as_kev.nc": _energy(ds, e * 1000.0),
         "nonuniform.nc": _energy(ds, e + np.linspace(0.0, 1.0, e.size) ** 2),
         "one_pixel.nc": ds.isel(y=slice(0, 1), x=slice(0, 1)),
@@ -248,6 +249,12 @@ CASES = [
         ("run", "zeros.nc", "--out", "new.nc"),
         1,
         "every count in the cube is zero",
+    ),  # fmt: skip
+    Case(
+        "counts only in the zero peak",
+        ("run", "zero_peak_only.nc", "--out", "new.nc"),
+        1,
+        "no X-ray counts above 0.1 keV",
     ),  # fmt: skip
     Case("axis eV as keV", ("run", "ev_as_kev.nc", "--out", "new.nc"), 1, "most likely in eV"),
     Case("axis non-uniform", ("run", "nonuniform.nc", "--out", "new.nc"), 1, "not uniform"),

@@ -94,6 +94,10 @@ def _spatial(
     return xr.DataArray(a, dims=(DIM_Y, DIM_X, extra_dim), coords=coords)
 
 
+#: colour of no-data pixels (label -1) in phase maps (the GUI uses the same grey)
+NO_DATA_COLOR = "#9e9e9e"
+
+
 @dataclass(frozen=True)
 class SigmaResults:
     """Immutable results of a sigma run: one :class:`xarray.Dataset` (docs/results_schema.md).
@@ -440,7 +444,8 @@ class SigmaResults:
         fig, ax = _fig_ax(ax, (5, 4.5))
         lab = self.label.values.astype(float)
         lab[lab < 0] = np.nan
-        cmap = ListedColormap(self.colors).with_extremes(bad="white")
+        n_nodata = int(np.isnan(lab).sum())
+        cmap = ListedColormap(self.colors).with_extremes(bad=NO_DATA_COLOR)
         ext = _extent(self.dataset)
         ax.imshow(
             lab,
@@ -463,11 +468,14 @@ class SigmaResults:
         )
         ax.set_title("phase map")
         if legend:
+            handles = [
+                Patch(color=c, label=f"{i}: {n}")
+                for i, (c, n) in enumerate(zip(self.colors, self.names, strict=True))
+            ]
+            if n_nodata:
+                handles.append(Patch(color=NO_DATA_COLOR, label=f"no data ({n_nodata:,} px)"))
             ax.legend(
-                handles=[
-                    Patch(color=c, label=f"{i}: {n}")
-                    for i, (c, n) in enumerate(zip(self.colors, self.names, strict=True))
-                ],
+                handles=handles,
                 loc="upper left",
                 bbox_to_anchor=(1.01, 1),
                 fontsize="small",

@@ -209,3 +209,23 @@ def test_reopening_and_plotting_needs_no_torch(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_phase_map_shows_no_data_pixels_grey_with_a_legend_entry(
+    built: tuple[SigmaResults, xr.Dataset],
+) -> None:
+    from matplotlib.colors import to_hex
+
+    from sigma.results import NO_DATA_COLOR
+
+    res, _ = built
+    ds = res.dataset.copy()
+    label = ds.label.values.copy()
+    label[0, :5] = -1
+    nodata = SigmaResults(ds.assign(label=(ds.label.dims, label)))
+    fig = nodata.plot_phase_map()
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts[-1] == "no data (5 px)"
+    assert to_hex(fig.axes[0].images[0].get_cmap().get_bad()) == NO_DATA_COLOR
+    full = [t.get_text() for t in res.plot_phase_map().axes[0].get_legend().get_texts()]
+    assert not any("no data" in t for t in full)

@@ -105,6 +105,59 @@ def _candidate(
     return km.labels_, pca.components_
 
 
+def _boundary_mixture(
+    label: npt.NDArray[np.int_],
+    group: npt.NDArray[np.int_],
+    rest: npt.NDArray[np.int_],
+    phase: int,
+    counts: npt.NDArray[Any],
+    shape: tuple[int, int],
+    *,
+    min_boundary: float = 0.85,
+    min_sigma: float = 8.0,
+) -> bool:
+    """Whether ``group`` (split off ``phase``) is mixed pixels on boundaries, not a phase.
+
+    Such a group (1) lies on boundaries: at least ``min_boundary`` of its pixels touch another
+    phase; and (2) its summed counts are explained by a non-negative mix of the other phases'
+    and the rest of its own phase's spectra: no channel window exceeds the mix by
+    ``min_sigma`` (:func:`sigma.clustering.residual.poisson_mix`). ``counts`` are the held-out
+    halves, so the test does not see the noise that shaped the group.
+    """
+    from scipy import ndimage
+
+    from sigma.clustering.residual import _dev_resid, poisson_mix
+
+    ny, nx = shape
+    mask = np.zeros(ny * nx, dtype=bool)
+    mask[group] = True
+    img = mask.reshape(ny, nx)
+    interior = ndimage.binary_erosion(img, np.ones((3, 3), dtype=bool), border_value=1)
+    if 1.0 - interior.sum() / max(img.sum(), 1) < min_boundary:
+        return False
+    k = int(label.max()) + 1
+    lab = label.copy()
+    lab[group] = -1
+    lab[rest] = phase
+    shapes = []
+    for j in range(k):
+        sel = lab == j
+        if sel.any():
+            t = np.asarray(counts[sel].sum(axis=0), dtype=np.float64) + 0.5
+            shapes.append(t / t.sum())
+    s = np.asarray(counts[group].sum(axis=0), dtype=np.float64)
+    _, mu = poisson_mix(s, np.array(shapes))
+    r3 = _dev_resid(np.convolve(s, np.ones(3), "same"), np.convolve(mu, np.ones(3), "same"))
+    mixed = float(r3.max()) < min_sigma
+    logger.debug(
+        "split_phases: group of %d px on boundaries, largest excess over a mix %.1f sigma: %s",
+        group.size,
+        float(r3.max()),
+        "boundary pixels" if mixed else "a phase",
+    )
+    return mixed
+
+
 def _same_phase_pool(label: npt.NDArray[np.int_], w: int) -> Any:
     """Sparse ``(pixels, pixels)`` sum over each pixel's ``w x w`` window, same-phase pixels only.
 
@@ -182,6 +235,7 @@ def split_phases(
     counts = np.asarray(spectra).astype(np.int64)
     A: npt.NDArray[Any] = rng.binomial(counts, 0.5)
     B: npt.NDArray[Any] = counts - A
+    B_raw = B
     mean = float(counts[valid].sum(axis=1).mean()) if n_valid else 0.0
     if shape is not None and 0 < mean < 100.0:
         w = 3 if 9 * mean >= 100.0 else 5
@@ -218,6 +272,9 @@ def split_phases(
         proj = zb @ w
         dip = _valley(proj, float(np.median(proj[g == 0])), float(np.median(proj[g == 1])))
         ok = log_p < math.log(alpha / max(n_tests, 1)) and dip < valley
+        if ok and shape is not None:
+            small_g = int(np.argmin(sizes))
+            ok = not _boundary_mixture(label, idx[g == small_g], idx[g != small_g], c, B_raw, shape)
         logger.debug(
             "split_phases: phase %d (%d px) -> %s, log10 p %.1f, valley %.2f: %s",
             c,

@@ -47,15 +47,21 @@ def _dev_resid(c: npt.NDArray[Any], m: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def poisson_mix(
-    s: npt.NDArray[np.float64], shapes: npt.NDArray[np.float64], n_iter: int = 300
+    s: npt.NDArray[np.float64], shapes: npt.NDArray[np.float64], n_iter: int = 50
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Non-negative amounts ``a`` maximising the Poisson likelihood of ``s`` under ``a @ shapes``.
 
-    ``shapes`` (phases, channels) are spectrum shapes (rows sum to 1). EM (Richardson-Lucy)
-    updates keep ``a >= 0`` and the total equal to ``s.sum()``. Returns ``(a, a @ shapes)``.
+    ``shapes`` (phases, channels) are spectrum shapes (rows sum to 1). Started from the
+    variance-weighted non-negative least squares solution (exact, scipy's NNLS), then polished
+    by EM (Richardson-Lucy) updates, which keep ``a >= 0`` and converge to the Poisson
+    maximum. Returns ``(a, a @ shapes)``.
     """
-    k = shapes.shape[0]
-    a = np.full(k, max(float(s.sum()), 1e-12) / k)
+    from scipy.optimize import nnls
+
+    w = 1.0 / np.sqrt(np.maximum(s, 0.0) + 1.0)
+    a, _ = nnls(shapes.T * w[:, None], s * w)
+    total = max(float(s.sum()), 1e-12)
+    a = np.maximum(a, 1e-9 * total)
     for _ in range(n_iter):
         mu = np.maximum(a @ shapes, 1e-300)
         a = a * (shapes @ (s / mu))
@@ -86,7 +92,7 @@ def _evidence(
     fwhm_mnka_ev: float,
     *,
     name_lines: bool = True,
-    n_iter: int = 300,
+    n_iter: int = 50,
 ) -> dict[str, Any]:
     """How badly the best non-negative mix of the phases explains the summed counts ``s``."""
     a, mu = poisson_mix(s, shapes, n_iter=n_iter)
@@ -249,7 +255,7 @@ def find_missed_phases(
         px = np.flatnonzero(gflat == g)
         s = np.asarray(cs[px].sum(axis=0)).ravel()
         ev = _evidence(
-            s, shapes, energy_kev, beam_energy_kev, fwhm_mnka_ev, name_lines=False, n_iter=100
+            s, shapes, energy_kev, beam_energy_kev, fwhm_mnka_ev, name_lines=False, n_iter=20
         )
         logger.debug(
             "residual: group of %d px, excess %.1f sigma at %.2f keV, share %.2f",

@@ -107,7 +107,7 @@ def test_boundary_pixels_are_not_a_new_phase() -> None:
     label, splits = split_phases(spectra, label0, shape=frac.shape, tests_out=tests)
     assert splits == []
     assert label.max() == 1
-    assert any(t.get("boundary_of") for t in tests)  # the mixed columns were found, and kept
+    assert any(t.get("boundary") for t in tests)  # the mixed columns were found, and kept
 
 
 def test_misassigned_pixels_join_the_phase_they_match() -> None:

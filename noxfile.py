@@ -33,6 +33,7 @@ def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install("ruff")
     session.run("ruff", "check", "sigma", "gui", "tests", "benchmarks")
+    session.run("ruff", "format", "--check", "sigma", "gui", "tests", "benchmarks")
 
 
 @nox.session

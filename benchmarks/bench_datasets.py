@@ -36,7 +36,9 @@ def main() -> None:
     _timed("synthetic_cube() cached", sd.synthetic_cube)
     for level in (5, 30, 500, 10_000):
         ds, truth = _timed(
-            f"demo_scene(counts_per_pixel={level})", sd.demo_scene, counts_per_pixel=level,
+            f"demo_scene(counts_per_pixel={level})",
+            sd.demo_scene,
+            counts_per_pixel=level,
             show_progress=False,
         )
         mean = float(ds.counts.sum("energy").mean())
@@ -47,7 +49,9 @@ def main() -> None:
     print(f"    mean counts/pixel {counts.sum(axis=2).mean():.2f}")
     if args.big:
         ds, _ = _timed(
-            "synthetic_sem((1024, 1024), chunks=256) build", sd.synthetic_sem, (1024, 1024),
+            "synthetic_sem((1024, 1024), chunks=256) build",
+            sd.synthetic_sem,
+            (1024, 1024),
             chunks=(256, 256),
         )
         total = _timed("  ... sum over energy, chunk by chunk", ds.counts.sum("energy").to_numpy)

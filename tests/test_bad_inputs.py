@@ -88,7 +88,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for name, cube in bad.items():
         sigma.save(cube, d / name)
-    write_results(scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04), d / "results.nc")
+    write_results(
+        scene_results((16, 16), n_phases=3, n_channels=256, energy_scale_kev=0.04), d / "results.nc"
+    )
     (d / "single.msa").write_text(
         _MSA.format(values="\n".join(f"{(i * 7) % 13}," for i in range(64))), encoding="ascii"
     )

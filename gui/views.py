@@ -246,6 +246,11 @@ def _guarded(method: _F) -> _F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
+                finally:
+                    pr.disable()
+                    with open(f"/tmp/w15/served_{method.__name__}.txt", "w") as fh:
+                        pstats.Stats(pr, stream=fh).sort_stats("cumulative").print_stats(60)
+            return method(self, *args, **kwargs)
         except Exception as err:  # the GUI reports every error instead of dying
             logger.exception("GUI callback %s failed", method.__name__)
             self.state.notify(f"{type(err).__name__}: {err}", "error")
@@ -1673,13 +1678,23 @@ class SigmaApp(pn.viewable.Viewer):
         self.latent = LatentView(self.state, self.spectra)
         self.clusters = ClustersView(self.state, self.spectra)
 
-    @param.depends("state.edited", "state.results")
-    def _title(self) -> pn.viewable.Viewable:
+    def _title_text(self) -> str:
         ds = self.state.results
         src = self.state.path or ds.attrs.get("source", "in-memory results")
         edited = " — <b>edited, not saved</b>" if self.state.edited else ""
-        return pn.pane.HTML(f"<code>{src}</code>: {ds.sizes['y']}×{ds.sizes['x']} pixels, "
-                            f"{gd.n_clusters(ds)} clusters{edited}")  # fmt: skip
+        return (f"<code>{src}</code>: {ds.sizes['y']}×{ds.sizes['x']} pixels, "
+                f"{gd.n_clusters(ds)} clusters{edited}")  # fmt: skip
+
+    @property
+    def _title(self) -> pn.pane.HTML:
+        """One HTML pane whose text an edit changes (replacing a pane makes Bokeh walk the document)."""
+        if getattr(self, "_title_pane", None) is None:
+            self._title_pane = pn.pane.HTML(self._title_text())
+            self.state.param.watch(
+                lambda *e: setattr(self._title_pane, "object", self._title_text()),
+                ["results", "edited"],
+            )
+        return self._title_pane
 
     def __panel__(self) -> pn.viewable.Viewable:
         # only the first tab is built for the first paint; the others when first opened

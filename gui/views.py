@@ -246,11 +246,6 @@ def _guarded(method: _F) -> _F:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-                finally:
-                    pr.disable()
-                    with open(f"/tmp/w15/served_{method.__name__}.txt", "w") as fh:
-                        pstats.Stats(pr, stream=fh).sort_stats("cumulative").print_stats(60)
-            return method(self, *args, **kwargs)
         except Exception as err:  # the GUI reports every error instead of dying
             logger.exception("GUI callback %s failed", method.__name__)
             self.state.notify(f"{type(err).__name__}: {err}", "error")

@@ -1270,8 +1270,11 @@ class ClustersView(pn.viewable.Viewer):
                 figs.set_particles_title(self._particles_title())
             if change & {"labels", "names"}:
                 figs.update_nmf_weights()
-            self._fill_cluster_spectra()
-            self._fill_nmf()
+            if change == {"names"}:  # a rename: patch the legend labels, not the curves
+                self._relabel_cluster_spectra()
+            else:
+                self._fill_cluster_spectra()
+                self._fill_nmf()
 
     def phase_map(self) -> pn.viewable.Viewable:
         """Phase map in cluster colours over the navigation image, with its legend (built once)."""
@@ -1298,6 +1301,18 @@ class ClustersView(pn.viewable.Viewer):
         self._figs.fill_spectra(
             parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
         )  # type: ignore[union-attr]
+
+    def _relabel_cluster_spectra(self) -> None:
+        """New cluster names in the spectra legend: a patch of the label column only."""
+        parts = self._spectra_parts
+        if parts is None:
+            return
+        labels = self.state.labels()
+        new = [labels[i] for i in sorted(self.shown) if i < len(labels)]
+        if len(new) == len(parts["src"].data["label"]):
+            parts["src"].patch({"label": [(slice(0, len(new)), new)]})
+        else:
+            self._fill_cluster_spectra()
 
     @param.depends("spectra.log_scale")
     def cluster_spectra(self) -> pn.viewable.Viewable:
@@ -1676,13 +1691,23 @@ class SigmaApp(pn.viewable.Viewer):
 
         self.phases = PhasesView(self.state)
 
-    @param.depends("state.edited", "state.results")
-    def _title(self) -> pn.viewable.Viewable:
+    def _title_text(self) -> str:
         ds = self.state.results
         src = self.state.path or ds.attrs.get("source", "in-memory results")
         edited = " — <b>edited, not saved</b>" if self.state.edited else ""
-        return pn.pane.HTML(f"<code>{src}</code>: {ds.sizes['y']}×{ds.sizes['x']} pixels, "
-                            f"{gd.n_clusters(ds)} clusters{edited}")  # fmt: skip
+        return (f"<code>{src}</code>: {ds.sizes['y']}×{ds.sizes['x']} pixels, "
+                f"{gd.n_clusters(ds)} clusters{edited}")  # fmt: skip
+
+    @property
+    def _title(self) -> pn.pane.HTML:
+        """One HTML pane whose text an edit changes (replacing a pane makes Bokeh walk the document)."""
+        if getattr(self, "_title_pane", None) is None:
+            self._title_pane = pn.pane.HTML(self._title_text())
+            self.state.param.watch(
+                lambda *e: setattr(self._title_pane, "object", self._title_text()),
+                ["results", "edited"],
+            )
+        return self._title_pane
 
     def __panel__(self) -> pn.viewable.Viewable:
         # only the first tab is built for the first paint; the others when first opened

@@ -685,7 +685,9 @@ def merge_clusters(ds: xr.Dataset, clusters: Sequence[int]) -> xr.Dataset:
     k = ds.sizes[DIM_CLUSTER]
     keep = [c for c in range(k) if c not in others]
     attrs = _log_edit(ds, {"edit": "merge", "clusters": idx})
-    out = ds.copy(deep=True)
+    out = ds.copy(
+        deep=False
+    )  # every variable changed below gets a new array: no copy of the counts
     sel = xr.DataArray(idx, dims=DIM_CLUSTER)
     n = (
         out["n_pixels"].isel({DIM_CLUSTER: sel}).values.astype(np.float64)

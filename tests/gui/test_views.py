@@ -626,6 +626,7 @@ def test_edits_update_the_clusters_tab_in_place(app):
     assert app.state.last_change == {"names"}
     assert label_src.data["image"][0] is image_before  # no image sent for a rename
     assert "0: matrix" in figs.legend.object
+    assert app.clusters._spectra_parts["src"].data["label"][0].startswith("0: matrix")  # patched
     assert len(doc.models) == n_models  # no new Bokeh models
     app.clusters.cluster = 1
     app.clusters.new_color = "#00ff00"
@@ -688,3 +689,14 @@ def test_small_things(app, small_results):
     assert app.clusters._figs is not None  # built by the tab
     spectra = app.clusters._figs.spectra_figure(True, "t", "counts per pixel")[0]
     assert spectra.right  # the legend sits beside the plot, not over the lines
+
+
+def test_merge_leaves_its_input_alone_and_shares_the_counts(small_results):
+    before = {
+        v: small_results[v].values.copy() for v in ("label", "probability", "n_pixels", "gmm_mean")
+    }
+    merged = gd.merge_clusters(small_results, [1, 2])
+    for v, arr in before.items():
+        np.testing.assert_array_equal(small_results[v].values, arr)
+    # the kept counts are not copied by an edit (a deep copy cost seconds on 1M pixels)
+    assert merged["counts_value"].values is small_results["counts_value"].values

@@ -22,7 +22,12 @@ How a spectrum is matched (:func:`match_spectrum`):
    absorption and window models) and 3 % of the background counts under the line. At
    :math:`10^6` counts a pure Poisson deviance would reject every entry for a 1 % error of
    the physics, so the counting statistics alone cannot set the threshold;
-4. entries with the same visible composition (polymorphs: rutile/anatase, kyanite/andalusite/
+4. the best entry is *acceptable* when its chi-square is (p >= 0.001 for its lines), or when
+   its composition explains the lines about as well as a free composition does (likelihood-ratio test against a fit with one scale per element and
+   the same error model, p >= 0.001): misfit that no composition removes (another detector's
+   line shapes, pile-up) is not held against the entry, while a phase outside the library,
+   whose element ratios no entry has, is rejected;
+5. entries with the same visible composition (polymorphs: rutile/anatase, kyanite/andalusite/
    sillimanite) are one candidate. Each candidate gets a weight
    :math:`w \\propto \\exp(-\\chi^2/2)`; the best is *named* when its misfit is acceptable
    (chi-square p-value >= 0.001 for its degrees of freedom) and its weight is >= 0.9. When the
@@ -646,8 +651,42 @@ def match_spectrum(
     best_c2, best_i, _, best_rows = scores[0]
     from scipy.stats import chi2 as chi2_dist
 
-    dof = max(len(best_rows) - 1, 1)
-    accepted = chi2_dist.sf(best_c2, dof) >= ACCEPT_P
+    # is the entry's composition as good as any composition? a likelihood-ratio test against
+    # a free fit (one scale per element, same error model): misfit that a free composition
+    # cannot remove either (line shapes of another detector, pile-up) is not the entry's fault
+    keys_b = [keys[r] for r in best_rows]
+    els_b = sorted(
+        {k.split("_")[0] for k in keys_b}
+        & (set(found) | set(_visible(cands[best_i].composition, visible)))
+    )
+    free_preds = np.array(
+        [
+            [physics.shell_yields({el: 1.0})[physics.index[k]] for k in keys_b]
+            for el in els_b
+            if el != "C"
+        ]
+    )
+    base_var_b = base_var[best_rows]
+    free_c2 = 0.0
+    if free_preds.size:
+        free_c2, _ = _chi2(
+            fit.intensity[best_rows],
+            fit.covariance[np.ix_(best_rows, best_rows)] * fit.dispersion,
+            free_preds,
+            physics,
+            keys_b,
+            base_var_b,
+            fit.overlap[np.ix_(best_rows, best_rows)],
+            contaminant=np.array(
+                [physics.shell_yields({"C": 1.0})[physics.index[k]] for k in keys_b]
+            ),
+        )
+    dof = max(len(els_b) - 1, 1)
+    accepted = (
+        chi2_dist.sf(best_c2, max(len(best_rows) - 1, 1)) >= ACCEPT_P
+        or chi2_dist.sf(max(best_c2 - free_c2, 0.0), dof) >= ACCEPT_P
+    )
+    logger.debug("best %s chi2 %.1f, free %.1f, dof %d", cands[best_i].name, best_c2, free_c2, dof)
     # best two-entry mixture among the 12 best singles
     mixture = None
     best_mix = (math.inf, -1, -1, 0.0, 0)

@@ -16,15 +16,19 @@ How a spectrum is matched (:func:`match_spectrum`):
 3. for every entry the simulator predicts the shell intensities, and one free scale (plus a
    little carbon: coating, mount, support film, at most ~3 % of the mass without penalty) is
    fitted by weighted least squares. The misfit is a chi-square whose variance per shell is the
-   counting variance (from the fit's Poisson weights) plus a *model* error: a relative error
-   of the predicted intensity (5 % + 0.1 keV / E: about 10 % at Si Ka, 24 % at O Ka, 40 % at
-   C Ka; standardless EDS is not more accurate than that, and light-element lines depend on
-   absorption and window models) and 3 % of the background counts under the line. At
-   :math:`10^6` counts a pure Poisson deviance would reject every entry for a 1 % error of
-   the physics, so the counting statistics alone cannot set the threshold;
+   counting variance (from the fit's Poisson weights, scaled up by the spectrum fit's
+   overdispersion) plus a *model* error: a smooth trend in energy
+   ``exp(b1 ln(E/2 keV) + b2 ln(E/2 keV)^2)`` fitted with Gaussian priors (physics models
+   differ by factors of 2-5 between O Ka and Fe Ka, little between neighbouring lines), an
+   independent relative error of each line (5 % + 0.05 keV / E: 8 % at Si Ka, 15 % at O Ka;
+   100 % for an element's weaker shells such as Fe L beside Fe K) that leaks into the lines
+   it overlaps, and 3 % of the background counts under the line. At :math:`10^6` counts a
+   pure Poisson deviance would reject every entry for a 1 % error of the physics, so the
+   counting statistics alone cannot set the threshold;
 4. the best entry is *acceptable* when its chi-square is (p >= 0.001 for its lines), or when
-   its composition explains the lines about as well as a free composition does (likelihood-ratio test against a fit with one scale per element and
-   the same error model, p >= 0.001): misfit that no composition removes (another detector's
+   its composition explains the lines about as well as a free composition does
+   (likelihood-ratio test against a fit with one scale per element and the same error model,
+   p >= 0.001): misfit that no composition removes (another detector's
    line shapes, pile-up) is not held against the entry, while a phase outside the library,
    whose element ratios no entry has, is rejected;
 5. entries with the same visible composition (polymorphs: rutile/anatase, kyanite/andalusite/
@@ -440,7 +444,8 @@ def _chi2(
     # a first non-negative fit without trend, then the trend and scales together
     for it in range(3 if trend_on else 2):
         mu = scales[:, None] * preds * trend_f[None, :]
-        ind = overlap @ (rel * mu).T  # (n, phases)
+        # independent error of every line (summed over the phases), leaking into its neighbours
+        ind = overlap * (rel * mu).sum(axis=0)[None, :]  # (n, n)
         c = base + ind @ ind.T
         try:
             chol = np.linalg.cholesky(c)

@@ -35,6 +35,9 @@ _LAZY = {
     "clustering": "sigma.clustering",
     "analysis": "sigma.analysis",
     "results": "sigma.results",
+    "phases": "sigma.phases",
+    "quantify": "sigma.quantify",
+    "embedding": "sigma.embedding",
 }
 
 __all__ = ["__version__", *_LAZY]

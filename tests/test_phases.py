@@ -341,3 +341,28 @@ def test_umap_run_end_to_end() -> None:
 
     assert res.dataset["embedding"].shape == (32, 40, 2)
     assert adjusted_rand_score(truth.label.values.ravel(), res.label.values.ravel()) > 0.8
+
+
+# ------------------------------------------------------------------------------- real spectra
+@pytest.mark.network
+def test_real_reference_spectra_get_no_wrong_name(eds_tem_fept: Path, eds_sem_tm002: Path) -> None:
+    """exspy's FePt particles (on a C film, Cu grid) and the BAM TM002 multilayer (C, Al, Mn,
+    Cu, Zr on Si): several materials in one spectrum, so no single library name may be given
+    (FePt itself would be acceptable for the first)."""
+    import sigma
+
+    for path, geometry, expected, allowed in (
+        (eds_tem_fept, "thin", {"Fe", "Pt", "Cu"}, {"FePt"}),
+        (eds_sem_tm002, "bulk", {"Al", "Mn", "Cu", "Zr"}, set()),
+    ):
+        ds = sigma.load(path)
+        counts = ds["counts"].sum(("y", "x")).values.astype(np.float64)
+        m = match_spectrum(
+            counts,
+            ds["energy"].values,
+            beam_energy_kev=float(ds.attrs["beam_energy_kev"]),
+            mnka_resolution_ev=float(ds.attrs.get("energy_resolution_mnka_ev") or 130.0),
+            geometry=geometry,  # type: ignore[arg-type]
+        )
+        assert expected <= set(m.elements), m.elements
+        assert m.kind == "unmatched" or m.name in allowed, m.name

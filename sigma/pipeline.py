@@ -787,7 +787,11 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
         npx = int(ds["n_pixels"].values[k]) if "n_pixels" in ds else 0
         frac = 100.0 * npx / total if total else 0.0
         line = f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)"
-        if "match_confidence" in ds and np.isfinite(ds["match_confidence"].values[k]):
+        matched = "match_kind" not in ds or str(ds["match_kind"].values[k]) in (
+            "single",
+            "ambiguous",
+        )
+        if matched and "match_confidence" in ds and np.isfinite(ds["match_confidence"].values[k]):
             line += f"  match {float(ds['match_confidence'].values[k]):.2f}"
         lines.append(line)
     if "label" in ds:

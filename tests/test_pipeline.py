@@ -221,3 +221,24 @@ def test_lazy_zarr_on_a_local_dask_cluster_matches_the_in_memory_run(scene, tmp_
     )
     assert "Dask cluster (2 workers)" in remote.dataset.attrs["history"][-1]
     np.testing.assert_array_equal(remote.dataset.label.values, local.dataset.label.values)
+
+
+def test_summary_shows_match_confidence_only_for_named_phases() -> None:
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from sigma.pipeline import summary
+
+    ds = xr.Dataset(
+        {
+            "cluster_name": ("cluster", ["quartz", "unmatched: Fe, Ti, O"]),
+            "n_pixels": ("cluster", [30, 6]),
+            "match_kind": ("cluster", ["single", "unmatched"]),
+            "match_confidence": ("cluster", [0.97, 1.0]),
+            "label": (("y", "x"), np.zeros((6, 6), int)),
+        }
+    )
+    lines = summary(SimpleNamespace(dataset=ds), {}).splitlines()
+    assert lines[1].rstrip().endswith("match 0.97")
+    assert "match" not in lines[2].replace("unmatched", "")

@@ -304,7 +304,7 @@ def find_missed_phases(
                 "sigma": round(ev["sigma"], 1),
                 "share": round(ev["share"], 3),
                 "lines": ev["lines"],
-                "log10_p": round(min(log10_p, 0.0), 1),
+                "log10_p": round(min(max(log10_p, -300.0), 0.0), 1),  # finite: JSON
                 "host": host,
                 "n_groups": len(parts),
             }

@@ -41,6 +41,36 @@ THIN_FROM_KV = 60.0
 TAKEOFF_DEG = 35.0
 
 
+def spectrum_elements(
+    energy_kev: npt.ArrayLike,
+    spectrum: npt.ArrayLike,
+    beam_energy_kev: float | None,
+    mnka_resolution_ev: float,
+    elements: Iterable[str] | None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], list[str]]:
+    """``(energy, counts, elements)`` of one spectrum, checked; elements identified if not given.
+
+    Raises
+    ------
+    ConfigurationError
+        If the spectrum and its energy axis are not 1-D arrays of one length.
+    """
+    from sigma.exceptions import ConfigurationError
+    from sigma.xray import identify_lines, parse_line
+
+    y = np.asarray(spectrum, dtype=np.float64)
+    energy = np.asarray(energy_kev, dtype=np.float64)
+    if y.ndim != 1 or y.shape != energy.shape:
+        raise ConfigurationError(
+            f"spectrum and energy_kev must be 1-D of one length. Got {y.shape!r} and "
+            f"{energy.shape!r}."
+        )
+    if elements is not None:
+        return energy, y, list(elements)
+    lines = identify_lines(energy, y, beam_energy_kev, mnka_resolution_ev=mnka_resolution_ev)
+    return energy, y, list(dict.fromkeys(parse_line(n)[0] for n in lines))
+
+
 def geometry_of(attrs: Mapping[str, object]) -> Geometry:
     """``"thin"`` for TEM data (signal type ``EDS_TEM`` or beam >= 60 kV), else ``"bulk"``."""
     signal = str(attrs.get("signal_type") or "").upper()

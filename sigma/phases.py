@@ -585,21 +585,12 @@ def match_spectrum(
     -------
     Match
     """
-    from sigma.xray import identify_lines, parse_line
+    from sigma._linefit import spectrum_elements
 
-    y = np.asarray(spectrum, dtype=np.float64)
-    energy = np.asarray(energy_kev, dtype=np.float64)
-    if y.ndim != 1 or y.shape != energy.shape:
-        raise ConfigurationError(
-            f"spectrum and energy_kev must be 1-D of one length. Got {y.shape!r} and "
-            f"{energy.shape!r}."
-        )
+    energy, y, found = spectrum_elements(
+        energy_kev, spectrum, beam_energy_kev, mnka_resolution_ev, elements
+    )
     lib = list(library) if library is not None else load_library()
-    if elements is None:
-        lines = identify_lines(energy, y, beam_energy_kev, mnka_resolution_ev=mnka_resolution_ev)
-        found = list(dict.fromkeys(parse_line(n)[0] for n in lines))
-    else:
-        found = list(elements)
     scale = float(np.median(np.diff(energy)))
     physics = _physics(
         (float(energy[0]), scale, energy.size),

@@ -175,20 +175,11 @@ def quantify_spectrum(
     -------
     Composition
     """
-    from sigma.xray import identify_lines, parse_line
+    from sigma._linefit import spectrum_elements
 
-    y = np.asarray(spectrum, dtype=np.float64)
-    energy = np.asarray(energy_kev, dtype=np.float64)
-    if y.ndim != 1 or y.shape != energy.shape:
-        raise ConfigurationError(
-            f"spectrum and energy_kev must be 1-D of one length. Got {y.shape!r} and "
-            f"{energy.shape!r}."
-        )
-    if elements is None:
-        lines = identify_lines(energy, y, beam_energy_kev, mnka_resolution_ev=mnka_resolution_ev)
-        els = list(dict.fromkeys(parse_line(n)[0] for n in lines))
-    else:
-        els = list(elements)
+    energy, y, els = spectrum_elements(
+        energy_kev, spectrum, beam_energy_kev, mnka_resolution_ev, elements
+    )
     els = [el for el in els if el not in ("H", "He", "Li")]
     phys = _physics(energy, beam_energy_kev, mnka_resolution_ev, geometry, els)
     els = [el for el in els if el in phys.elements]

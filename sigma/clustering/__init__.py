@@ -1372,6 +1372,36 @@ def _label_moments(
     return means, covs, weights
 
 
+def _repackage(
+    clustering: xr.Dataset,
+    latent: Any,
+    label: npt.NDArray[np.int_],
+    prob: npt.NDArray[np.float64],
+    info: dict[str, Any],
+) -> xr.Dataset:
+    """A clustering result for new ``label``/``prob`` (flat pixels): latent moments recomputed.
+
+    For steps after :func:`cluster` that move pixels between phases (split, spatial
+    assignment); the model-selection sweep of ``clustering`` is kept.
+    """
+    X, spatial = _as_points(latent)
+    ok = label >= 0
+    means, covs, weights = _prob_moments(X[ok], prob[ok])
+    sweep = None
+    if "model_selection_score" in clustering:
+        sweep = tuple(
+            np.asarray(clustering[v].values)
+            for v in (
+                "n_components_tried",
+                "model_selection_score",
+                "model_selection_icl",
+                "model_selection_n_phases",
+            )
+        )
+    info["n_components"] = int(prob.shape[1])
+    return _package(label, prob, means, covs, weights, sweep, spatial, X.shape[1], info)
+
+
 def _package(
     label: Any,
     prob: Any,

@@ -481,7 +481,7 @@ def split_clustering(
     """
     import json
 
-    from sigma.clustering import _as_points, _package, _prob_moments
+    from sigma.clustering import _repackage
 
     label_da = clustering["label"]
     ny, nx = label_da.shape
@@ -503,20 +503,5 @@ def split_clustering(
     moved = np.flatnonzero((new != label) & (new >= 0) & (label >= 0))
     prob[moved, new[moved]] += prob[moved, label[moved]]
     prob[moved, label[moved]] = 0.0
-    X, spatial = _as_points(latent)
-    ok = new >= 0
-    means, covs, weights = _prob_moments(X[ok], prob[ok])
-    sweep = None
-    if "model_selection_score" in clustering:
-        sweep = tuple(
-            np.asarray(clustering[v].values)
-            for v in (
-                "n_components_tried",
-                "model_selection_score",
-                "model_selection_icl",
-                "model_selection_n_phases",
-            )
-        )
-    info["n_components"] = k
     logger.info("split_phases: %d phases after %d significant split(s)", k, len(splits))
-    return _package(new, prob, means, covs, weights, sweep, spatial, X.shape[1], info)
+    return _repackage(clustering, latent, new, prob, info)

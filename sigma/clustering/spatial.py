@@ -375,7 +375,7 @@ def spatial_clustering(
     """
     import json
 
-    from sigma.clustering import _as_points, _package, _prob_moments
+    from sigma.clustering import _repackage
 
     label_da = clustering["label"]
     ny, nx = label_da.shape
@@ -442,18 +442,4 @@ def spatial_clustering(
             added.append(rec)
     info["added_phases"] = added
     label = np.where(valid, prob.argmax(axis=1), -1)
-    X, spatial = _as_points(latent)
-    means, covs, weights = _prob_moments(X[valid], prob[valid])
-    sweep = None
-    if "model_selection_score" in clustering:
-        sweep = tuple(
-            np.asarray(clustering[v].values)
-            for v in (
-                "n_components_tried",
-                "model_selection_score",
-                "model_selection_icl",
-                "model_selection_n_phases",
-            )
-        )
-    info["n_components"] = int(prob.shape[1])
-    return _package(label, prob, means, covs, weights, sweep, spatial, X.shape[1], info)
+    return _repackage(clustering, latent, label, prob, info)

@@ -135,16 +135,9 @@ def run_maps(
         ds.attrs["xray_lines"] = list(maps.attrs.get("xray_lines", []))
         ds.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
         results = SigmaResults(ds)
-    results.dataset.attrs["timings"] = json.dumps(
-        {key: round(v, 3) for key, v in timer.seconds.items()}
-    )
-    results.dataset.attrs["peak_rss_mb"] = json.dumps(
-        {key: round(v, 1) for key, v in timer.peak_rss_mb.items()}
-    )
-    if out is not None:
-        with timer("save"):
-            results.save(out, overwrite=overwrite)
-    return results
+    from sigma.pipeline import _finish
+
+    return _finish(results, timer, out, overwrite)
 
 
 def _names(mean_int: np.ndarray, features: list[str]) -> list[str]:

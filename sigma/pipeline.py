@@ -554,6 +554,11 @@ def run(
                     f"sigma.run: preprocessing and encoding on a Dask cluster ({n_workers} workers)",
                 )
             )
+    return _finish(results, timer, out, overwrite)
+
+
+def _finish(results: Any, timer: Any, out: Any, overwrite: bool) -> Any:
+    """Record the stage timings and peak memory in the results, and save them if asked."""
     results.dataset.attrs["timings"] = json.dumps(
         {k: round(v, 3) for k, v in timer.seconds.items()}
     )

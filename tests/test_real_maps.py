@@ -186,3 +186,19 @@ def test_hitachi_empty_pixels_are_all_no_data(loaded):
     assert (label[empty] == -1).all()
     assert (label == -1).mean() == pytest.approx(frac_empty, abs=0.02)
     assert int(res.dataset.n_pixels.sum()) == int((label >= 0).sum())
+
+
+@pytest.mark.slow
+def test_p45_finds_its_fe_grains(loaded):
+    # 22 counts/px: the Fe-rich grains bright in BSE (about 3 % of the map) hold several times
+    # the matrix's Fe Ka; at least one phase beside the matrix must be made of them
+    ds = loaded(BRUKER + "P45_the_default_job.bcf")
+    res = sigma.run(ds, config=FAST, show_progress=False)
+    assert res.n_clusters >= 2
+    e = ds.energy.values
+    fe = ds.counts.isel(energy=(e > 6.25) & (e < 6.55)).sum("energy").values.astype(float)
+    label = res.dataset.label.values
+    big = int(np.argmax(res.dataset.n_pixels.values))
+    matrix_fe = fe[label == big].mean()
+    others = [k for k in range(res.n_clusters) if k != big]
+    assert max(fe[label == k].mean() for k in others) > 2.0 * matrix_fe

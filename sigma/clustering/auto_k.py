@@ -10,14 +10,18 @@ and a phase that fills a small part of a map can hide in the shoulder of a large
    ``a`` and tested on ``b``, so the test is not fooled by the noise that shaped the split;
 2. the split: 2-means on the first principal components of ``a`` (spectra scaled to unit sum,
    square-root variance-stabilised), and along each of those components alone (2-means and
-   the deepest valley of its histogram); the candidate
-   with the deepest valley (test ii) is tested;
+   the deepest valley of its histogram); the candidate with the deepest valley (test ii) is
+   tested;
 3. the tests, both on ``b``: (i) the two groups' summed spectra differ beyond Poisson noise
    (G-test of homogeneity over channels, p below ``alpha`` divided by the number of tests);
    (ii) the groups are separate, not two ends of a gradient or a phase and its boundary: the
    pixels' projections on the direction between the groups (learnt on ``a``) have a density
-   valley between the two groups' medians deeper than ``valley`` of its lower end;
-4. a phase that passes is split, and the halves are tested again (at most ``k_max`` phases).
+   valley between the two groups' medians deeper than ``valley`` of its lower end (and, for
+   phases under 200 pixels, deeper than a unimodal sample of that size shows by chance);
+4. where the smaller group goes: a group closer in composition to another phase than to the
+   rest of its own joins that phase (pixels the first clustering misplaced); a group that lies
+   on boundaries and that a non-negative mix of the phases explains is mixed pixels and stays;
+   otherwise it becomes a new phase, and both are tested again (at most ``k_max`` phases).
 
 Groups smaller than ``min_pixels`` are never split off.
 """

@@ -32,7 +32,6 @@ import xarray as xr
 
 from sigma._schema import (
     COUNTS,
-    DEFAULT_MNKA_RESOLUTION_EV,
     DIM_ENERGY,
     append_history,
     finite_float_or_none,
@@ -589,15 +588,19 @@ def _refinement_features(
         if cfg.refine == "pca":
             logger.info("refine='pca' needs the binned cube in memory; refining in the features")
         return features["features"]
-    from sigma.preprocessing import crop_energy, neighbor_average, pca_features, rebin_energy
+    from sigma.preprocessing import (
+        _mnka,
+        crop_energy,
+        neighbor_average,
+        pca_features,
+        rebin_energy,
+    )
 
     # channels a third of the Mn Ka FWHM wide keep every peak's shape and make the PCA's
     # (energy x energy) covariance ~16x cheaper on a 10 eV, 2048-channel cube (3 s -> 0.4 s)
     energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
     width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
-    fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
-    if fwhm_ev is None or fwhm_ev <= 0:  # unknown detector: a typical SDD
-        fwhm_ev = DEFAULT_MNKA_RESOLUTION_EV
+    fwhm_ev = _mnka(counts_ds, None)  # unknown detector: a typical SDD
     factor = int(fwhm_ev / 3.0 // width_ev) if width_ev > 0 else 1
     factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
     # the zero (noise) peak is no feature: a scan line with extra zero-peak counts is no phase
@@ -635,9 +638,9 @@ def _cluster_counts(counts_ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | No
         return None
     energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
     width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
-    fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
-    if fwhm_ev is None or fwhm_ev <= 0:
-        fwhm_ev = DEFAULT_MNKA_RESOLUTION_EV
+    from sigma.preprocessing import _mnka
+
+    fwhm_ev = _mnka(counts_ds, None)
     factor = max(1, int(fwhm_ev / 3.0 // width_ev)) if width_ev > 0 else 1
     n_ch = int((energy >= 0.1).sum()) // factor
     n_px = counts_ds.sizes["y"] * counts_ds.sizes["x"]
@@ -677,8 +680,9 @@ def _spatial_assign(
     See :func:`sigma.clustering.spatial.spatial_clustering`.
     """
     from sigma.clustering.spatial import spatial_clustering
+    from sigma.preprocessing import _mnka
 
-    fwhm_ev = finite_float_or_none(counts_ds.attrs.get("energy_resolution_mnka_ev"))
+    fwhm_ev = _mnka(counts_ds, None)
     beam = finite_float_or_none(counts_ds.attrs.get("beam_energy_kev"))
     return spatial_clustering(
         clusters,
@@ -688,7 +692,7 @@ def _spatial_assign(
         beta="auto" if cfg.spatial in ("auto", True) else float(cfg.spatial),
         find_missed=bool(cfg.find_missed),
         beam_energy_kev=beam,
-        fwhm_mnka_ev=fwhm_ev if fwhm_ev and fwhm_ev > 0 else DEFAULT_MNKA_RESOLUTION_EV,
+        fwhm_mnka_ev=fwhm_ev,
         k_max=int(cfg.clustering.get("k_max", 16)),
         split=split,
         random_state=cfg.seed,

@@ -149,6 +149,7 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
 
 def _run_preview(ds: xr.Dataset) -> dict[str, Any]:
     """What ``sigma run`` would use: the features (element, line, why) and the no-data pixels."""
+    from sigma.preprocessing import _mnka
     from sigma.preprocessing.lines import select_lines
     from sigma.preprocessing.nodata import no_data_mask
 
@@ -160,12 +161,9 @@ def _run_preview(ds: xr.Dataset) -> dict[str, Any]:
         out["no_data_pixels"] = int(ds.sizes[DIM_Y] * ds.sizes[DIM_X])
         out["no_data_note"] = str(err)
     try:
-        mnka = float(ds.attrs.get("energy_resolution_mnka_ev") or 130.0)
-        if not np.isfinite(mnka) or mnka <= 0:
-            mnka = 130.0
         out["features"] = [
             {"feature": c.feature, "line": c.line, "energy_kev": c.energy_kev, "reason": c.reason}
-            for c in select_lines(ds, None, mnka_resolution_ev=mnka)
+            for c in select_lines(ds, None, mnka_resolution_ev=_mnka(ds, None))
         ]
     except (SigmaError, ValueError) as err:
         out["features"] = []

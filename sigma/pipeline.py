@@ -699,7 +699,6 @@ def _spatial_assign(
     )
 
 
-_SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
 #: below this many counts per (binned) pixel the default chain averages 3x3 neighbours
 SPARSE_COUNTS = 100.0
 #: binned cubes up to this size are computed into memory (faster spectra); larger stay lazy
@@ -760,11 +759,11 @@ def _full_chain(shape_steps: list[dict[str, Any]], features: xr.Dataset, pre: An
 
 def _split_shape_steps(pre: Any) -> tuple[list[dict[str, Any]], Any]:
     """Split ``pre`` into its leading binning/cropping steps and a Preprocessor of the rest."""
-    from sigma.preprocessing import Preprocessor
+    from sigma.preprocessing import STEPS, Preprocessor
 
     steps = list(pre.steps)
     n = 0
-    while n < len(steps) and steps[n]["name"] in _SHAPE_STEPS:
+    while n < len(steps) and STEPS[steps[n]["name"]].changes_shape:
         n += 1
     return steps[:n], Preprocessor(steps=steps[n:])
 
@@ -779,7 +778,7 @@ def _apply_shape_steps(raw: xr.Dataset, shape_steps: list[dict[str, Any]]) -> xr
 
     ds = raw
     for step in shape_steps:
-        ds = STEPS[step["name"]][0](ds, **{k: v for k, v in step.items() if k != "name"})
+        ds = STEPS[step["name"]].func(ds, **{k: v for k, v in step.items() if k != "name"})
     if ds is not raw and ds[COUNTS].nbytes <= _MATERIALISE_BYTES:
         ds = ds.compute()
     return ds

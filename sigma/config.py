@@ -113,7 +113,9 @@ def clustering_keys() -> tuple[str, ...]:
 
         spec = importlib.util.find_spec("sigma.clustering")
         if spec is not None and spec.origin:
-            tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+            # cluster() is defined in sigma/clustering/core.py
+            core = Path(spec.origin).with_name("core.py")
+            tree = ast.parse(core.read_text(encoding="utf-8"))
             for node in tree.body:
                 if isinstance(node, ast.FunctionDef) and node.name == "cluster":
                     args = [*node.args.args, *node.args.kwonlyargs]

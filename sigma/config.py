@@ -94,7 +94,6 @@ TRAINER_KEYS = (
 )
 #: accelerators Lightning knows by name
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-_METHODS = ("gmm", "bgmm", "kmeans", "hdbscan")
 
 
 @functools.cache
@@ -225,9 +224,12 @@ def check_config(data: Mapping[str, Any] | Any) -> None:
         clustering = _check_keys("clustering", d["clustering"], clustering_keys())
         if "n_components" in clustering:
             check_n_components(clustering["n_components"], where="clustering.n_components")
-        if "method" in clustering and clustering["method"] not in _METHODS:
+        from sigma.clustering.registry import method_names
+
+        methods = method_names()
+        if "method" in clustering and clustering["method"] not in methods:
             raise ConfigurationError(
-                f"clustering.method must be one of {list(_METHODS)!r}. Got "
+                f"clustering.method must be one of {list(methods)!r}. Got "
                 f"{clustering['method']!r} instead."
             )
         for key in ("n_init", "k_max", "min_cluster_size"):

@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from sklearn.cluster import HDBSCAN, KMeans
 
 from sigma._schema import DIM_CLUSTER
-from sigma.clustering.gmm import AutoGaussianMixture, CovarianceType
+from sigma.clustering.gmm import CovarianceType
 from sigma.clustering.inputs import (
     _as_feature_points,
     _as_points,
     _check_int,
-    _Scaler,
-    _subsample,
-    _subsample_index,
 )
 from sigma.clustering.refine import refine_in_features
+from sigma.clustering.registry import get_method
 from sigma.clustering.result import DIM_K, _label_moments, _package, _prob_moments
 from sigma.exceptions import EmptySelectionError, SchemaError
 
-Method = Literal["gmm", "bgmm", "kmeans", "hdbscan"]
-
-_METHODS = ("gmm", "bgmm", "kmeans", "hdbscan")
+#: a clustering method's name: a key of :data:`sigma.clustering.registry.METHODS`
+Method = str
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +76,8 @@ def cluster(
     latent : array or xr.DataArray
         ``(n_pixels, n_latent)`` array, or DataArray with dims ``(y, x, latent)`` (or an
         ``(y, x, n_latent)`` array); spatial input gives spatial outputs.
-    method : {"gmm", "bgmm", "kmeans", "hdbscan"}
+    method : str
+        A name in :data:`sigma.clustering.registry.METHODS` (how to add one: there). Built in:
         ``gmm``: :class:`AutoGaussianMixture` (BIC sweep + phase merging when ``"auto"``);
         ``bgmm``: the same with a Dirichlet-process Bayesian GMM instead of the sweep;
         ``kmeans``: k-means (``"auto"`` takes ``k`` from the ``gmm`` rule), hard probabilities;
@@ -134,8 +132,7 @@ def cluster(
     >>> ds.sizes["cluster"], float(ds.probability.sum("cluster").min()) > 0.999
     (2, True)
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS!r}. Got {method!r} instead.")
+    estimator = get_method(method)
     if n_components != "auto":
         _check_int("n_components", n_components, 1)
     if valid is not None:
@@ -160,111 +157,33 @@ def cluster(
                 adjust_k=adjust_k,
             )
     X, spatial = _as_points(latent)
-    n, d = X.shape
+    d = X.shape[1]
+    params = {
+        "n_components": n_components,
+        "covariance_type": covariance_type,
+        "n_init": n_init,
+        "k_max": k_max,
+        "random_state": random_state,
+        "standardize": standardize,
+        "n_fit": n_fit,
+        "overlap_threshold": overlap_threshold,
+        "min_cluster_size": min_cluster_size,
+        "n_jobs": n_jobs,
+        "criterion": criterion,
+    }
+    est = estimator(**_accepted(estimator, params)).fit(X)
+    prob, label, means, covs, weights = _phases(est, X)
+    sweep = None
+    if all(hasattr(est, a) for a in ("k_tried_", "bic_", "icl_", "n_phases_")):
+        sweep = (est.k_tried_, est.bic_, est.icl_, est.n_phases_)
     info: dict[str, Any] = {
         "method": method,
         "random_state": random_state,
         "standardize": standardize,
         "n_fit": n_fit,
+        **getattr(est, "clustering_info_", {"n_components": int(prob.shape[1])}),
     }
-    sweep: tuple[Any, Any, Any, Any] | None = None
-    means = covs = weights = None
-    if method in ("gmm", "bgmm"):
-        est = AutoGaussianMixture(
-            n_components,
-            k_max=k_max,
-            covariance_type=covariance_type,
-            n_init=n_init,
-            standardize=standardize,
-            bayesian=method == "bgmm",
-            n_fit=n_fit,
-            overlap_threshold=overlap_threshold,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            criterion=criterion,
-        ).fit(X)
-        prob = est.predict_proba(X)
-        means, covs, weights = est.means_, est.covariances_, est.weights_
-        sweep = (est.k_tried_, est.bic_, est.icl_, est.n_phases_)
-        info.update(
-            n_components=int(est.n_components_),
-            n_gaussians=int(est.n_gaussians_),
-            criterion=(
-                "user"
-                if n_components != "auto"
-                else "bgmm-pruning+mode-merging"
-                if method == "bgmm"
-                else "density-peaks+tied-gmm"
-                if criterion == "density_peaks" and X.shape[1] == 2
-                else "bic-elbow+mode-merging"
-            ),
-            covariance_type=covariance_type,
-            n_init=n_init,
-            k_max=k_max,
-            overlap_threshold=overlap_threshold,
-            component_cluster=[int(c) for c in est.component_cluster_],
-        )
-    elif method == "kmeans":
-        if n_components == "auto":
-            auto = AutoGaussianMixture(
-                k_max=k_max,
-                n_init=n_init,
-                n_fit=n_fit,
-                standardize=standardize,
-                overlap_threshold=overlap_threshold,
-                random_state=random_state,
-                n_jobs=n_jobs,
-                criterion=criterion,
-            ).fit(X)
-            k = int(auto.n_components_)
-            sweep = (auto.k_tried_, auto.bic_, auto.icl_, auto.n_phases_)
-        else:
-            k = int(n_components)
-        scaler = _Scaler(X, standardize)
-        Z = scaler(X)
-        Zfit = _subsample(Z, n_fit, random_state)
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(Zfit)
-        lab = km.predict(Z)
-        prob = np.eye(k)[lab]
-        info.update(n_components=k, criterion="user" if n_components != "auto" else "gmm-auto-k")
-        means, covs, weights = _label_moments(X, lab, k)
-    else:
-        if n_components != "auto":
-            raise ValueError(
-                "method='hdbscan' finds the number of clusters itself; n_components must be "
-                "'auto'. "
-                f"Got {n_components!r}. Use method='gmm' or 'kmeans' for a fixed number."
-            )
-        scaler = _Scaler(X, standardize)
-        Z = scaler(X)
-        idx = _subsample_index(Z.shape[0], n_fit, random_state)
-        hd = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit(Z[idx])
-        fit_lab = hd.labels_
-        k = int(fit_lab.max()) + 1
-        if k == 0:
-            raise EmptySelectionError(
-                "HDBSCAN found no cluster (all points noise) with "
-                f"min_cluster_size={min_cluster_size}. "
-                "Lower min_cluster_size or use method='gmm'."
-            )
-        # extend to all points: nearest labelled (non-noise) fitted point within the noise scale
-        from sklearn.neighbors import KNeighborsClassifier
-
-        ok = fit_lab >= 0
-        knn = KNeighborsClassifier(n_neighbors=1).fit(Z[idx][ok], fit_lab[ok])
-        lab = knn.predict(Z)
-        lab[idx[~ok]] = -1
-        prob = np.zeros((n, k))
-        prob[lab >= 0, lab[lab >= 0]] = 1.0
-        prob[lab < 0] = 1.0 / k
-        info.update(
-            n_components=k,
-            criterion="hdbscan",
-            min_cluster_size=min_cluster_size,
-            n_noise=int((lab < 0).sum()),
-        )
-        means, covs, weights = _label_moments(X, lab, k)
-    if features is not None and method != "hdbscan":
+    if features is not None and getattr(estimator, "refinable", True):
         prob, refine_info = refine_in_features(
             features,
             prob,
@@ -276,10 +195,44 @@ def cluster(
         info["refinement"] = refine_info
         info["n_components"] = int(prob.shape[1])
         means, covs, weights = _prob_moments(X, prob)
-    label = np.where(prob.max(axis=1) > 0, np.argmax(prob, axis=1), -1)
-    if method == "hdbscan":
-        label = lab
+        label = np.where(prob.max(axis=1) > 0, np.argmax(prob, axis=1), -1)
     return _package(label, prob, means, covs, weights, sweep, spatial, d, info)
+
+
+def _accepted(estimator: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``params`` that ``estimator``'s constructor accepts."""
+    sig = inspect.signature(estimator).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+        return params
+    return {k: v for k, v in params.items() if k in sig}
+
+
+def _phases(est: Any, X: npt.NDArray[np.float64]) -> tuple[Any, Any, Any, Any, Any]:
+    """Probabilities, labels and latent moments (mean, covariance, weight) of a fitted method.
+
+    From ``predict_proba`` when the estimator has it (labels: the argmax), else one-hot from
+    ``labels_`` (noise, label -1: uniform); the moments are the estimator's ``means_``,
+    ``covariances_`` and ``weights_`` when it has all three, else computed from the labels
+    (or the probabilities).
+    """
+    if hasattr(est, "predict_proba"):
+        prob = np.asarray(est.predict_proba(X), dtype=np.float64)
+        label = np.where(prob.max(axis=1) > 0, np.argmax(prob, axis=1), -1)
+    else:
+        label = np.asarray(est.labels_).astype(int)
+        k = int(getattr(est, "n_components_", label.max() + 1))
+        prob = np.zeros((X.shape[0], k))
+        prob[label >= 0, label[label >= 0]] = 1.0
+        prob[label < 0] = 1.0 / k
+    k, d = prob.shape[1], X.shape[1]
+    moments = [getattr(est, a, None) for a in ("means_", "covariances_", "weights_")]
+    if all(m is not None for m in moments) and getattr(moments[1], "shape", None) == (k, d, d):
+        means, covs, weights = moments
+    elif hasattr(est, "predict_proba"):
+        means, covs, weights = _prob_moments(X, prob)
+    else:
+        means, covs, weights = _label_moments(X, label, k)
+    return prob, label, means, covs, weights
 
 
 def _cluster_valid_only(latent: Any, keep: npt.NDArray[np.bool_], **kwargs: Any) -> xr.Dataset:

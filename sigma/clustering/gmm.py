@@ -21,6 +21,7 @@ the moment-matched mean and covariance of its Gaussians, in the original latent 
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Any, Literal
@@ -279,10 +280,32 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             self.gaussian_ = models[k_best - 1]
             self.component_cluster_ = phases[k_best - 1]
         self._set_cluster_params()
+        self.clustering_info_ = self._info(X.shape[1])
         logger.info(
             "AutoGaussianMixture: %d Gaussians -> %d phases", self.n_gaussians_, self.n_components_
         )
         return self
+
+    def _info(self, n_features: int) -> dict[str, Any]:
+        """How the phases were found, for the ``clustering`` attribute of a result."""
+        if self.n_components != "auto":
+            criterion = "user"
+        elif self.bayesian:
+            criterion = "bgmm-pruning+mode-merging"
+        elif self.criterion == "density_peaks" and n_features == 2:
+            criterion = "density-peaks+tied-gmm"
+        else:
+            criterion = "bic-elbow+mode-merging"
+        return {
+            "n_components": int(self.n_components_),
+            "n_gaussians": int(self.n_gaussians_),
+            "criterion": criterion,
+            "covariance_type": self.covariance_type,
+            "n_init": self.n_init,
+            "k_max": self.k_max,
+            "overlap_threshold": self.overlap_threshold,
+            "component_cluster": [int(c) for c in self.component_cluster_],
+        }
 
     def _fit_density_peaks(
         self, Z_all: npt.NDArray[np.float64], Z: npt.NDArray[np.float64], seed: int
@@ -453,6 +476,10 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
     def fit_predict(self, X: npt.ArrayLike, y: Any = None) -> npt.NDArray[np.int_]:
         """Fit and return the phase of each sample."""
         return self.fit(X).predict(X)
+
+
+#: the ``"bgmm"`` method: :class:`AutoGaussianMixture` with a Dirichlet-process mixture
+bayesian_auto_gaussian_mixture = functools.partial(AutoGaussianMixture, bayesian=True)
 
 
 def density_peaks(

@@ -402,6 +402,7 @@ def run(
         latent = latent.reshape(features.sizes["y"], features.sizes["x"], -1)
     with timer("cluster"):
         from sigma.clustering import cluster, smooth_probabilities
+        from sigma.clustering.registry import refinable
 
         clustering_kw = {"random_state": cfg.seed, **cfg.clustering}
         emb = xr.DataArray(
@@ -416,7 +417,7 @@ def run(
         )
         channels = _cluster_counts(counts_ds)
         auto_k = cfg.clustering.get("n_components", "auto") == "auto"
-        spatial = cfg.spatial is not False and cfg.clustering.get("method", "gmm") != "hdbscan"
+        spatial = cfg.spatial is not False and refinable(cfg.clustering.get("method", "gmm"))
         if channels is not None and auto_k:
             clusters = _split_significant(clusters, emb, channels[0], cfg)
         if channels is not None and spatial:
@@ -487,8 +488,10 @@ def _refinement_features(
         raise ConfigurationError(
             f"refine must be 'pca', 'features' or 'none'. Got {cfg.refine!r} instead."
         )
-    if cfg.refine == "none" or cfg.clustering.get("method") == "hdbscan":
-        return None  # (HDBSCAN's density clusters are not refined)
+    from sigma.clustering.registry import refinable
+
+    if cfg.refine == "none" or not refinable(cfg.clustering.get("method", "gmm")):
+        return None  # (e.g. HDBSCAN's density clusters, with noise labels, are not refined)
     if cfg.refine == "features" or counts_ds[COUNTS].chunks is not None:
         if cfg.refine == "pca":
             logger.info("refine='pca' needs the binned cube in memory; refining in the features")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sigma.commands.run import build_parser, run_and_report
+from sigma.commands.run import build_parser, parse_args, run_and_report
 
 __all__ = ["main", "free_name"]
 
@@ -33,8 +33,7 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--small", action="store_true", help="a 96 x 128 pixel scene (seconds instead of a minute)"
     )
-    p.set_defaults(bin_factor=None)
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     from sklearn.metrics import adjusted_rand_score
 
     from sigma.datasets import synthetic_sem

@@ -191,11 +191,17 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def run_and_report(data: Any, args: argparse.Namespace, out: Path, label: str) -> Any:
-    """Run the pipeline with the parsed options, print the summary; shared by run and demo."""
+def run_and_report(
+    data: Any, args: argparse.Namespace, out: Path, label: str, cfg: Any = None
+) -> Any:
+    """Run the pipeline with the parsed options, print the summary; shared by run and demo.
+
+    ``cfg``: the :func:`config_from_args` of ``args`` when already built.
+    """
     from sigma.pipeline import run, summary
 
-    cfg = config_from_args(args)
+    if cfg is None:
+        cfg = config_from_args(args)
     load_options = {"lazy": True} if getattr(args, "lazy", False) else None
     with _dask_client(args.dask_scheduler):
         results = run(
@@ -255,7 +261,8 @@ def main(argv: list[str]) -> int:
 
     try:
         check_output_path(out, inputs=[src], overwrite=args.overwrite)  # before any work
-        run_and_report(src, args, out, f"sigma run {src.name}")
+        cfg = config_from_args(args)  # --config and the options, checked before any work
+        run_and_report(src, args, out, f"sigma run {src.name}", cfg)
     except Exception as err:
         if args.debug:
             raise

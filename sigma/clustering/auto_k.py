@@ -361,8 +361,13 @@ def split_phases(
             continue
         a = np.asarray(A[idx], dtype=np.float64)
         b = np.asarray(B[idx], dtype=np.float64)
-        groups, comps = _candidates(a, rng)
-        za, zb = _scaled(a), _scaled(b)
+        # counts are integers: a channel of about one count per pixel splits its pixels into
+        # "0" and ">= 1", a gap in any transform of the counts that looks like two populations.
+        # Uniform jitter within each count (randomised quantiles) leaves a continuous density
+        # with the same information, so only a real gap in the rates makes a valley.
+        a_j = a + rng.random(a.shape)
+        groups, comps = _candidates(a_j, rng)
+        za, zb = _scaled(a_j), _scaled(b + rng.random(b.shape))
         best: tuple[float, npt.NDArray[np.int_]] | None = None
         for g in groups:
             if np.bincount(g, minlength=2).min() < min_pixels:
@@ -379,7 +384,10 @@ def split_phases(
         dip, g = best
         sizes = np.bincount(g, minlength=2)
         n_tests += 1
-        log_p = _g_test(b[g == 0].sum(axis=0), b[g == 1].sum(axis=0))
+        # on the raw (unpooled) halves: a pooled count stands in up to w x w sums, and the
+        # G-test would take those copies for independent Poisson counts
+        b_raw = np.asarray(B_raw[idx], dtype=np.float64)
+        log_p = _g_test(b_raw[g == 0].sum(axis=0), b_raw[g == 1].sum(axis=0))
         ok = (
             log_p < math.log(alpha / max(n_tests, 1))
             and dip < valley

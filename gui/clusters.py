@@ -76,6 +76,8 @@ class ClustersView(pn.viewable.Viewer):
         self._abundance_src: ColumnDataSource | None = None
         self._map_figs: tuple[Any, Any] = (None, None)
         self._nmf_weight_fig: Any = None
+        self._switching_cluster = False
+        self._particle_cache: tuple[Any, int, pd.DataFrame] | None = None
         self._sync_options()
         self._colour_of_cluster()
         state.param.watch(lambda e: self._sync_options(), ["results"])
@@ -155,7 +157,7 @@ class ClustersView(pn.viewable.Viewer):
             if change & {"labels", "colors"} and figs._label_mapper is not None:
                 figs._label_mapper.palette = figs._palette()
             figs.update_legend()
-            if "labels" in change:
+            if "labels" in change and not self._switching_cluster:
                 figs.update_cluster_maps(self.cluster)
                 figs.update_particles(self.particles(), self._particles_title())
             elif "names" in change:  # a rename: titles only, no map or particle table recomputed
@@ -272,8 +274,14 @@ class ClustersView(pn.viewable.Viewer):
         return pn.Row(*items, sizing_mode="stretch_width")
 
     def particles(self) -> pd.DataFrame:
-        """Particle statistics of the chosen cluster."""
-        return gd.particle_table(self.state.results, self.cluster)
+        """Particle statistics of the chosen cluster (kept while its label map is the same)."""
+        label = self.state.results["label"].values
+        hit = self._particle_cache
+        if hit is not None and hit[0] is label and hit[1] == self.cluster:
+            return hit[2]
+        table = gd.particle_table(self.state.results, self.cluster)
+        self._particle_cache = (label, self.cluster, table)
+        return table
 
     def particle_view(self) -> pn.viewable.Viewable:
         """Particle table and equivalent-diameter histogram of the chosen cluster."""
@@ -313,7 +321,11 @@ class ClustersView(pn.viewable.Viewer):
         ds = gd.add_cluster_from_mask(
             self.state.results, self.state.selection, name=self.new_name.strip() or None
         )
-        self.state.update_results(ds)
+        self._switching_cluster = True  # the new cluster's maps and particles come once, below
+        try:
+            self.state.update_results(ds)
+        finally:
+            self._switching_cluster = False
         k = gd.n_clusters(ds) - 1
         self.param.update(cluster=k, new_name="")
         self.state.notify(

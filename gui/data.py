@@ -554,7 +554,13 @@ def display_channels(ds: xr.Dataset) -> npt.NDArray[np.bool_]:
     return keep if keep.sum() >= 2 else np.ones_like(keep)
 
 
-_FEATURE_CACHE: list[tuple[xr.Dataset, xr.DataArray | None, str]] = []
+#: the last maps shown, keyed by the arrays they come from (edits share those arrays)
+_FEATURE_CACHE: list[tuple[tuple[Any, ...], xr.DataArray | None, str]] = []
+_FEATURE_SOURCES = (*sparse_counts.COUNTS_VARIABLES, "features", "window_lo", "window_hi")
+
+
+def _feature_sources(ds: xr.Dataset) -> tuple[Any, ...]:
+    return tuple(ds.variables[v].values if v in ds.variables else None for v in _FEATURE_SOURCES)
 
 
 def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
@@ -562,10 +568,13 @@ def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
 
     Net line intensities in counts (:func:`sigma.line_intensity.net_line_intensities`) when the
     results keep their counts; else the standardised features, labelled as z-scores; None when
-    there are no features. Cached for the last results dataset (edits keep the counts).
+    there are no features. Cached while the results hold the same counts and features: an edit
+    (merge, rename, new cluster, refit) changes clusters, not the per-pixel maps, and shares
+    those arrays, so it costs no new sparse product (1.5 s on a million pixels).
     """
-    for cached_ds, maps, units in _FEATURE_CACHE:
-        if cached_ds is ds:
+    sources = _feature_sources(ds)
+    for key, maps, units in _FEATURE_CACHE:
+        if all(a is b for a, b in zip(key, sources, strict=True)):
             return maps, units
     if line_intensity.has_line_windows(ds):
         maps, units = line_intensity.net_line_intensities(ds), "counts per pixel"
@@ -576,7 +585,7 @@ def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
         )
     else:
         maps, units = None, ""
-    _FEATURE_CACHE[:] = [(ds, maps, units)]
+    _FEATURE_CACHE[:] = [(sources, maps, units)]
     return maps, units
 
 
@@ -644,20 +653,29 @@ def _recompute(
     colors: list[str],
     cms: np.ndarray | None,
     step: str,
+    gmm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> xr.Dataset:
-    """New dataset with per-cluster variables rebuilt for ``label`` (k clusters)."""
+    """New dataset with per-cluster variables rebuilt for ``label`` (k clusters).
+
+    ``gmm`` gives the clusters' latent means, covariances and weights (a fitted mixture); without
+    it they are the moments of each cluster's pixels.
+    """
     k = len(names)
-    emb = latent_xy(ds).astype(np.float64)
     flat = label.ravel()
     n_pixels = np.bincount(flat[flat >= 0], minlength=k)[:k].astype(np.int64)
-    means = np.zeros((k, 2))
-    covs = np.tile(np.eye(2) * 1e-6, (k, 1, 1))
-    for j in range(k):
-        members = emb[flat == j]
-        if len(members):
-            means[j] = members.mean(axis=0)
-        if len(members) > 2:
-            covs[j] = np.cov(members, rowvar=False) + np.eye(2) * 1e-9
+    if gmm is not None:
+        means, covs, weights = gmm
+    else:
+        emb = latent_xy(ds).astype(np.float64)
+        means = np.zeros((k, 2))
+        covs = np.tile(np.eye(2) * 1e-6, (k, 1, 1))
+        for j in range(k):
+            members = emb[flat == j]
+            if len(members):
+                means[j] = members.mean(axis=0)
+            if len(members) > 2:
+                covs[j] = np.cov(members, rowvar=False) + np.eye(2) * 1e-9
+        weights = n_pixels / max(int(n_pixels.sum()), 1)
     drop = [v for v in ds.data_vars if "cluster" in ds[v].dims]
     out = ds.drop_vars(drop).drop_vars(["cluster"], errors="ignore")
     coords = {"cluster": np.arange(k)}
@@ -668,6 +686,7 @@ def _recompute(
         "cluster_color": ("cluster", np.array(colors, dtype=object)),
         "gmm_mean": (("cluster", "latent"), means),
         "gmm_covariance": (("cluster", "latent", "latent_b"), covs),
+        "gmm_weight": ("cluster", np.asarray(weights, dtype=np.float64)),
         "n_pixels": ("cluster", n_pixels),
     }
     if "latent_b" not in out.coords:
@@ -813,28 +832,32 @@ def _check_cluster(ds: xr.Dataset, cluster: int) -> int:
     return int(cluster)
 
 
-def _subsample(emb: np.ndarray, max_samples: int, random_state: int) -> np.ndarray:
-    if len(emb) <= max_samples:
-        return emb
-    idx = np.random.default_rng(random_state).choice(len(emb), max_samples, replace=False)
-    return emb[idx]
+def _latent(ds: xr.Dataset) -> xr.DataArray:
+    return ds["embedding"].transpose("y", "x", "latent")
 
 
 def bic_sweep(
     ds: xr.Dataset, n_components: Sequence[int], *, random_state: int = 0, max_samples: int = 50_000
 ) -> pd.Series:
-    """BIC of a full-covariance Gaussian mixture on the embedding for each k (scikit-learn).
+    """BIC of a full-covariance Gaussian mixture on the embedding for each k.
 
-    Fits on at most ``max_samples`` randomly chosen pixels so the GUI stays responsive.
+    :class:`sigma.clustering.AutoGaussianMixture`'s BIC sweep (``criterion="bic_overlap"``, the
+    latent standardised as in ``sigma run``, so the curve compares with the stored one), fitted
+    on at most ``max_samples`` randomly chosen pixels so the GUI stays responsive.
     """
-    from sklearn.mixture import GaussianMixture
+    from sigma.clustering import AutoGaussianMixture
 
-    emb = _subsample(latent_xy(ds).astype(np.float64), max_samples, random_state)
-    scores = {
-        int(k): GaussianMixture(int(k), random_state=random_state).fit(emb).bic(emb)
-        for k in n_components
-    }
-    return pd.Series(scores, name="bic").rename_axis("n_components")
+    ks = sorted({int(k) for k in n_components})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"n_components must be ints >= 1. Got {list(n_components)!r} instead.")
+    valid = ds["label"].values.reshape(-1) >= 0
+    emb = latent_xy(ds)[valid]
+    est = AutoGaussianMixture(k_max=ks[-1], n_init=1, n_fit=max_samples, random_state=random_state,
+                              criterion="bic_overlap").fit(emb)  # fmt: skip
+    scores = dict(zip((int(k) for k in est.k_tried_), est.bic_, strict=True))
+    return pd.Series({k: float(scores[k]) for k in ks if k in scores}, name="bic").rename_axis(
+        "n_components"
+    )
 
 
 def refit_clusters(
@@ -842,40 +865,55 @@ def refit_clusters(
 ) -> xr.Dataset:
     """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
 
-    The mixture is fitted on at most ``max_samples`` random pixels (a 2-D latent space needs no
-    more; it keeps a refit of a million pixels under a second), then labels and probabilities
-    come from it for every pixel; cluster spectra are exact
-    when the results keep per-pixel counts, else estimated from the old probabilities and spectra.
-    Names and colours carry over to the new clusters that match old ones (:func:`matched_names`).
+    :func:`sigma.clustering.fit_gmm` (as ``sigma run`` clusters): the mixture is fitted on at most
+    ``max_samples`` random pixels (a 2-D latent space needs no more; it keeps a refit of a
+    million pixels around a second), then labels and probabilities come from it for every pixel
+    with data (no-data pixels keep label -1). Cluster spectra are exact when the results keep
+    per-pixel counts, else estimated from the old probabilities and spectra. Names and colours
+    carry over to the new clusters that match old ones (:func:`matched_names`).
     """
-    from sklearn.mixture import GaussianMixture
+    from sigma.clustering import fit_gmm
 
-    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+    if (
+        isinstance(n_components, bool)
+        or not isinstance(n_components, (int, np.integer))
+        or n_components < 1
+    ):
         raise ValueError(
             f"n_components must be an int in the range [1, inf). Got {n_components!r} instead."
         )
-    emb = latent_xy(ds).astype(np.float64)
-    gmm = GaussianMixture(int(n_components), random_state=random_state).fit(
-        _subsample(emb, max_samples, random_state)
-    )
-    prob = gmm.predict_proba(emb)
-    label = prob.argmax(axis=1).reshape(ds.sizes["y"], ds.sizes["x"])
-    prob = prob.reshape(ds.sizes["y"], ds.sizes["x"], -1)
+    k = int(n_components)
+    valid = ds["label"].values >= 0
+    fit = fit_gmm(_latent(ds), n_components=k, n_init=1, random_state=random_state,
+                  n_fit=max_samples, valid=None if valid.all() else valid)  # fmt: skip
+    label = fit["label"].transpose("y", "x").values
+    prob = fit["probability"].transpose("y", "x", "cluster").values
     cms = _cms(ds)
-    if cms is not None:
+    sums = None
+    if sparse_counts.has_counts(ds):  # exact: one sparse product of the kept counts
+        n_new = np.bincount(label.ravel()[label.ravel() >= 0], minlength=k)[:k]
+        sums = sparse_counts.cluster_sums(ds, label, k)
+        cms = sums / np.maximum(n_new, 1)[:, None]
+    elif cms is not None:  # estimate: the old clusters' mix of each new cluster
         if "probability" in ds:
             old = ds["probability"].transpose("y", "x", "cluster").values.reshape(-1, cms.shape[0])
         else:
             old = np.eye(cms.shape[0])[ds["label"].values.ravel().clip(0)]
         flat = label.ravel()
-        per_px = np.stack([old[flat == j].mean(axis=0) if np.any(flat == j) else np.zeros(cms.shape[0])
-                           for j in range(n_components)])  # fmt: skip
-        cms = per_px @ cms
-    names, colors = matched_names(ds, label, n_components)
-    out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={n_components}")
-    out = exact_cluster_spectra(out)  # exact from the kept counts when the results have them
-    out["gmm_mean"].values[:] = gmm.means_
-    out["gmm_covariance"].values[:] = gmm.covariances_
+        ok = flat >= 0
+        onehot = np.zeros((flat.size, k), np.float32)
+        onehot[np.flatnonzero(ok), flat[ok]] = 1.0
+        n = np.maximum(onehot.sum(axis=0), 1.0)
+        cms = ((onehot.T @ old) / n[:, None]) @ cms
+    names, colors = matched_names(ds, label, k)
+    gmm = (fit["gmm_mean"].values, fit["gmm_covariance"].values, fit["gmm_weight"].values)
+    out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={k}", gmm=gmm)
+    if sums is not None:  # the summed counts as summed, not mean x n
+        out["cluster_sum_spectrum"] = out["cluster_sum_spectrum"].copy(data=sums)
+    if "nmf_abundance" in out and "nmf_weight" in out:
+        out["nmf_abundance"] = analysis.abundance_maps(
+            out["nmf_weight"], out["probability"]
+        ).assign_attrs(ds["nmf_abundance"].attrs)
     return out
 
 
@@ -925,40 +963,29 @@ def matched_names(
 
 
 # -------------------------------------------------------------------------------------- analysis
-def particle_table(ds: xr.Dataset, cluster: int, *, connectivity: int = 1) -> pd.DataFrame:
-    """Connected regions ("particles") of one cluster in the label map, with their sizes.
+def particle_table(ds: xr.Dataset, cluster: int) -> pd.DataFrame:
+    """Connected regions ("particles") of one cluster: :func:`sigma.analysis.particle_statistics`.
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per particle: ``n_pixels``, ``area`` and ``equivalent_diameter`` in the scan
-        units (column names carry the unit), ``centroid_y``, ``centroid_x``.
+    The library's table (8-connectivity, sizes and lengths in the scan units, mean net line
+    counts per pixel from the shown feature maps, :func:`feature_maps`), indexed by
+    ``particle``, with the units in the names of the area and length columns. A cluster with
+    no pixel gives an empty table.
     """
-    from scipy import ndimage
-
     c = _check_cluster(ds, cluster)
-    binary = ds["label"].values == c
-    structure = ndimage.generate_binary_structure(2, connectivity)
-    lab, n = ndimage.label(binary, structure=structure)
-    units = ds["x"].attrs.get("units", "px")
-    dy = float(np.diff(ds["y"].values[:2])[0]) if ds.sizes["y"] > 1 else 1.0
-    dx = float(np.diff(ds["x"].values[:2])[0]) if ds.sizes["x"] > 1 else 1.0
-    if n == 0:
-        return pd.DataFrame(columns=["n_pixels", f"area ({units}^2)", f"equivalent_diameter ({units})",
-                                     "centroid_y", "centroid_x"])  # fmt: skip
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    centroids = np.array(ndimage.center_of_mass(binary, lab, np.arange(1, n + 1)))
-    area = sizes * abs(dy * dx)
-    return pd.DataFrame(
-        {
-            "n_pixels": sizes,
-            f"area ({units}^2)": area,
-            f"equivalent_diameter ({units})": np.sqrt(4 * area / np.pi),
-            "centroid_y": np.interp(centroids[:, 0], np.arange(ds.sizes["y"]), ds["y"].values),
-            "centroid_x": np.interp(centroids[:, 1], np.arange(ds.sizes["x"]), ds["x"].values),
-        },
-        index=pd.RangeIndex(1, n + 1, name="particle"),
-    )
+    lengths = ("equivalent_diameter", "major_axis_length", "minor_axis_length")
+    if not np.any(ds["label"].values == c):
+        units = str(ds["x"].attrs.get("units", "px"))
+        cols = ["n_pixels", f"area ({units}^2)", *(f"{n} ({units})" for n in lengths)]
+        return pd.DataFrame(columns=[*cols, "centroid_y", "centroid_x"],
+                            index=pd.RangeIndex(0, name="particle"))  # fmt: skip
+    maps, _ = feature_maps(ds)
+    table = analysis.particle_statistics(ds, c, features=maps)
+    units = table.attrs["length_units"]
+    named = {
+        "area": f"area ({table.attrs['area_units']})",
+        **{n: f"{n} ({units})" for n in lengths},
+    }
+    return table.set_index("particle").rename(columns=named)
 
 
 def _hex_to_rgb(colors: Sequence[str]) -> np.ndarray:

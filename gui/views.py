@@ -121,8 +121,9 @@ def warm_up(app: SigmaApp) -> float:
     """Build ``app``'s first page once per file per process into a throwaway Bokeh document.
 
     Run before the first visitor (``panel serve --setup gui/warm.py``): numba compiles
-    datashader's pipelines, and Panel, Bokeh and the views run their first-use code paths, so the
-    first session costs what every later one does. Returns the seconds it took (0 when done before).
+    datashader's pipelines, Panel, Bokeh and the views run their first-use code paths and the
+    clustering library (scikit-learn) is imported, so the first session and its first refit cost
+    what every later one does. Returns the seconds it took (0 when done before).
     """
     import time
 
@@ -132,6 +133,8 @@ def warm_up(app: SigmaApp) -> float:
     if key in _WARMED:
         return 0.0
     start = time.perf_counter()
+    import sigma.clustering  # noqa: F401  (scikit-learn: 1-1.5 s that the first refit would wait)
+
     pn.panel(app).get_root(Document())
     _WARMED.add(key)
     return time.perf_counter() - start

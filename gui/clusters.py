@@ -492,7 +492,9 @@ class ClustersView(pn.viewable.Viewer):
                 pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
                 button(label="Recolour", on_click=self.recolour),
             ),  # fmt: skip
-            pn.widgets.MultiChoice.from_param(self.param.merge, name="merge clusters"),
+            pn.widgets.MultiChoice.from_param(
+                self.param.merge, name="merge clusters", css_classes=["merge-choice"]
+            ),
             pn.widgets.TextInput.from_param(
                 self.param.merge_name,
                 name="merged name (optional)",

@@ -65,11 +65,8 @@ logger = logging.getLogger(__name__)
 #: variables a results file must hold for the GUI to open it
 REQUIRED_VARIABLES: tuple[str, ...] = ("embedding", "label")
 
-#: colours given to new clusters (Tableau 10, then Dark2)
-PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
-)  # fmt: skip
+#: colours of clusters without one: sigma's (:func:`sigma.analysis.default_colors`)
+PALETTE: tuple[str, ...] = tuple(analysis.default_colors(20))
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -101,38 +98,19 @@ def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
             f"results file {str(path)!r} does not exist. Give the path of a results.nc written by "
             "`sigma run` (or run `sigma gui` with no path to open the demo)."
         )
+    from sigma.results import SigmaResults
+
     try:
-        from sigma.results import SigmaResults
-    except ImportError:  # a viewer-only install without the library's results module
-        SigmaResults = None  # noqa: N806
-    if SigmaResults is not None:
-        try:
-            ds = SigmaResults.load(path).dataset
-        except SchemaError:
-            raise
-        except (OSError, ValueError) as err:  # CorruptFileError, UnsupportedFormatError
-            raise CorruptFileError(
-                f"could not read results file {str(path)!r}: {err}. Check that it is a results file "
-                "written by `sigma run`, not a raw spectrum image."
-            ) from err
-        if "feature" in ds.variables:
-            ds["feature"] = ds["feature"].astype(str)
-        return validate_results(ds, where=str(path))
-    try:
-        if path.suffix == ".zarr" or path.is_dir():
-            with xr.open_zarr(path) as raw:
-                ds = raw.load()
-        else:
-            with xr.open_dataset(path, engine="h5netcdf") as raw:
-                ds = raw.load()
-    except Exception as err:  # h5py/zarr raise many types for a bad file
+        ds = SigmaResults.load(path).dataset
+    except SchemaError:
+        raise
+    except (OSError, ValueError) as err:  # CorruptFileError, UnsupportedFormatError
         raise CorruptFileError(
-            f"could not read results file {str(path)!r} as NetCDF (h5netcdf) or Zarr: {err}. "
-            "Check that it is a results file written by `sigma run`, not a raw spectrum image."
+            f"could not read results file {str(path)!r}: {err}. Check that it is a results file "
+            "written by `sigma run`, not a raw spectrum image."
         ) from err
-    for name in ("cluster_name", "cluster_color", "feature"):
-        if name in ds.variables:
-            ds[name] = ds[name].astype(str)
+    if "feature" in ds.variables:
+        ds["feature"] = ds["feature"].astype(str)
     return validate_results(ds, where=str(path))
 
 
@@ -715,7 +693,11 @@ def _names_colors(ds: xr.Dataset) -> tuple[list[str], list[str]]:
         if "cluster_name" in ds
         else [f"phase {i}" for i in range(k)]
     )
-    colors = as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else list(PALETTE[:k])
+    colors = (
+        as_str_list(ds["cluster_color"].values)
+        if "cluster_color" in ds
+        else analysis.default_colors(k)
+    )
     return names, colors
 
 
@@ -773,10 +755,9 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
         raise EmptySelectionError(
             "cannot make a cluster from an empty selection: select some pixels first."
         )
-    k = n_clusters(ds)
     if name is not None and name.strip():
         name = check_name_free(ds, name)
-    out = analysis.add_cluster_from_mask(ds, m, name=name, color=color or PALETTE[k % len(PALETTE)])
+    out = analysis.add_cluster_from_mask(ds, m, name=name, color=color)  # None: sigma's next colour
     return exact_cluster_spectra(out)  # the new cluster's own counts, not an estimate
 
 
@@ -950,7 +931,8 @@ def matched_names(
         if overlap[r, c] > 0:
             names[c], colors[c] = old_names[r], old_colors[r]
     used_names = {n for n in names if n}
-    free_colors = iter([c for c in PALETTE if c not in set(colors)] + list(PALETTE) * k)
+    palette = analysis.default_colors(k_old + k)
+    free_colors = iter([c for c in palette if c not in set(colors)] + palette * k)
     for c in range(k):
         if names[c] is None:
             j = c
@@ -1065,7 +1047,7 @@ def write_image(image: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
 
 
 def save_results(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write (edited) results to NetCDF (h5netcdf) or ``.zarr``; refuse to replace a file unless asked.
+    """Write (edited) results with :meth:`sigma.results.SigmaResults.save`; refuse to replace a file unless asked.
 
     Raises
     ------
@@ -1080,20 +1062,6 @@ def save_results(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: boo
         )
     if path.suffix not in (".nc", ".zarr", ".h5", ".nc4"):
         raise ValueError(f"path {str(path)!r}: save results as .nc or .zarr. Got {path.suffix!r}.")
-    out = ds.copy()
-    for name in ("cluster_name", "cluster_color", "feature"):
-        if name in out.variables:
-            out[name] = out[name].astype(str)
-    out.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in out.attrs.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".zarr":
-        out.to_zarr(tmp, mode="w")
-    else:
-        out.to_netcdf(tmp, engine="h5netcdf")
-    if path.exists() and path.is_dir():
-        import shutil
+    from sigma.results import SigmaResults
 
-        shutil.rmtree(path)
-    tmp.replace(path)
-    logger.info("saved results to %s", path)
-    return path
+    return SigmaResults(ds).save(path, overwrite=overwrite)  # sigma.io.save: atomic, exact attrs

@@ -22,6 +22,7 @@ import xarray as xr
 
 from gui import data as gd
 from sigma._schema import as_str_list
+from sigma.analysis import default_colors
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +180,7 @@ class ResultsState(param.Parameterized):
         ds = self.results
         k = gd.n_clusters(ds)
         return (
-            as_str_list(ds["cluster_color"].values)
-            if "cluster_color" in ds
-            else list(gd.PALETTE[:k])
+            as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else default_colors(k)
         )
 
 

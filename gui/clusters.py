@@ -77,7 +77,7 @@ class ClustersView(pn.viewable.Viewer):
         self._map_figs: tuple[Any, Any] = (None, None)
         self._nmf_weight_fig: Any = None
         self._switching_cluster = False
-        self._particle_cache: tuple[Any, int, pd.DataFrame] | None = None
+        self._particle_cache: tuple[Any, int, Any, pd.DataFrame] | None = None
         self._sync_options()
         self._colour_of_cluster()
         state.param.watch(lambda e: self._sync_options(), ["results"])
@@ -274,13 +274,18 @@ class ClustersView(pn.viewable.Viewer):
         return pn.Row(*items, sizing_mode="stretch_width")
 
     def particles(self) -> pd.DataFrame:
-        """Particle statistics of the chosen cluster (kept while its label map is the same)."""
+        """Particle statistics of the chosen cluster (kept while its pixels are the same: a
+        rename, a recolour or a merge of other clusters recomputes nothing)."""
         label = self.state.results["label"].values
         hit = self._particle_cache
         if hit is not None and hit[0] is label and hit[1] == self.cluster:
-            return hit[2]
-        table = gd.particle_table(self.state.results, self.cluster)
-        self._particle_cache = (label, self.cluster, table)
+            return hit[3]
+        mask = label == self.cluster
+        if hit is not None and np.array_equal(hit[2], mask):
+            table = hit[3]
+        else:
+            table = gd.particle_table(self.state.results, self.cluster)
+        self._particle_cache = (label, self.cluster, mask, table)
         return table
 
     def particle_view(self) -> pn.viewable.Viewable:

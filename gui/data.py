@@ -41,6 +41,7 @@ __all__ = [
     "selection_mean_spectrum",
     "selection_sum_spectrum",
     "exact_cluster_spectra",
+    "with_source_counts",
     "feature_means",
     "feature_maps",
     "small_clusters",
@@ -393,19 +394,29 @@ class SelectionMeans:
                      if "cluster_mean_spectrum" in ds else None)  # fmt: skip
         self._ds = ds
         self._sums: sparse_counts.SelectionSums | None = None
-        #: True when the results keep per-pixel counts: spectra of selections are exact
-        self.exact = self._counts is not None or sparse_counts.has_counts(ds)
+        #: why the counts of the referenced input file could not be read ("" when they could)
+        self.source_error = ""
+        #: True when the results keep per-pixel counts (or name the input file they are in):
+        #: spectra of selections are exact
+        self.exact = (
+            self._counts is not None or sparse_counts.has_counts(ds) or sparse_counts.has_source(ds)
+        )
 
-    def _selection_sums(self) -> sparse_counts.SelectionSums:
-        if self._sums is None:  # built on first use: a transpose of the kept counts
-            self._sums = sparse_counts.SelectionSums(self._ds)
+    def _selection_sums(self) -> sparse_counts.SelectionSums | None:
+        """The kept counts (or those of the referenced input file), None when there are none."""
+        if self._sums is None and self.exact and self._counts is None:
+            try:
+                self._sums = sparse_counts.SelectionSums(with_source_counts(self._ds))
+            except SchemaError as err:  # the input file moved or changed: estimate, and say why
+                logger.warning("selection spectra are estimates: %s", err)
+                self.source_error, self.exact = str(err), False
         return self._sums
 
     def sum_spectrum(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], bool]:
         """Summed counts spectrum of the selection and whether it is exact (kept counts)."""
         m, n = self._mask(mask)
-        if self._counts is None and sparse_counts.has_counts(self._ds):
-            return self._selection_sums().sum(m), True
+        if self._counts is None and (sums := self._selection_sums()) is not None:
+            return sums.sum(m), True
         mean, exact = self.spectrum(m)
         return mean * n, exact
 
@@ -435,9 +446,9 @@ class SelectionMeans:
         """
         if self._counts is not None:
             return self._mean(self._counts, mask), True
-        if sparse_counts.has_counts(self._ds):
+        if (sums := self._selection_sums()) is not None:
             m, n = self._mask(mask)
-            return self._selection_sums().sum(m) / n, True
+            return sums.sum(m) / n, True
         if self._cms is None:
             raise SchemaError(
                 "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
@@ -456,6 +467,32 @@ class SelectionMeans:
         if mask is None:
             return np.asarray(self._features.mean(axis=0), dtype=np.float64)
         return self._mean(self._features, mask)
+
+
+#: counts read from a results' input file: (reference JSON, kept-counts variables)
+_SOURCE_CACHE: list[tuple[str, xr.Dataset]] = []
+
+
+def with_source_counts(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with per-pixel counts: its own, else those of the input file it refers to.
+
+    Results whose counts were over ``sigma run``'s budget (``--keep-counts-mb``) name their
+    input file instead (:func:`sigma.sparse_counts.source_reference`); the first selection reads
+    it (checked: same size and content), bins it as the run did and keeps the counts sparse in
+    memory for this server process, so selection spectra are exact as with kept counts.
+
+    Raises
+    ------
+    SchemaError
+        If the file is missing or changed (:func:`sigma.sparse_counts.check_source`).
+    """
+    if sparse_counts.has_counts(ds) or not sparse_counts.has_source(ds):
+        return ds
+    key = str(ds.attrs[sparse_counts.SOURCE_ATTR])
+    if not _SOURCE_CACHE or _SOURCE_CACHE[0][0] != key:
+        logger.info("reading the counts of the results' input file")
+        _SOURCE_CACHE[:] = [(key, sparse_counts.source_counts(ds))]
+    return ds.assign(_SOURCE_CACHE[0][1].data_vars)
 
 
 def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:

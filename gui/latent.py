@@ -159,6 +159,8 @@ class LatentView(pn.viewable.Viewer):
         self._selection_means: tuple[xr.Dataset, gd.SelectionMeans] | None = None
         self._overall_spectrum: tuple[xr.Dataset, npt.NDArray[Any]] | None = None
         self._latent_figs: list[dict[str, Any]] = []
+        #: the last aggregation: (points frame, grid, (height, width, category) counts)
+        self._agg_cache: tuple[pd.DataFrame, Any, npt.NDArray[Any]] | None = None
         self._map_sources: list[ColumnDataSource] = []
         self._spectrum_parts: list[dict[str, Any]] = []
         self._bar_sources: list[ColumnDataSource] = []
@@ -212,9 +214,17 @@ class LatentView(pn.viewable.Viewer):
 
         One datashader aggregation (counts per cluster) gives both; rows go up in latent 1.
         """
-        cvs = dsh.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
-        per_cluster = cvs.points(self._frame, "latent 0", "latent 1", agg=dsh.count_cat("cluster"))
-        agg = np.asarray(per_cluster.values)
+        key = (tuple(x_range), tuple(y_range), width, height)
+        cached = self._agg_cache
+        if cached is not None and cached[0] is self._frame and cached[1] == key:
+            agg = cached[2]  # a recolour or a new shading: same points, same grid
+        else:
+            cvs = dsh.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
+            per_cluster = cvs.points(
+                self._frame, "latent 0", "latent 1", agg=dsh.count_cat("cluster")
+            )
+            agg = np.asarray(per_cluster.values)
+            self._agg_cache = (self._frame, key, agg)
         counts = agg.sum(axis=2, dtype=np.float32)
         rgba = shade_categories(agg, list(self._color_map().values()), how=self.shading)
         counts[counts == 0] = np.nan
@@ -527,11 +537,8 @@ class LatentView(pn.viewable.Viewer):
             n = int(np.count_nonzero(selection))
             sel, exact = self._means().sum_spectrum(selection)
             sel = sel[keep]
-            how = (
-                "exact counts"
-                if exact
-                else "estimated from cluster spectra: these results keep no per-pixel counts"
-            )
+            reason = self._means().source_error or "these results keep no per-pixel counts"
+            how = "exact counts" if exact else f"estimated from cluster spectra: {reason}"
             title = f"summed spectrum of the {n} selected pixels ({how})"
             return {"energy": energy, "all": overall * n, "selection": sel, "title": title,
                     "all_label": "all pixels (mean × selected pixels)"}  # fmt: skip

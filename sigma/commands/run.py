@@ -13,6 +13,7 @@ __all__ = ["main", "build_parser", "config_from_args"]
 
 def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     """Options shared by ``sigma run`` and ``sigma demo``."""
+    from sigma.clustering.registry import method_names
     from sigma.commands import _errors as t
 
     p = t.OneLineParser(
@@ -47,7 +48,7 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        choices=["gmm", "bgmm", "kmeans", "hdbscan"],
+        choices=method_names(),
         help="clustering method (default gmm)",
     )
     p.add_argument(
@@ -63,6 +64,14 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
         help="spatial regularisation of labels (Gaussian sigma, px)",
     )
     p.add_argument("--seed", type=t.int_at_least(0, "--seed"), help="random seed (default 0)")
+    p.add_argument(
+        "--keep-counts-mb",
+        type=t.float_at_least(0.0, "--keep-counts-mb"),
+        dest="keep_counts_mb",
+        metavar="N",
+        help="keep the per-pixel counts in the results when they fit N MiB (exact GUI spectra; "
+        "default 128; 0: never, the results then refer to the input file)",
+    )
     p.add_argument(
         "--library",
         metavar="CSV",
@@ -111,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         cfg.smooth_labels = args.smooth_labels
     if args.seed is not None:
         cfg.seed = args.seed
+    if getattr(args, "keep_counts_mb", None) is not None:
+        cfg.keep_counts_mb = args.keep_counts_mb
     if getattr(args, "library", None):
         cfg.library = args.library
     if getattr(args, "embedding", None):

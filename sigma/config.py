@@ -208,6 +208,8 @@ def _check_top(d: dict[str, Any]) -> None:
         _float("config key 'val_fraction'", d["val_fraction"], 0.0, 0.9)
     if "smooth_labels" in d:
         _float("config key 'smooth_labels'", d["smooth_labels"], 0.0)
+    if "keep_counts_mb" in d:
+        _float("config key 'keep_counts_mb'", d["keep_counts_mb"], 0.0)
     if "neighbor_average" in d and d["neighbor_average"] not in ("auto", True, False):
         raise ConfigurationError(
             "config key 'neighbor_average' must be 'auto', true or false. Got "
@@ -706,6 +708,11 @@ class PipelineConfig:
     embedding : {"autoencoder", "umap"}
         The 2-D embedding clustered: sigma's autoencoder, or UMAP (:mod:`sigma.embedding`,
         needs ``umap-learn``).
+    keep_counts_mb : float
+        Keep the (binned) per-pixel counts in the results, sparse, when they fit this many MiB
+        (:mod:`sigma.sparse_counts`), so the GUI's selection spectra are exact; 0: never. Past
+        the budget the results hold a checked reference to the input file instead
+        (:func:`sigma.sparse_counts.source_reference`).
     """
 
     bin_factor: int | list[int] | None = None
@@ -727,6 +734,7 @@ class PipelineConfig:
     seed: int = 0
     library: str = "default"
     embedding: Literal["autoencoder", "umap"] = "autoencoder"
+    keep_counts_mb: float = 128.0
 
     def __setattr__(self, name: str, value: Any) -> None:
         """A dict (or None) given for ``model``, ``trainer`` or ``clustering`` becomes its section."""

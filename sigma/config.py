@@ -624,95 +624,66 @@ _SECTIONS: dict[str, Any] = {
 
 @dataclass
 class PipelineConfig:
-    """Every choice of a :func:`sigma.run`, as plain data.
+    """Every choice of a :func:`sigma.run`, as plain data (stored in the results).
+
+    Why the defaults are what they are (the demo-scene measurements): ``docs/config.md``.
 
     Parameters
     ----------
     bin_factor : int, list of int or None
         Spatial binning (summing counts) before anything else; None keeps full resolution.
     lines : "auto", list of str or None
-        X-ray lines for the features (``["Fe_Ka", "Si_Ka"]``); None uses the file's list and
-        identifies lines automatically when the file has none; ``"auto"`` always identifies them.
+        X-ray lines for the features (``["Fe_Ka", "Si_Ka"]``); None: the file's list, identified
+        automatically when the file has none; ``"auto"``: always identified.
     preprocessing : dict or None
-        A full :class:`sigma.preprocessing.Preprocessor` dict; overrides ``bin_factor`` and
-        ``lines``. None uses :func:`default_steps`: line intensities as fractions of each pixel's
-        counts (noise peak excluded), 3x3 neighbour mean, z-score per feature. SIGMA's own chain
-        (with a per-pixel softmax) is ``Preprocessor.sigma_default().to_dict()`` with
-        ``model: {output_activation: softmax}``; on the demo scene it separated the phases less
-        well (benchmarks/quality.py).
+        A full :class:`sigma.preprocessing.Preprocessor` dict, replacing the default chain
+        (:func:`sigma.pipeline.default_steps`: line fractions, 3x3 mean, z-score), ``bin_factor``
+        and ``lines``.
     model : ModelConfig
-        The autoencoder (:class:`ModelConfig`: keyword arguments of :class:`sigma.model.AutoEncoder`;
-        a dict of some of its keys is converted, the others keeping their defaults).
-        The pipeline default is half SIGMA's widths, ``hidden_dims=[256, 128, 64]``: on the demo
-        scene it separates the phases as well or better (ARI 0.84 vs 0.82) at under half the
-        cost; ``configs/sem_eds.yaml`` keeps SIGMA's network for ``sigma fit``.
+        The autoencoder (:class:`ModelConfig`); a dict of some of its keys keeps the defaults.
     batch_size : int
         Training batch size (:class:`sigma.datamodule.SpectralDataModule`).
     val_fraction : float
         Fraction of the pixels held out for validation (early stopping).
     max_epochs : int
-        Upper bound on training epochs. The default 4 is deliberate: on the demo scene the phase
-        separation (ARI of the clusters) is reached after 2-4 epochs at batch 512 and lr 1e-3 and
-        does not improve with longer training (0.84 at epoch 2 and 4, 0.84 at 6), while the
-        reconstruction loss keeps falling slowly.
+        Upper bound on training epochs.
     early_stopping_patience : int
         Epochs without validation improvement before training stops.
     trainer : TrainerConfig
-        Extra :class:`lightning.pytorch.Trainer` options (:class:`TrainerConfig`: ``accelerator``,
-        ``devices``, ``strategy``, ``num_nodes``, ``precision`` ...); only those set are passed.
+        Lightning Trainer options (:class:`TrainerConfig`); only those set are passed.
     clustering : ClusteringConfig
-        The clustering (:class:`ClusteringConfig`: keyword arguments of
-        :func:`sigma.clustering.cluster`, ``method``, ``n_components`` ...).
+        The clustering (:class:`ClusteringConfig`); a dict of some of its keys keeps the defaults.
     neighbor_average : "auto" or bool
-        3x3 mean of the features in the default chain. ``"auto"`` averages only when the
-        (binned) pixels hold fewer than :data:`SPARSE_COUNTS` counts on average: averaging
-        rescues sparse spectra but blurs boundaries and small particles, which costs more than
-        it gives once pixels are well exposed (demo scene, 2x2 binning, 30 counts/px: ARI 0.88
-        without, 0.84 with). Ignored when ``preprocessing`` is given.
+        3x3 mean of the features in the default chain; ``"auto"``: only when the (binned) pixels
+        hold fewer than ``sigma.pipeline.SPARSE_COUNTS`` counts on average.
     refine : {"pca", "features", "none"}
-        After the latent clustering, reassign every pixel in a richer space than the 2-D latent
+        Reassign the pixels in a richer space than the 2-D latent
         (:func:`sigma.clustering.refine_in_features`; the number of phases still comes from the
-        latent, and clusters of mixed boundary pixels are dropped): ``"pca"`` uses 8
-        Poisson-scaled principal components of the (binned) spectra, on channels summed to
-        about a third of the detector's Mn Ka FWHM and 3x3-averaged when the features are;
-        ``"features"`` uses the autoencoder's input features (no extra cost); ``"none"`` keeps
-        the latent clustering as it is. A 2-D latent loses some separation
-        at phase boundaries; on the demo scenes ``"pca"`` raised the ARI from 0.84-0.89 to
-        0.87-0.91 (benchmarks/quality.py). Cubes too large to hold in memory use ``"features"``;
-        HDBSCAN's clusters are not refined.
+        latent): 8 Poisson-scaled principal components of the spectra, the autoencoder's input
+        features, or none. Cubes not in memory use ``"features"``; HDBSCAN is not refined.
     spatial : "auto", float or False
-        Spatially aware assignment (:mod:`sigma.clustering.spatial`): after the clustering,
-        every pixel is reassigned from its Poisson likelihood under each phase's spectrum and a
-        Potts prior on its 8 neighbours, the phase spectra re-estimated a few times. ``"auto"``
-        takes the prior's strength from the data (pseudo-likelihood: sparse maps lean on their
-        neighbours, well-exposed ones hardly at all); a number fixes it (nats per agreeing
-        neighbour); false keeps the clustering's own assignment. Needs the binned cube in
-        memory; skipped for HDBSCAN.
+        Reassign every pixel from its Poisson likelihood under each phase and a Potts prior on its
+        8 neighbours (:mod:`sigma.clustering.spatial`): ``"auto"`` takes the prior's strength
+        from the data, a number fixes it (nats per agreeing neighbour), false turns it off.
     find_missed : bool
-        After the assignment, search the counts for phases the clusters missed
-        (:mod:`sigma.clustering.residual`): spatially coherent pixels that neither their phase
-        nor any non-negative mix of the phases explains (boundary pixels are such a mix). Each
-        phase added is recorded in the results (``clustering`` attr, ``added_phases``) and in
-        the summary. Only with ``spatial`` on.
+        Search the counts for phases the clusters missed (:mod:`sigma.clustering.residual`);
+        only with ``spatial`` on.
     smooth_labels : float
-        Spatial regularisation: Gaussian sigma (pixels) over which cluster probabilities are
-        averaged before taking the label; 0 turns it off.
+        Gaussian sigma (pixels) over which cluster probabilities are averaged before taking the
+        label; 0 turns it off.
     nmf_components : int or None
         NMF components for unmixing the cluster spectra; None uses the number of clusters.
     seed : int
         Seed for everything random (split, weights, clustering).
     library : str
-        Name the phases from a library (:mod:`sigma.phases`): ``"default"`` (sigma's 270
-        minerals and materials), a CSV path (name, formula[, density]) that extends it, or
-        ``"none"`` to keep the line-based names.
+        Name the phases from a library (:mod:`sigma.phases`): ``"default"``, a CSV path (name,
+        formula[, density]) that extends it, or ``"none"`` to keep the line-based names.
     embedding : {"autoencoder", "umap"}
-        The 2-D embedding clustered: sigma's autoencoder, or UMAP (:mod:`sigma.embedding`,
-        needs ``umap-learn``).
+        The 2-D embedding clustered: sigma's autoencoder, or UMAP (needs ``umap-learn``).
     keep_counts_mb : float
         Keep the (binned) per-pixel counts in the results, sparse, when they fit this many MiB
-        (:mod:`sigma.sparse_counts`), so the GUI's selection spectra are exact; 0: never. Past
-        the budget the results hold a checked reference to the input file instead
-        (:func:`sigma.sparse_counts.source_reference`).
+        (:mod:`sigma.sparse_counts`), for exact GUI spectra; 0: never (the results then refer
+        to the input file).
     """
 
     bin_factor: int | list[int] | None = None

@@ -96,7 +96,10 @@ def _config_parser_class() -> type:
         def _get_help_string(self, action: argparse.Action) -> str:
             if type(action).__module__ == "argparse" and action.help:
                 return action.help
-            return str(super()._get_help_string(action))
+            return _plain_rst(str(super()._get_help_string(action)))
+
+        def start_section(self, heading: str | None) -> None:
+            super().start_section(_plain_rst(heading) if heading else heading)
 
     class OneLineConfigParser(ArgumentParser):  # type: ignore[misc]
         """jsonargparse's parser with :class:`OneLineParser`'s errors."""
@@ -111,6 +114,12 @@ def _config_parser_class() -> type:
             self.exit(2, f"{self.prog}: error: {text}. See `{self.prog} --help`.\n")
 
     return OneLineConfigParser
+
+
+def _plain_rst(text: str) -> str:
+    """Docstring text for a terminal: ``:class:`~a.B``` -> ``a.B``, ````x```` -> ``x``."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def _readable(parser: argparse.ArgumentParser, message: str) -> str:

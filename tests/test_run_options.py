@@ -65,6 +65,10 @@ def test_options_override_the_config_file_key_by_key() -> None:
             "--clustering.n_components?)",
         ),
         (["--model.latent_dims", "3"], "did you mean --model.latent_dim?"),
+        (
+            ["--clustering.k", "3"],
+            "--clustering.k 3 (did you mean --clustering.k_max?)",
+        ),  # no abbrev
         (["--clustering.n_components", "many"], "--clustering.n_components: expected an int or"),
         (["--refine", "umap"], "--refine: expected 'pca', 'features' or 'none', got 'umap'"),
         (["--model.hidden_dims", "wide"], "--model.hidden_dims: expected a list of ints"),

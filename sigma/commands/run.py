@@ -39,6 +39,7 @@ def build_parser(prog: str = "sigma run") -> Any:
     p = t.config_parser(
         prog=prog,
         usage=f"{prog} [options]",
+        allow_abbrev=False,  # --clustering.k is a typo, not --clustering.k_max
         description="Find the phases in a spectrum image and save a results file (NetCDF or Zarr). "
         "Settings come from the defaults, then --config FILE, then the options given.",
     )

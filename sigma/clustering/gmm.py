@@ -284,8 +284,10 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             self.component_cluster_ = phases[k_best - 1]
         self._set_cluster_params()
         self.n_iter_ = int(self.gaussian_.n_iter_)
-        self.probabilities_ = self._phase_proba(points)
-        self.labels_ = np.argmax(self.probabilities_, axis=1)
+        # probabilities_ and labels_ of the fitted points: computed on first access (one pass
+        # over all points; a caller that only needs the phases, e.g. k-means' k, skips it)
+        self._fitted_points: npt.NDArray[np.float64] | None = points
+        self._fitted_proba: npt.NDArray[np.float64] | None = None
         self.clustering_info_ = self._info(points.shape[1])
         logger.info(
             "AutoGaussianMixture: %d Gaussians -> %d phases", self.n_gaussians_, self.n_components_
@@ -477,6 +479,20 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int_]:
         """Most probable phase of each sample."""
         return np.argmax(self.predict_proba(X), axis=1)
+
+    @property
+    def probabilities_(self) -> npt.NDArray[np.float64]:
+        """Phase probabilities of the points ``fit`` was given, ``(n_samples, n_components_)``."""
+        if self._fitted_proba is None:
+            assert self._fitted_points is not None
+            self._fitted_proba = self._phase_proba(self._fitted_points)
+            self._fitted_points = None
+        return self._fitted_proba
+
+    @property
+    def labels_(self) -> npt.NDArray[np.int_]:
+        """Phase of each point ``fit`` was given."""
+        return np.argmax(self.probabilities_, axis=1)
 
     def _phase_proba(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Summed responsibilities of each phase's Gaussians for checked points ``X``."""

@@ -224,3 +224,54 @@ def write_embedding(ds: xr.Dataset, path: str | Path) -> Path:
     write_atomically(p, write, is_store=p.suffix == ".zarr")
     logger.info("wrote the latent space of %d pixels to %s", ds.sizes[DIM_Y] * ds.sizes[DIM_X], p)
     return p
+
+
+def _dask_client() -> Any:
+    """The active Dask distributed client, or None (no cluster, or distributed not installed)."""
+    try:
+        from distributed import get_client
+    except ImportError:
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def _encode_block(block: np.ndarray, hparams: dict[str, Any], state: dict[str, Any]) -> np.ndarray:
+    """Encode one ``(rows, x, feature)`` block on a Dask worker (the model is rebuilt there)."""
+    from sigma.model import AutoEncoder
+
+    model = AutoEncoder(**hparams)
+    model.load_state_dict(state)
+    return encode(model, block, show_progress=False, device="cpu").reshape(*block.shape[:2], -1)
+
+
+def _encode_on_cluster(model: Any, features: xr.Dataset, rows_per_task: int = 64) -> np.ndarray:
+    """Stream the pixels through the encoder on the Dask workers, a block of image rows per task."""
+    import dask.array as da
+
+    data = features["features"].values
+    rows = max(1, min(rows_per_task, data.shape[0]))
+    blocks = da.from_array(data, chunks=(rows, data.shape[1], data.shape[2]))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    latent_dim = int(model.hparams["latent_dim"])
+    out = blocks.map_blocks(
+        _encode_block,
+        dict(model.hparams),
+        state,
+        chunks=(blocks.chunks[0], (data.shape[1],), (latent_dim,)),
+        dtype=np.float32,
+    )
+    return np.asarray(out.compute())
+
+
+def encode_pixels(model: Any, features: xr.Dataset, *, show_progress: bool = True) -> np.ndarray:
+    """Encode every pixel: on the active Dask distributed cluster if there is one, else here.
+
+    Returns the latent as a ``(y * x, latent)`` float32 array (or ``(y, x, latent)`` from the
+    cluster path); the caller reshapes.
+    """
+    if _dask_client() is not None:
+        return _encode_on_cluster(model, features)
+    return encode(model, features, show_progress=show_progress)

@@ -16,13 +16,10 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from sigma._runtime import (
+    TRAINING_MODULES,
+    StageTimer,
+    import_in_background,
+    quiet_lightning,
+)
 from sigma._schema import (
     COUNTS,
     DIM_ENERGY,
@@ -226,80 +229,6 @@ def default_steps(
     return steps
 
 
-class StageTimer:
-    """Wall time of each named stage, in order; used for the printed summary and the results attrs."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        #: peak resident memory of this process (MB) at the end of each stage
-        self.peak_rss_mb: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        logger.info("%s ...", name)
-        try:
-            yield
-        finally:
-            self.seconds[name] = time.perf_counter() - t0
-            self.peak_rss_mb[name] = _peak_rss_mb()
-            logger.info(
-                "%s done in %.2f s (peak RSS %.0f MB)",
-                name,
-                self.seconds[name],
-                self.peak_rss_mb[name],
-            )
-
-    @property
-    def total(self) -> float:
-        """Sum of all stages in seconds."""
-        return float(sum(self.seconds.values()))
-
-
-#: imported by a background thread while the data loads (Lightning alone takes 4-5 s of CPU)
-_TRAINING_MODULES = ("lightning.pytorch", "sklearn.mixture")
-
-
-def _import_in_background(modules: tuple[str, ...]) -> None:
-    """Start importing ``modules`` in a daemon thread so the import overlaps reading the file.
-
-    The file read (HDF5 decompression, numpy binning) leaves the interpreter idle for part of
-    its time; on the 2-core CPU the overlap took 3-5 s off a 20 s ``sigma run`` of the demo cube
-    (benchmarks/pipeline.py). Only third-party packages are listed; a module both threads need
-    is imported once, the other thread waiting on Python's per-module import lock. Any failure
-    is ignored here: the real import later raises it.
-    """
-    import importlib
-    import sys
-    import threading
-
-    todo = [m for m in modules if m not in sys.modules]
-    if not todo:
-        return
-
-    def work() -> None:
-        for name in todo:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the import in the main thread reports it
-                logger.debug("background import of %s failed", name, exc_info=True)
-
-    threading.Thread(target=work, name="sigma-imports", daemon=True).start()
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (0 where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0.0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes
-    import sys
-
-    return float(peak) / (1024.0**2 if sys.platform == "darwin" else 1024.0)
-
-
 def _where(data: str | Path | xr.Dataset) -> str:
     return "sigma.run" if isinstance(data, xr.Dataset) else str(data)
 
@@ -369,33 +298,10 @@ def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> An
         else [],
     }
     trainer_kwargs.update(cfg.trainer)
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = pl.Trainer(**trainer_kwargs)
         trainer.fit(model, datamodule=dm)
     return model, trainer
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's start-up banner and two known-harmless warnings during a pipeline run.
-
-    The banner ("GPU available ...", tips) is INFO on Lightning's rank-zero logger; the warnings
-    are about ``__len__`` on our slicing batch source (documented in sigma.datamodule) and a
-    torch pytree deprecation inside Lightning. Everything else still shows.
-    """
-    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def run(
@@ -459,7 +365,7 @@ def run(
     if maps is not None:
         return run_maps(maps, cfg, out=out, overwrite=overwrite, show_progress=show_progress)
     timer = StageTimer()
-    _import_in_background(_TRAINING_MODULES)
+    import_in_background(TRAINING_MODULES)
     with timer("load"):
         raw = _load(data, load_options)
     with timer("preprocess"):
@@ -482,21 +388,21 @@ def run(
             model = None
         else:
             model, trainer = _train(features, cfg, show_progress)
+    client = None
     with timer("encode"):
-        client = _dask_client()
         if model is None:
             from sigma.embedding import umap_embedding
 
             latent = umap_embedding(features, random_state=cfg.seed)
-        elif client is not None:
-            latent = _encode_on_cluster(model, features)
         else:
-            from sigma.encoding import encode
+            from sigma.encoding import _dask_client, encode_pixels
 
-            latent = encode(model, features, show_progress=show_progress)
+            client = _dask_client()
+            latent = encode_pixels(model, features, show_progress=show_progress)
         latent = latent.reshape(features.sizes["y"], features.sizes["x"], -1)
     with timer("cluster"):
         from sigma.clustering import cluster, smooth_probabilities
+        from sigma.clustering.registry import refinable
 
         clustering_kw = {"random_state": cfg.seed, **cfg.clustering}
         emb = xr.DataArray(
@@ -511,7 +417,7 @@ def run(
         )
         channels = _cluster_counts(counts_ds)
         auto_k = cfg.clustering.get("n_components", "auto") == "auto"
-        spatial = cfg.spatial is not False and cfg.clustering.get("method", "gmm") != "hdbscan"
+        spatial = cfg.spatial is not False and refinable(cfg.clustering.get("method", "gmm"))
         if channels is not None and auto_k:
             clusters = _split_significant(clusters, emb, channels[0], cfg)
         if channels is not None and spatial:
@@ -582,8 +488,10 @@ def _refinement_features(
         raise ConfigurationError(
             f"refine must be 'pca', 'features' or 'none'. Got {cfg.refine!r} instead."
         )
-    if cfg.refine == "none" or cfg.clustering.get("method") == "hdbscan":
-        return None  # (HDBSCAN's density clusters are not refined)
+    from sigma.clustering.registry import refinable
+
+    if cfg.refine == "none" or not refinable(cfg.clustering.get("method", "gmm")):
+        return None  # (e.g. HDBSCAN's density clusters, with noise labels, are not refined)
     if cfg.refine == "features" or counts_ds[COUNTS].chunks is not None:
         if cfg.refine == "pca":
             logger.info("refine='pca' needs the binned cube in memory; refining in the features")
@@ -699,52 +607,10 @@ def _spatial_assign(
     )
 
 
-_SHAPE_STEPS = ("bin_spatial", "crop_energy", "rebin_energy")
 #: below this many counts per (binned) pixel the default chain averages 3x3 neighbours
 SPARSE_COUNTS = 100.0
 #: binned cubes up to this size are computed into memory (faster spectra); larger stay lazy
 _MATERIALISE_BYTES = 2 * 1024**3
-
-
-def _dask_client() -> Any:
-    """The active Dask distributed client, or None (no cluster, or distributed not installed)."""
-    try:
-        from distributed import get_client
-    except ImportError:
-        return None
-    try:
-        return get_client()
-    except ValueError:
-        return None
-
-
-def _encode_block(block: np.ndarray, hparams: dict[str, Any], state: dict[str, Any]) -> np.ndarray:
-    """Encode one ``(rows, x, feature)`` block on a Dask worker (the model is rebuilt there)."""
-    from sigma.encoding import encode
-    from sigma.model import AutoEncoder
-
-    model = AutoEncoder(**hparams)
-    model.load_state_dict(state)
-    return encode(model, block, show_progress=False, device="cpu").reshape(*block.shape[:2], -1)
-
-
-def _encode_on_cluster(model: Any, features: xr.Dataset, rows_per_task: int = 64) -> np.ndarray:
-    """Stream the pixels through the encoder on the Dask workers, a block of image rows per task."""
-    import dask.array as da
-
-    data = features["features"].values
-    rows = max(1, min(rows_per_task, data.shape[0]))
-    blocks = da.from_array(data, chunks=(rows, data.shape[1], data.shape[2]))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    latent_dim = int(model.hparams["latent_dim"])
-    out = blocks.map_blocks(
-        _encode_block,
-        dict(model.hparams),
-        state,
-        chunks=(blocks.chunks[0], (data.shape[1],), (latent_dim,)),
-        dtype=np.float32,
-    )
-    return np.asarray(out.compute())
 
 
 def _full_chain(shape_steps: list[dict[str, Any]], features: xr.Dataset, pre: Any) -> str:
@@ -760,11 +626,11 @@ def _full_chain(shape_steps: list[dict[str, Any]], features: xr.Dataset, pre: An
 
 def _split_shape_steps(pre: Any) -> tuple[list[dict[str, Any]], Any]:
     """Split ``pre`` into its leading binning/cropping steps and a Preprocessor of the rest."""
-    from sigma.preprocessing import Preprocessor
+    from sigma.preprocessing import STEPS, Preprocessor
 
     steps = list(pre.steps)
     n = 0
-    while n < len(steps) and steps[n]["name"] in _SHAPE_STEPS:
+    while n < len(steps) and STEPS[steps[n]["name"]].changes_shape:
         n += 1
     return steps[:n], Preprocessor(steps=steps[n:])
 
@@ -779,7 +645,7 @@ def _apply_shape_steps(raw: xr.Dataset, shape_steps: list[dict[str, Any]]) -> xr
 
     ds = raw
     for step in shape_steps:
-        ds = STEPS[step["name"]][0](ds, **{k: v for k, v in step.items() if k != "name"})
+        ds = STEPS[step["name"]].func(ds, **{k: v for k, v in step.items() if k != "name"})
     if ds is not raw and ds[COUNTS].nbytes <= _MATERIALISE_BYTES:
         ds = ds.compute()
     return ds

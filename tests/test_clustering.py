@@ -324,7 +324,7 @@ def test_a_phase_the_latent_split_in_two_is_merged_in_feature_space() -> None:
     assert cluster(latent, features=features, adjust_k=False).sizes["cluster"] == 4
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_interior_statistics_place_blurred_boundaries_better(seed: int) -> None:
     """Mixed boundary pixels stretch a tied covariance; interior-pixel statistics do not."""
     from sigma.datasets import synthetic_sem

@@ -199,6 +199,7 @@ def test_demo_free_name(tmp_path: Path) -> None:
     assert free_name(p).name == "sigma_demo_2.nc"
 
 
+@pytest.mark.slow  # 20-60 s: starts a 2-worker LocalCluster (CI runs it in the slow step)
 def test_lazy_zarr_on_a_local_dask_cluster_matches_the_in_memory_run(scene, tmp_path: Path) -> None:
     """Out-of-core path: chunked Zarr read lazily, preprocessing on a 2-worker LocalCluster."""
     import dask.array as da

@@ -524,3 +524,23 @@ def test_line_feature_chain_never_builds_a_float_cube(rng: np.random.Generator) 
         tracemalloc.stop()
     assert out.sizes["feature"] == 3
     assert peak < 0.25 * counts.nbytes, f"peak {peak / 2**20:.1f} MiB for an 8 MiB cube"
+
+
+def test_steps_say_whether_they_change_the_shape() -> None:
+    """The pipeline runs the shape-changing counts steps first; STEPS alone decides which."""
+    from sigma.pipeline import _split_shape_steps
+
+    reshaping = {name for name, step in pp.STEPS.items() if step.changes_shape}
+    assert reshaping == {"bin_spatial", "rebin_energy", "crop_energy"}
+    assert all(pp.STEPS[name].kind == "counts" for name in reshaping)
+    pre = pp.Preprocessor(
+        steps=[
+            {"name": "crop_energy", "min_kev": 0.2, "max_kev": 10.0},
+            {"name": "bin_spatial", "factor": 2},
+            {"name": "remove_noise_peak"},
+            {"name": "line_features", "lines": ["Fe_Ka"]},
+        ]
+    )
+    shape_steps, rest = _split_shape_steps(pre)
+    assert [s["name"] for s in shape_steps] == ["crop_energy", "bin_spatial"]
+    assert [s["name"] for s in rest.steps] == ["remove_noise_peak", "line_features"]

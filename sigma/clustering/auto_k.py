@@ -485,7 +485,7 @@ def split_clustering(
     """
     import json
 
-    from sigma.clustering import _repackage
+    from sigma.clustering.result import _repackage
 
     label_da = clustering["label"]
     ny, nx = label_da.shape

@@ -375,7 +375,7 @@ def spatial_clustering(
     """
     import json
 
-    from sigma.clustering import _repackage
+    from sigma.clustering.result import _repackage
 
     label_da = clustering["label"]
     ny, nx = label_da.shape

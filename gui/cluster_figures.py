@@ -74,7 +74,7 @@ class ClusterFigures:
     Parameters
     ----------
     state
-        The session's :class:`gui.views.ResultsState`.
+        The session's :class:`gui.state.ResultsState`.
     grey
         ``(y, x)`` uint8 navigation image (or counts map) under the phase map.
     """

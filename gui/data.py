@@ -41,6 +41,7 @@ __all__ = [
     "selection_mean_spectrum",
     "selection_sum_spectrum",
     "exact_cluster_spectra",
+    "with_source_counts",
     "feature_means",
     "feature_maps",
     "small_clusters",
@@ -65,11 +66,8 @@ logger = logging.getLogger(__name__)
 #: variables a results file must hold for the GUI to open it
 REQUIRED_VARIABLES: tuple[str, ...] = ("embedding", "label")
 
-#: colours given to new clusters (Tableau 10, then Dark2)
-PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
-)  # fmt: skip
+#: colours of clusters without one: sigma's (:func:`sigma.analysis.default_colors`)
+PALETTE: tuple[str, ...] = tuple(analysis.default_colors(20))
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -101,38 +99,19 @@ def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
             f"results file {str(path)!r} does not exist. Give the path of a results.nc written by "
             "`sigma run` (or run `sigma gui` with no path to open the demo)."
         )
+    from sigma.results import SigmaResults
+
     try:
-        from sigma.results import SigmaResults
-    except ImportError:  # a viewer-only install without the library's results module
-        SigmaResults = None  # noqa: N806
-    if SigmaResults is not None:
-        try:
-            ds = SigmaResults.load(path).dataset
-        except SchemaError:
-            raise
-        except (OSError, ValueError) as err:  # CorruptFileError, UnsupportedFormatError
-            raise CorruptFileError(
-                f"could not read results file {str(path)!r}: {err}. Check that it is a results file "
-                "written by `sigma run`, not a raw spectrum image."
-            ) from err
-        if "feature" in ds.variables:
-            ds["feature"] = ds["feature"].astype(str)
-        return validate_results(ds, where=str(path))
-    try:
-        if path.suffix == ".zarr" or path.is_dir():
-            with xr.open_zarr(path) as raw:
-                ds = raw.load()
-        else:
-            with xr.open_dataset(path, engine="h5netcdf") as raw:
-                ds = raw.load()
-    except Exception as err:  # h5py/zarr raise many types for a bad file
+        ds = SigmaResults.load(path).dataset
+    except SchemaError:
+        raise
+    except (OSError, ValueError) as err:  # CorruptFileError, UnsupportedFormatError
         raise CorruptFileError(
-            f"could not read results file {str(path)!r} as NetCDF (h5netcdf) or Zarr: {err}. "
-            "Check that it is a results file written by `sigma run`, not a raw spectrum image."
+            f"could not read results file {str(path)!r}: {err}. Check that it is a results file "
+            "written by `sigma run`, not a raw spectrum image."
         ) from err
-    for name in ("cluster_name", "cluster_color", "feature"):
-        if name in ds.variables:
-            ds[name] = ds[name].astype(str)
+    if "feature" in ds.variables:
+        ds["feature"] = ds["feature"].astype(str)
     return validate_results(ds, where=str(path))
 
 
@@ -415,19 +394,29 @@ class SelectionMeans:
                      if "cluster_mean_spectrum" in ds else None)  # fmt: skip
         self._ds = ds
         self._sums: sparse_counts.SelectionSums | None = None
-        #: True when the results keep per-pixel counts: spectra of selections are exact
-        self.exact = self._counts is not None or sparse_counts.has_counts(ds)
+        #: why the counts of the referenced input file could not be read ("" when they could)
+        self.source_error = ""
+        #: True when the results keep per-pixel counts (or name the input file they are in):
+        #: spectra of selections are exact
+        self.exact = (
+            self._counts is not None or sparse_counts.has_counts(ds) or sparse_counts.has_source(ds)
+        )
 
-    def _selection_sums(self) -> sparse_counts.SelectionSums:
-        if self._sums is None:  # built on first use: a transpose of the kept counts
-            self._sums = sparse_counts.SelectionSums(self._ds)
+    def _selection_sums(self) -> sparse_counts.SelectionSums | None:
+        """The kept counts (or those of the referenced input file), None when there are none."""
+        if self._sums is None and self.exact and self._counts is None:
+            try:
+                self._sums = sparse_counts.SelectionSums(with_source_counts(self._ds))
+            except SchemaError as err:  # the input file moved or changed: estimate, and say why
+                logger.warning("selection spectra are estimates: %s", err)
+                self.source_error, self.exact = str(err), False
         return self._sums
 
     def sum_spectrum(self, mask: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], bool]:
         """Summed counts spectrum of the selection and whether it is exact (kept counts)."""
         m, n = self._mask(mask)
-        if self._counts is None and sparse_counts.has_counts(self._ds):
-            return self._selection_sums().sum(m), True
+        if self._counts is None and (sums := self._selection_sums()) is not None:
+            return sums.sum(m), True
         mean, exact = self.spectrum(m)
         return mean * n, exact
 
@@ -457,9 +446,9 @@ class SelectionMeans:
         """
         if self._counts is not None:
             return self._mean(self._counts, mask), True
-        if sparse_counts.has_counts(self._ds):
+        if (sums := self._selection_sums()) is not None:
             m, n = self._mask(mask)
-            return self._selection_sums().sum(m) / n, True
+            return sums.sum(m) / n, True
         if self._cms is None:
             raise SchemaError(
                 "results: no 'cluster_mean_spectrum' to estimate the selection's spectrum from."
@@ -478,6 +467,32 @@ class SelectionMeans:
         if mask is None:
             return np.asarray(self._features.mean(axis=0), dtype=np.float64)
         return self._mean(self._features, mask)
+
+
+#: counts read from a results' input file: (reference JSON, kept-counts variables)
+_SOURCE_CACHE: list[tuple[str, xr.Dataset]] = []
+
+
+def with_source_counts(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with per-pixel counts: its own, else those of the input file it refers to.
+
+    Results whose counts were over ``sigma run``'s budget (``--keep-counts-mb``) name their
+    input file instead (:func:`sigma.sparse_counts.source_reference`); the first selection reads
+    it (checked: same size and content), bins it as the run did and keeps the counts sparse in
+    memory for this server process, so selection spectra are exact as with kept counts.
+
+    Raises
+    ------
+    SchemaError
+        If the file is missing or changed (:func:`sigma.sparse_counts.check_source`).
+    """
+    if sparse_counts.has_counts(ds) or not sparse_counts.has_source(ds):
+        return ds
+    key = str(ds.attrs[sparse_counts.SOURCE_ATTR])
+    if not _SOURCE_CACHE or _SOURCE_CACHE[0][0] != key:
+        logger.info("reading the counts of the results' input file")
+        _SOURCE_CACHE[:] = [(key, sparse_counts.source_counts(ds))]
+    return ds.assign(_SOURCE_CACHE[0][1].data_vars)
 
 
 def selection_mean_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.DataArray, bool]:
@@ -554,7 +569,13 @@ def display_channels(ds: xr.Dataset) -> npt.NDArray[np.bool_]:
     return keep if keep.sum() >= 2 else np.ones_like(keep)
 
 
-_FEATURE_CACHE: list[tuple[xr.Dataset, xr.DataArray | None, str]] = []
+#: the last maps shown, keyed by the arrays they come from (edits share those arrays)
+_FEATURE_CACHE: list[tuple[tuple[Any, ...], xr.DataArray | None, str]] = []
+_FEATURE_SOURCES = (*sparse_counts.COUNTS_VARIABLES, "features", "window_lo", "window_hi")
+
+
+def _feature_sources(ds: xr.Dataset) -> tuple[Any, ...]:
+    return tuple(ds.variables[v].values if v in ds.variables else None for v in _FEATURE_SOURCES)
 
 
 def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
@@ -562,10 +583,13 @@ def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
 
     Net line intensities in counts (:func:`sigma.line_intensity.net_line_intensities`) when the
     results keep their counts; else the standardised features, labelled as z-scores; None when
-    there are no features. Cached for the last results dataset (edits keep the counts).
+    there are no features. Cached while the results hold the same counts and features: an edit
+    (merge, rename, new cluster, refit) changes clusters, not the per-pixel maps, and shares
+    those arrays, so it costs no new sparse product (1.5 s on a million pixels).
     """
-    for cached_ds, maps, units in _FEATURE_CACHE:
-        if cached_ds is ds:
+    sources = _feature_sources(ds)
+    for key, maps, units in _FEATURE_CACHE:
+        if all(a is b for a, b in zip(key, sources, strict=True)):
             return maps, units
     if line_intensity.has_line_windows(ds):
         maps, units = line_intensity.net_line_intensities(ds), "counts per pixel"
@@ -576,7 +600,7 @@ def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
         )
     else:
         maps, units = None, ""
-    _FEATURE_CACHE[:] = [(ds, maps, units)]
+    _FEATURE_CACHE[:] = [(sources, maps, units)]
     return maps, units
 
 
@@ -644,20 +668,29 @@ def _recompute(
     colors: list[str],
     cms: np.ndarray | None,
     step: str,
+    gmm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> xr.Dataset:
-    """New dataset with per-cluster variables rebuilt for ``label`` (k clusters)."""
+    """New dataset with per-cluster variables rebuilt for ``label`` (k clusters).
+
+    ``gmm`` gives the clusters' latent means, covariances and weights (a fitted mixture); without
+    it they are the moments of each cluster's pixels.
+    """
     k = len(names)
-    emb = latent_xy(ds).astype(np.float64)
     flat = label.ravel()
     n_pixels = np.bincount(flat[flat >= 0], minlength=k)[:k].astype(np.int64)
-    means = np.zeros((k, 2))
-    covs = np.tile(np.eye(2) * 1e-6, (k, 1, 1))
-    for j in range(k):
-        members = emb[flat == j]
-        if len(members):
-            means[j] = members.mean(axis=0)
-        if len(members) > 2:
-            covs[j] = np.cov(members, rowvar=False) + np.eye(2) * 1e-9
+    if gmm is not None:
+        means, covs, weights = gmm
+    else:
+        emb = latent_xy(ds).astype(np.float64)
+        means = np.zeros((k, 2))
+        covs = np.tile(np.eye(2) * 1e-6, (k, 1, 1))
+        for j in range(k):
+            members = emb[flat == j]
+            if len(members):
+                means[j] = members.mean(axis=0)
+            if len(members) > 2:
+                covs[j] = np.cov(members, rowvar=False) + np.eye(2) * 1e-9
+        weights = n_pixels / max(int(n_pixels.sum()), 1)
     drop = [v for v in ds.data_vars if "cluster" in ds[v].dims]
     out = ds.drop_vars(drop).drop_vars(["cluster"], errors="ignore")
     coords = {"cluster": np.arange(k)}
@@ -668,6 +701,7 @@ def _recompute(
         "cluster_color": ("cluster", np.array(colors, dtype=object)),
         "gmm_mean": (("cluster", "latent"), means),
         "gmm_covariance": (("cluster", "latent", "latent_b"), covs),
+        "gmm_weight": ("cluster", np.asarray(weights, dtype=np.float64)),
         "n_pixels": ("cluster", n_pixels),
     }
     if "latent_b" not in out.coords:
@@ -696,7 +730,11 @@ def _names_colors(ds: xr.Dataset) -> tuple[list[str], list[str]]:
         if "cluster_name" in ds
         else [f"phase {i}" for i in range(k)]
     )
-    colors = as_str_list(ds["cluster_color"].values) if "cluster_color" in ds else list(PALETTE[:k])
+    colors = (
+        as_str_list(ds["cluster_color"].values)
+        if "cluster_color" in ds
+        else analysis.default_colors(k)
+    )
     return names, colors
 
 
@@ -754,10 +792,9 @@ def add_cluster_from_mask(ds: xr.Dataset, mask: npt.ArrayLike, *, name: str | No
         raise EmptySelectionError(
             "cannot make a cluster from an empty selection: select some pixels first."
         )
-    k = n_clusters(ds)
     if name is not None and name.strip():
         name = check_name_free(ds, name)
-    out = analysis.add_cluster_from_mask(ds, m, name=name, color=color or PALETTE[k % len(PALETTE)])
+    out = analysis.add_cluster_from_mask(ds, m, name=name, color=color)  # None: sigma's next colour
     return exact_cluster_spectra(out)  # the new cluster's own counts, not an estimate
 
 
@@ -813,28 +850,32 @@ def _check_cluster(ds: xr.Dataset, cluster: int) -> int:
     return int(cluster)
 
 
-def _subsample(emb: np.ndarray, max_samples: int, random_state: int) -> np.ndarray:
-    if len(emb) <= max_samples:
-        return emb
-    idx = np.random.default_rng(random_state).choice(len(emb), max_samples, replace=False)
-    return emb[idx]
+def _latent(ds: xr.Dataset) -> xr.DataArray:
+    return ds["embedding"].transpose("y", "x", "latent")
 
 
 def bic_sweep(
     ds: xr.Dataset, n_components: Sequence[int], *, random_state: int = 0, max_samples: int = 50_000
 ) -> pd.Series:
-    """BIC of a full-covariance Gaussian mixture on the embedding for each k (scikit-learn).
+    """BIC of a full-covariance Gaussian mixture on the embedding for each k.
 
-    Fits on at most ``max_samples`` randomly chosen pixels so the GUI stays responsive.
+    :class:`sigma.clustering.AutoGaussianMixture`'s BIC sweep (``criterion="bic_overlap"``, the
+    latent standardised as in ``sigma run``, so the curve compares with the stored one), fitted
+    on at most ``max_samples`` randomly chosen pixels so the GUI stays responsive.
     """
-    from sklearn.mixture import GaussianMixture
+    from sigma.clustering import AutoGaussianMixture
 
-    emb = _subsample(latent_xy(ds).astype(np.float64), max_samples, random_state)
-    scores = {
-        int(k): GaussianMixture(int(k), random_state=random_state).fit(emb).bic(emb)
-        for k in n_components
-    }
-    return pd.Series(scores, name="bic").rename_axis("n_components")
+    ks = sorted({int(k) for k in n_components})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"n_components must be ints >= 1. Got {list(n_components)!r} instead.")
+    valid = ds["label"].values.reshape(-1) >= 0
+    emb = latent_xy(ds)[valid]
+    est = AutoGaussianMixture(k_max=ks[-1], n_init=1, n_fit=max_samples, random_state=random_state,
+                              criterion="bic_overlap").fit(emb)  # fmt: skip
+    scores = dict(zip((int(k) for k in est.k_tried_), est.bic_, strict=True))
+    return pd.Series({k: float(scores[k]) for k in ks if k in scores}, name="bic").rename_axis(
+        "n_components"
+    )
 
 
 def refit_clusters(
@@ -842,40 +883,55 @@ def refit_clusters(
 ) -> xr.Dataset:
     """Return a copy of ``ds`` re-clustered by a ``n_components`` Gaussian mixture on the embedding.
 
-    The mixture is fitted on at most ``max_samples`` random pixels (a 2-D latent space needs no
-    more; it keeps a refit of a million pixels under a second), then labels and probabilities
-    come from it for every pixel; cluster spectra are exact
-    when the results keep per-pixel counts, else estimated from the old probabilities and spectra.
-    Names and colours carry over to the new clusters that match old ones (:func:`matched_names`).
+    :func:`sigma.clustering.fit_gmm` (as ``sigma run`` clusters): the mixture is fitted on at most
+    ``max_samples`` random pixels (a 2-D latent space needs no more; it keeps a refit of a
+    million pixels around a second), then labels and probabilities come from it for every pixel
+    with data (no-data pixels keep label -1). Cluster spectra are exact when the results keep
+    per-pixel counts, else estimated from the old probabilities and spectra. Names and colours
+    carry over to the new clusters that match old ones (:func:`matched_names`).
     """
-    from sklearn.mixture import GaussianMixture
+    from sigma.clustering import fit_gmm
 
-    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+    if (
+        isinstance(n_components, bool)
+        or not isinstance(n_components, (int, np.integer))
+        or n_components < 1
+    ):
         raise ValueError(
             f"n_components must be an int in the range [1, inf). Got {n_components!r} instead."
         )
-    emb = latent_xy(ds).astype(np.float64)
-    gmm = GaussianMixture(int(n_components), random_state=random_state).fit(
-        _subsample(emb, max_samples, random_state)
-    )
-    prob = gmm.predict_proba(emb)
-    label = prob.argmax(axis=1).reshape(ds.sizes["y"], ds.sizes["x"])
-    prob = prob.reshape(ds.sizes["y"], ds.sizes["x"], -1)
+    k = int(n_components)
+    valid = ds["label"].values >= 0
+    fit = fit_gmm(_latent(ds), n_components=k, n_init=1, random_state=random_state,
+                  n_fit=max_samples, valid=None if valid.all() else valid)  # fmt: skip
+    label = fit["label"].transpose("y", "x").values
+    prob = fit["probability"].transpose("y", "x", "cluster").values
     cms = _cms(ds)
-    if cms is not None:
+    sums = None
+    if sparse_counts.has_counts(ds):  # exact: one sparse product of the kept counts
+        n_new = np.bincount(label.ravel()[label.ravel() >= 0], minlength=k)[:k]
+        sums = sparse_counts.cluster_sums(ds, label, k)
+        cms = sums / np.maximum(n_new, 1)[:, None]
+    elif cms is not None:  # estimate: the old clusters' mix of each new cluster
         if "probability" in ds:
             old = ds["probability"].transpose("y", "x", "cluster").values.reshape(-1, cms.shape[0])
         else:
             old = np.eye(cms.shape[0])[ds["label"].values.ravel().clip(0)]
         flat = label.ravel()
-        per_px = np.stack([old[flat == j].mean(axis=0) if np.any(flat == j) else np.zeros(cms.shape[0])
-                           for j in range(n_components)])  # fmt: skip
-        cms = per_px @ cms
-    names, colors = matched_names(ds, label, n_components)
-    out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={n_components}")
-    out = exact_cluster_spectra(out)  # exact from the kept counts when the results have them
-    out["gmm_mean"].values[:] = gmm.means_
-    out["gmm_covariance"].values[:] = gmm.covariances_
+        ok = flat >= 0
+        onehot = np.zeros((flat.size, k), np.float32)
+        onehot[np.flatnonzero(ok), flat[ok]] = 1.0
+        n = np.maximum(onehot.sum(axis=0), 1.0)
+        cms = ((onehot.T @ old) / n[:, None]) @ cms
+    names, colors = matched_names(ds, label, k)
+    gmm = (fit["gmm_mean"].values, fit["gmm_covariance"].values, fit["gmm_weight"].values)
+    out = _recompute(ds, label, prob, names, colors, cms, f"gui: refit GMM with k={k}", gmm=gmm)
+    if sums is not None:  # the summed counts as summed, not mean x n
+        out["cluster_sum_spectrum"] = out["cluster_sum_spectrum"].copy(data=sums)
+    if "nmf_abundance" in out and "nmf_weight" in out:
+        out["nmf_abundance"] = analysis.abundance_maps(
+            out["nmf_weight"], out["probability"]
+        ).assign_attrs(ds["nmf_abundance"].attrs)
     return out
 
 
@@ -912,7 +968,8 @@ def matched_names(
         if overlap[r, c] > 0:
             names[c], colors[c] = old_names[r], old_colors[r]
     used_names = {n for n in names if n}
-    free_colors = iter([c for c in PALETTE if c not in set(colors)] + list(PALETTE) * k)
+    palette = analysis.default_colors(k_old + k)
+    free_colors = iter([c for c in palette if c not in set(colors)] + palette * k)
     for c in range(k):
         if names[c] is None:
             j = c
@@ -925,40 +982,29 @@ def matched_names(
 
 
 # -------------------------------------------------------------------------------------- analysis
-def particle_table(ds: xr.Dataset, cluster: int, *, connectivity: int = 1) -> pd.DataFrame:
-    """Connected regions ("particles") of one cluster in the label map, with their sizes.
+def particle_table(ds: xr.Dataset, cluster: int) -> pd.DataFrame:
+    """Connected regions ("particles") of one cluster: :func:`sigma.analysis.particle_statistics`.
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per particle: ``n_pixels``, ``area`` and ``equivalent_diameter`` in the scan
-        units (column names carry the unit), ``centroid_y``, ``centroid_x``.
+    The library's table (8-connectivity, sizes and lengths in the scan units, mean net line
+    counts per pixel from the shown feature maps, :func:`feature_maps`), indexed by
+    ``particle``, with the units in the names of the area and length columns. A cluster with
+    no pixel gives an empty table.
     """
-    from scipy import ndimage
-
     c = _check_cluster(ds, cluster)
-    binary = ds["label"].values == c
-    structure = ndimage.generate_binary_structure(2, connectivity)
-    lab, n = ndimage.label(binary, structure=structure)
-    units = ds["x"].attrs.get("units", "px")
-    dy = float(np.diff(ds["y"].values[:2])[0]) if ds.sizes["y"] > 1 else 1.0
-    dx = float(np.diff(ds["x"].values[:2])[0]) if ds.sizes["x"] > 1 else 1.0
-    if n == 0:
-        return pd.DataFrame(columns=["n_pixels", f"area ({units}^2)", f"equivalent_diameter ({units})",
-                                     "centroid_y", "centroid_x"])  # fmt: skip
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    centroids = np.array(ndimage.center_of_mass(binary, lab, np.arange(1, n + 1)))
-    area = sizes * abs(dy * dx)
-    return pd.DataFrame(
-        {
-            "n_pixels": sizes,
-            f"area ({units}^2)": area,
-            f"equivalent_diameter ({units})": np.sqrt(4 * area / np.pi),
-            "centroid_y": np.interp(centroids[:, 0], np.arange(ds.sizes["y"]), ds["y"].values),
-            "centroid_x": np.interp(centroids[:, 1], np.arange(ds.sizes["x"]), ds["x"].values),
-        },
-        index=pd.RangeIndex(1, n + 1, name="particle"),
-    )
+    lengths = ("equivalent_diameter", "major_axis_length", "minor_axis_length")
+    if not np.any(ds["label"].values == c):
+        units = str(ds["x"].attrs.get("units", "px"))
+        cols = ["n_pixels", f"area ({units}^2)", *(f"{n} ({units})" for n in lengths)]
+        return pd.DataFrame(columns=[*cols, "centroid_y", "centroid_x"],
+                            index=pd.RangeIndex(0, name="particle"))  # fmt: skip
+    maps, _ = feature_maps(ds)
+    table = analysis.particle_statistics(ds, c, features=maps)
+    units = table.attrs["length_units"]
+    named = {
+        "area": f"area ({table.attrs['area_units']})",
+        **{n: f"{n} ({units})" for n in lengths},
+    }
+    return table.set_index("particle").rename(columns=named)
 
 
 def _hex_to_rgb(colors: Sequence[str]) -> np.ndarray:
@@ -1038,7 +1084,7 @@ def write_image(image: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
 
 
 def save_results(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write (edited) results to NetCDF (h5netcdf) or ``.zarr``; refuse to replace a file unless asked.
+    """Write (edited) results with :meth:`sigma.results.SigmaResults.save`; refuse to replace a file unless asked.
 
     Raises
     ------
@@ -1053,20 +1099,6 @@ def save_results(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: boo
         )
     if path.suffix not in (".nc", ".zarr", ".h5", ".nc4"):
         raise ValueError(f"path {str(path)!r}: save results as .nc or .zarr. Got {path.suffix!r}.")
-    out = ds.copy()
-    for name in ("cluster_name", "cluster_color", "feature"):
-        if name in out.variables:
-            out[name] = out[name].astype(str)
-    out.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in out.attrs.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".zarr":
-        out.to_zarr(tmp, mode="w")
-    else:
-        out.to_netcdf(tmp, engine="h5netcdf")
-    if path.exists() and path.is_dir():
-        import shutil
+    from sigma.results import SigmaResults
 
-        shutil.rmtree(path)
-    tmp.replace(path)
-    logger.info("saved results to %s", path)
-    return path
+    return SigmaResults(ds).save(path, overwrite=overwrite)  # sigma.io.save: atomic, exact attrs

@@ -274,6 +274,8 @@ def _check_top(d: dict[str, Any]) -> None:
         _float("config key 'val_fraction'", d["val_fraction"], 0.0, 0.9)
     if "smooth_labels" in d:
         _float("config key 'smooth_labels'", d["smooth_labels"], 0.0)
+    if "keep_counts_mb" in d:
+        _float("config key 'keep_counts_mb'", d["keep_counts_mb"], 0.0)
     if "neighbor_average" in d and d["neighbor_average"] not in ("auto", True, False):
         raise ConfigurationError(
             "config key 'neighbor_average' must be 'auto', true or false. Got "

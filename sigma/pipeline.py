@@ -130,6 +130,11 @@ class PipelineConfig:
     embedding : {"autoencoder", "umap"}
         The 2-D embedding clustered: sigma's autoencoder, or UMAP (:mod:`sigma.embedding`,
         needs ``umap-learn``).
+    keep_counts_mb : float
+        Keep the (binned) per-pixel counts in the results, sparse, when they fit this many MiB
+        (:mod:`sigma.sparse_counts`), so the GUI's selection spectra are exact; 0: never. Past
+        the budget the results hold a checked reference to the input file instead
+        (:func:`sigma.sparse_counts.source_reference`).
     """
 
     bin_factor: int | list[int] | None = None
@@ -159,6 +164,7 @@ class PipelineConfig:
     seed: int = 0
     library: str = "default"
     embedding: str = "autoencoder"
+    keep_counts_mb: float = 128.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineConfig:
@@ -437,7 +443,9 @@ def run(
             preprocessing=_full_chain(shape_steps, features, pre),
             random_state=cfg.seed,
             show_progress=show_progress,
+            keep_counts=int(cfg.keep_counts_mb * 2**20) if cfg.keep_counts_mb > 0 else False,
         )
+        _refer_to_source(results, data, shape_steps, load_options)
         if "cluster_sum_spectrum" in results.dataset:  # names and compositions (issue 16)
             from sigma.phases import core_spectra, identify_phases
             from sigma.quantify import quantify_results
@@ -460,6 +468,19 @@ def run(
                 )
             )
     return _finish(results, timer, out, overwrite)
+
+
+def _refer_to_source(
+    results: Any, data: Any, shape_steps: list[dict[str, Any]], load_options: Any
+) -> None:
+    """Counts over the budget: the results name the input file (checked when read back)."""
+    from sigma import sparse_counts
+
+    if sparse_counts.has_counts(results.dataset) or not isinstance(data, (str, Path)):
+        return
+    results.dataset.attrs[sparse_counts.SOURCE_ATTR] = json.dumps(
+        sparse_counts.source_reference(data, shape_steps=shape_steps, load_options=load_options)
+    )
 
 
 def _finish(results: Any, timer: Any, out: Any, overwrite: bool) -> Any:

@@ -65,6 +65,14 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=t.int_at_least(0, "--seed"), help="random seed (default 0)")
     p.add_argument(
+        "--keep-counts-mb",
+        type=t.float_at_least(0.0, "--keep-counts-mb"),
+        dest="keep_counts_mb",
+        metavar="N",
+        help="keep the per-pixel counts in the results when they fit N MiB (exact GUI spectra; "
+        "default 128; 0: never, the results then refer to the input file)",
+    )
+    p.add_argument(
         "--library",
         metavar="CSV",
         help="phase library CSV (name,formula[,density]) extending sigma's; 'none' keeps line names",
@@ -112,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         cfg.smooth_labels = args.smooth_labels
     if args.seed is not None:
         cfg.seed = args.seed
+    if getattr(args, "keep_counts_mb", None) is not None:
+        cfg.keep_counts_mb = args.keep_counts_mb
     if getattr(args, "library", None):
         cfg.library = args.library
     if getattr(args, "embedding", None):

@@ -84,20 +84,8 @@ def test_demo_page_loads_without_console_errors(demo_page):
 def test_lasso_drag_selects_pixels_and_repaints_map(demo_page):
     page = demo_page
     before_map = _map_png(page)
-    frame = page.locator(".latent-plot canvas").first.bounding_box()
-    assert frame is not None
     # a lasso around the middle-right of the plot area (the demo's 'quartz' blob sits at (4, 0))
-    cx, cy, w, h = frame["x"], frame["y"], frame["width"], frame["height"]
-    pts = [(0.55, 0.25), (0.95, 0.25), (0.95, 0.75), (0.55, 0.75), (0.56, 0.26)]
-    page.mouse.move(cx + w * pts[0][0], cy + h * pts[0][1])
-    page.mouse.down()
-    for fx, fy in pts[1:]:
-        page.mouse.move(cx + w * fx, cy + h * fy, steps=8)
-    page.mouse.up()
-    deadline = time.monotonic() + 60
-    while _count(page) == 0 and time.monotonic() < deadline:
-        page.wait_for_timeout(500)
-    n = _count(page)
+    n = _lasso(page)
     page.wait_for_timeout(2000)  # the map repaints after the count
     page.screenshot(path=str(ARTIFACTS / "02_after_lasso.png"))
     assert 0 < n < 192 * 256
@@ -214,8 +202,8 @@ def time_edit(page, click, done: str, timeout_s: float = 60.0) -> float:
 
 
 def edit_timings(page) -> dict[str, float]:
-    """Click-to-repaint seconds of a rename, a new cluster (labels change) and a refit, and the
-    bytes the server sent for each (WebSocket frames): the Clusters tab must be open."""
+    """Click-to-repaint seconds of a rename, a refit, a merge and a new cluster from a lasso, and
+    the bytes the server sent for each (WebSocket frames): the Clusters tab must be open."""
     sent: list[int] = getattr(page, "ws_frames", [])
     out: dict[str, float] = {}
     name_box = page.locator(".cluster-name-input input").first
@@ -234,11 +222,54 @@ def edit_timings(page) -> dict[str, float]:
     out["refit_s"] = time_edit(page, lambda: page.get_by_role("button", name="Refit GMM", exact=True).click(),
                                r"^(?!.*\b5: ).*\b4: ")  # five clusters 0..4: a '4:' entry and no '5:'  # fmt: skip
     out["refit_bytes"] = sum(sent[n0:])
+    # merge 3 and 4 of the five: typed into the merge picker (choices.js), then the button
+    picker = page.locator(".merge-choice input[type=search]").first
+    for label in ("3: ", "4: "):
+        picker.fill(label)
+        picker.press("Enter")
+        page.wait_for_timeout(300)
+    page.wait_for_timeout(500)
+    n0 = len(sent)
+    out["merge_s"] = time_edit(page, lambda: page.get_by_role("button", name="Merge", exact=True).click(),
+                               r"^(?!.*\b4: ).*\b3: ")  # four clusters 0..3  # fmt: skip
+    out["merge_bytes"] = sum(sent[n0:])
+    # a new cluster from a lasso in the Latent tab (the lasso itself is not timed)
+    page.get_by_text("Latent", exact=True).first.click()
+    page.wait_for_selector(".latent-plot canvas", timeout=60_000)
+    page.wait_for_timeout(1000)
+    _lasso(page)
+    page.get_by_text("Clusters", exact=True).first.click()
+    page.wait_for_timeout(1000)
+    n0 = len(sent)
+    out["new_cluster_s"] = time_edit(
+        page,
+        lambda: page.get_by_role("button", name="New cluster from selection", exact=True).click(),
+        r"\b4: ",
+    )
+    out["new_cluster_bytes"] = sum(sent[n0:])
     return out
 
 
+def _lasso(page, timeout_s: float = 60.0) -> int:
+    """Drag a lasso over the middle-right of the latent plot; wait for the selection count."""
+    frame = page.locator(".latent-plot canvas").first.bounding_box()
+    assert frame is not None
+    cx, cy, w, h = frame["x"], frame["y"], frame["width"], frame["height"]
+    pts = [(0.55, 0.25), (0.95, 0.25), (0.95, 0.75), (0.55, 0.75), (0.56, 0.26)]
+    page.mouse.move(cx + w * pts[0][0], cy + h * pts[0][1])
+    page.mouse.down()
+    for fx, fy in pts[1:]:
+        page.mouse.move(cx + w * fx, cy + h * fy, steps=8)
+    page.mouse.up()
+    deadline = time.monotonic() + timeout_s
+    while _count(page) == 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    return _count(page)
+
+
 def test_edits_repaint_within_a_second(demo_page):
-    """Issue 15, item 5: click to repaint of a rename and a refit (server sends only changes)."""
+    """Issue 15, item 5: click to repaint of a rename, refit, merge and new cluster (the server
+    sends only changes)."""
     page = demo_page
     page.get_by_text("Clusters", exact=True).first.click()
     page.wait_for_selector("text=Save edited results", timeout=240_000)
@@ -252,3 +283,5 @@ def test_edits_repaint_within_a_second(demo_page):
     assert times["rename_s"] < 30.0, times
     assert 0 < times["rename_bytes"] < 50_000, times
     assert times["refit_s"] < 60.0, times
+    assert times["merge_s"] < 60.0, times
+    assert times["new_cluster_s"] < 60.0, times

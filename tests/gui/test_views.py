@@ -667,7 +667,7 @@ def test_phase_map_png_has_a_legend_and_a_scale_bar(small_results):
 def test_small_things(app, small_results):
     """Issue 15, item 8: colour picker follows the cluster, axes carry units, line labels apart."""
     from gui.cluster_figures import _spread_labels
-    from gui.views import _image
+    from gui.images import _image
     from sigma.xray import lines_in_range
 
     app.clusters.cluster = 2

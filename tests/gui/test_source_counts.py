@@ -1,0 +1,96 @@
+"""Counts over the budget: `sigma run --keep-counts-mb`, the checked reference to the input file,
+and exact GUI selection spectra read back from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sigma
+from sigma import sparse_counts
+from sigma.exceptions import SchemaError
+
+
+@pytest.fixture(scope="module")
+def cube_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ds, _ = sigma.datasets.synthetic_sem(
+        (32, 48), phases=["quartz", "calcite", "hematite"], counts_per_pixel=60,
+        grain_size_px=16, seed=2, show_progress=False,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("cube") / "cube.nc"
+    sigma.save(ds, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_without_counts(cube_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sigma.cli import main
+
+    out = tmp_path_factory.mktemp("res") / "res.nc"
+    rc = main(["run", str(cube_file), "--out", str(out), "--epochs", "1", "--k", "3", "--bin", "2",
+               "--keep-counts-mb", "0", "--quiet"])  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_keep_counts_mb_option_reaches_the_config() -> None:
+    from sigma.commands.run import build_parser, config_from_args
+
+    parser = build_parser()
+    parser.add_argument("file")
+    assert config_from_args(parser.parse_args(["x.nc"])).keep_counts_mb == 128.0
+    assert (
+        config_from_args(parser.parse_args(["x.nc", "--keep-counts-mb", "0"])).keep_counts_mb == 0
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["x.nc", "--keep-counts-mb", "-1"])
+
+
+def test_results_over_the_budget_refer_to_the_checked_input(run_without_counts, cube_file) -> None:
+    from gui import data as gd
+
+    ds = gd.load_results(run_without_counts)
+    assert not sparse_counts.has_counts(ds)  # --keep-counts-mb 0: never kept
+    ref = json.loads(ds.attrs[sparse_counts.SOURCE_ATTR])
+    assert ref["path"] == str(cube_file.resolve())
+    assert ref["size"] == cube_file.stat().st_size
+    assert ref["shape_steps"] == [{"name": "bin_spatial", "factor": 2}]
+    # read back: the run's 2 x 2 binning of the file's counts
+    raw = sigma.load(cube_file)["counts"].values.astype(np.int64)
+    binned = raw.reshape(16, 2, 24, 2, -1).sum(axis=(1, 3)).reshape(16 * 24, -1)
+    mat = sparse_counts.counts_matrix(sparse_counts.source_counts(ds))
+    np.testing.assert_array_equal(mat.toarray(), binned)
+    # the GUI's selection spectrum is exact
+    means = gd.SelectionMeans(ds)
+    mask = np.zeros(16 * 24, bool)
+    mask[::5] = True
+    spec, exact = means.sum_spectrum(mask)
+    assert exact
+    np.testing.assert_array_equal(spec, binned[mask].sum(axis=0))
+
+
+def test_a_changed_input_file_is_refused(run_without_counts, cube_file, tmp_path) -> None:
+    from gui import data as gd
+
+    ds = gd.load_results(run_without_counts)
+    moved = ds.copy()
+    ref = json.loads(ds.attrs[sparse_counts.SOURCE_ATTR])
+    changed = tmp_path / "changed.nc"
+    data = bytearray(cube_file.read_bytes())
+    data[-100] ^= 0xFF  # same size, other content
+    changed.write_bytes(bytes(data))
+    moved.attrs[sparse_counts.SOURCE_ATTR] = json.dumps({**ref, "path": str(changed)})
+    with pytest.raises(SchemaError, match="changed since"):
+        sparse_counts.check_source(moved)
+    missing = ds.copy()
+    missing.attrs[sparse_counts.SOURCE_ATTR] = json.dumps({**ref, "path": str(tmp_path / "no.nc")})
+    with pytest.raises(SchemaError, match="no longer exists"):
+        sparse_counts.check_source(missing)
+    # the GUI falls back to the estimate and says why
+    means = gd.SelectionMeans(moved)
+    _, exact = means.sum_spectrum(np.ones(16 * 24, bool))
+    assert not exact
+    assert "changed since" in means.source_error

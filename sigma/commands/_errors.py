@@ -137,12 +137,12 @@ def _readable(parser: argparse.ArgumentParser, message: str) -> str:
     if unknown:
         import difflib
 
-        given = unknown.group(1).split("=")[0]
+        option = unknown.group(1).split("=")[0]
         options = [o for a in parser._actions for o in a.option_strings]
-        section = given.rpartition(".")[0]
+        section = option.rpartition(".")[0]
         if section:  # --clustering.k: a key of the same section first
             options = [o for o in options if o.startswith(section + ".")] or options
-        close = difflib.get_close_matches(given, options, n=1)
+        close = difflib.get_close_matches(option, options, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         return f"{' '.join(message.split())}{hint}"
     return " ".join(message.split())

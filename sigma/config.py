@@ -348,19 +348,19 @@ class ModelConfig:
     output_activation : {"softmax", "sigmoid", "identity"}
         Decoder output matched to the features: identity for z-scored, softmax for softmax ones.
     negative_slope : float
-        Slope of LeakyReLU for negative inputs.
+        LeakyReLU slope for negative inputs.
     lr : float
-        Adam learning rate.
+        Adam learning rate (SIGMA's: 1e-4).
     weight_decay : float
-        Adam weight decay (L2 penalty).
+        Adam's L2 penalty.
     lr_factor : float
-        ReduceLROnPlateau: multiply the learning rate by this when the monitored loss stalls.
+        Factor applied to the learning rate when the monitored loss stalls (ReduceLROnPlateau).
     lr_patience : int
-        ReduceLROnPlateau: epochs without improvement before reducing the learning rate.
+        Epochs without improvement before the learning rate is reduced.
     lr_threshold : float
-        ReduceLROnPlateau: relative improvement that counts (1e-2 = 1 %).
+        Relative improvement the scheduler counts as one (1e-2 = 1 %).
     min_lr : float
-        ReduceLROnPlateau: lower bound of the learning rate.
+        Smallest learning rate the scheduler goes down to.
     monitor : str
         Logged metric the scheduler watches ("val/loss", or "train/loss" without validation).
     input_noise : float

@@ -274,8 +274,10 @@ class ClustersView(pn.viewable.Viewer):
         return pn.Row(*items, sizing_mode="stretch_width")
 
     def particles(self) -> pd.DataFrame:
-        """Particle statistics of the chosen cluster (kept while its pixels are the same: a
-        rename, a recolour or a merge of other clusters recomputes nothing)."""
+        """Particle statistics of the chosen cluster, kept while its pixels are the same.
+
+        A rename, a recolour or a merge of other clusters recomputes nothing.
+        """
         label = self.state.results["label"].values
         hit = self._particle_cache
         if hit is not None and hit[0] is label and hit[1] == self.cluster:

@@ -341,8 +341,11 @@ def _blas_controller() -> Any:
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """BLAS on one thread: a matrix-vector product over a million rows is memory-bound, and on a
-    busy machine a second BLAS thread waits for a core (measured 2-3x slower on 2 shared cores)."""
+    """BLAS on one thread, for memory-bound matrix-vector products over a million rows.
+
+    On a busy machine a second BLAS thread waits for a core (measured 2-3x slower on 2 shared
+    cores).
+    """
     controller = _blas_controller()
     return (
         controller.limit(limits=1, user_api="blas")
@@ -522,8 +525,9 @@ SMALL_CLUSTER_SHARE = 0.001
 
 
 def small_clusters(ds: xr.Dataset, share: float = SMALL_CLUSTER_SHARE) -> list[int]:
-    """Clusters holding fewer than ``share`` of the assigned pixels (their spiky spectra and wide
-    ellipses would swamp the others), in index order.
+    """Clusters holding fewer than ``share`` of the assigned pixels, in index order.
+
+    Their spiky spectra and wide ellipses would swamp the others.
 
     Examples
     --------

@@ -216,8 +216,11 @@ class AutoEncoder(pl.LightningModule):
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def _shared_step(self, batch: Any, stage: Stage) -> torch.Tensor:
-        """Loss of one batch for ``stage``; logs ``{stage}/loss`` and, for validation and test,
-        the reconstruction metrics ``{stage}/mse`` and ``{stage}/explained_variance``."""
+        """Loss of one batch for ``stage``; logs ``{stage}/loss``.
+
+        For validation and test also the reconstruction metrics ``{stage}/mse`` and
+        ``{stage}/explained_variance``.
+        """
         x = self._inputs(batch)
         training = stage == "train"
         noisy = (

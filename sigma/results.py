@@ -307,9 +307,11 @@ class SigmaResults:
         return dict(json.loads(self.dataset.attrs.get("clustering", "{}") or "{}"))
 
     def phase_table(self) -> pd.DataFrame:
-        """Name, colour, pixels, area and area fraction of each cluster; the library match
-        (:mod:`sigma.phases`), composition (:mod:`sigma.quantify`) or mean element-map
-        intensities (:mod:`sigma.io.maps`) when the results have them."""
+        """Name, colour, pixels, area and area fraction of each cluster.
+
+        Also the library match (:mod:`sigma.phases`), composition (:mod:`sigma.quantify`) or
+        mean element-map intensities (:mod:`sigma.io.maps`) when the results have them.
+        """
         from sigma.phases import extend_phase_table
 
         return extend_phase_table(self.dataset, analysis.phase_table(self.dataset))

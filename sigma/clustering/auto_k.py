@@ -59,7 +59,7 @@ def coarse_channels(counts: npt.NDArray[Any], factor: int = 3) -> npt.NDArray[An
 
 
 def _g_test(t1: npt.NDArray[np.float64], t2: npt.NDArray[np.float64]) -> float:
-    """log p-value of the G-test that two count spectra come from one spectrum shape."""
+    """Log p-value of the G-test that two count spectra come from one spectrum shape."""
     from scipy.stats import chi2
 
     keep = (t1 + t2) > 0

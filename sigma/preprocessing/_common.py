@@ -96,8 +96,11 @@ def _sum_dtype(
 
 
 def _accumulator(dtype: np.dtype[Any], n_summed: int) -> np.dtype[Any]:
-    """Narrowest safe accumulator for sums of ``n_summed`` values (uint32 sums of uint16 counts
-    are twice as fast as int64 ones and cannot overflow for up to 65 537 channels)."""
+    """Narrowest safe accumulator for sums of ``n_summed`` values.
+
+    uint32 sums of uint16 counts are twice as fast as int64 ones and cannot overflow for up to
+    65 537 channels.
+    """
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return np.dtype(np.float64)

@@ -71,12 +71,6 @@ def _as_points(latent: Any) -> tuple[npt.NDArray[np.float64], dict[str, Any] | N
     return arr, spatial
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int in the range [{low}, inf). Got {value!r} instead.")
-    return int(value)
-
-
 def _as_feature_points(features: Any, n: int) -> npt.NDArray[np.float64]:
     if isinstance(features, xr.Dataset):
         features = _variable(features, "features", "features", "(y, x, feature)")

@@ -143,7 +143,7 @@ def bench_edits(app) -> dict[str, object]:
     import panel as pn
     from bokeh.document import Document
 
-    import sigma.clustering  # noqa: F401  (the served app's warm-up imports it: gui.views.warm_up)
+    import sigma.clustering.core  # noqa: F401  (the served app's warm-up imports it: gui.views.warm_up)
 
     pn.panel(app).get_root(Document())
     for i in (2, 1, 0):

@@ -1,4 +1,4 @@
-"""The clustering entry point: :func:`cluster` (latent -> phase labels and probabilities) and its shortcuts."""
+"""The clustering entry point: :func:`cluster`, latent -> phase labels and probabilities."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clustering inputs: latents and features checked and flattened to (n, d) points, scaled, subsampled."""
+"""Clustering inputs: latents and features checked, flattened to (n, d) points, scaled, subsampled."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Refinement in feature space: pixels reassigned to the latent's phases by a tied mixture on the features."""
+"""Refinement in feature space: pixels reassigned to the latent's phases by a tied feature mixture."""
 
 from __future__ import annotations
 

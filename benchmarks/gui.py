@@ -143,7 +143,7 @@ def bench_edits(app) -> dict[str, object]:
     import panel as pn
     from bokeh.document import Document
 
-    import sigma.clustering  # noqa: F401  (the served app's warm-up imports it: gui.views.warm_up)
+    import sigma.clustering.core  # noqa: F401  (the served app's warm-up imports it: gui.views.warm_up)
 
     pn.panel(app).get_root(Document())
     for i in (2, 1, 0):
@@ -152,7 +152,7 @@ def bench_edits(app) -> dict[str, object]:
     n = app.state.xy.shape[0]
     edits = {
         "rename": lambda: (c.param.update(cluster=0, new_name="matrix"), c.rename()),
-        "recolour": lambda: (c.param.update(cluster=1, new_color="#00ff00"), c.recolour()),
+        "recolour": lambda: (c.param.update(cluster=1, new_color="#00ff00"), c.recolor()),
         "hide": lambda: c.param.update(shown=[i for i in c.shown if i != 1]),
         "merge": lambda: (c.param.update(merge=[3, 4]), c.merge_selected()),
         "new_cluster": c.new_cluster_from_selection,  # of a selection made before (not timed)

@@ -360,11 +360,13 @@ class ClustersView(pn.viewable.Viewer):
         self.state.notify(f"Cluster {self.cluster} is now {name!r}.", "success")
 
     @guarded
-    def recolour(self, event: Any = None) -> None:
+    def recolor(self, event: Any = None) -> None:
         """Give the chosen cluster ``new_color``."""
         self.state.update_results(
-            gd.recolour_cluster(self.state.results, self.cluster, self.new_color)
+            gd.recolor_cluster(self.state.results, self.cluster, self.new_color)
         )
+
+    recolour = recolor  # the former name
 
     @guarded
     def refit(self, event: Any = None) -> None:
@@ -498,7 +500,7 @@ class ClustersView(pn.viewable.Viewer):
             ),  # fmt: skip
             pn.Row(
                 pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
-                button(label="Recolour", on_click=self.recolour),
+                button(label="Recolour", on_click=self.recolor),
             ),  # fmt: skip
             pn.widgets.MultiChoice.from_param(
                 self.param.merge, name="merge clusters", css_classes=["merge-choice"]

@@ -49,6 +49,7 @@ __all__ = [
     "add_cluster_from_mask",
     "merge_clusters",
     "rename_cluster",
+    "recolor_cluster",
     "recolour_cluster",
     "check_name_free",
     "matched_names",
@@ -839,12 +840,16 @@ def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
     return analysis.rename_cluster(ds, cluster, check_name_free(ds, name, keep=[int(cluster)]))
 
 
-def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
+def recolor_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
     """Return a copy of ``ds`` with ``cluster`` drawn in ``color`` (:func:`sigma.analysis.recolor_cluster`).
 
     ``color`` is ``#rrggbb`` (what the colour picker gives) or any matplotlib colour name.
     """
     return analysis.recolor_cluster(ds, cluster, str(color).strip())
+
+
+#: the former name (the API spells it as :func:`sigma.edits.recolor_cluster` does)
+recolour_cluster = recolor_cluster
 
 
 def _check_cluster(ds: xr.Dataset, cluster: int) -> int:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sigma._checks import check_int
 from sigma.exceptions import ConfigurationError
 
 __all__ = ["check_config", "read_yaml", "MODEL_KEYS", "TRAINER_KEYS", "clustering_keys"]
@@ -130,14 +131,8 @@ def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _int(where: str, value: Any, low: int, *, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        extra = " or null" if none_ok else ""
-        raise ConfigurationError(
-            f"{where} must be an int in the range [{low}, inf){extra}. Got {value!r} instead."
-        )
+#: the int check with the config's error and YAML's spelling of None
+_int = functools.partial(check_int, error=ConfigurationError, none_text="null")
 
 
 def _float(

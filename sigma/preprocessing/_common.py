@@ -65,12 +65,6 @@ def _history(ds: xr.Dataset, line: str) -> dict[str, Any]:
     return _append_history(ds.attrs, line)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int in the range [1, inf). Got {value!r} instead.")
-    return int(value)
-
-
 def _sum_dtype(
     dtype: np.dtype[Any], n_summed: int, max_value: float | None = None
 ) -> np.dtype[Any]:

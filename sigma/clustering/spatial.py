@@ -327,8 +327,8 @@ def _dominant_of_mix(
         revert[sel] = evidence < 0.0
     if revert.any():
         q = q.copy()
-        px, j, o = moved[revert], new[revert], old[revert]
-        q[px, j], q[px, o] = q[px, o], q[px, j].copy()
+        rows, to, back = moved[revert], new[revert], old[revert]
+        q[rows, to], q[rows, back] = q[rows, back], q[rows, to].copy()
         logger.debug("potts_assign: %d moved pixels are mostly their old phase", int(revert.sum()))
     return q
 

@@ -17,7 +17,13 @@ matching) and scores each cluster against the true phase that holds most of its 
 Compositions: the cluster's atomic fractions (``composition_at``) against the true phase's,
 for elements above 1 at.%: median and max absolute error (at.%).
 
-Run: ``python benchmarks/naming.py [--scenes sem,tem]``; writes benchmarks/results/naming.json.
+Speed (``--speed``): the analyse stage's naming and quantification alone, on the demo scene
+(2x2 binned) with its true labels: ``identify_phases`` + ``quantify_results`` on the clusters'
+core spectra, in a fresh process (cold: library, line tables and library predictions built) and
+again (warm); seconds per phase. Target: < 0.3 s per phase, < 1.5 s in all.
+
+Run: ``python benchmarks/naming.py [--scenes sem,tem]`` (writes benchmarks/results/naming.json)
+or ``python benchmarks/naming.py --speed`` (writes benchmarks/results/naming_speed.json).
 """
 
 from __future__ import annotations
@@ -160,10 +166,87 @@ def _composition_error(rds: Any, c: int, comp: dict[str, float]) -> dict[str, fl
     return errs
 
 
+def speed() -> dict[str, Any]:
+    """Seconds of naming + quantification of the demo scene's phases (see the module doc)."""
+    import os
+
+    import sigma
+    from sigma.phases import core_spectra, identify_phases
+    from sigma.quantify import quantify_results
+    from sigma.results import SigmaResults
+
+    ds, truth = sigma.datasets.demo_scene(show_progress=False)
+    counts = ds["counts"].coarsen(y=2, x=2, boundary="trim").sum()
+    label = truth["label"].values[::2, ::2][: counts.sizes["y"], : counts.sizes["x"]]
+    k = int(label.max()) + 1
+    res = SigmaResults(
+        xr_dataset(counts, label, k, [str(p) for p in truth.phase.values], dict(ds.attrs))
+    )
+    runs = []
+    for attempt in ("cold", "warm"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        core = core_spectra(counts, label, k)
+        named = identify_phases(res, spectra=core)
+        t1 = time.perf_counter()
+        quantify_results(named, spectra=core)
+        t2, c2 = time.perf_counter(), time.process_time()
+        runs.append(
+            {
+                "run": attempt,
+                "naming_s": round(t1 - t0, 2),
+                "quantify_s": round(t2 - t1, 2),
+                "total_s": round(t2 - t0, 2),
+                "cpu_s": round(c2 - c0, 2),
+                "per_phase_s": round((t2 - t0) / k, 3),
+            }
+        )
+    names = [str(v) for v in named.dataset["cluster_name"].values]
+    return {
+        "what": "identify_phases + quantify_results on the demo (bin 2, true labels)",
+        "target": "< 0.3 s per phase or < 1.5 s in all",
+        "n_phases": k,
+        "names": names,
+        "load_average": list(os.getloadavg()),
+        "runs": runs,
+    }
+
+
+def xr_dataset(counts: Any, label: Any, k: int, phases: list[str], attrs: dict[str, Any]) -> Any:
+    """A minimal results dataset: labels, cluster sums and the scan's attributes."""
+    import xarray as xr
+
+    from sigma.analysis import cluster_spectra
+
+    spec = cluster_spectra(counts, label, n_clusters=k)
+    out = xr.Dataset(
+        {
+            "label": (("y", "x"), label),
+            "cluster_sum_spectrum": spec["cluster_sum_spectrum"],
+            "cluster_name": ("cluster", np.array(phases, dtype=str)),
+            "probability": (
+                ("y", "x", "cluster"),
+                (label[..., None] == np.arange(k)).astype(np.float32),
+            ),
+        },
+        attrs={
+            key: attrs[key]
+            for key in ("beam_energy_kev", "energy_resolution_mnka_ev", "signal_type")
+            if key in attrs
+        },
+    )
+    return out.assign_coords(energy=counts["energy"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", default=",".join(SCENES))
+    p.add_argument("--speed", action="store_true", help="time naming alone (module doc)")
     args = p.parse_args()
+    if args.speed:
+        r = speed()
+        print(json.dumps(r, indent=1))
+        (RESULTS / "naming_speed.json").write_text(json.dumps(r, indent=1))
+        return
     out = []
     for name in args.scenes.split(","):
         r = run_scene(name)

@@ -173,6 +173,19 @@ class Physics:
         self.elements = sorted({s.element for s in shells}, key=ELEMENTS.index)
         #: yield of each shell per unit mass fraction of its element, without absorption
         self.unit_yield = np.array([float(s.weights.sum()) for s in shells])
+        # every line of every shell in one array (vectorised absorption), and caches of what
+        # does not change for this axis, beam and detector: the peak profile of each line and
+        # each composition's shell yields (a library is predicted once per Physics)
+        sizes = [s.energies.size for s in shells]
+        self._line_shell = np.repeat(np.arange(len(shells)), sizes)
+        self._line_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        cat = (lambda xs: np.concatenate(xs)) if shells else (lambda xs: np.zeros(0))
+        self._line_energy = cat([s.energies for s in shells])
+        self._line_edge = cat([s.edges for s in shells])
+        self._line_weight = cat([s.weights for s in shells])
+        self._line_mu: dict[str, npt.NDArray[np.float64]] = {}
+        self._profiles: dict[int, npt.NDArray[np.float64]] = {}
+        self._yields: dict[tuple[tuple[str, float], ...], npt.NDArray[np.float64]] = {}
 
     def shells_of(self, elements: Iterable[str]) -> list[int]:
         """Indices of the shells of ``elements`` (those that have any)."""
@@ -184,29 +197,79 @@ class Physics:
     ) -> npt.NDArray[np.float64]:
         """Unit-area peak shapes of the shells ``indices`` (rows), with the relative line
         weights absorbed in ``composition`` (bulk) or not."""
+        if not indices:
+            return np.zeros((0, self.energy.size))
+        absorb = (
+            self._line_absorption(composition) if composition and self.geometry == "bulk" else None
+        )
         rows = []
         for i in indices:
-            s = self.shells[i]
-            area = s.weights
-            if composition and self.geometry == "bulk":
-                area = area * self._absorption(composition, s.energies, s.edges)
-            rows.append(self._peaks(s, area / area.sum()))
-        return np.stack(rows) if rows else np.zeros((0, self.energy.size))
+            lo, hi = self._line_start[i], self._line_start[i + 1]
+            area = self._line_weight[lo:hi]
+            if absorb is not None:
+                area = area * absorb[lo:hi]
+            rows.append((area / area.sum()) @ self._profile(i))
+        return np.stack(rows)
 
     # -- spectra ----------------------------------------------------------------------------
+    def _profile(self, i: int) -> npt.NDArray[np.float64]:
+        """Unit-area peak of each line of shell ``i`` with its Si escape peak (line, channel)."""
+        out = self._profiles.get(i)
+        if out is None:
+            from sigma.datasets._spectrum import _si_escape
+
+            s = self.shells[i]
+            f_esc, e_esc = _si_escape(s.energies)
+            esc = f_esc > 0
+            e = np.concatenate([s.energies, e_esc[esc]])
+            sig = fwhm_kev(e, self.resolution) / 2.3548
+            cdf = ndtr((self.edges[None, :] - e[:, None]) / sig[:, None])
+            peaks = np.diff(cdf, axis=1)
+            n = s.energies.size
+            out = (1 - f_esc)[:, None] * peaks[:n]
+            out[esc] += f_esc[esc, None] * peaks[n:]
+            self._profiles[i] = out
+        return out
+
     def _peaks(
         self, s: _Shell, area: npt.NDArray[np.float64] | None = None
     ) -> npt.NDArray[np.float64]:
         """Peaks of one shell's lines (unit total area unless ``area`` per line is given)."""
-        from sigma.datasets._spectrum import _si_escape
-
         a = s.weights / s.weights.sum() if area is None else area
-        f_esc, e_esc = _si_escape(s.energies)
-        e = np.concatenate([s.energies, e_esc[f_esc > 0]])
-        a = np.concatenate([a * (1 - f_esc), (a * f_esc)[f_esc > 0]])
-        sig = fwhm_kev(e, self.resolution) / 2.3548
-        cdf = ndtr((self.edges[None, :] - e[:, None]) / sig[:, None])
-        out: npt.NDArray[np.float64] = (a[:, None] * np.diff(cdf, axis=1)).sum(axis=0)
+        out: npt.NDArray[np.float64] = a @ self._profile(self.index[s.key])
+        return out
+
+    def _line_absorption(self, composition: Mapping[str, float]) -> npt.NDArray[np.float64]:
+        """:meth:`_absorption` of every line of every shell at once (1 for thin films)."""
+        if self.geometry == "thin":
+            return np.ones_like(self._line_energy)
+        from sigma.datasets._spectrum import _mu
+
+        mu = np.zeros_like(self._line_energy)
+        mean_z = mean_a = 0.0
+        for el, c in composition.items():
+            mu_el = self._line_mu.get(el)
+            if mu_el is None:
+                mu_el = self._line_mu[el] = _mu(el, self._line_energy)
+            mu += c * mu_el
+            mean_z += c * (ELEMENTS.index(el) + 1)
+            mean_a += c * _atomic_mass(el)
+        return self._philibert(mu, self._line_edge, mean_z, mean_a)
+
+    def _philibert(
+        self,
+        mu: npt.NDArray[np.float64],
+        edge: npt.NDArray[np.float64],
+        mean_z: float,
+        mean_a: float,
+    ) -> npt.NDArray[np.float64]:
+        chi = mu / math.sin(math.radians(TAKEOFF_DEG))
+        e0 = self.beam**1.65
+        ec = np.minimum(edge, self.beam * 0.999) ** 1.65
+        sigma = 4.5e5 / (e0 - ec)
+        h = 1.2 * mean_a / max(mean_z, 1.0) ** 2
+        x = chi / sigma
+        out: npt.NDArray[np.float64] = 1.0 / ((1.0 + x) * (1.0 + h / (1.0 + h) * x))
         return out
 
     def _absorption(
@@ -226,28 +289,29 @@ class Physics:
             mu += c * _mu(el, energy)
             mean_z += c * (ELEMENTS.index(el) + 1)
             mean_a += c * _atomic_mass(el)
-        chi = mu / math.sin(math.radians(TAKEOFF_DEG))
-        e0 = self.beam**1.65
-        ec = np.minimum(edge, self.beam * 0.999) ** 1.65
-        sigma = 4.5e5 / (e0 - ec)
-        h = 1.2 * mean_a / max(mean_z, 1.0) ** 2
-        x = chi / sigma
-        out: npt.NDArray[np.float64] = 1.0 / ((1.0 + x) * (1.0 + h / (1.0 + h) * x))
-        return out
+        return self._philibert(mu, edge, mean_z, mean_a)
 
     def shell_yields(self, composition: Mapping[str, float]) -> npt.NDArray[np.float64]:
         """Predicted area of every shell template for a composition (mass fractions), same units.
 
         Elements of ``composition`` that have no template contribute nothing; the result is
-        relative (a phase's count rate in the simulator's arbitrary units).
+        relative (a phase's count rate in the simulator's arbitrary units). Cached per
+        composition (read-only array).
         """
+        key = tuple(composition.items())
+        out = self._yields.get(key)
+        if out is not None:
+            return out
+        conc = np.array([composition.get(s.element, 0.0) for s in self.shells])
         out = np.zeros(len(self.shells))
-        for i, s in enumerate(self.shells):
-            c = composition.get(s.element, 0.0)
-            if c <= 0:
-                continue
-            absorb = self._absorption(composition, s.energies, s.edges)
-            out[i] = c * float((s.weights * absorb).sum())
+        if np.any(conc > 0):
+            absorb = self._line_absorption(composition)
+            per_line = np.where(conc[self._line_shell] > 0, self._line_weight * absorb, 0.0)
+            sums = np.add.reduceat(per_line, self._line_start[:-1]) if per_line.size else out
+            out = np.where(conc > 0, conc * sums, 0.0)
+        out.setflags(write=False)
+        if len(self._yields) < 4096:
+            self._yields[key] = out
         return out
 
     def continuum(self, composition: Mapping[str, float] | None) -> npt.NDArray[np.float64]:

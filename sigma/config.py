@@ -94,7 +94,6 @@ TRAINER_KEYS = (
 )
 #: accelerators Lightning knows by name
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-_METHODS = ("gmm", "bgmm", "kmeans", "hdbscan")
 
 
 @functools.cache
@@ -113,7 +112,9 @@ def clustering_keys() -> tuple[str, ...]:
 
         spec = importlib.util.find_spec("sigma.clustering")
         if spec is not None and spec.origin:
-            tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+            # cluster() is defined in sigma/clustering/core.py
+            core = Path(spec.origin).with_name("core.py")
+            tree = ast.parse(core.read_text(encoding="utf-8"))
             for node in tree.body:
                 if isinstance(node, ast.FunctionDef) and node.name == "cluster":
                     args = [*node.args.args, *node.args.kwonlyargs]
@@ -223,9 +224,12 @@ def check_config(data: Mapping[str, Any] | Any) -> None:
         clustering = _check_keys("clustering", d["clustering"], clustering_keys())
         if "n_components" in clustering:
             check_n_components(clustering["n_components"], where="clustering.n_components")
-        if "method" in clustering and clustering["method"] not in _METHODS:
+        from sigma.clustering.registry import method_names
+
+        methods = method_names()
+        if "method" in clustering and clustering["method"] not in methods:
             raise ConfigurationError(
-                f"clustering.method must be one of {list(_METHODS)!r}. Got "
+                f"clustering.method must be one of {list(methods)!r}. Got "
                 f"{clustering['method']!r} instead."
             )
         for key in ("n_init", "k_max", "min_cluster_size"):

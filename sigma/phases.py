@@ -110,6 +110,8 @@ CARBON_SOFT = 0.01
 CLASS_NAMES = {"mounting": "mounting medium", "alloy": "alloy", "sulphate": "sulphate"}
 #: candidates (best of a linear screen) that get the full fit with the smooth trend
 N_FULL_FIT = 25
+#: the best two-entry mixture is sought among this many best single candidates
+MIX_HEAD = 8
 #: at most this many candidates with the same elements are named together ("a/b/c")
 MAX_NAMES = 4
 #: relative model error of an element's weaker shells (Fe L beside Fe K)
@@ -419,7 +421,7 @@ def _chi2(
     (``((share - CARBON_MAX) / CARBON_SOFT)^2``), so a C-O spectrum is not "ice + carbon".
     Returns ``(chi2, scales)`` (the scales of ``preds`` only).
     """
-    from scipy.optimize import least_squares, nnls
+    from scipy.optimize import nnls
 
     n_phase = preds.shape[0]
     if contaminant is not None and np.any(contaminant > 0):
@@ -455,35 +457,11 @@ def _chi2(
             a = np.linalg.solve(chol, preds.T)
             scales, _ = nnls(a, np.linalg.solve(chol, y))
             continue
-        active = scales > 0
-        if not active.any():
+        if not np.any(scales > 0):
             break
-        p_act = preds[active]
-
-        l_inv = np.linalg.inv(chol)
-
-        def resid(
-            theta: npt.NDArray[np.float64],
-            p_act: Any = p_act,
-            l_inv: Any = l_inv,
-            active: Any = active,
-        ) -> Any:
-            t = np.exp(np.clip(theta[-2] * x + theta[-1] * x**2, -50, 50))
-            sc = np.zeros(len(active))
-            with np.errstate(over="ignore", invalid="ignore"):
-                sc[active] = np.exp(np.clip(theta[:-2], -700, 700))
-                model = (sc[active] @ p_act) * t
-                r = l_inv @ (y - model)
-            if not np.all(np.isfinite(r)):
-                r = np.full_like(r, 1e150)
-            prior = [theta[-2] / TREND_SLOPE, theta[-1] / TREND_CURVE, penalty(sc)]
-            return np.concatenate([r, prior])
-
-        theta0 = np.concatenate([np.log(scales[active]), beta])
-        sol = least_squares(resid, theta0, method="lm", max_nfev=200)
-        scales = np.zeros(preds.shape[0])
-        scales[active] = np.exp(np.clip(sol.x[:-2], -700, 700))
-        beta = sol.x[-2:]
+        scales, beta = _fit_trend(
+            y, preds, x, np.linalg.inv(chol), scales, beta, preds.shape[0] - 1 if has_c else None
+        )
         trend_f = np.exp(beta[0] * x + beta[1] * x**2)
     model = (scales @ preds) * trend_f
     r = np.linalg.solve(chol, y - model)
@@ -491,6 +469,80 @@ def _chi2(
         r @ r + (beta[0] / TREND_SLOPE) ** 2 + (beta[1] / TREND_CURVE) ** 2 + penalty(scales) ** 2
     )
     return (chi2 if math.isfinite(chi2) else math.inf), scales[:n_phase]
+
+
+def _fit_trend(
+    y: npt.NDArray[np.float64],
+    preds: npt.NDArray[np.float64],
+    x: npt.NDArray[np.float64],
+    l_inv: npt.NDArray[np.float64],
+    scales: npt.NDArray[np.float64],
+    beta: npt.NDArray[np.float64],
+    carbon: int | None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Non-negative scales and trend ``beta`` minimising the misfit of :func:`_chi2`.
+
+    Levenberg-Marquardt (MINPACK, exact Jacobian) on the phases with a positive scale; a phase
+    whose scale goes negative leaves the model and the rest is fitted again (an active set, as
+    in NNLS), so a phase the fit does not want gets exactly zero.
+    """
+    from scipy.optimize import least_squares
+
+    active = np.flatnonzero(scales > 0)
+    n_x = x.size
+    prior = np.array([1.0 / TREND_SLOPE, 1.0 / TREND_CURVE])
+    while active.size:
+        p_act = preds[active]
+        n_a = active.size
+        c_pos = int(np.flatnonzero(active == carbon)[0]) if carbon in active else -1
+
+        def resid(theta: npt.NDArray[np.float64], p_act: Any = p_act, c_pos: int = c_pos) -> Any:
+            t = np.exp(np.clip(theta[-2] * x + theta[-1] * x**2, -50, 50))
+            sc = theta[:-2]
+            out = np.empty(n_x + 3)
+            out[:n_x] = l_inv @ (y - (sc @ p_act) * t)
+            out[n_x : n_x + 2] = theta[-2:] * prior
+            out[-1] = 0.0
+            if c_pos >= 0:
+                share = float(sc[c_pos]) / max(float(sc.sum()), 1e-300)
+                out[-1] = max(0.0, share - CARBON_MAX) / CARBON_SOFT
+            return out
+
+        def jac(
+            theta: npt.NDArray[np.float64], p_act: Any = p_act, c_pos: int = c_pos, n_a: int = n_a
+        ) -> Any:
+            t = np.exp(np.clip(theta[-2] * x + theta[-1] * x**2, -50, 50))
+            sc = theta[:-2]
+            model = (sc @ p_act) * t
+            out = np.zeros((n_x + 3, n_a + 2))
+            out[:n_x, :n_a] = -(l_inv @ (p_act * t[None, :]).T)
+            out[:n_x, n_a] = -(l_inv @ (model * x))
+            out[:n_x, n_a + 1] = -(l_inv @ (model * x**2))
+            out[n_x, n_a] = prior[0]
+            out[n_x + 1, n_a + 1] = prior[1]
+            total = float(sc.sum())
+            if c_pos >= 0 and total > 0:
+                share = float(sc[c_pos]) / total
+                if share > CARBON_MAX:
+                    out[-1, :n_a] = ((np.arange(n_a) == c_pos) - share) / total / CARBON_SOFT
+            return out
+
+        start = np.concatenate([np.maximum(scales[active], 0.0), beta])
+        x_scale = np.concatenate([np.maximum(np.abs(start[:n_a]), 1e-300), [1.0, 1.0]])
+        sol = least_squares(resid, start, jac=jac, method="lm", x_scale=x_scale)
+        sc = sol.x[:-2]
+        if np.all(sc >= 0) or not np.all(np.isfinite(sol.x)):
+            scales = np.zeros(preds.shape[0])
+            scales[active] = np.maximum(np.nan_to_num(sc), 0.0)
+            beta = sol.x[-2:] if np.all(np.isfinite(sol.x[-2:])) else beta
+            return scales, beta
+        # the most negative phase leaves; the others start from where they were
+        scales = scales.copy()
+        scales[active] = np.maximum(sc, 0.0)
+        scales[active[int(np.argmin(sc))]] = 0.0
+        beta = sol.x[-2:]
+        active = np.flatnonzero(scales > 0)
+    return np.zeros(preds.shape[0]), beta
 
 
 def _score(
@@ -585,6 +637,24 @@ def match_spectrum(
     -------
     Match
     """
+    from threadpoolctl import threadpool_limits
+
+    # dozens of small (channels x templates) products: BLAS threads only wait for each other
+    with threadpool_limits(1, user_api="blas"):
+        return _match_spectrum(
+            spectrum, energy_kev, beam_energy_kev, mnka_resolution_ev, geometry, library, elements
+        )
+
+
+def _match_spectrum(
+    spectrum: npt.ArrayLike,
+    energy_kev: npt.ArrayLike,
+    beam_energy_kev: float,
+    mnka_resolution_ev: float,
+    geometry: Geometry,
+    library: Sequence[LibraryEntry] | None,
+    elements: Iterable[str] | None,
+) -> Match:
     from sigma._linefit import spectrum_elements
 
     energy, y, found = spectrum_elements(
@@ -683,32 +753,27 @@ def match_spectrum(
         or chi2_dist.sf(max(best_c2 - free_c2, 0.0), dof) >= ACCEPT_P
     )
     logger.debug("best %s chi2 %.1f, free %.1f, dof %d", cands[best_i].name, best_c2, free_c2, dof)
-    # best two-entry mixture among the 12 best singles
-    mixture = None
+    # best two-entry mixture among the MIX_HEAD best singles
     best_mix = (math.inf, -1, -1, 0.0, 0)
-    head = scores[:12]
+    head = scores[:MIX_HEAD]
     for i in range(len(head)):
+        yi = physics.shell_yields(cands[head[i][1]].composition)
         for j in range(i + 1, len(head)):
-            yi = physics.shell_yields(cands[head[i][1]].composition)
             yj = physics.shell_yields(cands[head[j][1]].composition)
             rows = sorted(set(head[i][3]) | set(head[j][3]))
-            p = np.array(
-                [
-                    [yi[physics.index[keys[r]]] for r in rows],
-                    [yj[physics.index[keys[r]]] for r in rows],
-                ]
-            )
+            cols = [physics.index[keys[r]] for r in rows]
             c2, sc = _chi2(
                 fit.intensity[rows],
                 fit.covariance[np.ix_(rows, rows)],
-                p,
+                np.array([yi[cols], yj[cols]]),
                 physics,
                 [keys[r] for r in rows],
                 base_var[rows],
                 fit.overlap[np.ix_(rows, rows)],
             )
-            if c2 < best_mix[0] and sc.min() > 0:
+            if c2 < best_mix[0] and sc.sum() > 0:
                 best_mix = (c2, head[i][1], head[j][1], float(sc[0] / sc.sum()), len(rows))
+    mixture = None
     if best_mix[1] >= 0:
         mixture = (
             cands[best_mix[1]].name,

@@ -41,6 +41,8 @@ from sigma._schema import (
     validate_spectrum_image,
 )
 from sigma.exceptions import EmptySelectionError, SchemaError
+from sigma.plotting import NO_DATA_COLOR as _NO_DATA_COLOR
+from sigma.plotting import _extent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,7 +97,7 @@ def _spatial(
 
 
 #: colour of no-data pixels (label -1) in phase maps (the GUI uses the same grey)
-NO_DATA_COLOR = "#9e9e9e"
+NO_DATA_COLOR = _NO_DATA_COLOR
 
 
 @dataclass(frozen=True)
@@ -434,54 +436,12 @@ class SigmaResults:
                 ds[name] = ds[name].copy(data=np.array([str(v) for v in ds[name].values]))
         return cls(ds)
 
-    # -- plots ---------------------------------------------------------------------------------
+    # -- plots (sigma.plotting) ------------------------------------------------------------------
     def plot_phase_map(self, *, ax: Any = None, legend: bool = True) -> Figure:
         """Phase map in the cluster colours, axes in physical units; returns the Figure."""
-        import matplotlib.pyplot as plt
-        from matplotlib.colors import ListedColormap
-        from matplotlib.patches import Patch
+        from sigma.plotting import phase_map
 
-        fig, ax = _fig_ax(ax, (5, 4.5))
-        lab = self.label.values.astype(float)
-        lab[lab < 0] = np.nan
-        n_nodata = int(np.isnan(lab).sum())
-        cmap = ListedColormap(self.colors).with_extremes(bad=NO_DATA_COLOR)
-        ext = _extent(self.dataset)
-        ax.imshow(
-            lab,
-            cmap=cmap,
-            vmin=-0.5,
-            vmax=self.n_clusters - 0.5,
-            interpolation="nearest",
-            extent=ext,
-            origin="upper",
-        )
-        ax.set_xlabel(
-            f"x ({self.dataset[DIM_X].attrs.get('units', 'px')})"
-            if DIM_X in self.dataset.coords
-            else "x"
-        )
-        ax.set_ylabel(
-            f"y ({self.dataset[DIM_Y].attrs.get('units', 'px')})"
-            if DIM_Y in self.dataset.coords
-            else "y"
-        )
-        ax.set_title("phase map")
-        if legend:
-            handles = [
-                Patch(color=c, label=f"{i}: {n}")
-                for i, (c, n) in enumerate(zip(self.colors, self.names, strict=True))
-            ]
-            if n_nodata:
-                handles.append(Patch(color=NO_DATA_COLOR, label=f"no data ({n_nodata:,} px)"))
-            ax.legend(
-                handles=handles,
-                loc="upper left",
-                bbox_to_anchor=(1.01, 1),
-                fontsize="small",
-            )
-        plt.close(fig)
-        return fig
+        return phase_map(self.dataset, ax=ax, legend=legend)
 
     def plot_cluster_spectra(
         self,
@@ -492,46 +452,9 @@ class SigmaResults:
         lines: bool = True,
     ) -> Figure:
         """Cluster spectra in the cluster colours with X-ray line markers; returns the Figure."""
-        import matplotlib.pyplot as plt
+        from sigma.plotting import cluster_spectra
 
-        var = f"cluster_{kind}_spectrum"
-        if var not in self.dataset:
-            raise EmptySelectionError(
-                f"these results hold no {var!r} (made without the spectrum image)."
-            )
-        fig, ax = _fig_ax(ax, (7, 4))
-        e = self.dataset[DIM_ENERGY].values
-        spec = self.dataset[var].transpose(DIM_CLUSTER, DIM_ENERGY).values
-        for i in range(self.n_clusters):
-            ax.plot(e, spec[i], color=self.colors[i], lw=1, label=f"{i}: {self.names[i]}")
-        if log:
-            ax.set_yscale("log")
-        ax.set_xlabel("energy (keV)")
-        ax.set_ylabel(self.dataset[var].attrs.get("units", "counts"))
-        if lines:
-            from sigma.xray import get_line
-
-            names = as_str_list(self.dataset.attrs.get("xray_lines"))
-            top = float(np.nanmax(spec)) if spec.size else 1.0
-            for name in names:
-                try:
-                    ln = get_line(name)
-                except Exception:  # noqa: BLE001 - an unknown line only loses its marker
-                    continue
-                ax.axvline(ln.energy_kev, color="0.6", lw=0.6, ls=":")
-                ax.text(
-                    ln.energy_kev,
-                    top,
-                    name,
-                    rotation=90,
-                    va="top",
-                    ha="right",
-                    fontsize=7,
-                    color="0.3",
-                )
-        ax.legend(fontsize="small")
-        plt.close(fig)
-        return fig
+        return cluster_spectra(self.dataset, ax=ax, kind=kind, log=log, lines=lines)
 
     def plot_latent(
         self,
@@ -542,62 +465,21 @@ class SigmaResults:
         random_state: int = 0,
     ) -> Figure:
         """Latent scatter coloured by cluster, with 2-sigma GMM ellipses; returns the Figure."""
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Ellipse
+        from sigma.plotting import latent
 
-        if "embedding" not in self.dataset:
-            raise EmptySelectionError(
-                "these results hold no 'embedding'; pass embedding= to from_parts."
-            )
-        fig, ax = _fig_ax(ax, (5, 5))
-        emb = (
-            self.dataset["embedding"]
-            .transpose(DIM_Y, DIM_X, DIM_LATENT)
-            .values.reshape(-1, self.dataset.sizes[DIM_LATENT])
+        return latent(
+            self.dataset,
+            ax=ax,
+            max_points=max_points,
+            ellipses=ellipses,
+            random_state=random_state,
         )
-        lab = self.label.values.reshape(-1)
-        idx = np.arange(lab.size)
-        if lab.size > max_points:
-            idx = np.sort(
-                np.random.default_rng(random_state).choice(lab.size, max_points, replace=False)
-            )
-        cols = np.array([*self.colors, "#bbbbbb"])
-        ax.scatter(emb[idx, 0], emb[idx, 1 if emb.shape[1] > 1 else 0], c=cols[lab[idx]], s=2, lw=0)
-        if ellipses and "gmm_mean" in self.dataset and emb.shape[1] >= 2:
-            for i in range(self.n_clusters):
-                mu = self.dataset["gmm_mean"].values[i, :2]
-                cov = self.dataset["gmm_covariance"].values[i, :2, :2]
-                if not np.all(np.isfinite(cov)):
-                    continue
-                vals, vecs = np.linalg.eigh(cov)
-                ang = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
-                w, h = 2 * 2 * np.sqrt(np.maximum(vals[::-1], 0))
-                ax.add_patch(
-                    Ellipse(
-                        (float(mu[0]), float(mu[1])),
-                        w,
-                        h,
-                        angle=ang,
-                        fill=False,
-                        color=self.colors[i],
-                        lw=1.5,
-                    )
-                )
-        ax.set_xlabel("latent 0")
-        ax.set_ylabel("latent 1")
-        ax.set_title("latent space")
-        plt.close(fig)
-        return fig
 
     def plot_model_selection(self, *, ax: Any = None) -> Figure:
         """BIC / ICL sweep and phases per k (:func:`sigma.clustering.plot_model_selection`)."""
-        import matplotlib.pyplot as plt
+        from sigma.plotting import model_selection
 
-        from sigma.clustering import plot_model_selection
-
-        fig = plot_model_selection(self.dataset, ax=ax)
-        plt.close(fig)
-        return fig
+        return model_selection(self.dataset, ax=ax)
 
     # -- exports -------------------------------------------------------------------------------
     def export(
@@ -698,33 +580,4 @@ def _format_of(path: Path) -> Literal["netcdf", "zarr"]:
 
     raise UnsupportedFormatError(
         f"results path {str(path)!r} has suffix {suffix!r}; use '.nc' (NetCDF) or '.zarr' (Zarr)."
-    )
-
-
-def _fig_ax(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=size, layout="constrained")
-        return fig, ax
-    return ax.figure, ax
-
-
-def _extent(ds: xr.Dataset) -> tuple[float, float, float, float] | None:
-    if (
-        DIM_X not in ds.coords
-        or DIM_Y not in ds.coords
-        or ds.sizes[DIM_X] < 2
-        or ds.sizes[DIM_Y] < 2
-    ):
-        return None
-    x = ds[DIM_X].values
-    y = ds[DIM_Y].values
-    dx = (x[-1] - x[0]) / (x.size - 1)
-    dy = (y[-1] - y[0]) / (y.size - 1)
-    return (
-        float(x[0] - dx / 2),
-        float(x[-1] + dx / 2),
-        float(y[-1] + dy / 2),
-        float(y[0] - dy / 2),
     )

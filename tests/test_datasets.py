@@ -346,6 +346,7 @@ def test_synthetic_cube_rejects_bad_n_phases():
     "module",
     [
         "sigma.datasets",
+        "sigma.datasets._simulate",
         "sigma.datasets._phases",
         "sigma.datasets._spectrum",
         "sigma.datasets._scene",

@@ -287,6 +287,26 @@ def test_maps_of_different_shapes_are_refused(tmp_path: Path) -> None:
         load_maps(tmp_path)
 
 
+def test_maps_of_two_sizes_without_a_majority_name_every_file(tmp_path: Path) -> None:
+    import tifffile
+
+    from sigma.io.maps import load_maps
+
+    for name, shape in [
+        ("Fe.tif", (8, 9)),
+        ("Si.tif", (8, 9)),
+        ("O.tif", (7, 9)),
+        ("BSE.tif", (7, 9)),
+    ]:
+        tifffile.imwrite(tmp_path / name, np.ones(shape, np.float32))
+    with pytest.raises(SchemaError) as info:
+        load_maps(tmp_path)
+    msg = str(info.value)
+    assert "'Fe.tif', 'Si.tif' 8 x 9 px" in msg
+    assert "'O.tif', 'BSE.tif' 7 x 9 px" in msg or "'BSE.tif', 'O.tif' 7 x 9 px" in msg
+    assert "\n" not in msg
+
+
 def test_folder_without_element_maps(tmp_path: Path) -> None:
     import tifffile
 

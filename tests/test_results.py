@@ -189,6 +189,7 @@ def test_export_writes_readable_files(
     assert res.export(tmp_path / "out", overwrite=True)
 
 
+@pytest.mark.slow  # a fresh interpreter imports the plotting stack (CI runs it in the slow step)
 def test_reopening_and_plotting_needs_no_torch(
     built: tuple[SigmaResults, xr.Dataset], tmp_path: Path
 ) -> None:

@@ -13,11 +13,14 @@ and a phase that fills a small part of a map can hide in the shoulder of a large
    the deepest valley of its histogram); the candidate with the deepest valley (test ii) is
    tested;
 3. the tests, both on ``b``: (i) the two groups' summed spectra differ beyond Poisson noise
-   (G-test of homogeneity over channels, p below ``alpha`` divided by the number of tests);
+   (G-test of homogeneity over channels on the unpooled halves, p below ``alpha`` divided by
+   the number of tests);
    (ii) the groups are separate, not two ends of a gradient or a phase and its boundary: the
    pixels' projections on the direction between the groups (learnt on ``a``) have a density
    valley between the two groups' medians deeper than ``valley`` of its lower end (and, for
-   phases under 200 pixels, deeper than a unimodal sample of that size shows by chance);
+   phases under 200 pixels, deeper than a unimodal sample of that size shows by chance); the
+   ``b`` counts are jittered within each integer first, so that a channel of ~1 count per
+   pixel ("0" or ">= 1") makes no valley of its own;
 4. where the smaller group goes: a group closer in composition to another phase than to the
    rest of its own joins that phase (pixels the first clustering misplaced); a group that lies
    on boundaries and that a non-negative mix of the phases explains is mixed pixels and stays;
@@ -111,28 +114,29 @@ def _candidates(
     alone: the largest variance of a phase may be a gradient (no valley) while a separate
     sub-population lies along a lesser component.
     """
+    from scipy.linalg import eigh
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     z = _scaled(a)
     n_pc = int(min(5, z.shape[0] - 1, z.shape[1]))
-    # randomized SVD: the first few components of a (pixels x ~500 channels) matrix, without
-    # the full eigendecomposition (the cluster stage's largest cost on a 256 x 256 map)
-    pca = PCA(
-        n_components=n_pc, svd_solver="randomized", random_state=int(rng.integers(2**31 - 1))
-    ).fit(z)
-    s = pca.transform(z)
-    seed = int(rng.integers(2**31 - 1))
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):  # a few hundred points: threads only wait for each other
+    # the first components from the (channels x channels) covariance: exact, one matrix product
+    # over the pixels (a randomized SVD made ~8 passes); one thread: BLAS threads only spin on
+    # matrices this small
+    with threadpool_limits(1):
+        zc = z - z.mean(axis=0)
+        n_ch = zc.shape[1]
+        _, vecs = eigh(zc.T @ zc, subset_by_index=[n_ch - n_pc, n_ch - 1])
+        components = np.ascontiguousarray(vecs[:, ::-1].T)
+        s = zc @ components.T
+        seed = int(rng.integers(2**31 - 1))
         out = [KMeans(2, n_init=3, random_state=seed).fit(s).labels_]
     for j in range(n_pc):
         out.append(_two_means_1d(s[:, j]))
         cut = _deepest_cut(s[:, j])
         if cut is not None:
             out.append((s[:, j] > cut).astype(np.int_))
-    return out, pca.components_
+    return out, components
 
 
 def _two_means_1d(x: npt.NDArray[np.float64]) -> npt.NDArray[np.int_]:
@@ -362,7 +366,12 @@ def split_phases(
         a = np.asarray(A[idx], dtype=np.float64)
         b = np.asarray(B[idx], dtype=np.float64)
         groups, comps = _candidates(a, rng)
-        za, zb = _scaled(a), _scaled(b)
+        # counts are integers: a channel of about one count per pixel splits the pixels into
+        # "0" and ">= 1", a gap in any transform of the counts that looks like two populations.
+        # The held-out halves are jittered uniformly within each count (randomised quantiles):
+        # a continuous density with the same information, where only a gap in the rates
+        # makes a valley
+        za, zb = _scaled(a), _scaled(b + rng.random(b.shape))
         best: tuple[float, npt.NDArray[np.int_]] | None = None
         for g in groups:
             if np.bincount(g, minlength=2).min() < min_pixels:
@@ -379,7 +388,10 @@ def split_phases(
         dip, g = best
         sizes = np.bincount(g, minlength=2)
         n_tests += 1
-        log_p = _g_test(b[g == 0].sum(axis=0), b[g == 1].sum(axis=0))
+        # on the raw (unpooled) halves: a pooled count stands in up to w x w sums, and the
+        # G-test would take those copies for independent Poisson counts
+        b_raw = np.asarray(B_raw[idx], dtype=np.float64)
+        log_p = _g_test(b_raw[g == 0].sum(axis=0), b_raw[g == 1].sum(axis=0))
         ok = (
             log_p < math.log(alpha / max(n_tests, 1))
             and dip < valley
@@ -485,7 +497,7 @@ def split_clustering(
     """
     import json
 
-    from sigma.clustering import _repackage
+    from sigma.clustering.result import _repackage
 
     label_da = clustering["label"]
     ny, nx = label_da.shape

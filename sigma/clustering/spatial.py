@@ -261,12 +261,76 @@ def potts_assign(
         logger.debug("potts_assign: round %d, beta %.2f, %.3f %% moved", it, b, 100 * moved)
         if moved < 1e-3:
             break
+    q = _dominant_of_mix(counts, q, start, label, sums, shape, b, log_prior)
+    label = np.where(ok, q.argmax(axis=1), -1)
     q[~ok] = 0.0
     return q, {
         "beta": round(b, 3),
         "n_iter": it,
         "changed": round(float((label != start).mean()), 4),
     }
+
+
+def _dominant_of_mix(
+    counts: Any,
+    q: npt.NDArray[np.float64],
+    start: npt.NDArray[np.int_],
+    label: npt.NDArray[np.int_],
+    sums: npt.NDArray[np.float64],
+    shape: tuple[int, int],
+    beta: float,
+    log_prior: npt.NDArray[np.float64],
+    n_grid: int = 21,
+) -> npt.NDArray[np.float64]:
+    """Moved pixels keep their starting phase unless it holds under half of their mix.
+
+    A pixel on a blurred boundary is a mix of two phases, and a heavy phase gives several times
+    the counts of a light one (epoxy next to hematite): its spectrum then looks most like the
+    heavy phase although the light one covers most of it. For every pixel the assignment moved
+    from phase ``o`` to ``j``, the abundance ``f`` of ``j`` in the mix ``f R_j p_j + (1 - f)
+    R_o p_o`` (``R``: the phases' mean counts per pixel, ``p``: their spectrum shapes) is
+    weighed by its multinomial likelihood, and the move stands where the best mix with
+    ``f > 1/2`` plus the Potts neighbour term beats the best mix with ``f < 1/2``. A pure pixel
+    of ``j`` (``f = 1``) keeps the move; a sparse pixel is decided by its neighbours as before
+    (moved neighbours count half for each of their two phases).
+    """
+    from scipy import sparse
+
+    moved = np.flatnonzero((label != start) & (label >= 0) & (start >= 0))
+    if moved.size == 0:
+        return q
+    k = q.shape[1]
+    n_px = np.bincount(label[label >= 0], minlength=k).astype(np.float64)
+    rate = sums.sum(axis=1) / np.maximum(n_px, 1.0)
+    shapes = np.exp(_log_shapes(sums))
+    ny, nx = shape
+    # a moved neighbour counts half for its old phase and half for its new one: a band of
+    # mixed pixels that moved together does not vouch for itself
+    q_nb = q.copy()
+    q_nb[moved] = 0.0
+    q_nb[moved, label[moved]] = 0.5
+    q_nb[moved, start[moved]] += 0.5
+    nb = _neighbour_sum(q_nb.reshape(ny, nx, k)).reshape(ny * nx, k)
+    f = np.linspace(0.0, 1.0, n_grid)
+    hi, lo = f > 0.5, f < 0.5
+    c = counts if sparse.issparse(counts) else sparse.csr_matrix(counts)
+    new, old = label[moved], start[moved]
+    revert = np.zeros(moved.size, dtype=bool)
+    for j, o in {(int(a), int(b)) for a, b in zip(new, old, strict=True)}:
+        sel = np.flatnonzero((new == j) & (old == o))
+        mix = f[:, None] * rate[j] * shapes[j] + (1.0 - f[:, None]) * rate[o] * shapes[o]
+        logmix = np.log(mix / mix.sum(axis=1, keepdims=True))
+        ll = np.asarray(c[moved[sel]] @ logmix.T)  # (pixels, n_grid)
+        evidence = ll[:, hi].max(axis=1) - ll[:, lo].max(axis=1)
+        px = moved[sel]
+        evidence += beta * (nb[px, j] - nb[px, o]) + log_prior[j] - log_prior[o]
+        revert[sel] = evidence < 0.0
+    if revert.any():
+        q = q.copy()
+        px, nj, no = moved[revert], new[revert], old[revert]
+        q[px, nj], q[px, no] = q[px, no], q[px, nj].copy()
+        logger.debug("potts_assign: %d moved pixels are mostly their old phase", int(revert.sum()))
+    return q
 
 
 def merge_alike(
@@ -375,7 +439,7 @@ def spatial_clustering(
     """
     import json
 
-    from sigma.clustering import _repackage
+    from sigma.clustering.result import _repackage
 
     label_da = clustering["label"]
     ny, nx = label_da.shape

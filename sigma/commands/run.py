@@ -13,6 +13,7 @@ __all__ = ["main", "build_parser", "config_from_args"]
 
 def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     """Options shared by ``sigma run`` and ``sigma demo``."""
+    from sigma.clustering.registry import method_names
     from sigma.commands import _errors as t
 
     p = t.OneLineParser(
@@ -47,7 +48,7 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        choices=["gmm", "bgmm", "kmeans", "hdbscan"],
+        choices=method_names(),
         help="clustering method (default gmm)",
     )
     p.add_argument(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -147,6 +147,13 @@ def main_line(
     return max(inside, key=inside.__getitem__)
 
 
+@functools.cache
+def _si_k_edge() -> Any:
+    import xraydb
+
+    return xraydb.xray_edge("Si", "K")
+
+
 def _si_escape(
     energy_kev: npt.NDArray[np.float64],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -155,9 +162,7 @@ def _si_escape(
     ``f = omega_K / 2 * (1 - 1/r) * (1 - a * ln(1 + 1/a))`` with ``a = mu(Si Ka) / mu(E)``, for
     photons above the Si K edge; 0 below it.
     """
-    import xraydb
-
-    edge = xraydb.xray_edge("Si", "K")
+    edge = _si_k_edge()
     si_ka = element_lines("Si")["Si_Ka"].energy_kev
     a = _mu("Si", np.full_like(energy_kev, si_ka)) / _mu("Si", energy_kev)
     frac = 0.5 * edge.fyield * (1 - 1 / edge.jump_ratio) * (1 - a * np.log1p(1 / a))

@@ -152,9 +152,19 @@ def load_maps(
             f"{str(folder)!r} holds no element maps: name them after the element or X-ray line "
             "('Fe Ka.tif', 'Fe.tif', 'Si_Ka.png')."
         )
-    shapes = [img.shape for _, img in [*maps.values(), *nav.values()]]
-    common = max(set(shapes), key=shapes.count)
-    for f, img in [*maps.values(), *nav.values()]:
+    images = [*maps.values(), *nav.values()]
+    shapes = [img.shape for _, img in images]
+    counts = {shape: shapes.count(shape) for shape in dict.fromkeys(shapes)}
+    common = max(counts, key=counts.__getitem__)
+    if len(counts) > 1 and list(counts.values()).count(counts[common]) > 1:
+        # no size holds a majority: name every file with its size
+        groups = "; ".join(
+            ", ".join(repr(f.name) for f, img in images if img.shape == shape)
+            + f" {shape[0]} x {shape[1]} px"
+            for shape in counts
+        )
+        raise SchemaError(f"the maps differ in size ({groups}); export all maps at one size.")
+    for f, img in images:
         if img.shape != common:
             raise SchemaError(
                 f"{f.name!r} is {img.shape[0]} x {img.shape[1]} px but the other maps are "

@@ -180,7 +180,7 @@ class ClustersView(pn.viewable.Viewer):
         self._build_figures()
         return pn.Column(pn.Column(pn.pane.Bokeh(self._phase_fig, sizing_mode="stretch_width"),
                                    css_classes=["phase-map"], sizing_mode="stretch_width"),
-                         self._figs.legend, sizing_mode="stretch_width")  # type: ignore[union-attr]  # fmt: skip
+                         self._figs.legend.panel(), sizing_mode="stretch_width")  # type: ignore[union-attr]  # fmt: skip
 
     def cluster_maps(self) -> pn.viewable.Viewable:
         """Probability and binary map of the chosen cluster."""

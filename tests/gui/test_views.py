@@ -118,7 +118,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     app.latent.lasso.event(geometry=poly)  # what a lasso drag in the browser sends
     assert app.state.n_selected == hand > 0
     assert app.state.selection_source == "latent"
-    assert f"Selected pixels: {hand}**" in app.latent.summary.object
+    assert f"Selected pixels: {hand}</b>" in app.latent.summary.object
     # the selection's summed spectrum is exact: the sum of its pixels' kept counts
     spec, exact = gd.selection_sum_spectrum(small_results, app.state.selection)
     assert exact
@@ -194,7 +194,7 @@ def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
     assert not latent["selected"].data_source.data["image"][0].any()
     assert len(spectrum["selection"].data["counts"]) == 0
     assert not np.any(bars.data["selection"])
-    assert "Selected pixels: 0**" in app.latent.summary.object
+    assert "Selected pixels: 0</b>" in app.latent.summary.object
 
 
 def test_bokeh_selection_events_drive_the_streams(app):

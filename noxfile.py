@@ -38,9 +38,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy on the library."""
+    """mypy on the library and the GUI."""
     _install(session, "typecheck")
-    session.run("mypy", "sigma")
+    session.run("mypy", "sigma", "gui")
 
 
 @nox.session(default=False)

@@ -52,7 +52,7 @@ def create_app(path: str | None = None) -> pn.template.BaseTemplate:
 if pn.state.served:
     if allowed_roots() is None:  # `panel serve gui/app.py` directly: the current folder
         _args = [a for a in sys.argv[1:] if not a.startswith("-")]
-        set_roots(default_roots(results=(_args[:1] or [os.environ.get("SIGMA_RESULTS")])[0]))
+        set_roots(default_roots(results=_args[0] if _args else os.environ.get("SIGMA_RESULTS")))
     try:
         page = create_app(results_path())
     except PermissionError as err:  # ?results= outside the allowed folders

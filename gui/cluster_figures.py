@@ -24,14 +24,13 @@ import pandas as pd
 import panel as pn
 import xarray as xr
 from bokeh.models import (
-    ColorBar,
     ColumnDataSource,
     DataRange1d,
     FactorRange,
     HoverTool,
-    LabelSet,
     LinearColorMapper,
 )
+from bokeh.models.annotations import ColorBar, LabelSet  # (bokeh's stubs miss the re-export)
 from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
@@ -42,7 +41,7 @@ __all__ = ["NO_DATA_COLOR", "ClusterFigures", "image_place", "label_image"]
 
 #: colour of no-data pixels (label -1)
 NO_DATA_COLOR = "#9e9e9e"
-_MAP = {"sizing_mode": "stretch_width", "height": 380, "min_height": 300, "match_aspect": True,
+_MAP: dict[str, Any] = {"sizing_mode": "stretch_width", "height": 380, "min_height": 300, "match_aspect": True,
         "toolbar_location": "above", "tools": "pan,wheel_zoom,reset", "output_backend": "canvas"}  # fmt: skip
 
 
@@ -103,7 +102,7 @@ class ClusterFigures:
         rgba = np.empty(self._grey.shape + (4,), np.uint8)
         rgba[..., :3] = self._grey[..., None]
         rgba[..., 3] = 255
-        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)
+        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)  # type: ignore[list-item, arg-type]
         k = gd.n_clusters(ds)
         self._label_mapper = LinearColorMapper(palette=self._palette(), low=-0.5, high=k + 0.5)
         self._label_src = ColumnDataSource({"image": [label_image(ds)], **place})

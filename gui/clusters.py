@@ -15,10 +15,10 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import (
-    ColorBar,
     ColumnDataSource,
     LinearColorMapper,
 )
+from bokeh.models.annotations import ColorBar  # (bokeh's stubs miss the re-export)
 from bokeh.palettes import Viridis256
 
 from gui import data as gd
@@ -109,11 +109,15 @@ class ClustersView(pn.viewable.Viewer):
         self._nmf_weight_fig = (
             self._figs.nmf_weights() if "nmf_weight" in self.state.results else None
         )
-        self.param.watch(lambda e: self._figs and self._figs.set_opacity(self.opacity), ["opacity"])
+        self.param.watch(self._on_opacity, ["opacity"])
         self.param.watch(self._on_cluster, ["cluster"])
         self.param.watch(self._on_spectra_inputs, ["shown", "component"])
         self.spectra.param.watch(self._on_spectra_inputs, ["elements"])
         self.state.param.watch(self._on_results, ["results_version"])
+
+    def _on_opacity(self, *events: Any) -> None:
+        if self._figs is not None:
+            self._figs.set_opacity(self.opacity)
 
     @param.depends("shown", watch=True)
     def _hide_unshown(self) -> None:
@@ -186,16 +190,14 @@ class ClustersView(pn.viewable.Viewer):
                       pn.pane.Bokeh(binary, sizing_mode="stretch_width"), sizing_mode="stretch_width")  # fmt: skip
 
     def _fill_cluster_spectra(self) -> None:
-        parts = self._spectra_parts
+        parts, figs = self._spectra_parts, self._figs
         ds = self.state.results
-        if parts is None or "cluster_mean_spectrum" not in ds:
+        if parts is None or figs is None or "cluster_mean_spectrum" not in ds:
             return
         cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
         labels, colors = self.state.labels(), self.state.colors()
         curves = {labels[i]: (cms[i], colors[i]) for i in sorted(self.shown) if i < len(labels)}
-        self._figs.fill_spectra(
-            parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
-        )  # type: ignore[union-attr]
+        figs.fill_spectra(parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev)
 
     def _relabel_cluster_spectra(self) -> None:
         """New cluster names in the spectra legend: a patch of the label column only."""
@@ -222,18 +224,16 @@ class ClustersView(pn.viewable.Viewer):
         return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
     def _fill_nmf(self) -> None:
-        parts = self._nmf_parts
+        parts, figs = self._nmf_parts, self._figs
         ds = self.state.results
-        if parts is None or "nmf_spectrum" not in ds:
+        if parts is None or figs is None or "nmf_spectrum" not in ds:
             return
         comps = ds["nmf_spectrum"].transpose("component", "energy").values
         curves = {
             f"component {j}": (comps[j], gd.PALETTE[(j + 10) % len(gd.PALETTE)])
             for j in range(len(comps))
         }
-        self._figs.fill_spectra(
-            parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev
-        )  # type: ignore[union-attr]
+        figs.fill_spectra(parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev)
         if self._abundance_src is not None and "nmf_abundance" in ds:
             ab = (
                 ds["nmf_abundance"]
@@ -319,12 +319,13 @@ class ClustersView(pn.viewable.Viewer):
     @guarded
     def new_cluster_from_selection(self, event: Any = None) -> int:
         """Make the current selection a new cluster; return its index."""
-        if not self.state.n_selected:
+        selection = self.state.selection
+        if selection is None or not self.state.n_selected:
             raise EmptySelectionError(
                 "no pixels selected: lasso some points in the Latent tab first."
             )
         ds = gd.add_cluster_from_mask(
-            self.state.results, self.state.selection, name=self.new_name.strip() or None
+            self.state.results, selection, name=self.new_name.strip() or None
         )
         self._switching_cluster = True  # the new cluster's maps and particles come once, below
         try:

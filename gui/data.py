@@ -975,8 +975,9 @@ def matched_names(
             j = c
             while f"phase {j}" in used_names:
                 j += 1
-            names[c] = f"phase {j}"
-            used_names.add(names[c])
+            name = f"phase {j}"
+            names[c] = name
+            used_names.add(name)
             colors[c] = next(free_colors)
     return [str(n) for n in names], [str(c) for c in colors]
 

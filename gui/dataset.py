@@ -24,7 +24,7 @@ from sigma.xray import candidate_lines
 class DatasetView(pn.viewable.Viewer):
     """Dataset tab: navigation image, sum spectrum, element maps, counts map and histogram, line lookup."""
 
-    feature = param.Selector(
+    feature: str | None = param.Selector(  # type: ignore[assignment]
         default=None, objects=[], doc="feature (X-ray line) whose map is shown"
     )
     lookup_energy = param.Number(
@@ -112,7 +112,7 @@ class DatasetView(pn.viewable.Viewer):
             freq, edges = np.histogram(tc, bins=60)
             hist = hv.Histogram((edges, freq), kdims=[hv.Dimension("counts", label="counts per pixel")], vdims=["pixels"]).opts(
                 **_PLOT, title="counts-per-pixel histogram", color="#7a4b94")  # fmt: skip
-            counts_row = pn.Row(pn.pane.HoloViews(counts, sizing_mode="stretch_width"),
+            counts_row: pn.viewable.Viewable = pn.Row(pn.pane.HoloViews(counts, sizing_mode="stretch_width"),
                                 pn.pane.HoloViews(hist, sizing_mode="stretch_width"))  # fmt: skip
         else:
             counts_row = pn.pane.Markdown("No total_counts in these results.")

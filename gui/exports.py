@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -154,10 +155,13 @@ def write_tiff(image: npt.ArrayLike, path: str | os.PathLike[str], ds: xr.Datase
     arr = np.asarray(image)
     size = pixel_size_um(ds)
     meta: dict[str, object] = {"source": str(ds.attrs.get("source", "")), **(description or {})}
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}
     if size is not None:
         dy, dx = size
-        kwargs = {"resolution": (1.0 / dx, 1.0 / dy), "resolutionunit": tifffile.RESUNIT.MICROMETER}
+        kwargs = {
+            "resolution": (1.0 / dx, 1.0 / dy),
+            "resolutionunit": tifffile.RESUNIT.MICROMETER,
+        }
         meta["pixel_size_um"] = [dy, dx]
     photometric = (
         "rgb"

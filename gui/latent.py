@@ -6,7 +6,7 @@ The linked map, spectrum and feature bars are Bokeh figures whose sources are up
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import datashader as dsh
 import holoviews as hv
@@ -19,20 +19,19 @@ import xarray as xr
 from bokeh.core.property.descriptors import UnsetValueError
 from bokeh.events import RangesUpdate, SelectionGeometry
 from bokeh.models import (
-    ColorBar,
     ColorMapper,
     ColumnDataSource,
     DataRange1d,
     EqHistColorMapper,
     FactorRange,
     HoverTool,
-    LabelSet,
     LassoSelectTool,
     LinearColorMapper,
     LogColorMapper,
     Range1d,
     WheelZoomTool,
 )
+from bokeh.models.annotations import ColorBar, LabelSet  # (bokeh's stubs miss the re-export)
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
 from bokeh.transform import dodge
@@ -94,7 +93,7 @@ def _density_mapper(shading: str) -> ColorMapper:
 
 def _selection_geometry(event: SelectionGeometry) -> tuple[str, Any] | None:
     """A Bokeh selection event as ``("poly", (n, 2) vertices)`` or ``("rect", (x0, y0, x1, y1))``."""
-    geom = event.geometry
+    geom: dict[str, Any] = dict(event.geometry or {})
     if not event.final:
         return None
     if geom.get("type") == "poly":
@@ -135,10 +134,10 @@ class LatentView(pn.viewable.Viewer):
     figures' Bokeh selection events, so code and tests can drive them with ``.event(...)``.
     """
 
-    shading = param.Selector(
+    shading: str = param.Selector(  # type: ignore[assignment]
         default="eq_hist", objects=["eq_hist", "log", "linear"], doc="density colour scaling"
     )
-    color_by = param.Selector(
+    color_by: str = param.Selector(  # type: ignore[assignment]
         default="cluster", objects=["cluster", "density"], doc="colour points by"
     )
     show_ellipses = param.Boolean(default=True, doc="draw the GMM 2-sigma ellipses")
@@ -265,12 +264,12 @@ class LatentView(pn.viewable.Viewer):
     def latent_plot(self) -> figure:
         """The latent figure: density, cluster colours, selection, ellipses; lasso/box select pixels."""
         x0, x1, y0, y1 = self._extent()
-        fig = figure(title="latent space (lasso or box to select)", x_range=Range1d(x0, x1), y_range=Range1d(y0, y1),
+        fig = figure(title="latent space (lasso or box to select)", x_range=Range1d(start=x0, end=x1), y_range=Range1d(start=y0, end=y1),
                      tools="pan,wheel_zoom,box_select,lasso_select,reset", toolbar_location="above",
                      sizing_mode="stretch_width", height=460, min_height=420, x_axis_label="latent 0 (arbitrary units)",
                      y_axis_label="latent 1 (arbitrary units)", output_backend="canvas")  # fmt: skip
-        fig.toolbar.active_drag = fig.select_one(LassoSelectTool)
-        fig.toolbar.active_scroll = fig.select_one(WheelZoomTool)
+        fig.toolbar.active_drag = cast(Any, fig).select_one(LassoSelectTool)
+        fig.toolbar.active_scroll = cast(Any, fig).select_one(WheelZoomTool)
         image = {
             "image": [np.zeros((1, 1), np.float32)],
             "x": [x0],
@@ -299,7 +298,7 @@ class LatentView(pn.viewable.Viewer):
         self._render_view(parts)
         self._draw_ellipses(parts)
         fig.on_event(RangesUpdate, functools.partial(self._on_ranges, parts))
-        fig.on_event(SelectionGeometry, self._on_latent_geometry)
+        fig.on_event(SelectionGeometry, cast(Any, self._on_latent_geometry))
         return fig
 
     def _render_view(self, parts: dict[str, Any]) -> None:
@@ -312,12 +311,13 @@ class LatentView(pn.viewable.Viewer):
         parts["selected"].data_source.data = {"image": [self.selected_layer(parts)], **place}
 
     def _on_ranges(self, parts: dict[str, Any], event: RangesUpdate) -> None:
-        if None in (event.x0, event.x1, event.y0, event.y1):
+        x0, x1, y0, y1 = event.x0, event.x1, event.y0, event.y1
+        if x0 is None or x1 is None or y0 is None or y1 is None:
             return
         w, h = _inner_size(parts["fig"], self.default_size)
         parts["grid"] = (
-            (float(event.x0), float(event.x1)),
-            (float(event.y0), float(event.y1)),
+            (float(x0), float(x1)),
+            (float(y0), float(y1)),
             max(w, 16),
             max(h, 16),
         )
@@ -504,7 +504,7 @@ class LatentView(pn.viewable.Viewer):
         rgba = np.empty(grey.shape + (4,), np.uint8)
         rgba[..., :3] = grey[..., None]
         rgba[..., 3] = 255
-        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)
+        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)  # type: ignore[list-item, arg-type]
         src = ColumnDataSource({"image": [self.map_mask()], **place})
         fig.image(
             source=src,
@@ -513,7 +513,7 @@ class LatentView(pn.viewable.Viewer):
             name="selection",
         )
         self._map_sources.append(src)
-        fig.on_event(SelectionGeometry, self._on_map_geometry)
+        fig.on_event(SelectionGeometry, cast(Any, self._on_map_geometry))
         return fig
 
     def _on_map_geometry(self, event: SelectionGeometry) -> None:
@@ -599,7 +599,7 @@ class LatentView(pn.viewable.Viewer):
         fig.add_layout(LabelSet(x="energy", y="y", text="line", source=parts["markers"], angle=np.pi / 2,
                                 text_font_size="8pt", text_baseline="middle", x_offset=-4))  # fmt: skip
         fig.add_tools(HoverTool(tooltips=[("energy", "$x{0.000} keV"), ("counts", "$y{0.000}")], mode="vline",
-                                renderers=fig.renderers[:2]))  # fmt: skip
+                                renderers=cast(Any, fig.renderers[:2])))  # fmt: skip
         fig.legend.location = "top_right"
         parts["legend_all"] = fig.legend[0].items[0]
         curves = self.spectrum_curves()

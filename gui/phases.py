@@ -79,9 +79,9 @@ def ternary_points(ds: xr.Dataset, elements: list[str]) -> pd.DataFrame:
 class PhasesView(pn.viewable.Viewer):
     """Library match table, compositions and a ternary plot for three chosen elements."""
 
-    corner_a = param.Selector(objects=[], doc="bottom-left element")
-    corner_b = param.Selector(objects=[], doc="bottom-right element")
-    corner_c = param.Selector(objects=[], doc="top element")
+    corner_a: str | None = param.Selector(objects=[], doc="bottom-left element")  # type: ignore[assignment]
+    corner_b: str | None = param.Selector(objects=[], doc="bottom-right element")  # type: ignore[assignment]
+    corner_c: str | None = param.Selector(objects=[], doc="top element")  # type: ignore[assignment]
 
     def __init__(self, state: Any, **params: Any) -> None:
         super().__init__(**params)
@@ -123,8 +123,8 @@ class PhasesView(pn.viewable.Viewer):
     @param.depends("state.results", "corner_a", "corner_b", "corner_c")
     def _ternary(self) -> pn.viewable.Viewable:
         ds = self.state.results
-        corners = [self.corner_a, self.corner_b, self.corner_c]
-        if None in corners or len(set(corners)) < 3:
+        corners = [c for c in (self.corner_a, self.corner_b, self.corner_c) if c is not None]
+        if len(set(corners)) < 3:
             return pn.pane.Markdown("Choose three different elements for the ternary plot.")
         pts = ternary_points(ds, corners)
         h = math.sqrt(3) / 2

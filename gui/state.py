@@ -64,10 +64,15 @@ class ResultsState(param.Parameterized):
         The file it came from (``""`` for an in-memory dataset).
     """
 
-    results = param.ClassSelector(class_=xr.Dataset, doc="results shown (possibly edited)")
+    # annotated: param types a ClassSelector as optional, but the state always holds results
+    results: xr.Dataset = param.ClassSelector(  # type: ignore[assignment]
+        class_=xr.Dataset, doc="results shown (possibly edited)"
+    )
     path = param.String(default="", doc="file the results came from")
     selection = param.Array(default=None, allow_None=True, doc="bool mask over the y*x pixels")
-    selection_source = param.Selector(default="none", objects=["none", "latent", "map", "cluster"])
+    selection_source: str = param.Selector(  # type: ignore[assignment]
+        default="none", objects=["none", "latent", "map", "cluster"]
+    )
     message = param.String(default="", doc="last message shown to the user")
     edited = param.Boolean(default=False, doc="True once the results differ from the file")
     selection_version = param.Integer(

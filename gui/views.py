@@ -7,7 +7,7 @@ The tabs live in their own modules (:mod:`gui.state`, :mod:`gui.spectra`, :mod:`
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import panel as pn
 import param
@@ -135,7 +135,7 @@ def warm_up(app: SigmaApp) -> float:
     start = time.perf_counter()
     import sigma.clustering  # noqa: F401  (scikit-learn: 1-1.5 s that the first refit would wait)
 
-    pn.panel(app).get_root(Document())
+    cast(Any, pn.panel(app)).get_root(Document())
     _WARMED.add(key)
     return time.perf_counter() - start
 

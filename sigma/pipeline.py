@@ -414,7 +414,20 @@ def run(
         emb = xr.DataArray(
             latent, dims=("y", "x", "latent"), coords={"y": features.y, "x": features.x}
         )
-        refine_with = _refinement_features(cfg, counts_ds, features, pre)
+        from sigma.clustering.refine import refinement_features
+
+        if cfg.refine not in ("pca", "features", "none"):
+            raise ConfigurationError(
+                f"refine must be 'pca', 'features' or 'none'. Got {cfg.refine!r} instead."
+            )
+        averaged = [st for st in pre.steps if st["name"] == "neighbor_average"]
+        refine_with = refinement_features(
+            cfg.refine,
+            counts_ds,
+            features,
+            method=cfg.clustering.get("method", "gmm"),
+            smoothing={k: v for k, v in averaged[0].items() if k != "name"} if averaged else None,
+        )
         clusters = cluster(
             emb,
             features=refine_with,
@@ -498,57 +511,6 @@ def _finish(results: Any, timer: Any, out: Any, overwrite: bool) -> Any:
 
 
 #: principal components used by ``refine="pca"``
-REFINE_PCA_COMPONENTS = 8
-
-
-def _refinement_features(
-    cfg: PipelineConfig, counts_ds: xr.Dataset, features: xr.Dataset, pre: Any
-) -> xr.DataArray | None:
-    """The per-pixel features the latent clustering is refined in (``cfg.refine``), or None."""
-    if cfg.refine not in ("pca", "features", "none"):
-        raise ConfigurationError(
-            f"refine must be 'pca', 'features' or 'none'. Got {cfg.refine!r} instead."
-        )
-    from sigma.clustering.registry import refinable
-
-    if cfg.refine == "none" or not refinable(cfg.clustering.get("method", "gmm")):
-        return None  # (e.g. HDBSCAN's density clusters, with noise labels, are not refined)
-    if cfg.refine == "features" or counts_ds[COUNTS].chunks is not None:
-        if cfg.refine == "pca":
-            logger.info("refine='pca' needs the binned cube in memory; refining in the features")
-        return features["features"]
-    from sigma.preprocessing import (
-        _mnka,
-        crop_energy,
-        neighbor_average,
-        pca_features,
-        rebin_energy,
-    )
-
-    # channels a third of the Mn Ka FWHM wide keep every peak's shape and make the PCA's
-    # (energy x energy) covariance ~16x cheaper on a 10 eV, 2048-channel cube (3 s -> 0.4 s)
-    energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
-    width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
-    fwhm_ev = _mnka(counts_ds, None)  # unknown detector: a typical SDD
-    factor = int(fwhm_ev / 3.0 // width_ev) if width_ev > 0 else 1
-    factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
-    # the zero (noise) peak is no feature: a scan line with extra zero-peak counts is no phase
-    cube = crop_energy(counts_ds, 0.1, None) if float(energy[0]) < 0.1 else counts_ds
-    energy = np.asarray(cube[DIM_ENERGY].values, dtype=np.float64)
-    factor = max(1, min(factor, energy.size // (2 * REFINE_PCA_COMPONENTS)))
-    if factor > 1:
-        usable = energy.size - energy.size % factor
-        cube = rebin_energy(cube.isel({DIM_ENERGY: slice(0, usable)}), factor)
-    n_pixels = cube.sizes["y"] * cube.sizes["x"]
-    n_pcs = min(REFINE_PCA_COMPONENTS, cube.sizes[DIM_ENERGY], n_pixels)
-    pcs = pca_features(cube, n_components=n_pcs, show_progress=False)
-    averaged = [st for st in pre.steps if st["name"] == "neighbor_average"]
-    if averaged:  # the same smoothing as the autoencoder's input
-        step = {k: v for k, v in averaged[0].items() if k != "name"}
-        pcs = neighbor_average(pcs, **step)
-    return pcs["features"]
-
-
 #: the split test and the spatial assignment hold (pixels x channels) counts a few times: at
 #: most this many values
 _SPLIT_MAX_VALUES = 40_000_000

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 
 _DDP_ENV = (
     "MASTER_ADDR",
@@ -27,33 +26,13 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
-def tiny_cube() -> xr.Dataset:
-    """``sigma.datasets.synthetic_cube()``: 16 x 16 px x 64 channels, 3 phases, seed 0 (read-only: do not modify)."""
-    from sigma.datasets import synthetic_cube
-
-    return synthetic_cube()
-
-
 @pytest.fixture
 def features_file(tmp_path: Path) -> Path:
-    """A 12 x 16 pixel features file: three bands of softmax-normalised Gaussian blobs."""
-    rng = np.random.default_rng(0)
-    ny, nx, nf = 12, 16, 5
-    centres = rng.normal(scale=2.0, size=(3, nf))
-    label = np.arange(ny)[:, None] * 3 // ny + np.zeros((1, nx), dtype=int)
-    f = np.exp(centres[label] + 0.1 * rng.normal(size=(ny, nx, nf)))
-    f /= f.sum(-1, keepdims=True)
-    ds = xr.Dataset(
-        {"features": (("y", "x", "feature"), f.astype(np.float32))},
-        coords={
-            "y": ("y", np.arange(ny) * 0.5, {"units": "um"}),
-            "x": ("x", np.arange(nx) * 0.5, {"units": "um"}),
-            "feature": [f"L{i}_Ka" for i in range(nf)],
-        },
-    )
+    """A 12 x 16 pixel features file: ``synthetic.make_features`` (three bands of blobs)."""
+    from synthetic import make_features
+
     path = tmp_path / "features.nc"
-    ds.to_netcdf(path, engine="h5netcdf")
+    make_features(ny=12, nx=16, n_features=5).to_netcdf(path, engine="h5netcdf")
     return path
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 import xarray as xr
 from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sigma.clustering import (
     AutoGaussianMixture,
@@ -351,3 +353,35 @@ def test_interior_statistics_place_blurred_boundaries_better(seed: int) -> None:
         scores[interior] = adjusted_rand_score(true, prob.argmax(axis=1))
     # measured: 0.742 -> 0.759 (seed 0), 0.753 -> 0.768 (seed 1)
     assert scores[True] > scores[False] + 0.008
+
+
+@parametrize_with_checks([AutoGaussianMixture(k_max=3, n_init=1)])
+def test_auto_gaussian_mixture_keeps_the_scikit_learn_contract(estimator: Any, check: Any) -> None:
+    check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks([AutoGaussianMixture(k_max=3, n_init=1, criterion="bic_overlap")])
+def test_auto_gaussian_mixture_by_bic_keeps_the_scikit_learn_contract(
+    estimator: Any, check: Any
+) -> None:
+    check(estimator)
+
+
+def test_auto_gaussian_mixture_refuses_bad_parameters_and_unfitted_use() -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(InvalidParameterError, match="'overlap_threshold' parameter"):
+        AutoGaussianMixture(overlap_threshold=1.5).fit(X)
+    with pytest.raises(InvalidParameterError, match="'n_components' parameter"):
+        AutoGaussianMixture(n_components=0).fit(X)
+    with pytest.raises(NotFittedError):
+        AutoGaussianMixture().predict(X)
+    est = AutoGaussianMixture(k_max=3, n_init=1).fit(X)
+    assert est.n_features_in_ == 2
+    np.testing.assert_array_equal(est.labels_, est.predict(X))
+    np.testing.assert_allclose(est.probabilities_, est.predict_proba(X))
+    with pytest.raises(ValueError, match="3 features"):
+        est.predict(np.zeros((4, 3)))

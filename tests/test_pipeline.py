@@ -98,39 +98,33 @@ def test_config_errors_name_the_key() -> None:
 
 
 def test_refinement_features_follow_the_config(scene) -> None:
-    from sigma.pipeline import _refinement_features
+    from sigma.clustering.refine import refinement_features
     from sigma.preprocessing import neighbor_average
 
     ds, _ = scene
-    cfg = PipelineConfig()
-    plain, averaged = cfg.preprocessor(400.0), PipelineConfig(neighbor_average=True).preprocessor()
-    feats = plain(ds)
-    assert _refinement_features(PipelineConfig(refine="none"), ds, feats, plain) is None
-    same = _refinement_features(PipelineConfig(refine="features"), ds, feats, plain)
+    feats = PipelineConfig().preprocessor(400.0)(ds)
+    assert refinement_features("none", ds, feats) is None
+    same = refinement_features("features", ds, feats)
     assert same is not None
     assert same.identical(feats["features"])
-    pcs = _refinement_features(cfg, ds, feats, plain)
+    pcs = refinement_features("pca", ds, feats)
     assert pcs is not None
     assert pcs.shape == (*ds.counts.shape[:2], 8)
     assert np.isfinite(pcs.values).all()
     assert pcs.values.std() > 0
     # the same 3x3 mean as the autoencoder's input when the chain averages
-    smoothed = _refinement_features(cfg, ds, feats, averaged)
+    smoothed = refinement_features("pca", ds, feats, smoothing={"kind": "mean3x3"})
     assert smoothed is not None
     expected = neighbor_average(pcs.to_dataset(name="features"), kind="mean3x3")["features"]
     np.testing.assert_allclose(smoothed.values, expected.values, rtol=1e-5, atol=1e-6)
     # an unknown detector resolution (NaN) falls back to a typical one instead of failing
     unknown = ds.assign_attrs(energy_resolution_mnka_ev=float("nan"))
-    assert _refinement_features(cfg, unknown, feats, plain).shape == pcs.shape
-    assert (
-        _refinement_features(PipelineConfig(clustering={"method": "hdbscan"}), ds, feats, plain)
-        is None
-    )
+    assert refinement_features("pca", unknown, feats).shape == pcs.shape
+    # HDBSCAN's density clusters (noise labels) are not refined
+    assert refinement_features("pca", ds, feats, method="hdbscan") is None
     # a cube too big to hold stays lazy: refine in the features instead
     lazy = ds.chunk({"y": 16})
-    assert _refinement_features(cfg, lazy, feats, plain).identical(feats["features"])
-    with pytest.raises(ConfigurationError, match="refine must be"):
-        _refinement_features(PipelineConfig(refine="umap"), ds, feats, plain)
+    assert refinement_features("pca", lazy, feats).identical(feats["features"])
 
 
 def test_neighbour_averaging_only_for_sparse_pixels() -> None:

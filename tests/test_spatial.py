@@ -225,3 +225,24 @@ def test_blurred_boundary_pixels_keep_the_phase_that_covers_most_of_them() -> No
     start[10 * 32 + 24] = 0
     q, _ = potts_assign(counts, np.eye(2)[start], (32, 32))
     assert q.argmax(axis=1)[10 * 32 + 24] == 1
+
+
+def test_added_line_is_named_by_an_element_whose_other_lines_agree() -> None:
+    # an excess at 2.048 keV (Zr La 2.042 with some Lb): nearest is Pt Ma (2.048), then Zr La; Pt would also give its
+    # (at 15 kV stronger) La at 9.44 keV
+    from sigma.clustering.residual import _evidence
+
+    energy = 2.048 + 0.043 * np.arange(-45, 300)  # a channel centred on 2.048 keV
+
+    def peak(e: float, height: float) -> np.ndarray:
+        return height * np.exp(-0.5 * ((energy - e) / 0.04) ** 2)
+
+    matrix = 0.2 + peak(0.525, 20.0) + peak(1.74, 60.0)
+    matrix = matrix / matrix.sum()
+    rng = np.random.default_rng(0)
+    zircon = rng.poisson(20_000 * matrix + peak(2.048, 400.0)).astype(float)
+    ev = _evidence(zircon, matrix[None, :], energy, 15.0, 130.0)
+    assert ev["line"] == "Zr_La"
+    platinum = rng.poisson(20_000 * matrix + peak(2.048, 400.0) + peak(9.44, 300.0)).astype(float)
+    ev = _evidence(platinum, matrix[None, :], energy, 15.0, 130.0)
+    assert ev["line"] == "Pt_Ma"

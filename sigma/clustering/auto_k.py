@@ -114,28 +114,29 @@ def _candidates(
     alone: the largest variance of a phase may be a gradient (no valley) while a separate
     sub-population lies along a lesser component.
     """
+    from scipy.linalg import eigh
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     z = _scaled(a)
     n_pc = int(min(5, z.shape[0] - 1, z.shape[1]))
-    # randomized SVD: the first few components of a (pixels x ~500 channels) matrix, without
-    # the full eigendecomposition (the cluster stage's largest cost on a 256 x 256 map)
-    pca = PCA(
-        n_components=n_pc, svd_solver="randomized", random_state=int(rng.integers(2**31 - 1))
-    ).fit(z)
-    s = pca.transform(z)
-    seed = int(rng.integers(2**31 - 1))
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):  # a few hundred points: threads only wait for each other
+    # the first components from the (channels x channels) covariance: exact, one matrix product
+    # over the pixels (a randomized SVD made ~8 passes); one thread: BLAS threads only spin on
+    # matrices this small
+    with threadpool_limits(1):
+        zc = z - z.mean(axis=0)
+        n_ch = zc.shape[1]
+        _, vecs = eigh(zc.T @ zc, subset_by_index=[n_ch - n_pc, n_ch - 1])
+        components = np.ascontiguousarray(vecs[:, ::-1].T)
+        s = zc @ components.T
+        seed = int(rng.integers(2**31 - 1))
         out = [KMeans(2, n_init=3, random_state=seed).fit(s).labels_]
     for j in range(n_pc):
         out.append(_two_means_1d(s[:, j]))
         cut = _deepest_cut(s[:, j])
         if cut is not None:
             out.append((s[:, j] > cut).astype(np.int_))
-    return out, pca.components_
+    return out, components
 
 
 def _two_means_1d(x: npt.NDArray[np.float64]) -> npt.NDArray[np.int_]:

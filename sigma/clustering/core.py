@@ -210,13 +210,17 @@ def _accepted(estimator: Any, params: dict[str, Any]) -> dict[str, Any]:
 def _phases(est: Any, X: npt.NDArray[np.float64]) -> tuple[Any, Any, Any, Any, Any]:
     """Probabilities, labels and latent moments (mean, covariance, weight) of a fitted method.
 
-    From ``predict_proba`` when the estimator has it (labels: the argmax), else one-hot from
-    ``labels_`` (noise, label -1: uniform); the moments are the estimator's ``means_``,
-    ``covariances_`` and ``weights_`` when it has all three, else computed from the labels
-    (or the probabilities).
+    The probabilities are the estimator's ``probabilities_`` of the fitted points when it has
+    them (no second pass over the points), else ``predict_proba(X)`` (labels: the argmax), else
+    one-hot from ``labels_`` (noise, label -1: uniform). The moments are the estimator's
+    ``means_``, ``covariances_`` and ``weights_`` when it has all three, else computed from the
+    labels (or the probabilities).
     """
-    if hasattr(est, "predict_proba"):
-        prob = np.asarray(est.predict_proba(X), dtype=np.float64)
+    soft = getattr(est, "probabilities_", None)
+    if soft is None or np.ndim(soft) != 2 or len(soft) != X.shape[0]:
+        soft = est.predict_proba(X) if hasattr(est, "predict_proba") else None
+    if soft is not None:
+        prob = np.asarray(soft, dtype=np.float64)
         label = np.where(prob.max(axis=1) > 0, np.argmax(prob, axis=1), -1)
     else:
         label = np.asarray(est.labels_).astype(int)
@@ -228,7 +232,7 @@ def _phases(est: Any, X: npt.NDArray[np.float64]) -> tuple[Any, Any, Any, Any, A
     moments = [getattr(est, a, None) for a in ("means_", "covariances_", "weights_")]
     if all(m is not None for m in moments) and getattr(moments[1], "shape", None) == (k, d, d):
         means, covs, weights = moments
-    elif hasattr(est, "predict_proba"):
+    elif soft is not None:
         means, covs, weights = _prob_moments(X, prob)
     else:
         means, covs, weights = _label_moments(X, label, k)

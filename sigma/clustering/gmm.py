@@ -24,19 +24,21 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sigma.clustering.inputs import _check_int, _subsample_index
-from sigma.exceptions import EmptySelectionError
+from sigma.clustering.inputs import _subsample_index
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 
@@ -111,6 +113,16 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         Number of Gaussians chosen by the elbow rule.
     center_, scale_ : ndarray, shape (d,)
         Standardisation.
+    labels_ : ndarray of int, shape (n_samples,)
+        Phase of each point ``fit`` was given.
+    probabilities_ : ndarray, shape (n_samples, n_components_)
+        Phase probabilities of the points ``fit`` was given (``predict_proba`` of them).
+    n_iter_ : int
+        EM iterations of the best start of the chosen mixture.
+    n_features_in_ : int
+        Number of latent dimensions seen by ``fit``.
+    clustering_info_ : dict
+        How the phases were found, as recorded by :func:`~sigma.clustering.cluster`.
 
     Examples
     --------
@@ -119,6 +131,23 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
     >>> AutoGaussianMixture(k_max=4, n_init=1).fit(X).n_components_
     2
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "k_max": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "standardize": ["boolean"],
+        "bayesian": ["boolean"],
+        "n_fit": [Interval(Integral, 2, None, closed="left"), None],
+        "bic_tolerance": [Interval(Real, 0, 1, closed="left")],
+        "overlap_threshold": [Interval(Real, 0, 1, closed="neither")],
+        "min_cluster_fraction": [Interval(Real, 0, 1, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "n_jobs": [Integral, None],
+        "criterion": [StrOptions({"density_peaks", "bic_overlap"})],
+    }
 
     def __init__(
         self,
@@ -154,28 +183,6 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # -- helpers -------------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        if self.n_components != "auto":
-            _check_int("n_components", self.n_components, 1)
-        _check_int("k_max", self.k_max, 1)
-        _check_int("n_init", self.n_init, 1)
-        if self.covariance_type not in ("full", "tied", "diag", "spherical"):
-            raise ValueError(
-                f"covariance_type must be one of 'full', 'tied', 'diag', 'spherical'. Got "
-                f"{self.covariance_type!r} instead."
-            )
-        if not 0 < self.overlap_threshold < 1:
-            raise ValueError(
-                "overlap_threshold must be a float in the range (0, 1). Got "
-                f"{self.overlap_threshold!r} instead."
-            )
-        if not 0 <= self.bic_tolerance < 1:
-            raise ValueError(
-                f"bic_tolerance must be a float in [0, 1). Got {self.bic_tolerance!r} instead."
-            )
-        if self.n_fit is not None:
-            _check_int("n_fit", self.n_fit, 2)
-
     def _transform(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return (np.asarray(X, dtype=np.float64) - self.center_) / self.scale_
 
@@ -215,23 +222,19 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         return list(fitted)
 
     # -- fit -----------------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: npt.ArrayLike, y: Any = None) -> AutoGaussianMixture:
-        """Fit the mixture and find the phases; returns ``self``."""
-        self._check_params()
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] == 0:
-            raise EmptySelectionError(
-                f"X must be a non-empty (n_samples, n_features) array. Got shape {X.shape!r}."
-            )
+        """Fit the mixture, find the phases and label the points; returns ``self``."""
+        points: npt.NDArray[np.float64] = validate_data(self, X, dtype=np.float64)
         rng = np.random.default_rng(self.random_state)
         if self.standardize:
-            self.center_ = X.mean(axis=0)
-            scale = X.std(axis=0)
+            self.center_ = points.mean(axis=0)
+            scale = points.std(axis=0)
             self.scale_ = np.where(scale > 0, scale, 1.0)
         else:
-            self.center_ = np.zeros(X.shape[1])
-            self.scale_ = np.ones(X.shape[1])
-        Z = self._transform(X)
+            self.center_ = np.zeros(points.shape[1])
+            self.scale_ = np.ones(points.shape[1])
+        Z = self._transform(points)
         if self.n_fit is not None and Z.shape[0] > self.n_fit:
             Z = Z[np.sort(rng.choice(Z.shape[0], self.n_fit, replace=False))]
         seed = int(rng.integers(2**31 - 1))
@@ -252,7 +255,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             self.n_phases_ = np.array([k])
             self.n_gaussians_ = k
         elif self.criterion == "density_peaks" and Z.shape[1] == 2 and not self.bayesian:
-            self._fit_density_peaks(self._transform(X), Z, seed)
+            self._fit_density_peaks(self._transform(points), Z, seed)
         elif self.bayesian:
             k = min(self.k_max, n)
             model = self._fit_one(Z, k, seed)
@@ -280,7 +283,12 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
             self.gaussian_ = models[k_best - 1]
             self.component_cluster_ = phases[k_best - 1]
         self._set_cluster_params()
-        self.clustering_info_ = self._info(X.shape[1])
+        self.n_iter_ = int(self.gaussian_.n_iter_)
+        # probabilities_ and labels_ of the fitted points: computed on first access (one pass
+        # over all points; a caller that only needs the phases, e.g. k-means' k, skips it)
+        self._fitted_points: npt.NDArray[np.float64] | None = points
+        self._fitted_proba: npt.NDArray[np.float64] | None = None
+        self.clustering_info_ = self._info(points.shape[1])
         logger.info(
             "AutoGaussianMixture: %d Gaussians -> %d phases", self.n_gaussians_, self.n_components_
         )
@@ -464,18 +472,35 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
     # -- predict -------------------------------------------------------------------------------
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Phase membership probabilities, shape ``(n_samples, n_components_)``; rows sum to 1."""
-        resp = self.gaussian_.predict_proba(self._transform(X))
-        out = np.zeros((resp.shape[0], self.n_components_))
-        np.add.at(out.T, self.component_cluster_, resp.T)
-        return out
+        check_is_fitted(self)
+        points: npt.NDArray[np.float64] = validate_data(self, X, dtype=np.float64, reset=False)
+        return self._phase_proba(points)
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int_]:
         """Most probable phase of each sample."""
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def fit_predict(self, X: npt.ArrayLike, y: Any = None) -> npt.NDArray[np.int_]:
-        """Fit and return the phase of each sample."""
-        return self.fit(X).predict(X)
+    @property
+    def probabilities_(self) -> npt.NDArray[np.float64]:
+        """Phase probabilities of the points ``fit`` was given, ``(n_samples, n_components_)``."""
+        if self._fitted_proba is None:
+            assert self._fitted_points is not None
+            self._fitted_proba = self._phase_proba(self._fitted_points)
+            self._fitted_points = None
+        return self._fitted_proba
+
+    @property
+    def labels_(self) -> npt.NDArray[np.int_]:
+        """Phase of each point ``fit`` was given."""
+        return np.argmax(self.probabilities_, axis=1)
+
+    def _phase_proba(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Summed responsibilities of each phase's Gaussians for checked points ``X``."""
+        resp = self.gaussian_.predict_proba(self._transform(X))
+        out = np.zeros((resp.shape[0], self.n_components_))
+        for g, c in enumerate(self.component_cluster_):  # (in order, as np.add.at; faster)
+            out[:, c] += resp[:, g]
+        return out
 
 
 #: the ``"bgmm"`` method: :class:`AutoGaussianMixture` with a Dirichlet-process mixture

@@ -11,8 +11,9 @@ keyword arguments of its own that the estimator's ``__init__`` accepts (``n_comp
 ``random_state``, ``n_init``, ``k_max``, ``standardize``, ``n_fit`` ...). Optional, used when
 present:
 
-- ``predict_proba(X)``: soft probabilities (otherwise one-hot from ``labels_``, uniform for
-  noise), and then the labels are its argmax;
+- ``probabilities_`` ``(n_points, k)`` (of the fitted points) or ``predict_proba(X)``: soft
+  probabilities (otherwise one-hot from ``labels_``, uniform for noise), and then the labels
+  are their argmax;
 - ``n_components_``: number of phases (otherwise ``labels_.max() + 1``);
 - ``means_``, ``covariances_`` ``(k, d, d)``, ``weights_``: per-phase latent moments
   (otherwise computed from the labels or probabilities);

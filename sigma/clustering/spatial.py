@@ -327,8 +327,8 @@ def _dominant_of_mix(
         revert[sel] = evidence < 0.0
     if revert.any():
         q = q.copy()
-        px, j, o = moved[revert], new[revert], old[revert]
-        q[px, j], q[px, o] = q[px, o], q[px, j].copy()
+        px, nj, no = moved[revert], new[revert], old[revert]
+        q[px, nj], q[px, no] = q[px, no], q[px, nj].copy()
         logger.debug("potts_assign: %d moved pixels are mostly their old phase", int(revert.sum()))
     return q
 

@@ -11,12 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from sigma._schema import (
-    COUNTS,
-    DIM_ENERGY,
-    DIM_X,
-    DIM_Y,
-)
+from sigma._schema import COUNTS, DIM_ENERGY, DIM_X, DIM_Y
 from sigma.preprocessing._common import (
     _COUNT_UNITS,
     TOTAL_COUNTS,

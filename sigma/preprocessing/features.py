@@ -11,18 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from sigma._schema import (
-    DIM_FEATURE,
-    DIM_X,
-    DIM_Y,
-    FEATURES,
-)
-from sigma.preprocessing._common import (
-    _VALID,
-    _history,
-    _is_dask,
-    _require_features,
-)
+from sigma._schema import DIM_FEATURE, DIM_X, DIM_Y, FEATURES
+from sigma.preprocessing._common import _VALID, _history, _is_dask, _require_features
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from sigma._schema import (
-    COUNTS,
-    DIM_ENERGY,
-    DIM_FEATURE,
-    DIM_X,
-    DIM_Y,
-    FEATURES,
-)
+from sigma._schema import COUNTS, DIM_ENERGY, DIM_FEATURE, DIM_X, DIM_Y, FEATURES
 from sigma.preprocessing._common import (
     TOTAL_COUNTS,
     _fmt_kwargs,

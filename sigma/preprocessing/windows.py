@@ -13,13 +13,7 @@ import numpy.typing as npt
 import xarray as xr
 
 from sigma import xray
-from sigma._schema import (
-    COUNTS,
-    DIM_FEATURE,
-    DIM_X,
-    DIM_Y,
-    FEATURES,
-)
+from sigma._schema import COUNTS, DIM_FEATURE, DIM_X, DIM_Y, FEATURES
 from sigma.exceptions import XrayLineError
 from sigma.preprocessing._common import (
     TOTAL_COUNTS,

@@ -94,7 +94,7 @@ def run_maps(
             coords={"y": features.y, "x": features.x},
         )
     with timer("cluster"):
-        kw = {"random_state": cfg.seed, **cfg.clustering}
+        kw = cfg.clustering.kwargs(cfg.seed)
         refine = features["features"] if cfg.refine != "none" else None
         clusters = cluster(emb, features=refine, **kw)
     with timer("analyse"):

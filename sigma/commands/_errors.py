@@ -9,6 +9,7 @@ the command line) shows the traceback instead. ``docs/errors.md`` lists the mess
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from sigma.exceptions import ConfigurationError, OutputPathError
 
 __all__ = [
     "OneLineParser",
+    "config_parser",
     "one_line",
     "exit_code",
     "report",
     "int_at_least",
+    "bin_factor",
     "float_at_least",
     "n_components",
     "accelerator",
@@ -72,6 +75,112 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``prog: error: message`` and exit with status 2."""
         self.exit(2, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
+
+
+def config_parser(**kwargs: Any) -> Any:
+    """A jsonargparse ``ArgumentParser`` whose errors are one line, exit status 2.
+
+    Like :class:`OneLineParser`; a value that does not fit a typed option says which option,
+    what it expects and what it got, and an unknown ``--section.key`` names the close one.
+    """
+    return _config_parser_class()(**kwargs)
+
+
+@functools.cache
+def _config_parser_class() -> type:
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter):  # type: ignore[misc]
+        """Types and defaults for the typed (config) options; hand-written ones say their own."""
+
+        def _get_help_string(self, action: argparse.Action) -> str:
+            if type(action).__module__ == "argparse" and action.help:
+                return action.help
+            return _plain_rst(str(super()._get_help_string(action)))
+
+        def start_section(self, heading: str | None) -> None:
+            super().start_section(_plain_rst(heading) if heading else heading)
+
+    class OneLineConfigParser(ArgumentParser):  # type: ignore[misc]
+        """jsonargparse's parser with :class:`OneLineParser`'s errors."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", Formatter)
+            super().__init__(*args, **kwargs)
+
+        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+            """Print ``prog: error: message`` (one line) and exit with status 2."""
+            text = _readable(self, str(message))
+            self.exit(2, f"{self.prog}: error: {text}. See `{self.prog} --help`.\n")
+
+    return OneLineConfigParser
+
+
+def _plain_rst(text: str) -> str:
+    """Docstring text for a terminal: ``:class:`~a.B``` -> ``a.B``, ````x```` -> ``x``."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def _readable(parser: argparse.ArgumentParser, message: str) -> str:
+    """jsonargparse's (multi-line) error message as one line that names the option."""
+    typed = re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S)
+    if typed:
+        key, rest = typed.groups()
+        given = re.findall(r"(?:Given|Got) value: (.*)", rest)
+        action = next((a for a in parser._actions if a.dest == key), None)
+        hint = getattr(action, "_typehint", None)
+        if given and hint is not None:
+            return f"--{key}: expected {_describe(hint)}, got {given[-1].strip()!r}"
+        return f"--{key}: {' '.join(rest.split())}"
+    unknown = re.match(r"unrecognized arguments: (\S+)", message)
+    if unknown:
+        import difflib
+
+        option = unknown.group(1).split("=")[0]
+        options = [o for a in parser._actions for o in a.option_strings]
+        section = option.rpartition(".")[0]
+        if section:  # --clustering.k: a key of the same section first
+            options = [o for o in options if o.startswith(section + ".")] or options
+        close = difflib.get_close_matches(option, options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{' '.join(message.split())}{hint}"
+    return " ".join(message.split())
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in words: ``int | Literal['auto']`` -> ``an int or 'auto'``."""
+    import dataclasses
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is type(None) or hint is None:
+        return "null"
+    if origin is typing.Union or isinstance(hint, types.UnionType) or origin is typing.Literal:
+        parts = [repr(a) if origin is typing.Literal else _describe(a) for a in args]
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+    if origin in (list, tuple):
+        plural = {int: "ints", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], _describe(args[0]))}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"a mapping of the keys of {hint.__name__}"
+    words = {bool: "true or false", int: "an int", float: "a number", str: "a string"}
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def bin_factor(text: str) -> Any:
+    """argparse type for ``--bin``: an int >= 1, or ints per axis like ``2,4``."""
+    if not isinstance(text, str):  # (jsonargparse checks parsed values again)
+        return text
+    parse = int_at_least(1, "--bin")
+    parts = [p for p in text.strip("[]() ").split(",") if p.strip()]
+    if len(parts) > 1:
+        return [parse(p.strip()) for p in parts]
+    return parse(text)
 
 
 def int_at_least(low: int, name: str) -> Callable[[str], int]:
@@ -140,6 +249,8 @@ def devices(text: str) -> Any:
         check_devices(text, where="the value")
     except ConfigurationError as err:
         raise argparse.ArgumentTypeError(str(err).rstrip(".")) from None
+    if not isinstance(text, str):  # (jsonargparse checks parsed values again)
+        return text
     return int(text) if text.lstrip("-").isdigit() else text
 
 

@@ -101,7 +101,7 @@ def phase_spectra(counts: Any, label: npt.NDArray[np.int_], k: int) -> npt.NDArr
 
 
 def _log_shapes(sums: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """log of the phases' spectrum shapes; half a count of the map's mean shape keeps zeros finite."""
+    """Log of the phases' spectrum shapes; half a count of the map's mean shape keeps zeros finite."""
     mean = sums.sum(axis=0)
     mean = mean / max(float(mean.sum()), 1e-300)
     n_ch = sums.shape[1]

@@ -123,7 +123,7 @@ def _plain_rst(text: str) -> str:
 
 
 def _readable(parser: argparse.ArgumentParser, message: str) -> str:
-    """jsonargparse's (multi-line) error message as one line that names the option."""
+    """One line that names the option, from jsonargparse's (multi-line) error message."""
     typed = re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S)
     if typed:
         key, rest = typed.groups()
@@ -173,7 +173,7 @@ def _describe(hint: Any) -> str:
 
 
 def bin_factor(text: str) -> Any:
-    """argparse type for ``--bin``: an int >= 1, or ints per axis like ``2,4``."""
+    """The argparse type of ``--bin``: an int >= 1, or ints per axis like ``2,4``."""
     if not isinstance(text, str):  # (jsonargparse checks parsed values again)
         return text
     parse = int_at_least(1, "--bin")

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from sigma._checks import check_int
 from sigma.exceptions import ConfigurationError
 
 __all__ = [
@@ -66,14 +68,8 @@ def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _int(where: str, value: Any, low: int, *, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        extra = " or null" if none_ok else ""
-        raise ConfigurationError(
-            f"{where} must be an int in the range [{low}, inf){extra}. Got {value!r} instead."
-        )
+#: the int check with the config's error and YAML's spelling of None
+_int = functools.partial(check_int, error=ConfigurationError, none_text="null")
 
 
 def _float(

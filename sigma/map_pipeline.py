@@ -1,5 +1,6 @@
-"""``sigma run maps/``: the workflow on element maps (no spectra) - features -> embedding ->
-clusters -> results.
+"""``sigma run maps/``: the workflow on element maps (no spectra).
+
+Features -> embedding -> clusters -> results.
 
 The maps (:func:`sigma.io.maps.load_maps`) are the features: each map is z-scored over the
 pixels (vendor maps come in arbitrary, map-specific intensity units), optionally binned and 3x3

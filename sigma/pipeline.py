@@ -51,7 +51,7 @@ def default_steps(
     bin_factor: int | list[int] | None = None,
     neighbor_average: bool = True,
 ) -> list[dict[str, Any]]:
-    """sigma's default preprocessing chain (see :class:`PipelineConfig`)."""
+    """Sigma's default preprocessing chain (see :class:`PipelineConfig`)."""
     steps: list[dict[str, Any]] = []
     if bin_factor is not None:
         steps.append({"name": "bin_spatial", "factor": bin_factor})

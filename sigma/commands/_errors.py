@@ -123,7 +123,7 @@ def _plain_rst(text: str) -> str:
 
 
 def _readable(parser: argparse.ArgumentParser, message: str) -> str:
-    """jsonargparse's (multi-line) error message as one line that names the option."""
+    """One line that names the option, from jsonargparse's (multi-line) error message."""
     typed = re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S)
     if typed:
         key, rest = typed.groups()
@@ -173,7 +173,7 @@ def _describe(hint: Any) -> str:
 
 
 def bin_factor(text: str) -> Any:
-    """argparse type for ``--bin``: an int >= 1, or ints per axis like ``2,4``."""
+    """The argparse type of ``--bin``: an int >= 1, or ints per axis like ``2,4``."""
     if not isinstance(text, str):  # (jsonargparse checks parsed values again)
         return text
     parse = int_at_least(1, "--bin")
@@ -184,7 +184,7 @@ def bin_factor(text: str) -> Any:
 
 
 def int_at_least(low: int, name: str) -> Callable[[str], int]:
-    """argparse type: an int >= ``low``."""
+    """Argparse type: an int >= ``low``."""
 
     def parse(text: str) -> int:
         try:
@@ -202,7 +202,7 @@ def int_at_least(low: int, name: str) -> Callable[[str], int]:
 
 
 def float_at_least(low: float, name: str) -> Callable[[str], float]:
-    """argparse type: a finite float >= ``low``."""
+    """Argparse type: a finite float >= ``low``."""
 
     def parse(text: str) -> float:
         try:
@@ -218,7 +218,7 @@ def float_at_least(low: float, name: str) -> Callable[[str], float]:
 
 
 def n_components(text: str) -> Any:
-    """argparse type for ``--k``: ``auto`` or an int >= 1."""
+    """Argparse type for ``--k``: ``auto`` or an int >= 1."""
     if text == "auto":
         return text
     try:
@@ -233,7 +233,7 @@ def n_components(text: str) -> Any:
 
 
 def accelerator(text: str) -> str:
-    """argparse type for ``--accelerator``: one of Lightning's names."""
+    """Argparse type for ``--accelerator``: one of Lightning's names."""
     from sigma.config import ACCELERATORS
 
     if text.lower() not in ACCELERATORS:
@@ -242,7 +242,7 @@ def accelerator(text: str) -> str:
 
 
 def devices(text: str) -> Any:
-    """argparse type for ``--devices``: ``auto``, a count, -1, or ids like ``0,1``."""
+    """Argparse type for ``--devices``: ``auto``, a count, -1, or ids like ``0,1``."""
     from sigma.config import check_devices
 
     try:
@@ -258,7 +258,7 @@ _ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?[A-Za-z0-9._\-]+(?
 
 
 def scheduler_address(text: str) -> str:
-    """argparse type for ``--dask-scheduler``: ``local`` or ``[tcp://]host[:port]``."""
+    """Argparse type for ``--dask-scheduler``: ``local`` or ``[tcp://]host[:port]``."""
     if text == "local" or (_ADDRESS.match(text) and ("://" in text or ":" in text)):
         return text
     raise argparse.ArgumentTypeError(
@@ -267,8 +267,10 @@ def scheduler_address(text: str) -> str:
 
 
 def configure_output(*, quiet: bool = False, debug: bool = False) -> None:
-    """Logging for a command: INFO lines (WARNING with ``--quiet``, DEBUG with ``--debug``);
-    warnings as one ``sigma: warning: ...`` line each."""
+    """Logging for a command: INFO lines, warnings as one ``sigma: warning: ...`` line each.
+
+    WARNING and up with ``--quiet``, DEBUG with ``--debug``.
+    """
     import logging
     import warnings
 

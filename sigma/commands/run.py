@@ -139,9 +139,11 @@ def build_parser(prog: str = "sigma run") -> Any:
 
 
 def parse_args(parser: Any, argv: list[str]) -> argparse.Namespace:
-    """Parse ``argv``: the plain options (defaults filled in), and in ``overrides`` the dotted
-    PipelineConfig keys given (``{"clustering.n_components": 5}``), applied over ``--config``
-    by :func:`config_from_args`."""
+    """Parse ``argv``: the plain options (defaults filled in) and the dotted keys given.
+
+    ``overrides`` holds the dotted PipelineConfig keys given (``{"clustering.n_components": 5}``),
+    applied over ``--config`` by :func:`config_from_args`.
+    """
     given = parser.parse_args(argv, defaults=False)
     config_dests: set[str] = getattr(parser, "config_dests", set())
     args = argparse.Namespace()

@@ -35,6 +35,7 @@ from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
 from gui import data as gd
+from gui.live_text import LiveText
 from sigma.xray import lines_in_range
 
 __all__ = ["NO_DATA_COLOR", "ClusterFigures", "image_place", "label_image"]
@@ -88,7 +89,7 @@ class ClusterFigures:
         self._spectra: dict[str, Any] | None = None
         self._nmf: dict[str, Any] | None = None
         self._particles: dict[str, Any] | None = None
-        self.legend = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["phase-legend"])
+        self.legend = LiveText("", css_classes=["phase-legend"])
 
     # -- phase map ------------------------------------------------------------------------
     def _palette(self) -> list[str]:
@@ -274,6 +275,10 @@ class ClusterFigures:
         if self._particles is None:
             return
         p = self._particles
+        if p.get("table_shown") is table:  # the same particles (an edit elsewhere): title only
+            p["hist"].title.text = title
+            return
+        p["table_shown"] = table
         if len(table):
             freq, edges = np.histogram(table[p["dcol"]].values, bins=min(30, max(len(table), 1)))
         else:

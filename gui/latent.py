@@ -39,6 +39,7 @@ from bokeh.transform import dodge
 from gui import data as gd
 from gui.cluster_figures import _spread_labels
 from gui.images import _grey_u8
+from gui.live_text import LiveText
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, guarded
 from sigma.xray import lines_in_range
@@ -142,6 +143,9 @@ class LatentView(pn.viewable.Viewer):
     )
     show_ellipses = param.Boolean(default=True, doc="draw the GMM 2-sigma ellipses")
     color_key = param.List(default=[], doc="cluster colours (internal)")
+    tab_visible = param.Boolean(
+        default=True, doc="the Latent tab is shown (edits elsewhere re-colour it when it is)"
+    )
     cluster_alpha = param.Number(
         default=1.0, bounds=(0, 1), doc="opacity of the cluster colours (internal)"
     )
@@ -158,6 +162,7 @@ class LatentView(pn.viewable.Viewer):
         self._selection_means: tuple[xr.Dataset, gd.SelectionMeans] | None = None
         self._overall_spectrum: tuple[xr.Dataset, npt.NDArray[Any]] | None = None
         self._latent_figs: list[dict[str, Any]] = []
+        self._clusters_stale = False
         #: the last aggregation: (points frame, grid, (height, width, category) counts)
         self._agg_cache: tuple[pd.DataFrame, Any, npt.NDArray[Any]] | None = None
         self._map_sources: list[ColumnDataSource] = []
@@ -171,9 +176,7 @@ class LatentView(pn.viewable.Viewer):
         self.map_bounds = hv.streams.BoundsXY()
         self.map_lasso.add_subscriber(lambda geometry=None: self.select_map_polygon(geometry))
         self.map_bounds.add_subscriber(lambda bounds=None: self.select_map_box(bounds))
-        self.summary = pn.pane.Markdown(
-            self.summary_text(), css_classes=["selection-count"], sizing_mode="stretch_width"
-        )
+        self.summary = LiveText(self.summary_text(), css_classes=["selection-count"])
         state.param.watch(self._on_selection, ["selection_version"])
         state.param.watch(self._on_results, ["results_version"])
         self.param.watch(self._on_style, ["shading", "color_key"])
@@ -301,14 +304,36 @@ class LatentView(pn.viewable.Viewer):
         fig.on_event(SelectionGeometry, cast(Any, self._on_latent_geometry))
         return fig
 
-    def _render_view(self, parts: dict[str, Any]) -> None:
-        """Re-aggregate the density and cluster layers (and the selection layer) on the figure's grid."""
+    def _render_view(self, parts: dict[str, Any], *, clusters_only: bool = False) -> None:
+        """Re-aggregate the density and cluster layers (and the selection layer) on the figure's grid.
+
+        ``clusters_only``: the points and the grid are the same (an edit, a recolour, another
+        shading): only the cluster colours are sent; the density image (its colours come from a
+        mapper in the browser) and the selection layer stay as they are.
+        """
         (x0, x1), (y0, y1), w, h = parts["grid"]
         counts, rgba = self.layers((x0, x1), (y0, y1), w, h)
         place = {"x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
-        parts["density"].data_source.data = {"image": [counts], **place}
         parts["clusters"].data_source.data = {"image": [rgba], **place}
+        if clusters_only:
+            return
+        parts["density"].data_source.data = {"image": [counts], **place}
         parts["selected"].data_source.data = {"image": [self.selected_layer(parts)], **place}
+
+    def _render_clusters(self) -> None:
+        """New cluster colours in every latent figure, now if the tab is shown, else when it is."""
+        if not self.tab_visible:
+            self._clusters_stale = True
+            return
+        self._clusters_stale = False
+        for parts in self._latent_figs:
+            self._render_view(parts, clusters_only=True)
+
+    @param.depends("tab_visible", watch=True)
+    def _on_tab_visible(self) -> None:
+        if self.tab_visible and self._clusters_stale:
+            with pn.io.hold():
+                self._render_clusters()
 
     def _on_ranges(self, parts: dict[str, Any], event: RangesUpdate) -> None:
         x0, x1, y0, y1 = event.x0, event.x1, event.y0, event.y1
@@ -353,11 +378,14 @@ class LatentView(pn.viewable.Viewer):
 
     def _on_style(self, *events: param.parameterized.Event) -> None:
         with pn.io.hold():
-            for parts in self._latent_figs:
-                mapper = _density_mapper(self.shading)
-                parts["density"].glyph.color_mapper = mapper
-                parts["colorbar"].color_mapper = mapper
-                self._render_view(parts)
+            if any(e.name == "shading" for e in events):
+                # a new mapper model (a new model makes Bokeh walk the document: only here,
+                # never on a recolour or an edit)
+                for parts in self._latent_figs:
+                    mapper = _density_mapper(self.shading)
+                    parts["density"].glyph.color_mapper = mapper
+                    parts["colorbar"].color_mapper = mapper
+            self._render_clusters()
 
     def _on_alpha(self, *events: param.parameterized.Event) -> None:
         for parts in self._latent_figs:
@@ -376,8 +404,7 @@ class LatentView(pn.viewable.Viewer):
             if self.color_key != self.state.colors():
                 self.color_key = self.state.colors()  # re-renders through _on_style
             elif "labels" in change:
-                for parts in self._latent_figs:
-                    self._render_view(parts)
+                self._render_clusters()
             for parts in self._latent_figs:
                 self._draw_ellipses(parts)
             # the selection's exact spectrum and its feature bars do not depend on the clusters:
@@ -442,7 +469,7 @@ class LatentView(pn.viewable.Viewer):
     def summary_text(self) -> str:
         """The selected-pixel count (and its share) and the clusters the selection covers."""
         n, total = self.state.n_selected, self.state.shape[0] * self.state.shape[1]
-        text = f"**Selected pixels: {n}** of {total} ({100 * n / total:.1f} %)"
+        text = f"<b>Selected pixels: {n}</b> of {total} ({100 * n / total:.1f} %)"
         if n:
             lab = self.state.results["label"].values.ravel()[self.state.selection]
             k = gd.n_clusters(self.state.results)
@@ -660,7 +687,7 @@ class LatentView(pn.viewable.Viewer):
         )
         return pn.Column(
             controls,
-            self.summary,
+            self.summary.panel(),
             pn.Row(
                 # the classes sit on a wrapper: on the figure itself no selector reaches its canvas
                 pn.Column(

@@ -17,6 +17,7 @@ from gui import data as gd
 from gui.clusters import ClustersView
 from gui.dataset import DatasetView
 from gui.latent import LatentView
+from gui.live_text import LiveText
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, open_results
 
@@ -77,10 +78,10 @@ class SigmaApp(pn.viewable.Viewer):
                 f"{gd.n_clusters(ds)} clusters{edited}")  # fmt: skip
 
     @property
-    def _title(self) -> pn.pane.HTML:
-        """One HTML pane whose text an edit changes (replacing a pane makes Bokeh walk the document)."""
+    def _title(self) -> LiveText:
+        """The title line, whose text an edit changes (:class:`gui.live_text.LiveText`)."""
         if getattr(self, "_title_pane", None) is None:
-            self._title_pane = pn.pane.HTML(self._title_text())
+            self._title_pane = LiveText(self._title_text())
             self.state.param.watch(
                 lambda *e: setattr(self._title_pane, "object", self._title_text()),
                 ["results", "edited"],
@@ -104,8 +105,10 @@ class SigmaApp(pn.viewable.Viewer):
             tabs[i] = (name, pn.panel(views[name]))
 
         tabs.param.watch(build, "active")
+        # edits made in another tab re-colour the latent layers when the Latent tab is shown
+        tabs.param.watch(lambda e: setattr(self.latent, "tab_visible", e.new == 0), "active")
         self.tabs = tabs
-        return pn.Column(self._title, tabs, sizing_mode="stretch_width")
+        return pn.Column(self._title.panel(), tabs, sizing_mode="stretch_width")
 
     def template(self) -> pn.template.BaseTemplate:
         """The app in a Panel template, ready for ``.servable()``."""
@@ -133,7 +136,7 @@ def warm_up(app: SigmaApp) -> float:
     if key in _WARMED:
         return 0.0
     start = time.perf_counter()
-    import sigma.clustering  # noqa: F401  (scikit-learn: 1-1.5 s that the first refit would wait)
+    import sigma.clustering.core  # noqa: F401  (scikit-learn: 1-1.5 s the first refit would wait)
 
     cast(Any, pn.panel(app)).get_root(Document())
     _WARMED.add(key)

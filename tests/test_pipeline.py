@@ -147,7 +147,7 @@ def test_yaml_config_round_trip(tmp_path: Path) -> None:
         Path(__file__).resolve().parents[1] / "configs" / "run_demo.yaml"
     )
     assert cfg.bin_factor == 2
-    assert cfg.model["output_activation"] == "identity"
+    assert cfg.model.output_activation == "identity"
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(FileNotFoundError):
         PipelineConfig.from_yaml(tmp_path / "missing.yaml")

@@ -228,6 +228,8 @@ def edit_timings(page) -> dict[str, float]:
         picker.fill(label)
         picker.press("Enter")
         page.wait_for_timeout(300)
+    picker.press("Escape")  # close the drop-down: it lies over the Merge button
+    page.mouse.click(5, 5)
     page.wait_for_timeout(500)
     n0 = len(sent)
     out["merge_s"] = time_edit(page, lambda: page.get_by_role("button", name="Merge", exact=True).click(),

@@ -118,7 +118,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     app.latent.lasso.event(geometry=poly)  # what a lasso drag in the browser sends
     assert app.state.n_selected == hand > 0
     assert app.state.selection_source == "latent"
-    assert f"Selected pixels: {hand}**" in app.latent.summary.object
+    assert f"Selected pixels: {hand}</b>" in app.latent.summary.object
     # the selection's summed spectrum is exact: the sum of its pixels' kept counts
     spec, exact = gd.selection_sum_spectrum(small_results, app.state.selection)
     assert exact
@@ -194,7 +194,7 @@ def test_lasso_updates_the_rendered_bokeh_sources_in_place(app, small_results):
     assert not latent["selected"].data_source.data["image"][0].any()
     assert len(spectrum["selection"].data["counts"]) == 0
     assert not np.any(bars.data["selection"])
-    assert "Selected pixels: 0**" in app.latent.summary.object
+    assert "Selected pixels: 0</b>" in app.latent.summary.object
 
 
 def test_bokeh_selection_events_drive_the_streams(app):
@@ -297,16 +297,14 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     app.clusters.new_name = "haematite"
     app.clusters.rename()
     app.clusters.new_color = "#00ff00"
-    app.clusters.recolour()
+    app.clusters.recolor()
     assert app.state.names()[1] == "haematite"
     assert app.state.colors()[1] == "#00ff00"
     edits = [e["edit"] for e in json.loads(app.state.results.attrs["clustering"])["edits"]]
     assert edits == ["add_from_mask", "merge", "rename", "recolor"]  # sigma.analysis's edit log
-    assert (
-        gd.recolour_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
-    )
+    assert gd.recolor_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
     with pytest.raises(ValueError, match="#rrggbb"):
-        gd.recolour_cluster(app.state.results, 1, "not-a-colour")
+        gd.recolor_cluster(app.state.results, 1, "not-a-colour")
     app.clusters.merge = [1, 2]
     app.clusters.merge_name = "feldspars"
     app.clusters.merge_selected()
@@ -630,7 +628,7 @@ def test_edits_update_the_clusters_tab_in_place(app):
     assert len(doc.models) == n_models  # no new Bokeh models
     app.clusters.cluster = 1
     app.clusters.new_color = "#00ff00"
-    app.clusters.recolour()
+    app.clusters.recolor()
     assert app.state.last_change == {"colors"}
     assert figs._label_mapper.palette[2] == "#00ff00"  # palette[0] is 'no data'
     assert label_src.data["image"][0] is image_before

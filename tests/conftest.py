@@ -59,7 +59,9 @@ def scene() -> tuple[xr.Dataset, xr.Dataset]:
 
 
 @pytest.fixture(scope="session")
-def scene_file(scene: tuple[xr.Dataset, xr.Dataset], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scene_file(
+    scene: tuple[xr.Dataset, xr.Dataset], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """``scene`` saved as NetCDF by :func:`sigma.save` (read it, do not write it)."""
     import sigma
 

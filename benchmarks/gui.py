@@ -156,7 +156,7 @@ def bench_edits(app) -> dict[str, object]:
     n = app.state.xy.shape[0]
     edits = {
         "rename": lambda: (c.param.update(cluster=0, new_name="matrix"), c.rename()),
-        "recolour": lambda: (c.param.update(cluster=1, new_color="#00ff00"), c.recolour()),
+        "recolour": lambda: (c.param.update(cluster=1, new_color="#00ff00"), c.recolor()),
         "hide": lambda: c.param.update(shown=[i for i in c.shown if i != 1]),
         "merge": lambda: (c.param.update(merge=[3, 4]), c.merge_selected()),
         "new_cluster": c.new_cluster_from_selection,  # of a selection made before (not timed)

@@ -283,8 +283,10 @@ class ClustersView(pn.viewable.Viewer):
         return pn.Row(*items, sizing_mode="stretch_width")
 
     def particles(self) -> pd.DataFrame:
-        """Particle statistics of the chosen cluster (kept while its pixels are the same: a
-        rename, a recolour or a merge of other clusters recomputes nothing)."""
+        """Particle statistics of the chosen cluster, kept while its pixels are the same.
+
+        A rename, a recolour or a merge of other clusters recomputes nothing.
+        """
         label = self.state.results["label"].values
         hit = self._particle_cache
         if hit is not None and hit[0] is label and hit[1] == self.cluster:
@@ -367,11 +369,13 @@ class ClustersView(pn.viewable.Viewer):
         self.state.notify(f"Cluster {self.cluster} is now {name!r}.", "success")
 
     @guarded
-    def recolour(self, event: Any = None) -> None:
+    def recolor(self, event: Any = None) -> None:
         """Give the chosen cluster ``new_color``."""
         self.state.update_results(
-            gd.recolour_cluster(self.state.results, self.cluster, self.new_color)
+            gd.recolor_cluster(self.state.results, self.cluster, self.new_color)
         )
+
+    recolour = recolor  # the former name
 
     @guarded
     def refit(self, event: Any = None) -> None:
@@ -505,7 +509,7 @@ class ClustersView(pn.viewable.Viewer):
             ),  # fmt: skip
             pn.Row(
                 pn.widgets.ColorPicker.from_param(self.param.new_color, name="colour"),
-                button(label="Recolour", on_click=self.recolour),
+                button(label="Recolour", on_click=self.recolor),
             ),  # fmt: skip
             pn.widgets.MultiChoice.from_param(
                 self.param.merge, name="merge clusters", css_classes=["merge-choice"]

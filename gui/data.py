@@ -49,6 +49,7 @@ __all__ = [
     "add_cluster_from_mask",
     "merge_clusters",
     "rename_cluster",
+    "recolor_cluster",
     "recolour_cluster",
     "check_name_free",
     "matched_names",
@@ -341,8 +342,11 @@ def _blas_controller() -> Any:
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """BLAS on one thread: a matrix-vector product over a million rows is memory-bound, and on a
-    busy machine a second BLAS thread waits for a core (measured 2-3x slower on 2 shared cores)."""
+    """BLAS on one thread, for memory-bound matrix-vector products over a million rows.
+
+    On a busy machine a second BLAS thread waits for a core (measured 2-3x slower on 2 shared
+    cores).
+    """
     controller = _blas_controller()
     return (
         controller.limit(limits=1, user_api="blas")
@@ -522,8 +526,9 @@ SMALL_CLUSTER_SHARE = 0.001
 
 
 def small_clusters(ds: xr.Dataset, share: float = SMALL_CLUSTER_SHARE) -> list[int]:
-    """Clusters holding fewer than ``share`` of the assigned pixels (their spiky spectra and wide
-    ellipses would swamp the others), in index order.
+    """Clusters holding fewer than ``share`` of the assigned pixels, in index order.
+
+    Their spiky spectra and wide ellipses would swamp the others.
 
     Examples
     --------
@@ -835,12 +840,16 @@ def rename_cluster(ds: xr.Dataset, cluster: int, name: str) -> xr.Dataset:
     return analysis.rename_cluster(ds, cluster, check_name_free(ds, name, keep=[int(cluster)]))
 
 
-def recolour_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
+def recolor_cluster(ds: xr.Dataset, cluster: int, color: str) -> xr.Dataset:
     """Return a copy of ``ds`` with ``cluster`` drawn in ``color`` (:func:`sigma.analysis.recolor_cluster`).
 
     ``color`` is ``#rrggbb`` (what the colour picker gives) or any matplotlib colour name.
     """
     return analysis.recolor_cluster(ds, cluster, str(color).strip())
+
+
+#: the former name (the API spells it as :func:`sigma.edits.recolor_cluster` does)
+recolour_cluster = recolor_cluster
 
 
 def _check_cluster(ds: xr.Dataset, cluster: int) -> int:

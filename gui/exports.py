@@ -1,5 +1,6 @@
-"""Exports with their context: phase-map pictures with a legend and a scale bar, TIFFs that carry
-their pixel size, element (net line intensity) maps and NMF abundance maps.
+"""Exports with their context: pictures with legend and scale bar, TIFFs with their pixel size.
+
+Phase-map pictures, element (net line intensity) maps and NMF abundance maps.
 
 - :func:`phase_map_png` draws the phase map with matplotlib, upscaled so a 30 x 30 pixel map is
   still a readable picture (nearest-neighbour: no pixel is blurred), a legend of the phases with

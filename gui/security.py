@@ -23,8 +23,11 @@ ROOTS_ENV = "SIGMA_GUI_ROOTS"
 def default_roots(
     root: str | os.PathLike[str] | None = None, results: str | os.PathLike[str] | None = None
 ) -> list[Path]:
-    """``root`` (default: the current folder), the folder of the trusted ``results`` file given
-    on the command line, and the demo's cache folder (``$SIGMA_CACHE_DIR`` or ``~/.cache/sigma``)."""
+    """The folders a served GUI may use.
+
+    ``root`` (default: the current folder), the folder of the trusted ``results`` file given
+    on the command line, and the demo's cache folder (``$SIGMA_CACHE_DIR`` or ``~/.cache/sigma``).
+    """
     roots = [Path(root) if root is not None else Path.cwd()]
     if results:
         roots.append(Path(results).expanduser().resolve().parent)

@@ -28,7 +28,7 @@ _LAZY = {
     "xray": "sigma.xray",
     "io": "sigma.io",
     "run": "sigma.pipeline",
-    "PipelineConfig": "sigma.pipeline",
+    "PipelineConfig": "sigma.config",
     "SigmaResults": "sigma.results",
     "pipeline": "sigma.pipeline",
     "cluster": "sigma.clustering",

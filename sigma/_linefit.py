@@ -195,8 +195,10 @@ class Physics:
     def templates(
         self, indices: list[int], composition: Mapping[str, float] | None
     ) -> npt.NDArray[np.float64]:
-        """Unit-area peak shapes of the shells ``indices`` (rows), with the relative line
-        weights absorbed in ``composition`` (bulk) or not."""
+        """Unit-area peak shapes of the shells ``indices`` (rows).
+
+        The relative line weights are absorbed in ``composition`` (bulk) or not (None).
+        """
         if not indices:
             return np.zeros((0, self.energy.size))
         absorb = (

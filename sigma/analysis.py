@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "default_colors",
     "cluster_spectra",
+    "add_count_summaries",
+    "add_nmf",
+    "line_names",
     "spectral_rank",
     "pixel_area",
     "phase_table",
@@ -650,3 +653,81 @@ def particle_statistics(
     df.attrs = {"cluster": int(cluster), "area_units": area_units, "length_units": length_units,
                 "intensity_units": units}  # fmt: skip
     return df
+
+
+def add_count_summaries(
+    ds: xr.Dataset, counts: Any, *, keep_counts: bool | int = True, show_progress: bool = False
+) -> xr.Dataset:
+    """``ds`` (labels of a clustering) with what the raw counts say about its phases.
+
+    Adds ``total_counts`` (counts per pixel), ``sum_spectrum``, the cluster spectra of
+    :func:`cluster_spectra` (from the raw counts, chunk by chunk) and, when ``keep_counts`` is
+    not False and the counts are integers, the per-pixel counts as a sparse matrix
+    (:mod:`sigma.sparse_counts`: True within its default budget, an int within that many bytes;
+    past the budget they are left out, logged).
+    """
+    counts = _counts_da(counts)
+    out = ds.copy()
+    out["total_counts"] = (
+        counts.sum(DIM_ENERGY)
+        .astype(np.float32)
+        .compute()
+        .assign_attrs(units="counts", long_name="counts per pixel")
+    )
+    out["sum_spectrum"] = (
+        counts.sum((DIM_Y, DIM_X), dtype=np.float64)
+        .compute()
+        .assign_attrs(units="counts", long_name="sum spectrum")
+    )
+    spectra = cluster_spectra(
+        counts, out["label"], n_clusters=out.sizes[DIM_CLUSTER], show_progress=show_progress
+    )
+    for var in spectra.data_vars:
+        out[var] = spectra[var]
+    if keep_counts is not False and counts.dtype.kind in "iu":
+        from sigma import sparse_counts
+
+        budget = sparse_counts.DEFAULT_MAX_BYTES if keep_counts is True else int(keep_counts)
+        packed = sparse_counts.pack_counts(counts, max_bytes=budget)
+        if packed is not None:
+            for var in packed.data_vars:
+                out[var] = packed[var]
+    return out
+
+
+def add_nmf(ds: xr.Dataset, n_components: int | str, *, random_state: int | None = 0) -> xr.Dataset:
+    """``ds`` with its cluster mean spectra unmixed by :func:`nmf_unmix`.
+
+    ``n_components="auto"`` takes the spectra's numerical rank (:func:`spectral_rank`); at most
+    the number of clusters. Adds ``nmf_spectrum``, ``nmf_weight``, ``nmf_abundance`` and the
+    ``nmf_reconstruction_error`` attribute.
+    """
+    if "cluster_mean_spectrum" not in ds:
+        raise SchemaError("nmf_components needs the cluster spectra: pass spectrum_image=.")
+    if n_components == "auto":
+        n_components = spectral_rank(ds["cluster_mean_spectrum"].values)
+    nmf = nmf_unmix(
+        ds["cluster_mean_spectrum"],
+        n_components=min(int(n_components), ds.sizes[DIM_CLUSTER]),
+        probability=ds["probability"],
+        random_state=random_state,
+    )
+    out = ds.assign({var: nmf[var] for var in ("nmf_spectrum", "nmf_weight", "nmf_abundance")})
+    out.attrs["nmf_reconstruction_error"] = nmf.attrs["nmf_reconstruction_error"]
+    return out
+
+
+def line_names(ds: xr.Dataset, n: int = 2) -> list[str]:
+    """Names from each cluster's top ``n`` elements (:func:`top_elements`), e.g. ``"Fe, Ti"``.
+
+    ``"phase i"`` where a cluster has no enriched line or the dataset has no cluster spectra.
+    """
+    k = ds.sizes[DIM_CLUSTER]
+    names = [f"phase {i}" for i in range(k)]
+    if "cluster_mean_spectrum" in ds and DIM_ENERGY in ds.coords:
+        try:
+            top = top_elements(ds, n=n)
+            names = [", ".join(top[i]) or f"phase {i}" for i in range(k)]
+        except EmptySelectionError:
+            pass
+    return names

@@ -63,8 +63,10 @@ class SimulationParameterError(ConfigurationError):
 
 
 class SignalSelectionError(SigmaError, ValueError):
-    """A file holds several candidate signals (e.g. one spectrum image per detector) and the
-    choice (``select_signal``) is missing or does not pick exactly one."""
+    """A file holds several candidate signals and ``select_signal`` does not pick exactly one.
+
+    E.g. one spectrum image per detector, and the choice is missing or ambiguous.
+    """
 
 
 class OutputPathError(SigmaError, ValueError):

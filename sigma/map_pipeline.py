@@ -1,5 +1,6 @@
-"""``sigma run maps/``: the workflow on element maps (no spectra) - features -> embedding ->
-clusters -> results.
+"""``sigma run maps/``: the workflow on element maps (no spectra).
+
+Features -> embedding -> clusters -> results.
 
 The maps (:func:`sigma.io.maps.load_maps`) are the features: each map is z-scored over the
 pixels (vendor maps come in arbitrary, map-specific intensity units), optionally binned and 3x3
@@ -93,7 +94,7 @@ def run_maps(
             coords={"y": features.y, "x": features.x},
         )
     with timer("cluster"):
-        kw = {"random_state": cfg.seed, **cfg.clustering}
+        kw = cfg.clustering.kwargs(cfg.seed)
         refine = features["features"] if cfg.refine != "none" else None
         clusters = cluster(emb, features=refine, **kw)
     with timer("analyse"):

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torchmetrics import ExplainedVariance, MeanSquaredError, MetricCollection
 
+from sigma._checks import check_int
 from sigma.exceptions import ConfigurationError
 
 __all__ = ["AutoEncoder", "OutputActivation", "Stage"]
@@ -58,14 +59,6 @@ def _output_layer(kind: str) -> nn.Module:
     if kind == "sigmoid":
         return nn.Sigmoid()
     return nn.Identity()
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"{name} must be an int in the range [{minimum}, inf). Got {value!r} instead."
-        )
-    return value
 
 
 class AutoEncoder(pl.LightningModule):
@@ -130,9 +123,9 @@ class AutoEncoder(pl.LightningModule):
         kl_weight: float = 1e-3,
     ) -> None:
         super().__init__()
-        _check_int("n_features", n_features, 1)
-        _check_int("latent_dim", latent_dim, 1)
-        hidden = [int(_check_int("hidden_dims[i]", h, 1)) for h in hidden_dims]
+        check_int("n_features", n_features, 1, error=ConfigurationError)
+        check_int("latent_dim", latent_dim, 1, error=ConfigurationError)
+        hidden = [check_int("hidden_dims[i]", h, 1, error=ConfigurationError) for h in hidden_dims]
         if not hidden:
             raise ConfigurationError(
                 "hidden_dims must hold at least one layer width, e.g. [512, 256, 128]. Got []."
@@ -216,8 +209,11 @@ class AutoEncoder(pl.LightningModule):
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def _shared_step(self, batch: Any, stage: Stage) -> torch.Tensor:
-        """Loss of one batch for ``stage``; logs ``{stage}/loss`` and, for validation and test,
-        the reconstruction metrics ``{stage}/mse`` and ``{stage}/explained_variance``."""
+        """Loss of one batch for ``stage``; logs ``{stage}/loss``.
+
+        For validation and test also the reconstruction metrics ``{stage}/mse`` and
+        ``{stage}/explained_variance``.
+        """
         x = self._inputs(batch)
         training = stage == "train"
         noisy = (

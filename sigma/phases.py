@@ -1,4 +1,4 @@
-"""Name the phases: match each cluster's spectrum against a library of minerals and materials.
+r"""Name the phases: match each cluster's spectrum against a library of minerals and materials.
 
 The default library (``sigma/data/minerals.csv``, 270 entries: rock-forming and ore minerals,
 oxides, carbonates, sulphides, sulphates, phosphates, halides, metals, alloys, ceramics, mounting
@@ -33,7 +33,7 @@ How a spectrum is matched (:func:`match_spectrum`):
    whose element ratios no entry has, is rejected;
 5. entries with the same visible composition (polymorphs: rutile/anatase, kyanite/andalusite/
    sillimanite) are one candidate. Each candidate gets a weight
-   :math:`w \\propto \\exp(-\\chi^2/2)`; the best is *named* when its misfit is acceptable
+   :math:`w \propto \exp(-\chi^2/2)`; the best is *named* when its misfit is acceptable
    (chi-square p-value >= 0.001 for its degrees of freedom) and its weight is >= 0.9. When the
    weight is spread over up to four candidates with the same elements, carbon aside (hematite
    vs magnetite, calcite vs lime + carbon coating), the name lists them
@@ -552,8 +552,10 @@ def _score(
     need: list[str],
     cands: list[_Candidate],
 ) -> tuple[LineFit, list[tuple[float, int, npt.NDArray[np.float64], list[int]]]]:
-    """Fit the lines of ``found`` (+ each of ``need`` on its own); chi-square of every candidate,
-    best first: ``(chi2, candidate index, prediction, rows of the fit used)``."""
+    """Fit the lines of ``found`` (+ each of ``need`` on its own); chi-square of every candidate.
+
+    Best first: ``(chi2, candidate index, prediction, rows of the fit used)``.
+    """
     fit, _ = fit_lines(y, physics, found, extra=need)
     keys = fit.keys
     pos = {k: i for i, k in enumerate(keys)}

@@ -16,11 +16,9 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ from sigma._schema import (
     finite_float_or_none,
     validate_spectrum_image,
 )
-from sigma.config import check_config
+from sigma.config import PipelineConfig, check_config
 from sigma.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -48,181 +46,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["PipelineConfig", "run", "StageTimer", "default_steps", "summary"]
 
 
-@dataclass
-class PipelineConfig:
-    """Every choice of a :func:`run`, as plain data.
-
-    Parameters
-    ----------
-    bin_factor : int, list of int or None
-        Spatial binning (summing counts) before anything else; None keeps full resolution.
-    lines : "auto", list of str or None
-        X-ray lines for the features (``["Fe_Ka", "Si_Ka"]``); None uses the file's list and
-        identifies lines automatically when the file has none; ``"auto"`` always identifies them.
-    preprocessing : dict or None
-        A full :class:`sigma.preprocessing.Preprocessor` dict; overrides ``bin_factor`` and
-        ``lines``. None uses :func:`default_steps`: line intensities as fractions of each pixel's
-        counts (noise peak excluded), 3x3 neighbour mean, z-score per feature. SIGMA's own chain
-        (with a per-pixel softmax) is ``Preprocessor.sigma_default().to_dict()`` with
-        ``model: {output_activation: softmax}``; on the demo scene it separated the phases less
-        well (benchmarks/quality.py).
-    model : dict
-        Keyword arguments of :class:`sigma.model.AutoEncoder` (``n_features`` comes from the data).
-        The pipeline default is half SIGMA's widths, ``hidden_dims=[256, 128, 64]``: on the demo
-        scene it separates the phases as well or better (ARI 0.84 vs 0.82) at under half the
-        cost; ``configs/sem_eds.yaml`` keeps SIGMA's network for ``sigma fit``.
-    batch_size, val_fraction : int, float
-        Training batch size and validation fraction (:class:`sigma.datamodule.SpectralDataModule`).
-    max_epochs : int
-        Upper bound on training epochs. The default 4 is deliberate: on the demo scene the phase
-        separation (ARI of the clusters) is reached after 2-4 epochs at batch 512 and lr 1e-3 and
-        does not improve with longer training (0.84 at epoch 2 and 4, 0.84 at 6), while the
-        reconstruction loss keeps falling slowly.
-    early_stopping_patience : int
-        Epochs without validation improvement before training stops.
-    trainer : dict
-        Extra :class:`lightning.pytorch.Trainer` arguments (``accelerator``, ``devices``,
-        ``strategy``, ``num_nodes``, ``precision``).
-    clustering : dict
-        Keyword arguments of :func:`sigma.clustering.cluster` (``method``, ``n_components`` ...).
-    neighbor_average : "auto" or bool
-        3x3 mean of the features in the default chain. ``"auto"`` averages only when the
-        (binned) pixels hold fewer than :data:`SPARSE_COUNTS` counts on average: averaging
-        rescues sparse spectra but blurs boundaries and small particles, which costs more than
-        it gives once pixels are well exposed (demo scene, 2x2 binning, 30 counts/px: ARI 0.88
-        without, 0.84 with). Ignored when ``preprocessing`` is given.
-    refine : {"pca", "features", "none"}
-        After the latent clustering, reassign every pixel in a richer space than the 2-D latent
-        (:func:`sigma.clustering.refine_in_features`; the number of phases still comes from the
-        latent, and clusters of mixed boundary pixels are dropped): ``"pca"`` uses 8
-        Poisson-scaled principal components of the (binned) spectra, on channels summed to
-        about a third of the detector's Mn Ka FWHM and 3x3-averaged when the features are;
-        ``"features"`` uses the autoencoder's input features (no extra cost); ``"none"`` keeps
-        the latent clustering as it is. A 2-D latent loses some separation
-        at phase boundaries; on the demo scenes ``"pca"`` raised the ARI from 0.84-0.89 to
-        0.87-0.91 (benchmarks/quality.py). Cubes too large to hold in memory use ``"features"``;
-        HDBSCAN's clusters are not refined.
-    spatial : "auto", float or False
-        Spatially aware assignment (:mod:`sigma.clustering.spatial`): after the clustering,
-        every pixel is reassigned from its Poisson likelihood under each phase's spectrum and a
-        Potts prior on its 8 neighbours, the phase spectra re-estimated a few times. ``"auto"``
-        takes the prior's strength from the data (pseudo-likelihood: sparse maps lean on their
-        neighbours, well-exposed ones hardly at all); a number fixes it (nats per agreeing
-        neighbour); false keeps the clustering's own assignment. Needs the binned cube in
-        memory; skipped for HDBSCAN.
-    find_missed : bool
-        After the assignment, search the counts for phases the clusters missed
-        (:mod:`sigma.clustering.residual`): spatially coherent pixels that neither their phase
-        nor any non-negative mix of the phases explains (boundary pixels are such a mix). Each
-        phase added is recorded in the results (``clustering`` attr, ``added_phases``) and in
-        the summary. Only with ``spatial`` on.
-    smooth_labels : float
-        Spatial regularisation: Gaussian sigma (pixels) over which cluster probabilities are
-        averaged before taking the label; 0 turns it off.
-    nmf_components : int or None
-        NMF components for unmixing the cluster spectra; None uses the number of clusters.
-    seed : int
-        Seed for everything random (split, weights, clustering).
-    library : str
-        Name the phases from a library (:mod:`sigma.phases`): ``"default"`` (sigma's 270
-        minerals and materials), a CSV path (name, formula[, density]) that extends it, or
-        ``"none"`` to keep the line-based names.
-    embedding : {"autoencoder", "umap"}
-        The 2-D embedding clustered: sigma's autoencoder, or UMAP (:mod:`sigma.embedding`,
-        needs ``umap-learn``).
-    keep_counts_mb : float
-        Keep the (binned) per-pixel counts in the results, sparse, when they fit this many MiB
-        (:mod:`sigma.sparse_counts`), so the GUI's selection spectra are exact; 0: never. Past
-        the budget the results hold a checked reference to the input file instead
-        (:func:`sigma.sparse_counts.source_reference`).
-    """
-
-    bin_factor: int | list[int] | None = None
-    lines: str | list[str] | None = None
-    preprocessing: dict[str, Any] | None = None
-    model: dict[str, Any] = field(
-        default_factory=lambda: {
-            "lr": 1e-3,
-            "output_activation": "identity",
-            "hidden_dims": [256, 128, 64],
-        }
-    )
-    batch_size: int = 512
-    val_fraction: float = 0.1
-    max_epochs: int = 4
-    early_stopping_patience: int = 2
-    trainer: dict[str, Any] = field(default_factory=dict)
-    clustering: dict[str, Any] = field(
-        default_factory=lambda: {"method": "gmm", "n_components": "auto"}
-    )
-    neighbor_average: bool | str = "auto"
-    refine: str = "pca"
-    spatial: bool | float | str = "auto"
-    find_missed: bool = True
-    smooth_labels: float = 0.0
-    nmf_components: int | None = None
-    seed: int = 0
-    library: str = "default"
-    embedding: str = "autoencoder"
-    keep_counts_mb: float = 128.0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineConfig:
-        """Build from a dict (e.g. parsed YAML); unknown keys are an error that lists the known ones."""
-        data = dict(data or {})
-        from sigma.config import check_config
-
-        check_config(data)  # types, ranges and nested keys, before any work
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown pipeline config key(s) {unknown!r}; the known keys are {sorted(known)!r}."
-            )
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> PipelineConfig:
-        """Read a YAML file holding the keys of this class (see ``configs/run_*.yaml``)."""
-        from sigma.config import read_yaml
-
-        return cls.from_dict(read_yaml(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data copy (JSON-able)."""
-        return dataclasses.asdict(self)
-
-    def preprocessor(self, mean_counts: float | None = None) -> Any:
-        """The :class:`sigma.preprocessing.Preprocessor` this config asks for.
-
-        ``mean_counts`` (counts per pixel after binning) decides ``neighbor_average="auto"``;
-        None counts as sparse.
-        """
-        from sigma.preprocessing import Preprocessor
-
-        if self.preprocessing is not None:
-            return Preprocessor.from_dict(self.preprocessing)
-        if self.neighbor_average == "auto":
-            average = mean_counts is None or mean_counts < SPARSE_COUNTS
-        elif isinstance(self.neighbor_average, bool):
-            average = self.neighbor_average
-        else:
-            raise ConfigurationError(
-                f"neighbor_average must be 'auto', true or false. Got {self.neighbor_average!r}."
-            )
-        return Preprocessor(
-            steps=default_steps(
-                lines=self.lines, bin_factor=self.bin_factor, neighbor_average=average
-            )
-        )
-
-
 def default_steps(
     lines: str | list[str] | None = None,
     bin_factor: int | list[int] | None = None,
     neighbor_average: bool = True,
 ) -> list[dict[str, Any]]:
-    """sigma's default preprocessing chain (see :class:`PipelineConfig`)."""
+    """Sigma's default preprocessing chain (see :class:`PipelineConfig`)."""
     steps: list[dict[str, Any]] = []
     if bin_factor is not None:
         steps.append({"name": "bin_spatial", "factor": bin_factor})
@@ -290,7 +119,7 @@ def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> An
         seed=cfg.seed,
     )
     dm.setup("fit")
-    model = AutoEncoder(n_features=dm.n_features, **cfg.model)
+    model = AutoEncoder(n_features=dm.n_features, **cfg.model.to_dict())
     trainer_kwargs: dict[str, Any] = {
         "max_epochs": cfg.max_epochs,
         "logger": False,
@@ -303,7 +132,7 @@ def _train(features: xr.Dataset, cfg: PipelineConfig, show_progress: bool) -> An
         if cfg.val_fraction > 0
         else [],
     }
-    trainer_kwargs.update(cfg.trainer)
+    trainer_kwargs.update(cfg.trainer.to_dict())  # only the options set
     with quiet_lightning():
         trainer = pl.Trainer(**trainer_kwargs)
         trainer.fit(model, datamodule=dm)
@@ -383,7 +212,7 @@ def run(
         del raw  # a binned cube is a new array: the full-resolution one can go now
         validation.check_loaded_cube(counts_ds, where=_where(data))
         n_pixels = counts_ds.sizes["y"] * counts_ds.sizes["x"]
-        validation.check_n_components_for_pixels(cfg.clustering.get("n_components"), n_pixels)
+        validation.check_n_components_for_pixels(cfg.clustering.n_components, n_pixels)
         validation.check_lines_excited(cfg.lines, counts_ds.attrs.get("beam_energy_kev"))
         counts_ds, valid = _mark_no_data(counts_ds)
         mean_counts = float(counts_ds[COUNTS].sum(DIM_ENERGY).where(valid).mean())
@@ -410,7 +239,7 @@ def run(
         from sigma.clustering import cluster, smooth_probabilities
         from sigma.clustering.registry import refinable
 
-        clustering_kw = {"random_state": cfg.seed, **cfg.clustering}
+        clustering_kw = cfg.clustering.kwargs(cfg.seed)
         emb = xr.DataArray(
             latent, dims=("y", "x", "latent"), coords={"y": features.y, "x": features.x}
         )
@@ -425,7 +254,7 @@ def run(
             cfg.refine,
             counts_ds,
             features,
-            method=cfg.clustering.get("method", "gmm"),
+            method=cfg.clustering.method,
             smoothing={k: v for k, v in averaged[0].items() if k != "name"} if averaged else None,
         )
         clusters = cluster(
@@ -435,8 +264,8 @@ def run(
             **clustering_kw,
         )
         channels = _cluster_counts(counts_ds)
-        auto_k = cfg.clustering.get("n_components", "auto") == "auto"
-        spatial = cfg.spatial is not False and refinable(cfg.clustering.get("method", "gmm"))
+        auto_k = cfg.clustering.n_components == "auto"
+        spatial = cfg.spatial is not False and refinable(cfg.clustering.method)
         if channels is not None and auto_k:
             clusters = _split_significant(clusters, emb, channels[0], cfg)
         if channels is not None and spatial:
@@ -510,7 +339,6 @@ def _finish(results: Any, timer: Any, out: Any, overwrite: bool) -> Any:
     return results
 
 
-#: principal components used by ``refine="pca"``
 #: the split test and the spatial assignment hold (pixels x channels) counts a few times: at
 #: most this many values
 _SPLIT_MAX_VALUES = 40_000_000
@@ -551,7 +379,7 @@ def _split_significant(
     """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`)."""
     from sigma.clustering.auto_k import coarse_channels, split_clustering
 
-    k_max = int(cfg.clustering.get("k_max", 16))
+    k_max = int(cfg.clustering.k_max)
     return split_clustering(
         clusters, emb, coarse_channels(counts), k_max=k_max, random_state=cfg.seed
     )
@@ -584,7 +412,7 @@ def _spatial_assign(
         find_missed=bool(cfg.find_missed),
         beam_energy_kev=beam,
         fwhm_mnka_ev=fwhm_ev,
-        k_max=int(cfg.clustering.get("k_max", 16)),
+        k_max=int(cfg.clustering.k_max),
         split=split,
         random_state=cfg.seed,
     )
@@ -639,12 +467,16 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
     ds = results.dataset
     n = int(ds.sizes.get("cluster", 0))
     total = int(np.asarray(ds["n_pixels"].values).sum()) if "n_pixels" in ds else 0
-    lines = [f"{n} phases found in {ds.sizes['y']} x {ds.sizes['x']} pixels:"]
-    for k in range(n):
-        name = str(ds["cluster_name"].values[k]) if "cluster_name" in ds else f"phase {k}"
+    lines = [f"{n} phase{'' if n == 1 else 's'} found in {ds.sizes['y']} x {ds.sizes['x']} pixels:"]
+    names = [
+        str(ds["cluster_name"].values[k]) if "cluster_name" in ds else f"phase {k}"
+        for k in range(n)
+    ]
+    width = min(max([24, *map(len, names)]), 60)  # the pixel column stays aligned
+    for k, name in enumerate(names):
         npx = int(ds["n_pixels"].values[k]) if "n_pixels" in ds else 0
         frac = 100.0 * npx / total if total else 0.0
-        line = f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)"
+        line = f"  {k:>2}  {name:<{width}} {npx:>9,d} px ({frac:5.1f} %)"
         matched = "match_kind" not in ds or str(ds["match_kind"].values[k]) in (
             "single",
             "ambiguous",

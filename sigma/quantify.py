@@ -1,4 +1,4 @@
-"""Compositions of the phases: element atomic and weight fractions with counting errors.
+r"""Compositions of the phases: element atomic and weight fractions with counting errors.
 
 Line intensities are background-subtracted by fitting the spectrum (:mod:`sigma._linefit`:
 one template per element shell and a smooth continuum, sigma's simulator physics at the file's
@@ -11,7 +11,7 @@ Methods
     :math:`C_A / C_B = k_{AB} I_A / I_B` with theoretical k-factors: the generated intensity
     per unit mass fraction of each element's main shell, from xraydb line energies, line
     weights, fluorescence yields and edge jumps, a Bethe-like ionisation cross-section
-    :math:`\\ln U / (U E_c^2)` and the detector efficiency (:func:`k_factors`); the weight
+    :math:`\ln U / (U E_c^2)` and the detector efficiency (:func:`k_factors`); the weight
     fractions are normalised to 100 %.
 ``"standardless-za"`` (SEM, bulk samples; semi-quantitative)
     The same generated intensities with an absorption (A) correction, the simplified Philibert

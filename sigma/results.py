@@ -40,7 +40,7 @@ from sigma._schema import (
     as_str_list,
     validate_spectrum_image,
 )
-from sigma.exceptions import EmptySelectionError, SchemaError
+from sigma.exceptions import SchemaError
 from sigma.plotting import NO_DATA_COLOR as _NO_DATA_COLOR
 from sigma.plotting import _extent
 
@@ -213,33 +213,9 @@ class SigmaResults:
                     if key in spectrum_image.attrs
                 }
             )
-            counts = spectrum_image[COUNTS]
-            ds["total_counts"] = (
-                counts.sum(DIM_ENERGY)
-                .astype(np.float32)
-                .compute()
-                .assign_attrs(units="counts", long_name="counts per pixel")
+            ds = analysis.add_count_summaries(
+                ds, spectrum_image[COUNTS], keep_counts=keep_counts, show_progress=show_progress
             )
-            ds["sum_spectrum"] = (
-                counts.sum((DIM_Y, DIM_X), dtype=np.float64)
-                .compute()
-                .assign_attrs(units="counts", long_name="sum spectrum")
-            )
-            spectra = analysis.cluster_spectra(
-                counts, ds["label"], n_clusters=k, show_progress=show_progress
-            )
-            for var in spectra.data_vars:
-                ds[var] = spectra[var]
-            if keep_counts is not False and counts.dtype.kind in "iu":
-                from sigma import sparse_counts
-
-                budget = (
-                    sparse_counts.DEFAULT_MAX_BYTES if keep_counts is True else int(keep_counts)
-                )
-                packed = sparse_counts.pack_counts(counts, max_bytes=budget)
-                if packed is not None:
-                    for var in packed.data_vars:
-                        ds[var] = packed[var]
             for nav in NAV_IMAGE_NAMES:
                 if nav in spectrum_image:
                     ds["nav_image"] = spectrum_image[nav].astype(np.float32).assign_attrs(kind=nav)
@@ -264,28 +240,11 @@ class SigmaResults:
                 np.float32
             )
         if nmf_components is not None:
-            if "cluster_mean_spectrum" not in ds:
-                raise SchemaError("nmf_components needs the cluster spectra: pass spectrum_image=.")
-            if nmf_components == "auto":
-                nmf_components = analysis.spectral_rank(ds["cluster_mean_spectrum"].values)
-            nmf = analysis.nmf_unmix(
-                ds["cluster_mean_spectrum"],
-                n_components=min(int(nmf_components), k),
-                probability=ds["probability"],
-                random_state=random_state,
-            )
-            attrs["nmf_reconstruction_error"] = nmf.attrs["nmf_reconstruction_error"]
-            for var in ("nmf_spectrum", "nmf_weight", "nmf_abundance"):
-                ds[var] = nmf[var]
+            ds = analysis.add_nmf(ds, nmf_components, random_state=random_state)
+            attrs["nmf_reconstruction_error"] = ds.attrs.pop("nmf_reconstruction_error")
         ds.attrs = {**dict(clustering.attrs), **attrs}
         if names is None:
-            names = [f"phase {i}" for i in range(k)]
-            if name_by_lines and "cluster_mean_spectrum" in ds and DIM_ENERGY in ds.coords:
-                try:
-                    top = analysis.top_elements(ds, n=2)
-                    names = [", ".join(top[i]) or f"phase {i}" for i in range(k)]
-                except EmptySelectionError:
-                    pass
+            names = analysis.line_names(ds) if name_by_lines else [f"phase {i}" for i in range(k)]
         if colors is None:
             colors = analysis.default_colors(k)
         if len(names) != k or len(colors) != k:
@@ -348,9 +307,11 @@ class SigmaResults:
         return dict(json.loads(self.dataset.attrs.get("clustering", "{}") or "{}"))
 
     def phase_table(self) -> pd.DataFrame:
-        """Name, colour, pixels, area and area fraction of each cluster; the library match
-        (:mod:`sigma.phases`), composition (:mod:`sigma.quantify`) or mean element-map
-        intensities (:mod:`sigma.io.maps`) when the results have them."""
+        """Name, colour, pixels, area and area fraction of each cluster.
+
+        Also the library match (:mod:`sigma.phases`), composition (:mod:`sigma.quantify`) or
+        mean element-map intensities (:mod:`sigma.io.maps`) when the results have them.
+        """
         from sigma.phases import extend_phase_table
 
         return extend_phase_table(self.dataset, analysis.phase_table(self.dataset))

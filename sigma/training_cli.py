@@ -1,11 +1,11 @@
-"""``sigma fit | validate | predict``: train and apply the autoencoder from YAML configs.
+r"""``sigma fit | validate | predict``: train and apply the autoencoder from YAML configs.
 
 A :class:`lightning.pytorch.cli.LightningCLI` around :class:`sigma.model.AutoEncoder` and
 :class:`sigma.datamodule.SpectralDataModule`::
 
     sigma fit --config configs/demo.yaml
     sigma validate --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
-    sigma predict --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt \\
+    sigma predict --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt \
         --output.path runs/demo/embedding.nc
 
 The model's input size is linked to the data (``data.n_features -> model.n_features``). Two

@@ -10,7 +10,7 @@ import xarray as xr
 from sigma import analysis
 from sigma._schema import make_spectrum_image
 from sigma.clustering import cluster
-from sigma.exceptions import EmptySelectionError
+from sigma.exceptions import EmptySelectionError, SchemaError
 from sigma.results import SigmaResults
 
 
@@ -284,3 +284,27 @@ def test_add_cluster_from_mask(results: SigmaResults, scene: tuple) -> None:
         analysis.add_cluster_from_mask(ds, np.zeros(truth.shape, bool))
     with pytest.raises(ValueError, match="one value per pixel"):
         analysis.add_cluster_from_mask(ds, np.ones(5, bool))
+
+
+def test_count_summaries_nmf_and_line_names_from_a_clustering(
+    scene: tuple[xr.Dataset, np.ndarray, np.ndarray],
+) -> None:
+    """The analysis steps SigmaResults.from_parts assembles, called on their own."""
+    si, truth, emb = scene
+    cl = cluster(xr.DataArray(emb, dims=("y", "x", "latent")), n_components=3, n_init=1)
+    ds = cl.assign_coords(y=si.y, x=si.x).assign_attrs(xray_lines=si.attrs["xray_lines"])
+    out = analysis.add_count_summaries(ds, si.counts, keep_counts=False)
+    np.testing.assert_array_equal(out.total_counts.values, si.counts.values.sum(-1))
+    np.testing.assert_array_equal(out.sum_spectrum.values, si.counts.values.sum((0, 1)))
+    assert out.total_counts.attrs["units"] == "counts"
+    assert "counts_value" not in out
+    assert "cluster_mean_spectrum" in out
+    assert "total_counts" not in ds  # the input is left alone
+    # each phase is named by its own element (Al-, Fe- and Cu-rich phases)
+    names = analysis.line_names(out, n=1)
+    assert sorted(names) == ["Al", "Cu", "Fe"]
+    nmf = analysis.add_nmf(out, 2)
+    assert nmf.sizes["component"] == 2
+    assert nmf.attrs["nmf_reconstruction_error"] >= 0
+    with pytest.raises(SchemaError, match="cluster spectra"):
+        analysis.add_nmf(ds, 2)

@@ -164,6 +164,23 @@ CASES = [
     Case("dask scheduler", (*R, "--dask-scheduler", "not a url"), 2, "scheduler address"),
     Case("method", (*R, "--method", "dbscan"), 2, "invalid choice: 'dbscan'"),
     Case("unknown option", (*R, "--frobnicate"), 2, "unrecognized arguments: --frobnicate"),
+    # dotted config keys: names and types at parse time, ranges before anything is read
+    Case(
+        "dotted unknown key",
+        (*R, "--clustering.n_compnents", "5"),
+        2,
+        "did you mean --clustering.n_components?",
+    ),
+    Case(
+        "dotted type", (*R, "--model.latent_dim", "two"), 2, "--model.latent_dim: expected an int"
+    ),
+    Case("dotted choice", (*R, "--refine", "umap"), 2, "--refine: expected 'pca', 'features' or"),
+    Case(
+        "dotted range",
+        (*R, "--clustering.n_components", "0"),
+        2,
+        "clustering.n_components must be 'auto' or an int in the range [1, inf)",
+    ),
     # configs: YAML, types and nested keys, before anything is read
     Case("yaml malformed", (*R, "--config", "malformed.yaml"), 2, "is not valid YAML at line"),
     Case(

@@ -9,15 +9,40 @@ from pathlib import Path
 
 import pytest
 
-from sigma.config import MODEL_KEYS, TRAINER_KEYS, check_config, clustering_keys
+from sigma.config import (
+    MODEL_KEYS,
+    TRAINER_KEYS,
+    ClusteringConfig,
+    ModelConfig,
+    PipelineConfig,
+    TrainerConfig,
+    check_config,
+    clustering_keys,
+)
 from sigma.exceptions import ConfigurationError, OutputPathError
 
+#: where the pipeline's defaults differ from the AutoEncoder's (SIGMA's) own
+PIPELINE_MODEL_DEFAULTS = {
+    "lr": 1e-3,
+    "output_activation": "identity",
+    "hidden_dims": [256, 128, 64],
+}
 
-def test_model_keys_match_the_autoencoder() -> None:
+
+def _defaults(func: object, skip: tuple[str, ...]) -> dict[str, object]:
+    params = inspect.signature(func).parameters  # type: ignore[arg-type]
+    return {n: p.default for n, p in params.items() if n not in skip}
+
+
+def test_model_config_follows_the_autoencoder() -> None:
     from sigma.model import AutoEncoder
 
-    params = set(inspect.signature(AutoEncoder.__init__).parameters) - {"self", "n_features"}
-    assert set(MODEL_KEYS) == params
+    signature = _defaults(AutoEncoder.__init__, ("self", "n_features"))
+    config = ModelConfig().to_dict()
+    assert tuple(config) == tuple(signature) == MODEL_KEYS
+    for name, default in signature.items():
+        expected = PIPELINE_MODEL_DEFAULTS.get(name, default)
+        assert config[name] == (list(expected) if isinstance(expected, tuple) else expected), name
 
 
 def test_trainer_keys_match_the_installed_lightning() -> None:
@@ -27,18 +52,56 @@ def test_trainer_keys_match_the_installed_lightning() -> None:
     assert set(TRAINER_KEYS) == params
 
 
-def test_clustering_keys_follow_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clustering_config_follows_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     from sigma.clustering import cluster
 
-    expected = tuple(
-        p for p in inspect.signature(cluster).parameters if p not in ("latent", "features", "valid")
-    )
-    assert clustering_keys.__wrapped__() == expected  # imported: from the signature
-    monkeypatch.delitem(sys.modules, "sigma.clustering")  # not imported: read from the source
-    assert clustering_keys.__wrapped__() == expected
+    signature = _defaults(cluster, ("latent", "features", "valid"))
+    config = ClusteringConfig().to_dict()
+    assert tuple(config) == tuple(signature) == clustering_keys()
+    for name, default in signature.items():
+        # random_state None: the pipeline's seed (ClusteringConfig.kwargs)
+        assert config[name] == (None if name == "random_state" else default), name
+    assert ClusteringConfig().kwargs(seed=7)["random_state"] == 7
+    assert ClusteringConfig(random_state=3).kwargs(seed=7)["random_state"] == 3
+    monkeypatch.delitem(sys.modules, "sigma.clustering")  # reading the keys imports nothing
+    assert clustering_keys() == tuple(signature)
     assert "sigma.clustering" not in sys.modules
+
+
+def test_partial_sections_take_the_defaults_and_unknown_keys_are_named() -> None:
+    cfg = PipelineConfig(clustering={"n_components": 3}, model={"latent_dim": 3})
+    assert cfg.clustering == ClusteringConfig(n_components=3)
+    assert (cfg.model.latent_dim, cfg.model.lr, cfg.model.hidden_dims) == (3, 1e-3, [256, 128, 64])
+    cfg.trainer = {"devices": 2}  # assigning a dict converts it too
+    assert cfg.trainer == TrainerConfig(devices=2)
+    with pytest.raises(
+        ConfigurationError, match="'n_compnents' inside 'clustering'.*'n_components'"
+    ):
+        PipelineConfig(clustering={"n_compnents": 3})
+    with pytest.raises(ConfigurationError, match="'latent_dimm' inside 'model'"):
+        PipelineConfig.from_dict({"model": {"latent_dimm": 3}})
+    with pytest.raises(ConfigurationError, match="model.lr must be a number"):
+        PipelineConfig(model={"lr": "fast"})
+
+
+def test_trainer_passes_only_the_options_set() -> None:
+    trainer = TrainerConfig.from_dict({"accelerator": "cpu", "gradient_clip_val": 0.5})
+    assert trainer.to_dict() == {"accelerator": "cpu", "gradient_clip_val": 0.5}
+    assert TrainerConfig().to_dict() == {}
+    assert repr(trainer) == "TrainerConfig(accelerator='cpu', gradient_clip_val=0.5)"
+
+
+def test_to_dict_is_json_and_round_trips() -> None:
+    import json
+
+    cfg = PipelineConfig(trainer={"devices": [0, 1]}, clustering={"method": "kmeans"})
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert data["trainer"] == {"devices": [0, 1]}
+    assert data["clustering"]["method"] == "kmeans"
+    assert data["model"]["hidden_dims"] == [256, 128, 64]
+    assert PipelineConfig.from_dict(data) == cfg
 
 
 @pytest.mark.parametrize(

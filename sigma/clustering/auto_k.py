@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["split_phases", "split_clustering", "coarse_channels"]
 
+#: maps under this many counts per pixel are pooled until each half holds as many on average
+_POOL_COUNTS = 100.0
+
 
 def coarse_channels(counts: npt.NDArray[Any], factor: int = 3) -> npt.NDArray[Any]:
     """``(pixels, channels)`` counts with every ``factor`` adjacent channels summed.
@@ -59,7 +62,7 @@ def coarse_channels(counts: npt.NDArray[Any], factor: int = 3) -> npt.NDArray[An
 
 
 def _g_test(t1: npt.NDArray[np.float64], t2: npt.NDArray[np.float64]) -> float:
-    """log p-value of the G-test that two count spectra come from one spectrum shape."""
+    """Log p-value of the G-test that two count spectra come from one spectrum shape."""
     from scipy.stats import chi2
 
     keep = (t1 + t2) > 0
@@ -315,10 +318,11 @@ def split_phases(
     random_state : int or None
         Seed of the count splitting and the 2-means.
     shape : (ny, nx) or None
-        Image shape of the pixels. Sparse maps (under 100 counts per pixel) are then pooled
+        Image shape of the pixels. Sparse maps (under :data:`_POOL_COUNTS` per pixel) are pooled
         before the split and the tests: each half is summed over the pixels of the same phase
-        in the smallest odd square (3 or 5 pixels wide) that holds 100 counts on average; the
-        halves stay independent, and boundaries do not mix phases.
+        in the smallest odd square (3, 5 or 7 pixels wide) in which each half holds
+        :data:`_POOL_COUNTS` counts on average; the halves stay independent, and boundaries
+        do not mix phases.
 
     tests_out : list or None
         Every test made is appended here (``phase``, ``pixels`` of the two groups,
@@ -341,9 +345,11 @@ def split_phases(
     A: npt.NDArray[Any] = rng.binomial(counts, 0.5)
     B: npt.NDArray[Any] = counts - A
     B_raw = B
+    smooth_op = None
     mean = float(counts[valid].sum(axis=1).mean()) if n_valid else 0.0
-    if shape is not None and 0 < mean < 100.0:
-        w = 3 if 9 * mean >= 100.0 else 5
+    if shape is not None and 0 < mean < _POOL_COUNTS:
+        # each half (half the counts) holds _POOL_COUNTS on average
+        w = next((w for w in (3, 5) if w * w * mean >= 2 * _POOL_COUNTS), 7)
         ny, nx = shape
         op = _same_phase_pool(label.reshape(ny, nx), w)
 
@@ -351,6 +357,7 @@ def split_phases(
             return np.asarray(op @ h.astype(np.float64))
 
         A, B = pool(A), pool(B)
+        smooth_op = op
     splits: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
@@ -372,6 +379,9 @@ def split_phases(
         # a continuous density with the same information, where only a gap in the rates
         # makes a valley
         za, zb = _scaled(a), _scaled(b + rng.random(b.shape))
+        if smooth_op is not None:
+            sub = smooth_op[idx][:, idx]
+            sub_n = np.maximum(np.asarray(sub.sum(axis=1)).ravel(), 1.0)
         best: tuple[float, npt.NDArray[np.int_]] | None = None
         for g in groups:
             if np.bincount(g, minlength=2).min() < min_pixels:
@@ -380,6 +390,11 @@ def split_phases(
             w = za[g == 1].mean(axis=0) - za[g == 0].mean(axis=0)
             w = comps.T @ (comps @ w)  # within the principal subspace: noise left out
             proj = zb @ w
+            if smooth_op is not None:
+                # sparse maps: the projections averaged over the same window of the same phase
+                # (still the b halves only): two sub-phases in separate grains keep apart,
+                # while the Poisson scatter of a pooled pixel shrinks once more
+                proj = np.asarray(sub @ proj) / sub_n
             d = _valley(proj, float(np.median(proj[g == 0])), float(np.median(proj[g == 1])))
             if best is None or d < best[0]:
                 best = (d, g)

@@ -1,4 +1,4 @@
-"""The clustering entry point: :func:`cluster` (latent -> phase labels and probabilities) and its shortcuts."""
+"""The clustering entry point: :func:`cluster`, latent -> phase labels and probabilities."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import DIM_CLUSTER
 from sigma.clustering.gmm import CovarianceType
 from sigma.clustering.inputs import (
     _as_feature_points,
     _as_points,
-    _check_int,
 )
 from sigma.clustering.refine import refine_in_features
 from sigma.clustering.registry import get_method
@@ -134,7 +134,7 @@ def cluster(
     """
     estimator = get_method(method)
     if n_components != "auto":
-        _check_int("n_components", n_components, 1)
+        check_int("n_components", n_components, 1)
     if valid is not None:
         keep = np.asarray(valid, dtype=bool).ravel()
         if not keep.all():

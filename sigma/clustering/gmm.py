@@ -1,4 +1,4 @@
-"""The Gaussian-mixture phase finder: :class:`AutoGaussianMixture` and its choice of the number of phases.
+"""The Gaussian-mixture phase finder: :class:`AutoGaussianMixture`, and how it counts the phases.
 
 ``n_components="auto"`` finds the phases in one of two ways (``criterion``; the reasons and the
 measurements behind them are in ``docs/clustering.md``):

@@ -1,4 +1,4 @@
-"""Clustering inputs: latents and features checked and flattened to (n, d) points, scaled, subsampled."""
+"""Clustering inputs: latents and features checked, flattened to (n, d) points, scaled, subsampled."""
 
 from __future__ import annotations
 
@@ -69,12 +69,6 @@ def _as_points(latent: Any) -> tuple[npt.NDArray[np.float64], dict[str, Any] | N
             "(e.g. check the encoder input for empty pixels)."
         )
     return arr, spatial
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int in the range [{low}, inf). Got {value!r} instead.")
-    return int(value)
 
 
 def _as_feature_points(features: Any, n: int) -> npt.NDArray[np.float64]:

@@ -1,4 +1,4 @@
-"""Refinement in feature space: pixels reassigned to the latent's phases by a tied mixture on the features."""
+"""Refinement in feature space: pixels reassigned to the latent's phases by a tied feature mixture."""
 
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def refine_in_features(
     probability : array, shape (n_pixels, k)
         Phase probabilities from the latent clustering.
     shape : (ny, nx) or None
-        Image shape of the pixels (needed by ``drop_mixed``).
+        Image shape of the pixels: needed to drop clusters of mixed pixels (``adjust_k``) and by
+        ``interior``; without it both steps are skipped.
     adjust_k : bool
         Drop clusters of mixed boundary pixels and merge split phases.
     n_fit : int or None

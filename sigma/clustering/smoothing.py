@@ -9,8 +9,8 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from sigma._checks import check_int
 from sigma._schema import DIM_CLUSTER, DIM_X, DIM_Y
-from sigma.clustering.inputs import _check_int
 from sigma.exceptions import SchemaError
 
 
@@ -78,7 +78,7 @@ def smooth_probabilities(
             raise ValueError(f"sigma must be a positive number of pixels. Got {sigma!r} instead.")
         sm = ndimage.gaussian_filter(arr, sigma=(sigma, sigma, 0), mode="nearest")
     elif mode == "uniform":
-        _check_int("size", size, 1)
+        check_int("size", size, 1)
         sm = ndimage.uniform_filter(arr, size=(size, size, 1), mode="nearest")
     else:
         raise ValueError(f"mode must be 'gaussian' or 'uniform'. Got {mode!r} instead.")

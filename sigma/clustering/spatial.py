@@ -101,7 +101,7 @@ def phase_spectra(counts: Any, label: npt.NDArray[np.int_], k: int) -> npt.NDArr
 
 
 def _log_shapes(sums: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """log of the phases' spectrum shapes; half a count of the map's mean shape keeps zeros finite."""
+    """Log of the phases' spectrum shapes; half a count of the map's mean shape keeps zeros finite."""
     mean = sums.sum(axis=0)
     mean = mean / max(float(mean.sum()), 1e-300)
     n_ch = sums.shape[1]
@@ -327,8 +327,8 @@ def _dominant_of_mix(
         revert[sel] = evidence < 0.0
     if revert.any():
         q = q.copy()
-        px, nj, no = moved[revert], new[revert], old[revert]
-        q[px, nj], q[px, no] = q[px, no], q[px, nj].copy()
+        rows, to, back = moved[revert], new[revert], old[revert]
+        q[rows, to], q[rows, back] = q[rows, back], q[rows, to].copy()
         logger.debug("potts_assign: %d moved pixels are mostly their old phase", int(revert.sum()))
     return q
 

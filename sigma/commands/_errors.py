@@ -9,6 +9,7 @@ the command line) shows the traceback instead. ``docs/errors.md`` lists the mess
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from sigma.exceptions import ConfigurationError, OutputPathError
 
 __all__ = [
     "OneLineParser",
+    "config_parser",
     "one_line",
     "exit_code",
     "report",
     "int_at_least",
+    "bin_factor",
     "float_at_least",
     "n_components",
     "accelerator",
@@ -74,8 +77,114 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
 
 
+def config_parser(**kwargs: Any) -> Any:
+    """A jsonargparse ``ArgumentParser`` whose errors are one line, exit status 2.
+
+    Like :class:`OneLineParser`; a value that does not fit a typed option says which option,
+    what it expects and what it got, and an unknown ``--section.key`` names the close one.
+    """
+    return _config_parser_class()(**kwargs)
+
+
+@functools.cache
+def _config_parser_class() -> type:
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter):  # type: ignore[misc]
+        """Types and defaults for the typed (config) options; hand-written ones say their own."""
+
+        def _get_help_string(self, action: argparse.Action) -> str:
+            if type(action).__module__ == "argparse" and action.help:
+                return action.help
+            return _plain_rst(str(super()._get_help_string(action)))
+
+        def start_section(self, heading: str | None) -> None:
+            super().start_section(_plain_rst(heading) if heading else heading)
+
+    class OneLineConfigParser(ArgumentParser):  # type: ignore[misc]
+        """jsonargparse's parser with :class:`OneLineParser`'s errors."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", Formatter)
+            super().__init__(*args, **kwargs)
+
+        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+            """Print ``prog: error: message`` (one line) and exit with status 2."""
+            text = _readable(self, str(message))
+            self.exit(2, f"{self.prog}: error: {text}. See `{self.prog} --help`.\n")
+
+    return OneLineConfigParser
+
+
+def _plain_rst(text: str) -> str:
+    """Docstring text for a terminal: ``:class:`~a.B``` -> ``a.B``, ````x```` -> ``x``."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def _readable(parser: argparse.ArgumentParser, message: str) -> str:
+    """One line that names the option, from jsonargparse's (multi-line) error message."""
+    typed = re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S)
+    if typed:
+        key, rest = typed.groups()
+        given = re.findall(r"(?:Given|Got) value: (.*)", rest)
+        action = next((a for a in parser._actions if a.dest == key), None)
+        hint = getattr(action, "_typehint", None)
+        if given and hint is not None:
+            return f"--{key}: expected {_describe(hint)}, got {given[-1].strip()!r}"
+        return f"--{key}: {' '.join(rest.split())}"
+    unknown = re.match(r"unrecognized arguments: (\S+)", message)
+    if unknown:
+        import difflib
+
+        option = unknown.group(1).split("=")[0]
+        options = [o for a in parser._actions for o in a.option_strings]
+        section = option.rpartition(".")[0]
+        if section:  # --clustering.k: a key of the same section first
+            options = [o for o in options if o.startswith(section + ".")] or options
+        close = difflib.get_close_matches(option, options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{' '.join(message.split())}{hint}"
+    return " ".join(message.split())
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in words: ``int | Literal['auto']`` -> ``an int or 'auto'``."""
+    import dataclasses
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is type(None) or hint is None:
+        return "null"
+    if origin is typing.Union or isinstance(hint, types.UnionType) or origin is typing.Literal:
+        parts = [repr(a) if origin is typing.Literal else _describe(a) for a in args]
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+    if origin in (list, tuple):
+        plural = {int: "ints", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], _describe(args[0]))}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"a mapping of the keys of {hint.__name__}"
+    words = {bool: "true or false", int: "an int", float: "a number", str: "a string"}
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def bin_factor(text: str) -> Any:
+    """The argparse type of ``--bin``: an int >= 1, or ints per axis like ``2,4``."""
+    if not isinstance(text, str):  # (jsonargparse checks parsed values again)
+        return text
+    parse = int_at_least(1, "--bin")
+    parts = [p for p in text.strip("[]() ").split(",") if p.strip()]
+    if len(parts) > 1:
+        return [parse(p.strip()) for p in parts]
+    return parse(text)
+
+
 def int_at_least(low: int, name: str) -> Callable[[str], int]:
-    """argparse type: an int >= ``low``."""
+    """Argparse type: an int >= ``low``."""
 
     def parse(text: str) -> int:
         try:
@@ -93,7 +202,7 @@ def int_at_least(low: int, name: str) -> Callable[[str], int]:
 
 
 def float_at_least(low: float, name: str) -> Callable[[str], float]:
-    """argparse type: a finite float >= ``low``."""
+    """Argparse type: a finite float >= ``low``."""
 
     def parse(text: str) -> float:
         try:
@@ -109,7 +218,7 @@ def float_at_least(low: float, name: str) -> Callable[[str], float]:
 
 
 def n_components(text: str) -> Any:
-    """argparse type for ``--k``: ``auto`` or an int >= 1."""
+    """Argparse type for ``--k``: ``auto`` or an int >= 1."""
     if text == "auto":
         return text
     try:
@@ -124,7 +233,7 @@ def n_components(text: str) -> Any:
 
 
 def accelerator(text: str) -> str:
-    """argparse type for ``--accelerator``: one of Lightning's names."""
+    """Argparse type for ``--accelerator``: one of Lightning's names."""
     from sigma.config import ACCELERATORS
 
     if text.lower() not in ACCELERATORS:
@@ -133,13 +242,15 @@ def accelerator(text: str) -> str:
 
 
 def devices(text: str) -> Any:
-    """argparse type for ``--devices``: ``auto``, a count, -1, or ids like ``0,1``."""
+    """Argparse type for ``--devices``: ``auto``, a count, -1, or ids like ``0,1``."""
     from sigma.config import check_devices
 
     try:
         check_devices(text, where="the value")
     except ConfigurationError as err:
         raise argparse.ArgumentTypeError(str(err).rstrip(".")) from None
+    if not isinstance(text, str):  # (jsonargparse checks parsed values again)
+        return text
     return int(text) if text.lstrip("-").isdigit() else text
 
 
@@ -147,7 +258,7 @@ _ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?[A-Za-z0-9._\-]+(?
 
 
 def scheduler_address(text: str) -> str:
-    """argparse type for ``--dask-scheduler``: ``local`` or ``[tcp://]host[:port]``."""
+    """Argparse type for ``--dask-scheduler``: ``local`` or ``[tcp://]host[:port]``."""
     if text == "local" or (_ADDRESS.match(text) and ("://" in text or ":" in text)):
         return text
     raise argparse.ArgumentTypeError(
@@ -156,8 +267,10 @@ def scheduler_address(text: str) -> str:
 
 
 def configure_output(*, quiet: bool = False, debug: bool = False) -> None:
-    """Logging for a command: INFO lines (WARNING with ``--quiet``, DEBUG with ``--debug``);
-    warnings as one ``sigma: warning: ...`` line each."""
+    """Logging for a command: INFO lines, warnings as one ``sigma: warning: ...`` line each.
+
+    WARNING and up with ``--quiet``, DEBUG with ``--debug``.
+    """
     import logging
     import warnings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sigma.commands.run import build_parser, run_and_report
+from sigma.commands.run import build_parser, config_from_args, parse_args, run_and_report
 
 __all__ = ["main", "free_name"]
 
@@ -33,8 +33,10 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--small", action="store_true", help="a 96 x 128 pixel scene (seconds instead of a minute)"
     )
-    p.set_defaults(bin_factor=None)
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
+    if args.bin_factor is None and not args.small:
+        args.bin_factor = 2
+    cfg = config_from_args(args)  # a bad option fails before the scene is simulated
     from sklearn.metrics import adjusted_rand_score
 
     from sigma.datasets import synthetic_sem
@@ -43,10 +45,8 @@ def main(argv: list[str]) -> int:
     ds, truth = synthetic_sem(
         shape, counts_per_pixel=args.counts, seed=args.seed or 0, show_progress=not args.quiet
     )
-    if args.bin_factor is None and not args.small:
-        args.bin_factor = 2
     out = Path(args.out) if args.out else free_name(Path.cwd() / "sigma_demo.nc")
-    results = run_and_report(ds, args, out, "sigma demo: synthetic 8-phase scene")
+    results = run_and_report(ds, args, out, "sigma demo: synthetic 8-phase scene", cfg)
     label = results.dataset["label"].values
     factor = truth.sizes["y"] // label.shape[0]
     true_label = truth["label"].values[::factor, ::factor][: label.shape[0], : label.shape[1]]

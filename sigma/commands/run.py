@@ -8,21 +8,45 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "config_from_args"]
+__all__ = ["main", "build_parser", "parse_args", "config_from_args"]
 
 
-def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
-    """Options shared by ``sigma run`` and ``sigma demo``."""
+#: PipelineConfig keys whose option is hand-written (a short alias, or a simpler syntax: --lines)
+_HAND_WRITTEN = (
+    "bin_factor",
+    "lines",
+    "max_epochs",
+    "smooth_labels",
+    "seed",
+    "keep_counts_mb",
+    "library",
+    "embedding",
+)
+
+
+def build_parser(prog: str = "sigma run") -> Any:
+    """Options shared by ``sigma run`` and ``sigma demo`` (a jsonargparse parser).
+
+    Every key of :class:`~sigma.config.PipelineConfig` is an option, nested ones dotted
+    (``--clustering.n_components 5``, ``--model.latent_dim 3``, ``--trainer.devices 2``), with
+    its help from the docstrings; the short flags of the README (``--k``, ``--bin``, ``--epochs``
+    ...) are aliases. Parse with :func:`parse_args`, which keeps only the keys given.
+    """
     from sigma.clustering.registry import method_names
     from sigma.commands import _errors as t
+    from sigma.config import PipelineConfig
 
-    p = t.OneLineParser(
+    p = t.config_parser(
         prog=prog,
-        description="Find the phases in a spectrum image and save a results file (NetCDF or Zarr).",
+        usage=f"{prog} [options]",
+        allow_abbrev=False,  # --clustering.k is a typo, not --clustering.k_max
+        description="Find the phases in a spectrum image and save a results file (NetCDF or Zarr). "
+        "Settings come from the defaults, then --config FILE, then the options given.",
     )
     p.add_argument(
         "--config",
-        help="pipeline YAML (keys of sigma.pipeline.PipelineConfig, e.g. configs/run_demo.yaml)",
+        help="pipeline YAML (keys of sigma.PipelineConfig, e.g. configs/run_demo.yaml); the "
+        "options below override it",
     )
     p.add_argument(
         "--out",
@@ -30,41 +54,36 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument(
+        "--bin_factor",
         "--bin",
-        type=t.int_at_least(1, "--bin"),
+        type=t.bin_factor,
         dest="bin_factor",
         metavar="N",
-        help="sum N x N pixels first (e.g. 2)",
+        help="sum N x N pixels first (e.g. 2; 2,4 for y, x)",
     )
     p.add_argument(
         "--lines",
         help="comma-separated X-ray lines (Fe_Ka,Si_Ka) or 'auto'; default: the file's list, else auto",
     )
     p.add_argument(
-        "--k",
-        dest="n_components",
-        type=t.n_components,
-        help="number of phases, or 'auto' (default)",
-    )
-    p.add_argument(
-        "--method",
-        choices=method_names(),
-        help="clustering method (default gmm)",
-    )
-    p.add_argument(
+        "--max_epochs",
         "--epochs",
         type=t.int_at_least(1, "--epochs"),
         dest="max_epochs",
-        help="maximum training epochs",
+        metavar="N",
+        help="maximum training epochs (default 4)",
     )
     p.add_argument(
+        "--smooth_labels",
         "--smooth",
         type=t.float_at_least(0.0, "--smooth"),
         dest="smooth_labels",
-        help="spatial regularisation of labels (Gaussian sigma, px)",
+        metavar="SIGMA",
+        help="spatial regularisation of labels (Gaussian sigma, px; default 0)",
     )
     p.add_argument("--seed", type=t.int_at_least(0, "--seed"), help="random seed (default 0)")
     p.add_argument(
+        "--keep_counts_mb",
         "--keep-counts-mb",
         type=t.float_at_least(0.0, "--keep-counts-mb"),
         dest="keep_counts_mb",
@@ -82,8 +101,27 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
         choices=["autoencoder", "umap"],
         help="2-D embedding to cluster (default autoencoder; umap needs umap-learn)",
     )
-    p.add_argument("--accelerator", type=t.accelerator, help="cpu, gpu or auto (Lightning)")
-    p.add_argument("--devices", type=t.devices, help="Lightning devices, e.g. 1, 2 or auto")
+    p.add_argument(
+        "--k",
+        dest="n_components",
+        type=t.n_components,
+        help="number of phases, or 'auto' (default); short for --clustering.n_components",
+    )
+    p.add_argument(
+        "--method",
+        choices=method_names(),
+        help="clustering method (default gmm); short for --clustering.method",
+    )
+    p.add_argument(
+        "--accelerator",
+        type=t.accelerator,
+        help="cpu, gpu or auto (Lightning); short for --trainer.accelerator",
+    )
+    p.add_argument(
+        "--devices",
+        type=t.devices,
+        help="Lightning devices, e.g. 1, 2 or auto; short for --trainer.devices",
+    )
     p.add_argument(
         "--lazy", action="store_true", help="read the file lazily (dask) and stream it in chunks"
     )
@@ -94,16 +132,50 @@ def build_parser(prog: str = "sigma run") -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or INFO messages")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    before = set(map(id, p._actions))
+    p.add_class_arguments(PipelineConfig, None, skip=set(_HAND_WRITTEN))
+    p.config_dests = {a.dest for a in p._actions if id(a) not in before}
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~sigma.pipeline.PipelineConfig` from ``--config`` plus the command-line overrides."""
-    from sigma.pipeline import PipelineConfig
+def parse_args(parser: Any, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``: the plain options (defaults filled in) and the dotted keys given.
 
-    cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
+    ``overrides`` holds the dotted PipelineConfig keys given (``{"clustering.n_components": 5}``),
+    applied over ``--config`` by :func:`config_from_args`.
+    """
+    given = parser.parse_args(argv, defaults=False)
+    config_dests: set[str] = getattr(parser, "config_dests", set())
+    args = argparse.Namespace()
+    for action in parser._actions:
+        if action.dest in config_dests or argparse.SUPPRESS in (action.dest, action.default):
+            continue
+        setattr(args, action.dest, given.get(action.dest, action.default))
+    args.overrides = {
+        key: value
+        for key, value in given.items()
+        if key in config_dests or key.partition(".")[0] in config_dests
+    }
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~sigma.config.PipelineConfig`: defaults, then ``--config``, then the options."""
+    from sigma.config import PipelineConfig, check_config, read_yaml
+
+    data: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    check_config(data)  # the file's own mistakes first, named as in the file
+    for key, value in getattr(args, "overrides", {}).items():  # --section.key value
+        section, _, sub = key.partition(".")
+        if sub:
+            current = data.get(section)
+            data[section] = {**(current if isinstance(current, dict) else {}), sub: value}
+        else:
+            data[key] = value
+    cfg = PipelineConfig.from_dict(data)
     if args.bin_factor is not None:
-        cfg.bin_factor = args.bin_factor if args.bin_factor > 1 else None
+        b = args.bin_factor
+        cfg.bin_factor = None if isinstance(b, int) and b <= 1 else b
     if args.lines:
         cfg.lines = (
             "auto"
@@ -111,9 +183,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
             else [s.strip() for s in args.lines.split(",") if s.strip()]
         )
     if args.n_components is not None:
-        cfg.clustering = {**cfg.clustering, "n_components": args.n_components}
+        cfg.clustering.n_components = args.n_components
     if args.method is not None:
-        cfg.clustering = {**cfg.clustering, "method": args.method}
+        cfg.clustering.method = args.method
     if args.max_epochs is not None:
         cfg.max_epochs = args.max_epochs
     if args.smooth_labels is not None:
@@ -127,17 +199,24 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "embedding", None):
         cfg.embedding = args.embedding
     if args.accelerator is not None:
-        cfg.trainer = {**cfg.trainer, "accelerator": args.accelerator}
+        cfg.trainer.accelerator = args.accelerator
     if args.devices is not None:
-        cfg.trainer = {**cfg.trainer, "devices": args.devices}
+        cfg.trainer.devices = args.devices
+    check_config(cfg)  # the options given, checked like a file
     return cfg
 
 
-def run_and_report(data: Any, args: argparse.Namespace, out: Path, label: str) -> Any:
-    """Run the pipeline with the parsed options, print the summary; shared by run and demo."""
+def run_and_report(
+    data: Any, args: argparse.Namespace, out: Path, label: str, cfg: Any = None
+) -> Any:
+    """Run the pipeline with the parsed options, print the summary; shared by run and demo.
+
+    ``cfg``: the :func:`config_from_args` of ``args`` when already built.
+    """
     from sigma.pipeline import run, summary
 
-    cfg = config_from_args(args)
+    if cfg is None:
+        cfg = config_from_args(args)
     load_options = {"lazy": True} if getattr(args, "lazy", False) else None
     with _dask_client(args.dask_scheduler):
         results = run(
@@ -185,10 +264,11 @@ class _dask_client:  # noqa: N801 - used as a context manager
 def main(argv: list[str]) -> int:
     """Entry point of ``sigma run``."""
     p = build_parser()
+    p.usage = "sigma run FILE [options]"
     p.add_argument(
         "file", help="spectrum image (.bcf, .emd, .spd, .pts, .rpl, .hspy, .zspy, .nc, .zarr)"
     )
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     src = Path(args.file)
     out = Path(args.out) if args.out else Path.cwd() / f"{src.stem}_sigma.nc"
     from sigma.commands._errors import report
@@ -196,7 +276,8 @@ def main(argv: list[str]) -> int:
 
     try:
         check_output_path(out, inputs=[src], overwrite=args.overwrite)  # before any work
-        run_and_report(src, args, out, f"sigma run {src.name}")
+        cfg = config_from_args(args)  # --config and the options, checked before any work
+        run_and_report(src, args, out, f"sigma run {src.name}", cfg)
     except Exception as err:
         if args.debug:
             raise

@@ -32,6 +32,7 @@ from typing import Any
 
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import COUNTS, append_history, validate_spectrum_image
 from sigma.exceptions import SchemaError, UnsupportedFormatError
 from sigma.io import _netcdf, _rsciio
@@ -120,16 +121,6 @@ _FORMATS: dict[str, Reader] = {
     **{r.name: r for r in READERS.values()},
 }
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(READERS)
-
-
-def _positive_int(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{name} must be an int in the range [1, inf) or None. Got {value!r} instead."
-        )
-    return value
 
 
 def load(
@@ -248,8 +239,8 @@ def load(
                 "next to it (same name). Load the .rpl file."
             )
     options: dict[str, Any] = {
-        "downsample": _positive_int("downsample", downsample),
-        "rebin_energy": _positive_int("rebin_energy", rebin_energy),
+        "downsample": check_int("downsample", downsample, 1, none_ok=True),
+        "rebin_energy": check_int("rebin_energy", rebin_energy, 1, none_ok=True),
         "cutoff_at_kv": None if cutoff_at_kv is None else float(cutoff_at_kv),
     }
     if options["cutoff_at_kv"] is not None and not options["cutoff_at_kv"] > 0:

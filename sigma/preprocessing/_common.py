@@ -65,12 +65,6 @@ def _history(ds: xr.Dataset, line: str) -> dict[str, Any]:
     return _append_history(ds.attrs, line)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int in the range [1, inf). Got {value!r} instead.")
-    return int(value)
-
-
 def _sum_dtype(
     dtype: np.dtype[Any], n_summed: int, max_value: float | None = None
 ) -> np.dtype[Any]:
@@ -96,8 +90,11 @@ def _sum_dtype(
 
 
 def _accumulator(dtype: np.dtype[Any], n_summed: int) -> np.dtype[Any]:
-    """Narrowest safe accumulator for sums of ``n_summed`` values (uint32 sums of uint16 counts
-    are twice as fast as int64 ones and cannot overflow for up to 65 537 channels)."""
+    """Narrowest safe accumulator for sums of ``n_summed`` values.
+
+    uint32 sums of uint16 counts are twice as fast as int64 ones and cannot overflow for up to
+    65 537 channels.
+    """
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return np.dtype(np.float64)

@@ -139,8 +139,9 @@ class Preprocessor:
     def sigma_default(
         cls, lines: str | Sequence[str] | None = None, bin_factor: int | Sequence[int] | None = None
     ) -> Preprocessor:
-        """SIGMA's chain: (binning), zero < 0.1 keV, normalise, line windows +/- 1 FWHM, 3x3 mean,
-        z-score, softmax.
+        """SIGMA's chain of steps.
+
+        (Binning), zero < 0.1 keV, normalise, line windows +/- 1 FWHM, 3x3 mean, z-score, softmax.
 
         ``lines=None`` uses the file's ``xray_lines`` (identified automatically when empty).
         """

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import COUNTS, DIM_ENERGY, DIM_X, DIM_Y
 from sigma.preprocessing._common import (
     _COUNT_UNITS,
@@ -20,7 +21,6 @@ from sigma.preprocessing._common import (
     _history,
     _is_dask,
     _nav_vars,
-    _positive_int,
     _require_counts,
     _sum_dtype,
     _total_dtype,
@@ -89,7 +89,7 @@ def bin_spatial(ds: xr.Dataset, factor: int | Sequence[int] = (2, 2)) -> xr.Data
     if isinstance(factor, (int, np.integer)) and not isinstance(factor, bool):
         factor = (int(factor), int(factor))
     try:
-        fy, fx = (_positive_int(f, "factor") for f in factor)  # type: ignore[union-attr]
+        fy, fx = (check_int("factor", f, 1) for f in factor)  # type: ignore[union-attr]
     except TypeError as err:
         raise ValueError(
             f"factor must be an int or a pair of ints (fy, fx). Got {factor!r} instead."
@@ -165,7 +165,7 @@ def rebin_energy(ds: xr.Dataset, factor: int = 2) -> xr.Dataset:
     ((2, 2, 2), [0.015, 0.055])
     """
     ds = _require_counts(ds, "rebin_energy")
-    factor = _positive_int(factor, "factor")
+    factor = check_int("factor", factor, 1)
     ne = ds.sizes[DIM_ENERGY]
     if factor > ne // 2 and factor != 1:
         raise ValueError(

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import COUNTS, DIM_ENERGY, DIM_FEATURE, DIM_X, DIM_Y, FEATURES
 from sigma.preprocessing._common import (
     TOTAL_COUNTS,
@@ -16,7 +17,6 @@ from sigma.preprocessing._common import (
     _history,
     _is_dask,
     _nav_vars,
-    _positive_int,
     _require_counts,
     _total_dtype,
 )
@@ -81,7 +81,7 @@ def pca_features(
     from tqdm.auto import tqdm
 
     ds = _require_counts(ds, "pca_features")
-    n_components = _positive_int(n_components, "n_components")
+    n_components = check_int("n_components", n_components, 1)
     if solver not in ("covariance", "incremental"):
         raise ValueError(f"solver must be 'covariance' or 'incremental'. Got {solver!r} instead.")
     counts = ds[COUNTS]
@@ -93,7 +93,7 @@ def pca_features(
         )
     if batch_size is None:
         batch_size = max(int(64e6 // (4 * ne)), n_components + 1)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = check_int("batch_size", batch_size, 1)
     data = counts.data
     is_dask = _is_dask(data)
     tdtype = _total_dtype(counts.dtype)

@@ -297,16 +297,14 @@ def test_lasso_to_new_cluster_then_merge_rename_recolour(app, small_results):
     app.clusters.new_name = "haematite"
     app.clusters.rename()
     app.clusters.new_color = "#00ff00"
-    app.clusters.recolour()
+    app.clusters.recolor()
     assert app.state.names()[1] == "haematite"
     assert app.state.colors()[1] == "#00ff00"
     edits = [e["edit"] for e in json.loads(app.state.results.attrs["clustering"])["edits"]]
     assert edits == ["add_from_mask", "merge", "rename", "recolor"]  # sigma.analysis's edit log
-    assert (
-        gd.recolour_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
-    )
+    assert gd.recolor_cluster(app.state.results, 1, "green")["cluster_color"].values[1] == "#008000"
     with pytest.raises(ValueError, match="#rrggbb"):
-        gd.recolour_cluster(app.state.results, 1, "not-a-colour")
+        gd.recolor_cluster(app.state.results, 1, "not-a-colour")
     app.clusters.merge = [1, 2]
     app.clusters.merge_name = "feldspars"
     app.clusters.merge_selected()
@@ -630,7 +628,7 @@ def test_edits_update_the_clusters_tab_in_place(app):
     assert len(doc.models) == n_models  # no new Bokeh models
     app.clusters.cluster = 1
     app.clusters.new_color = "#00ff00"
-    app.clusters.recolour()
+    app.clusters.recolor()
     assert app.state.last_change == {"colors"}
     assert figs._label_mapper.palette[2] == "#00ff00"  # palette[0] is 'no data'
     assert label_src.data["image"][0] is image_before

@@ -10,9 +10,13 @@ What is timed
   the counts the results keep (sparse matrix-vector product, :mod:`sigma.sparse_counts`).
 - ``edit_*_server_ms``: server time of a rename, recolour, merge, new cluster and refit with every
   tab rendered into a Bokeh document (figures are updated in place, see gui/cluster_figures.py).
-- ``click_to_repaint_rename_s`` / ``click_to_repaint_refit_s`` (browser): from the click in
+- ``edit_hide_server_ms``: hiding a phase from the spectra and ellipses; ``select_for_new_cluster_ms``
+  the selection a new cluster is made from (not part of the edit);
+  ``latent_tab_recolour_after_edits_ms``: edits made in the Clusters tab re-colour the latent
+  layers when the Latent tab is shown again, this is that cost.
+- ``click_to_repaint_{rename,refit,merge,new_cluster}_s`` (browser): from the click in
   Chromium until the phase legend shows the edit and two animation frames passed, with the
-  bytes the server sent (``rename_bytes``, ``refit_bytes``).
+  bytes the server sent (``*_bytes``); a new cluster is made from a lasso in the Latent tab.
 - ``lasso_select_ms``: the vectorised point-in-polygon (bbox prefilter, grid of cells, shapely
   ``contains_xy`` only for the points in cells an edge touches).
 - ``lasso_update_ms``: the whole server-side update after a lasso event, with the Latent tab
@@ -143,7 +147,7 @@ def bench_edits(app) -> dict[str, object]:
     import panel as pn
     from bokeh.document import Document
 
-    import sigma.clustering.core  # noqa: F401  (the served app's warm-up imports it: gui.views.warm_up)
+    from sigma.clustering import fit_gmm  # noqa: F401  (as the served app's warm-up: gui.views.warm_up)
 
     pn.panel(app).get_root(Document())
     for i in (0, 1, 2):
@@ -219,6 +223,9 @@ def _page_load_once(
             loads = []
             for _ in range(2):
                 page = browser.new_page(viewport={"width": 1600, "height": 1100})
+                page.ws_frames = []  # bytes of the server's WebSocket frames (edit_timings reads them)
+                page.on("websocket", lambda ws, pg=page: ws.on(
+                    "framereceived", lambda p: pg.ws_frames.append(len(p))))  # fmt: skip
                 t = time.perf_counter()
                 page.goto(f"http://127.0.0.1:{port}/app", timeout=300_000)
                 page.wait_for_selector(".latent-plot canvas", timeout=300_000)
@@ -289,8 +296,11 @@ def main() -> None:
             "rasterize_warm_ms": 100,
             "page_load_s": 5,
             "exact_spectrum_lasso_ms": 500,
+            "edit_server_ms": 1000,
             "click_to_repaint_rename_s": 1,
             "click_to_repaint_refit_s": 1,
+            "click_to_repaint_merge_s": 1,
+            "click_to_repaint_new_cluster_s": 1,
         },
     }
     result["server"] = bench_server(args.pixels)

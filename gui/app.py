@@ -13,14 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # `panel serve gui/app.py` from anywhere: make `gui` importable
-    sys.path.insert(0, str(_ROOT))
+import panel as pn
 
-import panel as pn  # noqa: E402
-
-from gui.security import allowed_roots, check_allowed, default_roots, set_roots  # noqa: E402
-from gui.views import SigmaApp, error_page  # noqa: E402
+# `gui` is a package of the sigma distribution (installed with it, editable or not): no sys.path
+from gui.security import allowed_roots, check_allowed, default_roots, set_roots
+from gui.views import SigmaApp, error_page
 
 logger = logging.getLogger("gui.app")
 pn.extension("tabulator", notifications=True, loading_indicator=True, sizing_mode="stretch_width")

@@ -158,10 +158,15 @@ class ClusterFigures:
         binary = (ds["label"].values == cluster).view(np.uint8)
         if "probability" in ds:
             p = ds["probability"].isel(cluster=cluster).values
-            self._prob["psrc"].data["image"] = [np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)]
+            prob = np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)
         else:
-            self._prob["psrc"].data["image"] = [binary * np.uint8(255)]
-        self._prob["bsrc"].data["image"] = [binary]
+            prob = binary * np.uint8(255)
+        # a merge or a new cluster elsewhere leaves this cluster's maps as they are: 1 MB each
+        # per million pixels not sent again
+        for key, image in (("psrc", prob), ("bsrc", binary)):
+            shown = self._prob[key].data["image"][0]
+            if shown.shape != image.shape or not np.array_equal(shown, image):
+                self._prob[key].data["image"] = [image]
         self.set_titles(cluster)
 
     def set_titles(self, cluster: int) -> None:
@@ -262,7 +267,7 @@ class ClusterFigures:
         src = ColumnDataSource({"left": [], "right": [], "top": []})
         hist.quad(left="left", right="right", top="top", bottom=0, source=src, color="#2a7f62")
         tab = pn.widgets.Tabulator(
-            table.round(4), height=300, disabled=True, pagination="local", page_size=10
+            table.round(4), height=300, disabled=True, pagination="remote", page_size=10
         )
         self._particles = {"hist": hist, "src": src, "table": tab, "dcol": dcol}
         self.update_particles(table, title)

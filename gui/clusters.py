@@ -74,6 +74,7 @@ class ClustersView(pn.viewable.Viewer):
         self._nmf_parts: dict[str, Any] | None = None
         self._abundance_fig: Any = None
         self._abundance_src: ColumnDataSource | None = None
+        self._abundance_bar: LinearColorMapper | None = None
         self._map_figs: tuple[Any, Any] = (None, None)
         self._nmf_weight_fig: Any = None
         self._switching_cluster = False
@@ -240,7 +241,14 @@ class ClustersView(pn.viewable.Viewer):
                 .isel(component=min(self.component, ds.sizes["component"] - 1))
                 .values
             )
-            self._abundance_src.data["image"] = [np.asarray(ab, np.float32)]
+            # one byte per pixel (1/255 of the largest abundance), sent only when it changed
+            top = float(np.nanmax(ab, initial=0.0)) or 1.0
+            image = np.round(np.clip(np.nan_to_num(ab) / top, 0, 1) * 255).astype(np.uint8)
+            shown = self._abundance_src.data["image"][0]
+            if shown.shape != image.shape or not np.array_equal(shown, image):
+                self._abundance_src.data["image"] = [image]
+            if self._abundance_bar is not None:
+                self._abundance_bar.high = top
             self._abundance_fig.title.text = f"component {self.component} abundance"  # type: ignore[union-attr]
 
     @param.depends("spectra.log_scale")
@@ -260,13 +268,14 @@ class ClustersView(pn.viewable.Viewer):
             from gui.cluster_figures import _map_figure
 
             self._abundance_fig = _map_figure(ds, "abundance")
-            mapper = LinearColorMapper(palette=Viridis256)
+            mapper = LinearColorMapper(palette=Viridis256, low=0, high=255)
+            self._abundance_bar = LinearColorMapper(palette=Viridis256, low=0, high=1)
             self._abundance_src = ColumnDataSource(
-                {"image": [np.zeros((1, 1), np.float32)], **image_place(ds)}
+                {"image": [np.zeros((1, 1), np.uint8)], **image_place(ds)}
             )
             self._abundance_fig.image(source=self._abundance_src, color_mapper=mapper)
             self._abundance_fig.add_layout(
-                ColorBar(color_mapper=mapper, width=10, title="abundance"), "right"
+                ColorBar(color_mapper=self._abundance_bar, width=10, title="abundance"), "right"
             )
         if self._abundance_fig is not None:
             items.append(pn.pane.Bokeh(self._abundance_fig, sizing_mode="stretch_width"))

@@ -136,7 +136,7 @@ def warm_up(app: SigmaApp) -> float:
     if key in _WARMED:
         return 0.0
     start = time.perf_counter()
-    import sigma.clustering.core  # noqa: F401  (scikit-learn: 1-1.5 s the first refit would wait)
+    from sigma.clustering import fit_gmm  # noqa: F401  (scikit-learn: 1-1.5 s a first refit would wait)
 
     cast(Any, pn.panel(app)).get_root(Document())
     _WARMED.add(key)

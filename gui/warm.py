@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from gui.views import SigmaApp, warm_up  # noqa: E402
+from gui.views import SigmaApp, warm_up  # the installed package (sigma ships `gui`): no sys.path
 
 logger = logging.getLogger("gui.warm")
 

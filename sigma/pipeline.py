@@ -467,12 +467,16 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
     ds = results.dataset
     n = int(ds.sizes.get("cluster", 0))
     total = int(np.asarray(ds["n_pixels"].values).sum()) if "n_pixels" in ds else 0
-    lines = [f"{n} phases found in {ds.sizes['y']} x {ds.sizes['x']} pixels:"]
-    for k in range(n):
-        name = str(ds["cluster_name"].values[k]) if "cluster_name" in ds else f"phase {k}"
+    lines = [f"{n} phase{'' if n == 1 else 's'} found in {ds.sizes['y']} x {ds.sizes['x']} pixels:"]
+    names = [
+        str(ds["cluster_name"].values[k]) if "cluster_name" in ds else f"phase {k}"
+        for k in range(n)
+    ]
+    width = min(max([24, *map(len, names)]), 60)  # the pixel column stays aligned
+    for k, name in enumerate(names):
         npx = int(ds["n_pixels"].values[k]) if "n_pixels" in ds else 0
         frac = 100.0 * npx / total if total else 0.0
-        line = f"  {k:>2}  {name:<24} {npx:>9,d} px ({frac:5.1f} %)"
+        line = f"  {k:>2}  {name:<{width}} {npx:>9,d} px ({frac:5.1f} %)"
         matched = "match_kind" not in ds or str(ds["match_kind"].values[k]) in (
             "single",
             "ambiguous",

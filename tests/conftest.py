@@ -1,4 +1,4 @@
-"""Shared fixtures: a seeded rng, tiny synthetic cubes, a cache of real test files, DDP env cleanup."""
+"""Shared fixtures: a seeded rng, one small synthetic scene, a cache of real test files, DDP env cleanup."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 _DDP_ENV = (
     "MASTER_ADDR",
@@ -24,6 +25,75 @@ _DDP_ENV = (
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# --- one small synthetic scene (sigma.datasets) with known phases, shared by the session ---
+
+SCENE_SHAPE = (32, 48)
+SCENE_PHASES = ("quartz", "calcite", "hematite")
+
+
+def _read_only(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its numpy arrays marked read-only: a test that edits a shared scene fails loudly."""
+    for var in ds.variables.values():
+        var.values.flags.writeable = False
+    return ds
+
+
+@pytest.fixture(scope="session")
+def scene() -> tuple[xr.Dataset, xr.Dataset]:
+    """``(ds, truth)``: a 32 x 48 px SEM map of quartz, calcite and hematite grains (16 px), 200
+    counts/px, 1024 channels of 10 eV, from :func:`sigma.datasets.synthetic_sem` (read-only)."""
+    import sigma
+
+    ds, truth = sigma.datasets.synthetic_sem(
+        SCENE_SHAPE,
+        n_channels=1024,
+        phases=list(SCENE_PHASES),
+        counts_per_pixel=200,
+        grain_size_px=16,
+        seed=1,
+        show_progress=False,
+    )
+    return _read_only(ds), _read_only(truth)
+
+
+@pytest.fixture(scope="session")
+def scene_file(
+    scene: tuple[xr.Dataset, xr.Dataset], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """``scene`` saved as NetCDF by :func:`sigma.save` (read it, do not write it)."""
+    import sigma
+
+    return sigma.save(scene[0], tmp_path_factory.mktemp("scene") / "scene.nc")
+
+
+@pytest.fixture(scope="session")
+def scene_results(scene: tuple[xr.Dataset, xr.Dataset]):  # noqa: ANN201
+    """:class:`sigma.SigmaResults` of ``scene`` by :meth:`SigmaResults.from_parts`: the true phases
+    as clusters of a 2-D latent (one blob per phase, found by auto-k), no training."""
+    from sigma.clustering import cluster
+    from sigma.preprocessing import line_features
+    from sigma.results import SigmaResults
+
+    ds, truth = scene
+    rng = np.random.default_rng(0)
+    label = truth.label.values
+    centres = np.array([[0.0, 0.0], [4.0, 1.0], [1.0, 4.0]])
+    emb = xr.DataArray(
+        centres[label] + rng.normal(0, 0.3, (*label.shape, 2)), dims=("y", "x", "latent")
+    )
+    res = SigmaResults.from_parts(
+        clustering=cluster(emb, k_max=5, n_init=1, random_state=0),
+        spectrum_image=ds,
+        embedding=emb,
+        features=line_features(ds)["features"],
+        nmf_components=3,
+        preprocessing={"steps": ["line_features"]},
+        model_hparams={"latent_dim": 2},
+    )
+    _read_only(res.dataset)
+    return res
 
 
 @pytest.fixture

@@ -6,23 +6,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sigma._schema import make_spectrum_image
 from sigma.cli import main
-from sigma.io import load, open_dataset, save
+from sigma.io import load, open_dataset
 
 
 @pytest.fixture
-def cube_nc(tmp_path, rng):
-    counts = rng.poisson(1.5, (20, 30, 64)).astype(np.uint16)
-    ds = make_spectrum_image(
-        counts,
-        energy_scale_kev=0.01,
-        pixel_size=(2.0, 2.0),
-        pixel_units="nm",
-        attrs={"elements": ["Si"], "beam_energy_kev": 15.0},
-        nav_images={"bse": rng.random((20, 30)).astype(np.float32)},
-    )
-    return ds, save(ds, tmp_path / "cube.nc")
+def cube_nc(scene, scene_file):
+    """The shared scene (conftest: 32 x 48 px x 1024 channels, a BSE image) and its NetCDF file."""
+    return scene[0], scene_file
 
 
 def test_convert_writes_chunked_zarr_that_round_trips(tmp_path, cube_nc, capsys):
@@ -31,17 +22,17 @@ def test_convert_writes_chunked_zarr_that_round_trips(tmp_path, cube_nc, capsys)
     assert main(["convert", str(src), str(out), "--chunks", "8", "16", "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     back = open_dataset(out, lazy=True)
-    assert back.counts.encoding["chunks"] == (8, 16, 64)  # energy axis whole
-    assert back.counts.chunks == ((8, 8, 4), (16, 14), (64,))
+    assert back.counts.encoding["chunks"] == (8, 16, 1024)  # energy axis whole
+    assert back.counts.chunks == ((8, 8, 8, 8), (16, 16, 16), (1024,))
     assert back.bse.encoding["chunks"] == (8, 16)
     eager = back.load()
     xr.testing.assert_identical(eager.drop_attrs(), ds.drop_attrs())
-    assert eager.attrs["elements"] == ["Si"]
+    assert eager.attrs["elements"] == ds.attrs["elements"]
     assert eager.counts.dtype == np.uint16
     assert "convert" in eager.attrs["history"][-1]
     assert "load" in eager.attrs["history"][-2]
     # and sigma.io.load reads it back as a spectrum image
-    assert load(out).counts.shape == (20, 30, 64)
+    assert load(out).counts.shape == (32, 48, 1024)
 
 
 def test_convert_refuses_to_overwrite(tmp_path, cube_nc, capsys):
@@ -50,12 +41,12 @@ def test_convert_refuses_to_overwrite(tmp_path, cube_nc, capsys):
     assert main(["convert", str(src), str(out), "--no-progress"]) == 0
     assert main(["convert", str(src), str(out), "--no-progress", "--downsample", "2"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert open_dataset(out).counts.shape == (20, 30, 64)
+    assert open_dataset(out).counts.shape == (32, 48, 1024)
     assert (
         main(["convert", str(src), str(out), "--no-progress", "--downsample", "2", "--overwrite"])
         == 0
     )
-    assert open_dataset(out).counts.shape == (10, 15, 64)
+    assert open_dataset(out).counts.shape == (16, 24, 1024)
 
 
 def test_convert_reader_options(tmp_path, cube_nc):
@@ -75,7 +66,7 @@ def test_convert_reader_options(tmp_path, cube_nc):
     back = open_dataset(out)
     assert back.sizes["energy"] == 8  # 32 channels <= 0.315 keV, in groups of 4
     np.testing.assert_array_equal(
-        back.counts.values, ds.counts.values[:, :, :32].reshape(20, 30, 8, 4).sum(axis=-1)
+        back.counts.values, ds.counts.values[:, :, :32].reshape(32, 48, 8, 4).sum(axis=-1)
     )
 
 

@@ -117,12 +117,15 @@ def test_info_on_a_file_without_counts(tmp_path, capsys):
     assert "not a spectrum image" in _row(out, "note")
 
 
-def test_console_script_flushes_its_output_and_exit_status(synthetic_nc, tmp_path) -> None:
+_ENTRY = "import sys; from sigma.cli import entry; sys.argv = ['sigma', *sys.argv[1:]]; entry()"
+
+
+def test_console_script_flushes_its_output(synthetic_nc) -> None:
     """`sigma info` through the console entry (which ends the process at once) loses nothing."""
     import subprocess
     import sys
 
-    code = "import sys; from sigma.cli import entry; sys.argv = ['sigma', *sys.argv[1:]]; entry()"
+    code = _ENTRY
     ok = subprocess.run(
         [sys.executable, "-c", code, "info", str(synthetic_nc)],
         capture_output=True,
@@ -132,6 +135,15 @@ def test_console_script_flushes_its_output_and_exit_status(synthetic_nc, tmp_pat
     assert ok.returncode == 0, ok.stderr
     assert _row(ok.stdout, "navigation").startswith("2 x 11 pixels")
     assert _row(ok.stdout, "channels") == "50"
+
+
+@pytest.mark.slow  # a fresh interpreter; the console script's errors and exit status are also
+# checked by default in test_bad_inputs.py::test_console_script_one_line
+def test_console_script_exit_status_and_error_on_a_missing_file(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = _ENTRY
     bad = subprocess.run(
         [sys.executable, "-c", code, "info", str(tmp_path / "missing.nc")],
         capture_output=True,

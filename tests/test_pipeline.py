@@ -17,27 +17,26 @@ FAST = {"max_epochs": 3, "batch_size": 256, "clustering": {"n_components": "auto
 
 
 @pytest.fixture(scope="module")
-def scene() -> tuple[object, object]:
-    return sigma.datasets.synthetic_sem(
-        (64, 96),
-        phases=["quartz", "calcite", "hematite"],
-        counts_per_pixel=200,
-        grain_size_px=48,
-        seed=1,
-        show_progress=False,
-    )
+def ran(scene, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """``sigma.run`` of the shared scene (FAST: auto-k) written to a file: (results, path, a copy
+    of the input taken before the run)."""
+    before = scene[0].copy(deep=True)
+    out = tmp_path_factory.mktemp("run") / "res.nc"
+    return sigma.run(scene[0], config=FAST, out=out, show_progress=False), out, before
 
 
-def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path: Path) -> None:
-    ds, truth = scene
-    before = ds.copy(deep=True)
-    out = tmp_path / "res.nc"
-    res = sigma.run(ds, config=FAST, out=out, show_progress=False)
+def test_run_finds_the_phases(ran, scene) -> None:
+    res = ran[0]
     rd = res.dataset
+    truth = scene[1]
     # the 3 phases, plus at most one small cluster of mixed boundary pixels
     assert res.n_clusters in (3, 4)
     assert np.sort(rd.n_pixels.values)[::-1][:3].sum() > 0.95 * rd.sizes["y"] * rd.sizes["x"]
     assert adjusted_rand_score(truth.label.values.ravel(), rd.label.values.ravel()) > 0.9
+
+
+def test_run_results_hold_every_layer_with_units(ran) -> None:
+    rd = ran[0].dataset
     for var in (
         "embedding",
         "features",
@@ -49,32 +48,49 @@ def test_run_finds_the_phases_and_writes_a_complete_results_file(scene, tmp_path
         assert var in rd
     assert rd.embedding.dims == ("y", "x", "latent")
     assert rd.energy.attrs["units"] == "keV"
-    assert set(json.loads(rd.attrs["timings"])) >= {
-        "preprocess",
-        "train",
-        "encode",
-        "cluster",
-        "analyse",
-    }
+
+
+def test_run_records_stage_timings_and_peak_memory(ran) -> None:
+    res = ran[0]
+    rd = res.dataset
+    timings = json.loads(rd.attrs["timings"])
+    assert set(timings) >= {"preprocess", "train", "encode", "cluster", "analyse"}
     rss = json.loads(rd.attrs["peak_rss_mb"])
-    assert set(rss) == set(json.loads(rd.attrs["timings"]))
+    assert set(rss) == set(timings)
     assert 50 < rss["train"] <= rss["analyse"]  # MB; the peak never falls
     assert "peak memory:" in sigma.pipeline.summary(res)
+
+
+def test_run_records_its_config_and_preprocessing_chain(ran) -> None:
+    rd = ran[0].dataset
     assert json.loads(rd.attrs["pipeline_config"])["max_epochs"] == 3
     assert "refinement" in json.loads(rd.attrs["clustering"])  # refine="pca" by default
     assert "line_features" in rd.attrs["preprocessing"]
     assert "neighbor_average" not in rd.attrs["preprocessing"]  # 200 counts/px is not sparse
-    # the cluster spectra are raw counts: they add up to the cube's sum spectrum
+
+
+def test_run_cluster_spectra_are_raw_counts(ran, scene) -> None:
+    """The cluster sum spectra add up to the cube's sum spectrum."""
+    rd = ran[0].dataset
     np.testing.assert_allclose(
-        rd.cluster_sum_spectrum.sum("cluster"), ds.counts.sum(("y", "x")), rtol=1e-9
+        rd.cluster_sum_spectrum.sum("cluster"), scene[0].counts.sum(("y", "x")), rtol=1e-9
     )
+
+
+def test_run_writes_a_results_file_that_reopens(ran) -> None:
+    res, out, _ = ran
     reopened = sigma.SigmaResults.load(out)
     assert reopened.n_clusters == res.n_clusters
     sigma.io.open_dataset(out)  # plain sigma dataset too
-    # input untouched; out not overwritten without asking
-    assert before.identical(ds)
+
+
+def test_run_leaves_its_input_untouched(ran, scene) -> None:
+    assert ran[2].identical(scene[0])
+
+
+def test_run_does_not_overwrite_without_asking(ran, scene) -> None:
     with pytest.raises(FileExistsError, match="overwrite"):
-        sigma.run(ds, config=FAST, out=out, show_progress=False)
+        sigma.run(scene[0], config=FAST, out=ran[1], show_progress=False)
 
 
 def test_binning_gives_binned_results_with_raw_count_spectra(scene) -> None:
@@ -83,47 +99,89 @@ def test_binning_gives_binned_results_with_raw_count_spectra(scene) -> None:
         ds, config={**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}, show_progress=False
     )
     rd = res.dataset
-    assert (rd.sizes["y"], rd.sizes["x"]) == (32, 48)
+    assert (rd.sizes["y"], rd.sizes["x"]) == (ds.sizes["y"] // 2, ds.sizes["x"] // 2)
     chain = sigma.preprocessing.Preprocessor.from_json(rd.attrs["preprocessing"])
     assert [s["name"] for s in chain.steps][:2] == ["bin_spatial", "line_features"]
     assert chain(ds).features.shape == rd.features.shape  # the recorded chain re-applies
     assert float(rd.total_counts.sum()) == pytest.approx(float(ds.counts.sum()))
 
 
-def test_config_errors_name_the_key() -> None:
+def test_unknown_config_key_is_named() -> None:
     with pytest.raises(ConfigurationError, match="max_epoch"):
         PipelineConfig.from_dict({"max_epoch": 3})
+
+
+def test_bad_config_value_is_named() -> None:
     with pytest.raises(ConfigurationError, match="neighbor_average"):
         PipelineConfig(neighbor_average="sometimes").preprocessor()
 
 
-def test_refinement_features_follow_the_config(scene) -> None:
+# ------------------------------------------------------- refinement features (clustering.refine)
+@pytest.fixture(scope="module")
+def feats(scene):
+    return PipelineConfig().preprocessor(400.0)(scene[0])
+
+
+@pytest.fixture(scope="module")
+def pcs(scene, feats):
+    from sigma.clustering.refine import refinement_features
+
+    return refinement_features("pca", scene[0], feats)
+
+
+def test_refinement_none_gives_nothing(scene, feats) -> None:
+    from sigma.clustering.refine import refinement_features
+
+    assert refinement_features("none", scene[0], feats) is None
+
+
+def test_refinement_in_the_features_is_the_features(scene, feats) -> None:
+    from sigma.clustering.refine import refinement_features
+
+    same = refinement_features("features", scene[0], feats)
+    assert same is not None
+    assert same.identical(feats["features"])
+
+
+def test_refinement_pca_gives_8_finite_components_per_pixel(scene, pcs) -> None:
+    assert pcs is not None
+    assert pcs.shape == (*scene[0].counts.shape[:2], 8)
+    assert np.isfinite(pcs.values).all()
+    assert pcs.values.std() > 0
+
+
+def test_refinement_pca_is_averaged_like_the_autoencoders_input(scene, feats, pcs) -> None:
+    """The same 3x3 mean as the autoencoder's input when the chain averages."""
     from sigma.clustering.refine import refinement_features
     from sigma.preprocessing import neighbor_average
 
-    ds, _ = scene
-    feats = PipelineConfig().preprocessor(400.0)(ds)
-    assert refinement_features("none", ds, feats) is None
-    same = refinement_features("features", ds, feats)
-    assert same is not None
-    assert same.identical(feats["features"])
-    pcs = refinement_features("pca", ds, feats)
-    assert pcs is not None
-    assert pcs.shape == (*ds.counts.shape[:2], 8)
-    assert np.isfinite(pcs.values).all()
-    assert pcs.values.std() > 0
-    # the same 3x3 mean as the autoencoder's input when the chain averages
-    smoothed = refinement_features("pca", ds, feats, smoothing={"kind": "mean3x3"})
+    smoothed = refinement_features("pca", scene[0], feats, smoothing={"kind": "mean3x3"})
     assert smoothed is not None
     expected = neighbor_average(pcs.to_dataset(name="features"), kind="mean3x3")["features"]
     np.testing.assert_allclose(smoothed.values, expected.values, rtol=1e-5, atol=1e-6)
-    # an unknown detector resolution (NaN) falls back to a typical one instead of failing
-    unknown = ds.assign_attrs(energy_resolution_mnka_ev=float("nan"))
+
+
+def test_refinement_with_an_unknown_detector_resolution_uses_a_typical_one(
+    scene, feats, pcs
+) -> None:
+    from sigma.clustering.refine import refinement_features
+
+    unknown = scene[0].assign_attrs(energy_resolution_mnka_ev=float("nan"))
     assert refinement_features("pca", unknown, feats).shape == pcs.shape
-    # HDBSCAN's density clusters (noise labels) are not refined
-    assert refinement_features("pca", ds, feats, method="hdbscan") is None
-    # a cube too big to hold stays lazy: refine in the features instead
-    lazy = ds.chunk({"y": 16})
+
+
+def test_hdbscan_clusters_are_not_refined(scene, feats) -> None:
+    """HDBSCAN's density clusters (noise labels) are not refined."""
+    from sigma.clustering.refine import refinement_features
+
+    assert refinement_features("pca", scene[0], feats, method="hdbscan") is None
+
+
+def test_a_lazy_cube_is_refined_in_the_features(scene, feats) -> None:
+    """A cube too big to hold stays lazy: refine in the features instead."""
+    from sigma.clustering.refine import refinement_features
+
+    lazy = scene[0].chunk({"y": 16})
     assert refinement_features("pca", lazy, feats).identical(feats["features"])
 
 
@@ -133,6 +191,9 @@ def test_neighbour_averaging_only_for_sparse_pixels() -> None:
     assert "neighbor_average" in names(cfg.preprocessor(mean_counts=40.0))
     assert "neighbor_average" not in names(cfg.preprocessor(mean_counts=400.0))
     assert "neighbor_average" in names(PipelineConfig(neighbor_average=True).preprocessor(400.0))
+
+
+def test_default_steps_bin_first_and_scale_last() -> None:
     steps = default_steps(lines=["Fe_Ka"], bin_factor=2)
     assert [s["name"] for s in steps] == [
         "bin_spatial",
@@ -149,29 +210,38 @@ def test_yaml_config_round_trip(tmp_path: Path) -> None:
     assert cfg.bin_factor == 2
     assert cfg.model.output_activation == "identity"
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_yaml_config_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         PipelineConfig.from_yaml(tmp_path / "missing.yaml")
 
 
 def test_sigma_run_command_on_a_netcdf_file(
-    scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scene_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from sigma.cli import main
 
-    ds, _ = scene
-    src = tmp_path / "cube.nc"
-    sigma.save(ds, src)
     out = tmp_path / "cube_sigma.nc"
-    rc = main(["run", str(src), "--out", str(out), "--epochs", "2", "--k", "3", "--quiet"])
+    rc = main(["run", str(scene_file), "--out", str(out), "--epochs", "2", "--k", "3", "--quiet"])
     text = capsys.readouterr().out
     assert rc == 0
     assert "3 phases found" in text
     assert f"sigma gui {out}" in text
     assert out.exists()
-    # a second run refuses to overwrite, with a one-line error
-    rc = main(["run", str(src), "--out", str(out), "--epochs", "2", "--quiet"])
-    assert rc == 2  # a usage error (docs/errors.md)
+
+
+def test_sigma_run_command_refuses_to_overwrite(
+    scene_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sigma.cli import main
+
+    out = tmp_path / "cube_sigma.nc"
+    out.write_bytes(b"earlier results")
+    rc = main(["run", str(scene_file), "--out", str(out), "--epochs", "2", "--quiet"])
+    assert rc == 2  # a usage error (docs/errors.md), with a one-line message
     assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"earlier results"
 
 
 def test_sigma_run_missing_file_is_a_clear_error(
@@ -202,7 +272,7 @@ def test_lazy_zarr_on_a_local_dask_cluster_matches_the_in_memory_run(scene, tmp_
 
     ds, _ = scene
     src = tmp_path / "cube.zarr"
-    sigma.save(ds.chunk({"y": 32, "x": 48}), src)
+    sigma.save(ds.chunk({"y": 16, "x": 24}), src)
     lazy = sigma.io.open_dataset(src, lazy=True)
     assert isinstance(lazy.counts.data, da.Array)
     cfg = {**FAST, "bin_factor": 2, "clustering": {"n_components": 3}}

@@ -12,86 +12,86 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from sigma._schema import make_spectrum_image
-from sigma.clustering import cluster
 from sigma.exceptions import SchemaError, UnsupportedFormatError
 from sigma.results import RESULTS_VERSION, SigmaResults
 
 
-def make_results(seed: int = 0) -> tuple[SigmaResults, xr.Dataset]:
-    """10 x 14 px, two phases with Poisson counts and a 2-D latent; auto-k clustering."""
-    rng = np.random.default_rng(seed)
-    truth = np.zeros((10, 14), int)
-    truth[:, 7:] = 1
-    e = np.arange(120) * 0.1
-    spec = np.stack([5 * np.exp(-((e - p) ** 2) / 0.02) + 0.2 for p in (1.74, 6.40)])
-    counts = rng.poisson(spec[truth]).astype(np.uint16)
-    si = make_spectrum_image(
-        counts,
-        energy_scale_kev=0.1,
-        pixel_size=(20.0, 20.0),
-        pixel_units="nm",
-        attrs={"xray_lines": ["Si_Ka", "Fe_Ka"], "elements": ["Si", "Fe"], "source": "synthetic"},
-        nav_images={"bse": rng.random((10, 14))},
-    )
-    emb = np.array([[0.0, 0.0], [3.0, 1.0]])[truth] + rng.normal(0, 0.2, (10, 14, 2))
-    emb_da = xr.DataArray(emb, dims=("y", "x", "latent"))
-    cl = cluster(emb_da, k_max=4, n_init=1)
-    feats = xr.DataArray(
-        rng.random((10, 14, 2)), dims=("y", "x", "feature"), coords={"feature": ["Si_Ka", "Fe_Ka"]}
-    )
-    res = SigmaResults.from_parts(
-        clustering=cl,
-        spectrum_image=si,
-        embedding=emb_da,
-        features=feats,
-        nmf_components=2,
-        preprocessing={"steps": ["bin"]},
-        model_hparams={"latent_dim": 2},
-    )
-    return res, si
-
-
 @pytest.fixture(scope="module")
-def built() -> tuple[SigmaResults, xr.Dataset]:
-    return make_results()
+def built(
+    scene_results: SigmaResults, scene: tuple[xr.Dataset, xr.Dataset]
+) -> tuple[SigmaResults, xr.Dataset]:
+    """The shared scene's results (conftest ``scene_results``, by ``from_parts``) and its cube."""
+    return scene_results, scene[0]
 
 
-def test_from_parts_follows_the_schema(built: tuple[SigmaResults, xr.Dataset]) -> None:
-    res, si = built
-    ds = res.dataset
-    expected = {
-        "nav_image": ("y", "x"),
-        "total_counts": ("y", "x"),
-        "sum_spectrum": ("energy",),
-        "features": ("y", "x", "feature"),
-        "embedding": ("y", "x", "latent"),
-        "label": ("y", "x"),
-        "probability": ("y", "x", "cluster"),
-        "cluster_name": ("cluster",),
-        "cluster_color": ("cluster",),
-        "gmm_mean": ("cluster", "latent"),
-        "gmm_covariance": ("cluster", "latent", "latent_b"),
-        "n_pixels": ("cluster",),
-        "cluster_mean_spectrum": ("cluster", "energy"),
-        "cluster_sum_spectrum": ("cluster", "energy"),
-        "model_selection_score": ("n_components_tried",),
-        "nmf_spectrum": ("component", "energy"),
-        "nmf_weight": ("cluster", "component"),
-        "nmf_abundance": ("component", "y", "x"),
-    }
-    for name, dims in expected.items():
-        assert ds[name].dims == dims, name
+SCHEMA_DIMS = {
+    "nav_image": ("y", "x"),
+    "total_counts": ("y", "x"),
+    "sum_spectrum": ("energy",),
+    "features": ("y", "x", "feature"),
+    "embedding": ("y", "x", "latent"),
+    "label": ("y", "x"),
+    "probability": ("y", "x", "cluster"),
+    "cluster_name": ("cluster",),
+    "cluster_color": ("cluster",),
+    "gmm_mean": ("cluster", "latent"),
+    "gmm_covariance": ("cluster", "latent", "latent_b"),
+    "n_pixels": ("cluster",),
+    "cluster_mean_spectrum": ("cluster", "energy"),
+    "cluster_sum_spectrum": ("cluster", "energy"),
+    "model_selection_score": ("n_components_tried",),
+    "nmf_spectrum": ("component", "energy"),
+    "nmf_weight": ("cluster", "component"),
+    "nmf_abundance": ("component", "y", "x"),
+}
+
+
+@pytest.mark.parametrize(("name", "dims"), SCHEMA_DIMS.items())
+def test_from_parts_variables_have_the_schema_dims(
+    built: tuple[SigmaResults, xr.Dataset], name: str, dims: tuple[str, ...]
+) -> None:
+    assert built[0].dataset[name].dims == dims
+
+
+def test_from_parts_dtypes_are_compact(built: tuple[SigmaResults, xr.Dataset]) -> None:
+    ds = built[0].dataset
     assert ds.label.dtype == np.int16
     assert ds.probability.dtype == np.float32
     assert ds.total_counts.dtype == np.float32
-    assert ds.nav_image.attrs["kind"] == "bse"
-    assert res.n_clusters == 2  # found automatically
-    np.testing.assert_allclose(ds.total_counts, si.counts.sum("energy"))
-    np.testing.assert_allclose(ds.sum_spectrum, si.counts.sum(("y", "x")))
-    assert ds.x.attrs["units"] == "nm"
+
+
+def test_from_parts_keeps_the_navigation_image_kind(
+    built: tuple[SigmaResults, xr.Dataset],
+) -> None:
+    assert built[0].dataset.nav_image.attrs["kind"] == "bse"
+
+
+def test_from_parts_finds_the_scenes_three_phases(
+    built: tuple[SigmaResults, xr.Dataset], scene: tuple[xr.Dataset, xr.Dataset]
+) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    res, _ = built
+    assert res.n_clusters == 3  # found automatically (auto-k)
+    truth = scene[1].label.values.ravel()
+    assert adjusted_rand_score(truth, res.label.values.ravel()) == 1.0
+
+
+def test_from_parts_totals_are_the_cubes_sums(built: tuple[SigmaResults, xr.Dataset]) -> None:
+    res, si = built
+    np.testing.assert_allclose(res.dataset.total_counts, si.counts.sum("energy"))
+    np.testing.assert_allclose(res.dataset.sum_spectrum, si.counts.sum(("y", "x")))
+
+
+def test_from_parts_keeps_physical_units(built: tuple[SigmaResults, xr.Dataset]) -> None:
+    ds = built[0].dataset
+    assert ds.x.attrs["units"] == "um"
     assert ds.energy.attrs["units"] == "keV"
-    for key in (
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
         "source",
         "beam_energy_kev",
         "elements",
@@ -102,9 +102,17 @@ def test_from_parts_follows_the_schema(built: tuple[SigmaResults, xr.Dataset]) -
         "model_hparams",
         "clustering",
         "versions",
-    ):
-        assert key in ds.attrs, key
-    assert ds.attrs["sigma_results_version"] == RESULTS_VERSION
+    ],
+)
+def test_from_parts_records_provenance(built: tuple[SigmaResults, xr.Dataset], key: str) -> None:
+    assert key in built[0].dataset.attrs
+
+
+def test_from_parts_stamps_the_version_and_hex_colours(
+    built: tuple[SigmaResults, xr.Dataset],
+) -> None:
+    res, _ = built
+    assert res.dataset.attrs["sigma_results_version"] == RESULTS_VERSION
     assert all(c.startswith("#") and len(c) == 7 for c in res.colors)
 
 
@@ -112,6 +120,9 @@ def test_results_are_frozen(built: tuple[SigmaResults, xr.Dataset]) -> None:
     res, _ = built
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.dataset = xr.Dataset()  # type: ignore[misc]
+
+
+def test_results_without_the_required_variables_are_refused() -> None:
     with pytest.raises(SchemaError, match="lacks"):
         SigmaResults(xr.Dataset({"label": (("y", "x"), np.zeros((2, 2), np.int16))}))
 
@@ -126,6 +137,13 @@ def test_save_load_round_trip(
     xr.testing.assert_identical(res.dataset, back.dataset)
     assert back.names == res.names
     assert isinstance(back.dataset.attrs["history"], list)
+
+
+def test_save_refuses_to_overwrite_unless_asked(
+    built: tuple[SigmaResults, xr.Dataset], tmp_path: Path
+) -> None:
+    res, _ = built
+    path = res.save(tmp_path / "results.nc")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         res.save(path)
     edited = res.rename_cluster(0, "matrix")
@@ -133,9 +151,12 @@ def test_save_load_round_trip(
     assert SigmaResults.load(path).names[0] == "matrix"
 
 
-def test_load_errors(tmp_path: Path) -> None:
+def test_load_of_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SigmaResults.load(tmp_path / "missing.nc")
+
+
+def test_load_of_an_unknown_format_names_the_known_ones(tmp_path: Path) -> None:
     (tmp_path / "r.pkl").write_bytes(b"x")
     with pytest.raises(UnsupportedFormatError, match="'.nc'"):
         SigmaResults.load(tmp_path / "r.pkl")
@@ -182,11 +203,22 @@ def test_export_writes_readable_files(
     np.testing.assert_allclose(spectra["mean_1"], res.dataset.cluster_mean_spectrum.values[1])
     np.testing.assert_allclose(spectra["energy_keV"], res.dataset.energy.values)
     table = pd.read_csv(tmp_path / "out" / "phase_table.csv")
-    assert table.n_pixels.sum() == 140
+    assert table.n_pixels.sum() == res.label.size
     assert list(table.name) == res.names
+
+
+def test_export_refuses_to_overwrite_unless_asked(
+    built: tuple[SigmaResults, xr.Dataset], tmp_path: Path
+) -> None:
+    res, _ = built
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "phase_map.png").write_bytes(b"mine")
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        res.export(tmp_path / "out")
-    assert res.export(tmp_path / "out", overwrite=True)
+        res.export(out)
+    assert [p.name for p in out.iterdir()] == ["phase_map.png"]  # nothing written
+    assert res.export(out, overwrite=True)
+    assert (out / "phase_map.png").read_bytes() != b"mine"
 
 
 @pytest.mark.slow  # a fresh interpreter imports the plotting stack (CI runs it in the slow step)

@@ -246,3 +246,52 @@ def test_added_line_is_named_by_an_element_whose_other_lines_agree() -> None:
     platinum = rng.poisson(20_000 * matrix + peak(2.048, 400.0) + peak(9.44, 300.0)).astype(float)
     ev = _evidence(platinum, matrix[None, :], energy, 15.0, 130.0)
     assert ev["line"] == "Pt_Ma"
+
+
+def test_a_phase_left_without_pixels_is_dropped_and_the_rest_renumbered() -> None:
+    # P45 (sigma run defaults): the missed-phase search's added phase took all the pixels of
+    # phase 1, which was then reported as "phase 1, 0 px (0.0 %)" with a NaN warning
+    from sigma.clustering.result import _repackage
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(6, 5, 2))
+    clus = cluster(latent, n_components=3, n_init=1)
+    label = np.array([0] * 10 + [2] * 12 + [3] * 7 + [-1])  # phase 1 holds no pixel
+    prob = np.eye(4)[np.maximum(label, 0)]
+    prob[:, 1] = 0.05  # some probability left on the empty phase
+    prob[label < 0] = 0.0
+    info = {"added_phases": [{"phase": 3, "n_pixels": 7, "line": "Fe_Ka"}]}
+    out = _repackage(clus, latent, label, prob, info)
+    assert out.sizes["cluster"] == 3
+    lab = out["label"].values.ravel()
+    np.testing.assert_array_equal(lab, np.array([0] * 10 + [1] * 12 + [2] * 7 + [-1]))
+    p = out["probability"].values.reshape(30, -1)
+    np.testing.assert_allclose(p[lab >= 0].sum(axis=1), 1.0)
+    assert np.isfinite(out["gmm_mean"].values).all()
+    assert json.loads(out.attrs["clustering"])["added_phases"][0]["phase"] == 2
+    assert json.loads(out.attrs["clustering"])["n_components"] == 3
+
+
+def test_summary_says_one_phase_and_keeps_the_pixel_column_aligned() -> None:
+    # `sigma run test_TEM.bcf` printed "1 phases found", and a long phase name ("mounting
+    # medium (epoxy/...)") pushed its pixel count out of the column
+    import types
+
+    import xarray as xr
+
+    from sigma.pipeline import summary
+
+    def text(names: list[str]) -> str:
+        ds = xr.Dataset(
+            {
+                "label": (("y", "x"), np.zeros((4, 5), dtype=np.int16)),
+                "cluster_name": (("cluster",), np.array(names, dtype=object)),
+                "n_pixels": (("cluster",), np.arange(1, len(names) + 1) * 10),
+            }
+        )
+        return summary(types.SimpleNamespace(dataset=ds))
+
+    assert text(["quartz"]).startswith("1 phase found in 4 x 5 pixels:")
+    rows = text(["quartz", "mounting medium (epoxy/polyimide/phenolic resin...)"]).splitlines()
+    assert rows[0].startswith("2 phases found")
+    assert rows[1].index(" px (") == rows[2].index(" px (")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from sigma.clustering.inputs import _as_points
 DIM_PIXEL = "pixel"
 #: dim of the model-selection curve
 DIM_K = "n_components_tried"
+
+logger = logging.getLogger(__name__)
 
 
 def _prob_moments(
@@ -58,9 +61,12 @@ def _repackage(
     """A clustering result for new ``label``/``prob`` (flat pixels): latent moments recomputed.
 
     For steps after :func:`cluster` that move pixels between phases (split, spatial
-    assignment); the model-selection sweep of ``clustering`` is kept.
+    assignment); the model-selection sweep of ``clustering`` is kept. A phase left without
+    pixels (e.g. when an added phase takes all of them) is dropped and the others renumbered
+    (``info["added_phases"]`` follows), so no result reports a phase of 0 pixels.
     """
     X, spatial = _as_points(latent)
+    label, prob = _drop_empty(np.asarray(label), np.asarray(prob, dtype=np.float64), info)
     ok = label >= 0
     means, covs, weights = _prob_moments(X[ok], prob[ok])
     sweep = None
@@ -76,6 +82,31 @@ def _repackage(
         )
     info["n_components"] = int(prob.shape[1])
     return _package(label, prob, means, covs, weights, sweep, spatial, X.shape[1], info)
+
+
+def _drop_empty(
+    label: npt.NDArray[np.int_], prob: npt.NDArray[np.float64], info: dict[str, Any]
+) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.float64]]:
+    """``label`` and ``prob`` without the phases no pixel is labelled with, renumbered in order."""
+    ok = label >= 0
+    held = np.bincount(label[ok], minlength=prob.shape[1]) > 0
+    if held.all() or not held.any():
+        return label, prob
+    keep = np.flatnonzero(held)
+    renumber = np.full(prob.shape[1], -1, dtype=np.int64)
+    renumber[keep] = np.arange(keep.size)
+    logger.info(
+        "phases %s hold no pixel after reassignment; dropped",
+        [int(c) for c in np.flatnonzero(~held)],
+    )
+    label = np.where(ok, renumber[np.where(ok, label, 0)], -1)
+    prob = prob[:, keep]
+    total = prob.sum(axis=1, keepdims=True)
+    prob = np.divide(prob, total, out=np.zeros_like(prob), where=total > 0)
+    if info.get("added_phases"):
+        added = [dict(rec, phase=int(renumber[rec["phase"]])) for rec in info["added_phases"]]
+        info["added_phases"] = [rec for rec in added if rec["phase"] >= 0]
+    return label, prob
 
 
 def _package(

@@ -180,10 +180,7 @@ def demo_results() -> Path:
 
     Built before the server starts, so the GUI process never trains (nor imports torch).
     """
-    app = app_path()
-    if str(app.parents[1]) not in sys.path:
-        sys.path.insert(0, str(app.parents[1]))
-    from gui.demo import demo_results_path
+    from gui.demo import demo_results_path  # sigma's distribution ships `gui`
 
     path = demo_results_path()
     sys.stderr.write(f"sigma gui: the demo results are {path}\n")

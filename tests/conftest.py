@@ -96,6 +96,19 @@ def scene_results(scene: tuple[xr.Dataset, xr.Dataset]):  # noqa: ANN201
     return res
 
 
+@pytest.fixture(scope="session")
+def scene_run(scene, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """``sigma.run`` of ``scene`` with ``FAST`` (3 epochs, auto-k), written to a file: (results,
+    the file, a deep copy of the input taken before the run)."""
+    from synthetic import FAST
+
+    import sigma
+
+    before = scene[0].copy(deep=True)
+    out = tmp_path_factory.mktemp("scene_run") / "scene_sigma.nc"
+    return sigma.run(scene[0], config=FAST, out=out, show_progress=False), out, before
+
+
 @pytest.fixture
 def features_file(tmp_path: Path) -> Path:
     """A 12 x 16 pixel features file: ``synthetic.make_features`` (three bands of blobs)."""

@@ -1,9 +1,12 @@
-"""Small synthetic inputs shared by the model and DataModule tests (imported as ``synthetic``)."""
+"""Small synthetic inputs and a quick run configuration shared by tests (imported as ``synthetic``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+
+# a quick sigma.run configuration for small scenes: 3 epochs, the number of phases found (auto-k)
+FAST = {"max_epochs": 3, "batch_size": 256, "clustering": {"n_components": "auto", "k_max": 6}}
 
 
 def make_features(

@@ -299,13 +299,21 @@ def test_mixed_pixel_cluster_is_dropped_and_intermediate_phase_kept() -> None:
     assert len({a, b, c}) == 3
     for j, phase in enumerate((a, b, c)):
         assert (new[label == j] == phase).mean() > 0.95
-    # no image shape (flat pixels): nothing is dropped, but the column and C have one
-    # composition (no density valley between them in feature space), so they are merged
+
+
+def test_without_an_image_shape_the_mixed_column_merges_with_its_composition() -> None:
+    """Flat pixels: nothing is dropped, but the column and C have one composition (no density
+    valley between them in feature space), so they are merged."""
+    label, P, features = _mixed_boundary_scene()
     flat, flat_info = refine_in_features(features, P)
     assert flat_info["dropped"] == []
     assert flat_info["merged"] == 1
     assert flat.shape[1] == 3
     assert (flat.argmax(1)[label.ravel() == 3] == flat.argmax(1)[label.ravel() == 2][0]).all()
+
+
+def test_without_adjust_k_the_latents_phases_are_kept() -> None:
+    label, P, features = _mixed_boundary_scene()
     assert refine_in_features(features, P, shape=label.shape, adjust_k=False)[0].shape[1] == 4
 
 

@@ -70,25 +70,41 @@ def test_phase_does_not_modify_input_and_normalises():
 # --- spectra ------------------------------------------------------------------------------------
 
 
-def test_phase_spectrum_physics():
-    energy = np.arange(2048) * 0.01
-    quartz = phase_spectrum(PHASES["quartz"], energy, zero_peak_fraction=0.03)
+ENERGY_2048 = np.arange(2048) * 0.01
+
+
+def test_phase_spectrum_is_normalised_and_peaks_at_its_main_line():
+    quartz = phase_spectrum(PHASES["quartz"], ENERGY_2048, zero_peak_fraction=0.03)
     assert quartz.sum() == pytest.approx(1.0)
     si = round(get_line("Si_Ka").energy_kev / 0.01)
     assert np.argmax(quartz[20:]) + 20 == pytest.approx(si, abs=1)
-    # zero peak: ~3 % of the counts in the first channels
+
+
+def test_phase_spectrum_zero_peak_holds_its_share_of_the_counts():
+    """Zero peak: ~3 % of the counts in the first channels."""
+    quartz = phase_spectrum(PHASES["quartz"], ENERGY_2048, zero_peak_fraction=0.03)
     assert quartz[:6].sum() == pytest.approx(0.03, abs=0.005)
-    # nothing above the beam energy (Duane-Hunt limit), roll-off below ~0.2 keV
-    low_beam = phase_spectrum(PHASES["hematite"], energy, beam_energy_kev=10.0)
+
+
+def test_phase_spectrum_ends_at_the_beam_energy_and_rolls_off_at_low_energy():
+    """Nothing above the beam energy (Duane-Hunt limit), roll-off below ~0.2 keV."""
+    low_beam = phase_spectrum(PHASES["hematite"], ENERGY_2048, beam_energy_kev=10.0)
     assert low_beam[1001:].sum() == 0.0
+    quartz = phase_spectrum(PHASES["quartz"], ENERGY_2048, zero_peak_fraction=0.03)
     assert quartz[12] < 0.05 * quartz[150]
-    # Fe K lines need E0 > 7.11 keV: at 5 kV only Fe L remains
-    fe5 = phase_spectrum(PHASES["hematite"], energy, beam_energy_kev=5.0)
+
+
+def test_phase_spectrum_has_no_line_above_the_beam_energy():
+    """Fe K lines need E0 > 7.11 keV: at 5 kV only Fe L remains."""
+    fe5 = phase_spectrum(PHASES["hematite"], ENERGY_2048, beam_energy_kev=5.0)
     fe_ka = round(get_line("Fe_Ka").energy_kev / 0.01)
     assert fe5[fe_ka - 5 : fe_ka + 6].sum() == 0.0
-    # a thin film has a weaker continuum relative to its lines than a bulk sample
-    bulk = phase_spectrum(PHASES["quartz"], energy)
-    thin = phase_spectrum(PHASES["quartz"], energy, geometry="thin", beam_energy_kev=15.0)
+
+
+def test_thin_film_has_a_weaker_continuum_than_a_bulk_sample():
+    si = round(get_line("Si_Ka").energy_kev / 0.01)
+    bulk = phase_spectrum(PHASES["quartz"], ENERGY_2048)
+    thin = phase_spectrum(PHASES["quartz"], ENERGY_2048, geometry="thin", beam_energy_kev=15.0)
     ratio = lambda s: s[si] / s[si + 40]  # noqa: E731
     assert ratio(thin) > 3 * ratio(bulk)
 

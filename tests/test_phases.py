@@ -201,15 +201,9 @@ def test_k_factors_relative_to_si() -> None:
 
 # ------------------------------------------------------------------------------- results
 @pytest.fixture(scope="module")
-def small_run():  # noqa: ANN201
-    import sigma
-    from sigma.datasets import synthetic_sem
-
-    ds, truth = synthetic_sem((48, 64), counts_per_pixel=200, seed=0, show_progress=False)
-    res = sigma.run(
-        ds, config={"max_epochs": 2, "clustering": {"n_components": 4}}, show_progress=False
-    )
-    return res, truth
+def small_run(scene, scene_run):  # noqa: ANN001, ANN201
+    """The shared scene's ``sigma.run`` (conftest) and its truth."""
+    return scene_run[0], scene[1]
 
 
 def test_run_names_and_quantifies(small_run, tmp_path: Path) -> None:  # noqa: ANN001

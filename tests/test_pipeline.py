@@ -8,21 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
+from synthetic import FAST
 
 import sigma
 from sigma.exceptions import ConfigurationError
 from sigma.pipeline import PipelineConfig, default_steps
 
-FAST = {"max_epochs": 3, "batch_size": 256, "clustering": {"n_components": "auto", "k_max": 6}}
-
 
 @pytest.fixture(scope="module")
-def ran(scene, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """``sigma.run`` of the shared scene (FAST: auto-k) written to a file: (results, path, a copy
-    of the input taken before the run)."""
-    before = scene[0].copy(deep=True)
-    out = tmp_path_factory.mktemp("run") / "res.nc"
-    return sigma.run(scene[0], config=FAST, out=out, show_progress=False), out, before
+def ran(scene_run):  # noqa: ANN201
+    """conftest ``scene_run``: (results, the file written, a copy of the input before the run)."""
+    return scene_run
 
 
 def test_run_finds_the_phases(ran, scene) -> None:

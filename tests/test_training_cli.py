@@ -72,35 +72,69 @@ def test_bad_config_value_is_rejected(tmp_path: Path, features_file: Path, capsy
     assert "softmax" in err
 
 
-def test_fit_validate_predict_end_to_end_and_rerun(tmp_path: Path, features_file: Path) -> None:
-    root = tmp_path / "run"
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[np.ndarray]]:
+    """`sigma fit` then `sigma predict`, twice in one folder (the second run overwrites the config
+    and checkpoints): (features file, run folder, the two latents)."""
+    from synthetic import make_features
+
+    tmp = tmp_path_factory.mktemp("fit")
+    features = tmp / "features.nc"
+    make_features(ny=12, nx=16, n_features=5).to_netcdf(features, engine="h5netcdf")
+    root = tmp / "run"
     latents = []
-    for _ in range(2):  # the second run reuses the folder: config and checkpoints are overwritten
-        run_training_cli(_args("fit", features_file, root))
-        assert sorted(p.name for p in (root / "checkpoints").iterdir()) == [
-            "best.ckpt",
-            "last.ckpt",
-        ]
-        assert (root / "config.yaml").exists()
-        out = root / "embedding.nc"
-        best = root / "checkpoints" / "best.ckpt"
-        run_training_cli(_args("predict", features_file, root, "--ckpt_path", str(best),
-                               "--output.path", str(out)))  # fmt: skip
-        latents.append(_latent(out))
-    assert latents[0].shape == (12, 16, 2)
-    assert np.isfinite(latents[0]).all()
-    # seeded runs on the same hardware give the same latent space
-    np.testing.assert_array_equal(latents[0], latents[1])
-    # the file holds what the checkpoint encodes, in (y, x) order
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["sigma"])
+        for _ in range(2):
+            run_training_cli(_args("fit", features, root))
+            out = root / "embedding.nc"
+            best = root / "checkpoints" / "best.ckpt"
+            run_training_cli(_args("predict", features, root, "--ckpt_path", str(best),
+                                   "--output.path", str(out)))  # fmt: skip
+            latents.append(_latent(out))
+    return features, root, latents
+
+
+def test_fit_writes_the_best_and_last_checkpoints_and_the_config(fitted) -> None:
+    _, root, _ = fitted
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (root / "config.yaml").exists()
+
+
+def test_predict_writes_a_finite_latent_per_pixel(fitted) -> None:
+    latent = fitted[2][0]
+    assert latent.shape == (12, 16, 2)
+    assert np.isfinite(latent).all()
+
+
+def test_a_seeded_rerun_in_the_same_folder_gives_the_same_latent(fitted) -> None:
+    """Same hardware, same seed; the second run overwrote the first one's files."""
+    np.testing.assert_array_equal(fitted[2][0], fitted[2][1])
+
+
+def test_the_predicted_file_holds_what_the_checkpoint_encodes(fitted) -> None:
+    """In (y, x) order."""
+    features, root, latents = fitted
     model = AutoEncoder.load_from_checkpoint(root / "checkpoints" / "best.ckpt", map_location="cpu")
-    with xr.open_dataset(features_file, engine="h5netcdf") as ds:
+    with xr.open_dataset(features, engine="h5netcdf") as ds:
         expected = encode(model, ds.load(), show_progress=False)
     np.testing.assert_allclose(latents[1], expected, rtol=1e-5, atol=1e-6)
-    run_training_cli(_args("validate", features_file, root, "--ckpt_path", str(best)))
-    # predict with no --output.path writes embedding.nc in default_root_dir
-    (root / "embedding.nc").unlink()
-    run_training_cli(_args("predict", features_file, root, "--ckpt_path", str(best)))
-    np.testing.assert_array_equal(_latent(root / "embedding.nc"), latents[1])
+
+
+def test_validate_runs_on_a_checkpoint(fitted) -> None:
+    features, root, _ = fitted
+    run_training_cli(
+        _args("validate", features, root, "--ckpt_path", str(root / "checkpoints" / "best.ckpt"))
+    )
+
+
+def test_predict_without_an_output_path_writes_embedding_nc_in_the_run_folder(
+    fitted, tmp_path: Path
+) -> None:
+    features, root, latents = fitted
+    best = root / "checkpoints" / "best.ckpt"
+    run_training_cli(_args("predict", features, tmp_path, "--ckpt_path", str(best)))
+    np.testing.assert_array_equal(_latent(tmp_path / "embedding.nc"), latents[1])
 
 
 def _run_cli_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -15,14 +15,9 @@ from sigma.exceptions import SchemaError
 
 
 @pytest.fixture(scope="module")
-def cube_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ds, _ = sigma.datasets.synthetic_sem(
-        (32, 48), phases=["quartz", "calcite", "hematite"], counts_per_pixel=60,
-        grain_size_px=16, seed=2, show_progress=False,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("cube") / "cube.nc"
-    sigma.save(ds, path)
-    return path
+def cube_file(scene_file: Path) -> Path:
+    """The shared scene's NetCDF file (conftest: 32 x 48 px, quartz, calcite, hematite)."""
+    return scene_file
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,7 @@ def test_load_errors_name_the_file(tmp_path):
         gd.load_results(tmp_path / "raw.nc")
 
 
+@pytest.mark.slow  # a fresh interpreter imports the GUI stack, ~10 s (CI runs it in the slow step)
 def test_gui_imports_no_torch(small_results_path):
     code = textwrap.dedent(f"""
         import sys

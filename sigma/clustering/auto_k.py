@@ -391,10 +391,11 @@ def split_phases(
             w = comps.T @ (comps @ w)  # within the principal subspace: noise left out
             proj = zb @ w
             if smooth_op is not None:
-                # sparse maps: the projections averaged over the same window of the same phase
-                # (still the b halves only): two sub-phases in separate grains keep apart,
-                # while the Poisson scatter of a pooled pixel shrinks once more
-                proj = np.asarray(sub @ proj) / sub_n
+                # sparse maps: the projections averaged twice over the same window of the same
+                # phase (a pyramid twice its width; still the b halves only): two sub-phases
+                # in separate grains keep apart, while the Poisson scatter of a pixel shrinks
+                for _ in range(2):
+                    proj = np.asarray(sub @ proj) / sub_n
             d = _valley(proj, float(np.median(proj[g == 0])), float(np.median(proj[g == 1])))
             if best is None or d < best[0]:
                 best = (d, g)

@@ -322,7 +322,8 @@ def split_phases(
         before the split and the tests: each half is summed over the pixels of the same phase
         in the smallest odd square (3, 5 or 7 pixels wide) in which each half holds
         :data:`_POOL_COUNTS` counts on average; the halves stay independent, and boundaries
-        do not mix phases.
+        do not mix phases. The valley is then measured on the ``b`` projections averaged twice
+        more over the same windows.
 
     tests_out : list or None
         Every test made is appended here (``phase``, ``pixels`` of the two groups,

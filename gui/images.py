@@ -32,20 +32,6 @@ def _image(
     return img.opts(invert_yaxis=True, **{**_IMAGE, **axes, "colorbar": True, **opts})
 
 
-def _rgba(rgba: npt.NDArray[np.uint8], ds: xr.Dataset, **opts: Any) -> hv.RGB:
-    units = ds["x"].attrs.get("units", "px")
-    x, y = ds["x"].values, ds["y"].values
-    dx = (x[1] - x[0]) if len(x) > 1 else 1.0
-    dy = (y[1] - y[0]) if len(y) > 1 else 1.0
-    bounds = (x[0] - dx / 2, y[0] - dy / 2, x[-1] + dx / 2, y[-1] + dy / 2)
-    # hv.RGB's first row is the top (max y): flip so row 0 (y[0]) sits at the bottom, then invert the axis
-    rgb = hv.RGB(rgba[::-1], bounds=bounds, kdims=[hv.Dimension("x", unit=units), hv.Dimension("y", unit=units)],
-                 vdims=["R", "G", "B", "A"])  # fmt: skip
-    return rgb.opts(
-        invert_yaxis=True, **{**_IMAGE, "xlabel": f"x ({units})", "ylabel": f"y ({units})", **opts}
-    )
-
-
 _GREY_CACHE: dict[int, tuple[Any, npt.NDArray[np.float64]]] = {}
 
 

@@ -17,7 +17,7 @@ Feature datasets have a variable ``features`` with dims ``(y, x, feature)``; res
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -322,12 +322,3 @@ def append_history(attrs: dict[str, Any], step: str) -> dict[str, Any]:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     new["history"] = [*as_str_list(attrs.get("history")), f"{stamp} {step}"]
     return new
-
-
-def require_dims(obj: xr.DataArray | xr.Dataset, dims: Sequence[str], where: str) -> None:
-    """Raise :class:`SchemaError` unless every name in ``dims`` is a dimension of ``obj``."""
-    missing = [d for d in dims if d not in obj.dims]
-    if missing:
-        raise SchemaError(
-            f"{where}: dimension(s) {missing!r} not found in dims {tuple(obj.dims)!r}."
-        )

@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import xarray as xr
 
 from sigma._linefit import Geometry, Physics, fit_lines, geometry_of
 from sigma.exceptions import ConfigurationError
@@ -448,7 +447,3 @@ def composition_table(results: Any) -> Any:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def _as_dataset(x: Any) -> xr.Dataset:
-    return x.dataset if hasattr(x, "dataset") else x

@@ -100,6 +100,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "garbage.zarr" / "zarr.json").write_text("{ not json", encoding="ascii")
     (d / "map.foo").write_bytes(b"x")
     (d / "notes.txt").write_text("a file, not a folder", encoding="ascii")
+    (d / "no_images").mkdir()
+    (d / "no_images" / "readme.txt").write_text("no maps here", encoding="ascii")
     (d / "existing.nc").write_bytes(b"an earlier result")
     (d / "corrupt.ckpt").write_bytes(b"not a checkpoint")
     configs = {
@@ -225,6 +227,12 @@ CASES = [
     Case("out exists", ("run", "cube.nc", "--out", "existing.nc"), 2, "already exists"),
     # input files
     Case("input missing", ("run", "nope.bcf", "--out", "new.nc"), 1, "does not exist"),
+    Case(
+        "input folder without maps",
+        ("run", "no_images", "--out", "new.nc"),
+        1,
+        "is a folder with no element-map images",
+    ),
     Case(
         "input unknown extension",
         ("run", "map.foo", "--out", "new.nc"),

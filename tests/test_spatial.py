@@ -14,6 +14,7 @@ from sigma.clustering.spatial import (
     cluster_channels,
     estimate_beta,
     log_likelihood,
+    phase_spectra,
     potts_assign,
     spatial_clustering,
 )
@@ -295,3 +296,22 @@ def test_summary_says_one_phase_and_keeps_the_pixel_column_aligned() -> None:
     rows = text(["quartz", "mounting medium (epoxy/polyimide/phenolic resin...)"]).splitlines()
     assert rows[0].startswith("2 phases found")
     assert rows[1].index(" px (") == rows[2].index(" px (")
+
+
+def test_moves_out_of_a_phase_left_without_counts_stand_without_a_nan_warning() -> None:
+    # P45: every pixel of one phase moved to another, whose mix with the empty phase was 0 / 0
+    # ("sigma: warning: invalid value encountered in divide")
+    import warnings
+
+    from sigma.clustering.spatial import _dominant_of_mix
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5.0 * _spectra()[np.repeat([0, 2], 18)])  # 6 x 6 map, 40 channels
+    start = np.repeat([0, 1], 18)  # phase 1 was the right half...
+    label = np.repeat([0, 2], 18)  # ... and moved entirely to phase 2
+    q = np.eye(3)[label]
+    sums = phase_spectra(counts, label, 3)  # phase 1: no counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = _dominant_of_mix(counts, q, start, label, sums, (6, 6), 1.0, np.log(np.ones(3) / 3))
+    np.testing.assert_array_equal(out.argmax(axis=1), label)

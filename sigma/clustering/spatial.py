@@ -317,6 +317,8 @@ def _dominant_of_mix(
     new, old = label[moved], start[moved]
     revert = np.zeros(moved.size, dtype=bool)
     for j, o in {(int(a), int(b)) for a, b in zip(new, old, strict=True)}:
+        if not (rate[j] > 0 and rate[o] > 0):
+            continue  # a phase left without counts (all its pixels moved): the move stands
         sel = np.flatnonzero((new == j) & (old == o))
         mix = f[:, None] * rate[j] * shapes[j] + (1.0 - f[:, None]) * rate[o] * shapes[o]
         logmix = np.log(mix / mix.sum(axis=1, keepdims=True))

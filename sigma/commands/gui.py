@@ -229,7 +229,33 @@ def main(argv: Sequence[str]) -> int:
     env["SIGMA_GUI_ROOTS"] = os.pathsep.join(str(r) for r in roots)  # see gui/security.py
     if "--args" in cmd:  # the warm-up script reads the path from the environment
         env["SIGMA_RESULTS"] = cmd[cmd.index("--args") + 1]
+    return _serve(cmd, env)
+
+
+def _serve(cmd: Sequence[str], env: dict[str, str]) -> int:
+    """Run ``panel serve`` until it ends; a SIGTERM/SIGHUP to ``sigma gui`` stops the server too.
+
+    (``subprocess.call`` alone left the server running, orphaned, when ``sigma gui`` was killed.)
+    """
+    import signal
+    import threading
+
+    proc = subprocess.Popen(list(cmd), env=env)
+
+    def stop(signum: int, frame: object) -> None:
+        proc.terminate()
+
+    handled = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    if threading.current_thread() is not threading.main_thread():
+        handled = []  # only the main thread may set signal handlers
+    previous = {name: signal.signal(getattr(signal, name), stop) for name in handled}
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
+        rc = proc.wait()
+        return rc if rc >= 0 else 128 - rc  # killed by signal N: the shell's 128 + N
+    except KeyboardInterrupt:  # Ctrl-C reaches the server too (same process group)
+        proc.terminate()
+        proc.wait()
         return 0
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)

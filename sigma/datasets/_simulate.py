@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import (
     DIM_ENERGY,
     DIM_X,
@@ -182,9 +183,7 @@ def _simulate(
     _check_positive("pixel_size", pixel_size)
     if not (isinstance(blur, (int, float, np.number)) and math.isfinite(blur) and blur >= 0):
         raise SimulationParameterError(f"blur must be a number of pixels >= 0. Got {blur!r}.")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise SimulationParameterError(f"seed must be an int >= 0. Got {seed!r}.")
-    seed = int(seed)
+    seed = check_int("seed", seed, 0, error=SimulationParameterError)
     block = _check_chunks(chunks, (ny, nx))
     phase_list, fractions = resolve_phases(phases, area_fractions, default_phases)
     n_phases = len(phase_list)

@@ -214,6 +214,14 @@ def load(
 
     if format is None and is_map_folder(source):  # exported element maps (sigma.io.maps)
         return load_maps(source)
+    if format is None and source.is_dir() and source.suffix.lower() != ".zarr":
+        from sigma.io.maps import IMAGE_SUFFIXES
+
+        raise UnsupportedFormatError(
+            f"{os.fspath(source)!r} is a folder with no element-map images "
+            f"({', '.join(IMAGE_SUFFIXES)}). sigma reads a spectrum-image file, a .zarr store, or "
+            "a folder of exported element maps ('Fe Ka.tif', 'Si.png', ...); give one of those."
+        )
     reader = _pick_reader(source, format)
     if not source.exists():
         hint = ""

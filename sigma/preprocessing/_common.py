@@ -136,14 +136,6 @@ def _mnka(ds: xr.Dataset, mnka_resolution_ev: float | None) -> float:
     return float(mnka_resolution_ev)
 
 
-def _beam_energy(ds: xr.Dataset) -> float | None:
-    try:
-        value = float(ds.attrs.get("beam_energy_kev", np.nan))
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
-
-
 def _nav_vars(ds: xr.Dataset) -> list[str]:
     """Names of the (y, x) variables (navigation images, total_counts ...)."""
     return [str(n) for n, v in ds.data_vars.items() if tuple(v.dims) == (DIM_Y, DIM_X)]

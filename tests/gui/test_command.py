@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 import xarray as xr
@@ -47,7 +45,7 @@ def test_bad_file_fails_before_the_server_starts(
     name, make, expected, small_results_path, tmp_path, capsys, monkeypatch
 ):
     started = []
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    monkeypatch.setattr(cmd, "_serve", lambda *a, **k: started.append(a) or 0)
     path = tmp_path / name
     if make is not None:
         make(small_results_path, path)
@@ -65,7 +63,7 @@ def test_bad_file_fails_before_the_server_starts(
 
 def test_good_file_starts_the_server(small_results_path, monkeypatch, capsys):
     started = []
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a[0]) or 0)
+    monkeypatch.setattr(cmd, "_serve", lambda *a, **k: started.append(a[0]) or 0)
     assert cmd.main([str(small_results_path), "--no-show", "--port", "0"]) == 0
     assert len(started) == 1
     assert str(small_results_path) in started[0]
@@ -79,7 +77,7 @@ def test_no_file_opens_the_sigma_demo_results(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(gui.demo, "demo_results_path", lambda *a, **k: calls.append(a) or built)
     started = []
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a[0]) or 0)
+    monkeypatch.setattr(cmd, "_serve", lambda *a, **k: started.append(a[0]) or 0)
     assert cmd.main(["--no-show", "--port", "0"]) == 0
     assert calls  # built (or found) before the server starts
     assert started[0][started[0].index("--args") + 1] == str(built)

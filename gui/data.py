@@ -23,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from sigma import analysis, line_intensity, sparse_counts
+from sigma._checks import check_int
 from sigma._schema import append_history, as_str_list
 from sigma.exceptions import CorruptFileError, EmptySelectionError, SchemaError
 
@@ -901,14 +902,7 @@ def refit_clusters(
     """
     from sigma.clustering import fit_gmm
 
-    if (
-        isinstance(n_components, bool)
-        or not isinstance(n_components, (int, np.integer))
-        or n_components < 1
-    ):
-        raise ValueError(
-            f"n_components must be an int in the range [1, inf). Got {n_components!r} instead."
-        )
+    n_components = check_int("n_components", n_components, 1)
     k = int(n_components)
     valid = ds["label"].values >= 0
     fit = fit_gmm(_latent(ds), n_components=k, n_init=1, random_state=random_state,

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import (
     COUNTS,
     DIM_CLUSTER,
@@ -463,14 +464,7 @@ def nmf_unmix(
     """
     from sklearn.decomposition import NMF
 
-    if (
-        isinstance(n_components, bool)
-        or not isinstance(n_components, (int, np.integer))
-        or n_components < 1
-    ):
-        raise ValueError(
-            f"n_components must be an int in the range [1, inf). Got {n_components!r} instead."
-        )
+    n_components = check_int("n_components", n_components, 1)
     X = np.asarray(spectra.transpose(DIM_CLUSTER, DIM_ENERGY).values, dtype=np.float64)
     if X.shape[0] == 0:
         raise EmptySelectionError("nmf_unmix: no cluster spectra given.")

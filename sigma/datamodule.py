@@ -35,6 +35,7 @@ import torch
 import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from sigma._checks import check_int
 from sigma._schema import DIM_FEATURE, DIM_X, DIM_Y, FEATURES, validate_features
 from sigma.exceptions import ConfigurationError, SchemaError
 
@@ -259,18 +260,12 @@ class SpectralDataModule(pl.LightningDataModule):
                 f"give either features_path or data_path, not both. Got features_path="
                 f"{features_path!r} and data_path={data_path!r}."
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigurationError(
-                f"batch_size must be an int in the range [1, inf). Got {batch_size!r} instead."
-            )
+        batch_size = check_int("batch_size", batch_size, 1, error=ConfigurationError)
         if not 0.0 <= float(val_fraction) < 1.0:
             raise ConfigurationError(
                 f"val_fraction must be a float in the range [0, 1). Got {val_fraction!r} instead."
             )
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigurationError(
-                f"num_workers must be an int >= 0. Got {num_workers!r} instead."
-            )
+        num_workers = check_int("num_workers", num_workers, 0, error=ConfigurationError)
         self.save_hyperparameters()
         self.features_path = features_path
         self.data_path = data_path

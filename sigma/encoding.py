@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from sigma._checks import check_int
 from sigma._schema import (
     DIM_FEATURE,
     DIM_LATENT,
@@ -100,10 +101,7 @@ def encode(
     SchemaError
         If the features' last axis does not match the model's input size, or holds NaN/inf.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(
-            f"batch_size must be an int in the range [1, inf). Got {batch_size!r} instead."
-        )
+    batch_size = check_int("batch_size", batch_size, 1, error=ConfigurationError)
     arr = _as_feature_array(features)
     lead, n_feat = arr.shape[:-1], arr.shape[-1]
     hparams = getattr(model, "hparams", None)

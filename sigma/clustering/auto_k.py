@@ -322,7 +322,8 @@ def split_phases(
         before the split and the tests: each half is summed over the pixels of the same phase
         in the smallest odd square (3, 5 or 7 pixels wide) in which each half holds
         :data:`_POOL_COUNTS` counts on average; the halves stay independent, and boundaries
-        do not mix phases.
+        do not mix phases. The valley is then measured on the ``b`` projections averaged twice
+        more over the same windows.
 
     tests_out : list or None
         Every test made is appended here (``phase``, ``pixels`` of the two groups,
@@ -391,10 +392,11 @@ def split_phases(
             w = comps.T @ (comps @ w)  # within the principal subspace: noise left out
             proj = zb @ w
             if smooth_op is not None:
-                # sparse maps: the projections averaged over the same window of the same phase
-                # (still the b halves only): two sub-phases in separate grains keep apart,
-                # while the Poisson scatter of a pooled pixel shrinks once more
-                proj = np.asarray(sub @ proj) / sub_n
+                # sparse maps: the projections averaged twice over the same window of the same
+                # phase (a pyramid twice its width; still the b halves only): two sub-phases
+                # in separate grains keep apart, while the Poisson scatter of a pixel shrinks
+                for _ in range(2):
+                    proj = np.asarray(sub @ proj) / sub_n
             d = _valley(proj, float(np.median(proj[g == 0])), float(np.median(proj[g == 1])))
             if best is None or d < best[0]:
                 best = (d, g)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
+from sigma._checks import check_int
 from sigma._schema import (
     DIM_ENERGY,
     DIM_X,
@@ -182,9 +183,7 @@ def _simulate(
     _check_positive("pixel_size", pixel_size)
     if not (isinstance(blur, (int, float, np.number)) and math.isfinite(blur) and blur >= 0):
         raise SimulationParameterError(f"blur must be a number of pixels >= 0. Got {blur!r}.")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise SimulationParameterError(f"seed must be an int >= 0. Got {seed!r}.")
-    seed = int(seed)
+    seed = check_int("seed", seed, 0, error=SimulationParameterError)
     block = _check_chunks(chunks, (ny, nx))
     phase_list, fractions = resolve_phases(phases, area_fractions, default_phases)
     n_phases = len(phase_list)
@@ -379,6 +378,30 @@ def _z(element: str) -> int:
     return ELEMENTS.index(element) + 1
 
 
+#: the keyword arguments synthetic_sem and synthetic_tem pass to _simulate unchanged
+_PASSED_THROUGH = frozenset(
+    (
+        "shape",
+        "n_channels",
+        "energy_scale_kev",
+        "energy_offset_kev",
+        "beam_energy_kev",
+        "counts_per_pixel",
+        "phases",
+        "area_fractions",
+        "blur",
+        "mnka_resolution_ev",
+        "zero_peak_fraction",
+        "grain_size_px",
+        "particle_radius_px",
+        "particle_threshold",
+        "seed",
+        "chunks",
+        "show_progress",
+    )
+)
+
+
 def synthetic_sem(
     shape: tuple[int, int] = (280, 512),
     *,
@@ -472,31 +495,16 @@ def synthetic_sem(
     >>> truth.sizes["phase"], round(float(ds.counts.sum("energy").mean()) / 100, 1)
     (8, 1.0)
     """
+    passed = {k: v for k, v in locals().items() if k in _PASSED_THROUGH}
     return _simulate(
         func="synthetic_sem",
-        shape=shape,
-        n_channels=n_channels,
-        energy_scale_kev=energy_scale_kev,
-        energy_offset_kev=energy_offset_kev,
-        beam_energy_kev=beam_energy_kev,
-        counts_per_pixel=counts_per_pixel,
-        phases=phases,
-        area_fractions=area_fractions,
         default_phases=SEM_DEMO_PHASES,
-        blur=blur,
-        mnka_resolution_ev=mnka_resolution_ev,
-        zero_peak_fraction=zero_peak_fraction,
         pixel_size=pixel_size_um,
         pixel_units="um",
         geometry="bulk",
         nav_kind="bse",
-        grain_size_px=grain_size_px,
-        particle_radius_px=particle_radius_px,
-        particle_threshold=particle_threshold,
-        seed=seed,
-        chunks=chunks,
-        show_progress=show_progress,
         signal_type="EDS_SEM",
+        **passed,
     )
 
 
@@ -536,31 +544,16 @@ def synthetic_tem(
     >>> float(ds.energy[-1]) > 40, "Pd_Ka" in ds.attrs["xray_lines"], "haadf" in ds
     (True, True, True)
     """
+    passed = {k: v for k, v in locals().items() if k in _PASSED_THROUGH}
     return _simulate(
         func="synthetic_tem",
-        shape=shape,
-        n_channels=n_channels,
-        energy_scale_kev=energy_scale_kev,
-        energy_offset_kev=energy_offset_kev,
-        beam_energy_kev=beam_energy_kev,
-        counts_per_pixel=counts_per_pixel,
-        phases=phases,
-        area_fractions=area_fractions,
         default_phases=TEM_DEMO_PHASES,
-        blur=blur,
-        mnka_resolution_ev=mnka_resolution_ev,
-        zero_peak_fraction=zero_peak_fraction,
         pixel_size=pixel_size_nm,
         pixel_units="nm",
         geometry="thin",
         nav_kind="haadf",
-        grain_size_px=grain_size_px,
-        particle_radius_px=particle_radius_px,
-        particle_threshold=particle_threshold,
-        seed=seed,
-        chunks=chunks,
-        show_progress=show_progress,
         signal_type="EDS_TEM",
+        **passed,
     )
 
 

@@ -48,6 +48,11 @@ _KERNEL = np.array([[_D, 1.0, _D], [1.0, 0.0, 1.0], [_D, 1.0, _D]])
 BETA_MAX = 2.0
 #: the split test is repeated on the spatial labels when at least this share of pixels moved
 RESPLIT_CHANGED = 0.05
+#: ... and only below this many counts per pixel: above it a pixel's own spectrum decides its
+#: phase, the first split test already ran on every pixel at full power, and what the spatial
+#: assignment moves are mixed boundary pixels, not phases hidden by noise (the 30x30 Bruker map,
+#: 20,700 counts/px: 9 phases with the second test, 5-8 expected from its element maps)
+RESPLIT_MAX_COUNTS = 1000.0
 #: pixels used to estimate the strength
 _BETA_PIXELS = 20_000
 
@@ -400,7 +405,8 @@ def spatial_clustering(
     """:func:`potts_assign` and the residual search applied to a spatial clustering result.
 
     With ``split``, the automatic number of phases is tested again on the spatially assigned
-    labels (when the assignment moved at least :data:`RESPLIT_CHANGED` of the pixels):
+    labels (when the assignment moved at least :data:`RESPLIT_CHANGED` of the pixels of a map
+    with fewer than :data:`RESPLIT_MAX_COUNTS` counts per pixel):
     :func:`sigma.clustering.auto_k.split_phases` tests every phase for a significant, separate
     sub-population (count splitting, so the test is honest), and the pixels are assigned again
     when it splits one. At a few counts per pixel the Potts labels are much cleaner than the
@@ -455,7 +461,9 @@ def spatial_clustering(
     prob, sp = potts_assign(counts, prob0, shape, beta=beta, valid=valid)
     # the split test again only where the assignment changed the labels (sparse maps): on
     # well-exposed maps the spatial labels are the latent ones and the test would repeat itself
-    if split and sp["changed"] >= RESPLIT_CHANGED:
+    n_valid = max(int(np.count_nonzero(valid)), 1)
+    sparse_map = float(np.asarray(dense).sum()) / n_valid < RESPLIT_MAX_COUNTS
+    if split and sp["changed"] >= RESPLIT_CHANGED and sparse_map:
         from sigma.clustering.auto_k import coarse_channels, split_phases
 
         label = np.where(valid, prob.argmax(axis=1), -1)

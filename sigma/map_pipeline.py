@@ -42,6 +42,36 @@ def _bin_mean(da: xr.DataArray, factor: int) -> xr.DataArray:
     return da.coarsen(y=factor, x=factor, boundary="trim").mean()
 
 
+def select_maps(maps: xr.Dataset, lines: Any) -> xr.Dataset:
+    """The maps ``lines`` asks for (``--lines Fe,Si``: elements, any case, or lines like Fe_Ka).
+
+    ``None`` or ``"auto"`` keeps every map. A name matching no map is an error naming the maps
+    the folder has, so a typo never runs on a silently different set of maps.
+    """
+    from sigma.exceptions import ConfigurationError
+
+    if lines is None or lines == "auto":
+        return maps
+    names = [str(f) for f in maps["feature"].values]
+
+    def element(name: str) -> str:
+        return name.replace(" ", "_").split("_")[0].lower()
+
+    keep: list[str] = []
+    for want in lines:
+        w = str(want).strip().replace(" ", "_")
+        hits = [n for n in names if n.replace(" ", "_").lower() == w.lower()]
+        if not hits and "_" not in w:
+            hits = [n for n in names if element(n) == w.lower()]
+        if not hits:
+            raise ConfigurationError(
+                f"--lines {want!r}: the element-map folder has no such map; it has {names!r}. "
+                "Give some of those (elements or lines, any case), or leave --lines out."
+            )
+        keep += [n for n in hits if n not in keep]
+    return maps.sel(feature=keep)
+
+
 def run_maps(
     maps: xr.Dataset,
     cfg: Any,
@@ -56,6 +86,7 @@ def run_maps(
     from sigma.results import SigmaResults
 
     timer = StageTimer()
+    maps = select_maps(maps, cfg.lines)
     with timer("preprocess"):
         raw = maps["features"].transpose("y", "x", "feature").astype(np.float32)
         factor = cfg.bin_factor if isinstance(cfg.bin_factor, int) else None

@@ -48,8 +48,8 @@ def test_options_override_the_config_file_key_by_key() -> None:
     assert cfg.trainer.accelerator == from_file.trainer.accelerator == "auto"  # kept
     assert cfg.trainer.devices == 3
     assert cfg.bin_factor == from_file.bin_factor == 2
-    # the short aliases win over the file and over the dotted keys
-    cfg = _config("--config", DEMO_YAML, "--clustering.n_components", "4", "--k", "6", "--bin", "1")
+    # the short aliases win over the file (a dotted key that disagrees is an error, below)
+    cfg = _config("--config", DEMO_YAML, "--k", "6", "--bin", "1")
     assert (cfg.clustering.n_components, cfg.bin_factor) == (6, None)
     cfg = _config("--k", "auto", "--method", "kmeans", "--epochs", "7", "--lines", "Fe_Ka, Si_Ka")
     assert (cfg.clustering.n_components, cfg.clustering.method) == ("auto", "kmeans")
@@ -120,3 +120,44 @@ def test_building_the_parser_imports_no_heavy_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--k", "3", "--clustering.n_components", "5"], "--k 3 and clustering.n_components 5"),
+        (["--method", "kmeans", "--clustering.method", "gmm"], "--method kmeans and clustering"),
+        (["--epochs", "2", "--trainer.max_epochs", "7"], "--epochs 2 and trainer.max_epochs 7"),
+    ],
+)
+def test_a_short_flag_and_its_config_key_must_agree(argv: list[str], needle: str) -> None:
+    from sigma.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="disagree; give only one") as err:
+        _config(*argv)
+    assert needle in str(err.value)
+
+
+def test_a_short_flag_and_its_config_key_may_repeat_the_same_value() -> None:
+    cfg = _config("--k", "4", "--clustering.n_components", "4")
+    assert cfg.clustering.n_components == 4
+    # a config file's trainer.max_epochs alone is not a conflict with an --epochs never given
+    assert _config("--trainer.max_epochs", "7").trainer.max_epochs == 7
+
+
+def test_lines_pick_element_maps_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    import numpy as np
+    import xarray as xr
+
+    from sigma.exceptions import ConfigurationError
+    from sigma.map_pipeline import select_maps
+
+    maps = xr.Dataset(
+        {"features": (("y", "x", "feature"), np.zeros((2, 3, 3), np.float32))},
+        coords={"feature": ["Fe", "Si_Ka", "Al"]},
+    )
+    assert list(select_maps(maps, None).feature.values) == ["Fe", "Si_Ka", "Al"]
+    assert list(select_maps(maps, ["si", "fe"]).feature.values) == ["Si_Ka", "Fe"]
+    assert list(select_maps(maps, ["Si_Ka"]).feature.values) == ["Si_Ka"]
+    with pytest.raises(ConfigurationError, match="no such map; it has"):
+        select_maps(maps, ["Ti"])

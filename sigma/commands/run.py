@@ -159,6 +159,39 @@ def parse_args(parser: Any, argv: list[str]) -> argparse.Namespace:
     return args
 
 
+#: short flag (argparse dest, as typed) -> the config key it sets, where both can be given
+_ALIASES = (
+    ("n_components", "--k", ("clustering", "n_components")),
+    ("method", "--method", ("clustering", "method")),
+    ("accelerator", "--accelerator", ("trainer", "accelerator")),
+    ("devices", "--devices", ("trainer", "devices")),
+    ("max_epochs", "--epochs", ("trainer", "max_epochs")),
+)
+
+
+def _check_aliases(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """A short flag and the dotted option it stands for, given different values, are an error.
+
+    (``--k 3 --clustering.n_components 5``; also ``--epochs 2`` with a ``trainer.max_epochs``
+    from anywhere, which Lightning would take over ``--epochs``): say so rather than pick one
+    silently. A short flag over the config file's value is the usual override, no conflict.
+    """
+    from sigma.exceptions import ConfigurationError
+
+    given = getattr(args, "overrides", {})
+    for dest, flag, (section, key) in _ALIASES:
+        short = getattr(args, dest, None)
+        if key == "max_epochs":  # from anywhere: Lightning would take it over --epochs
+            sec = data.get(section)
+            other = sec.get(key) if isinstance(sec, dict) else None
+        else:  # a short flag overrides the config file; only a dotted option can disagree
+            other = given.get(f"{section}.{key}")
+        if short is not None and other is not None and str(other) != str(short):
+            raise ConfigurationError(
+                f"{flag} {short} and {section}.{key} {other} disagree; give only one of them."
+            )
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~sigma.config.PipelineConfig`: defaults, then ``--config``, then the options."""
     from sigma.config import PipelineConfig, check_config, read_yaml
@@ -173,6 +206,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         else:
             data[key] = value
     cfg = PipelineConfig.from_dict(data)
+    _check_aliases(args, data)
     if args.bin_factor is not None:
         b = args.bin_factor
         cfg.bin_factor = None if isinstance(b, int) and b <= 1 else b

@@ -54,15 +54,12 @@ def select_maps(maps: xr.Dataset, lines: Any) -> xr.Dataset:
         return maps
     names = [str(f) for f in maps["feature"].values]
 
-    def element(name: str) -> str:
-        return name.replace(" ", "_").split("_")[0].lower()
-
     keep: list[str] = []
-    for want in lines:
-        w = str(want).strip().replace(" ", "_")
-        hits = [n for n in names if n.replace(" ", "_").lower() == w.lower()]
+    for want in lines:  # map names are "Fe" or "Fe_Ka" (sigma.io.maps)
+        w = str(want).strip().replace(" ", "_").lower()
+        hits = [n for n in names if n.lower() == w]
         if not hits and "_" not in w:
-            hits = [n for n in names if element(n) == w.lower()]
+            hits = [n for n in names if n.split("_")[0].lower() == w]
         if not hits:
             raise ConfigurationError(
                 f"--lines {want!r}: the element-map folder has no such map; it has {names!r}. "

@@ -159,7 +159,8 @@ def parse_args(parser: Any, argv: list[str]) -> argparse.Namespace:
     return args
 
 
-#: short flag (argparse dest, as typed) -> the config key it sets, where both can be given
+#: short flag (argparse dest, as typed) -> the config key it sets (``--epochs`` sets the top-level
+#: ``max_epochs``; ``trainer.max_epochs`` is the key it must not contradict)
 _ALIASES = (
     ("n_components", "--k", ("clustering", "n_components")),
     ("method", "--method", ("clustering", "method")),
@@ -216,10 +217,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
             if args.lines == "auto"
             else [s.strip() for s in args.lines.split(",") if s.strip()]
         )
-    if args.n_components is not None:
-        cfg.clustering.n_components = args.n_components
-    if args.method is not None:
-        cfg.clustering.method = args.method
+    for dest, _, (section, key) in _ALIASES:  # --k, --method, --accelerator, --devices
+        if key != "max_epochs" and getattr(args, dest, None) is not None:
+            setattr(getattr(cfg, section), key, getattr(args, dest))
     if args.max_epochs is not None:
         cfg.max_epochs = args.max_epochs
     if args.smooth_labels is not None:
@@ -232,10 +232,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
         cfg.library = args.library
     if getattr(args, "embedding", None):
         cfg.embedding = args.embedding
-    if args.accelerator is not None:
-        cfg.trainer.accelerator = args.accelerator
-    if args.devices is not None:
-        cfg.trainer.devices = args.devices
     check_config(cfg)  # the options given, checked like a file
     return cfg
 

@@ -86,6 +86,8 @@ __all__ = [
     "default_library_path",
     "match_spectrum",
     "identify_phases",
+    "name_unmatched_by_composition",
+    "NAME_MIN_AT",
     "UNMATCHED",
 ]
 
@@ -883,6 +885,7 @@ def add_matches(ds: xr.Dataset, matches: Sequence[Match | None]) -> xr.Dataset:
     kind = np.full(k, "none", dtype=object)
     conf = np.full(k, np.nan)
     mix = np.full(k, "", dtype=object)
+    found = np.full(k, "", dtype=object)
     old = [str(v) for v in ds["cluster_name"].values]
     new = list(old)
     for c, m in enumerate(matches):
@@ -892,6 +895,7 @@ def add_matches(ds: xr.Dataset, matches: Sequence[Match | None]) -> xr.Dataset:
             names[c, r], misfit[c, r], weight[c, r] = n, s, wt
         kind[c] = m.kind
         conf[c] = m.confidence
+        found[c] = ", ".join(m.elements)
         if m.mixture is not None:
             a, b, f, s = m.mixture
             mix[c] = f"{a} {100 * f:.0f} % + {b} {100 * (1 - f):.0f} % (misfit {s:.2g})"
@@ -912,9 +916,65 @@ def add_matches(ds: xr.Dataset, matches: Sequence[Match | None]) -> xr.Dataset:
     out["match_kind"] = ("cluster", kind.astype(str), {"long_name": "kind of match"})
     out["match_confidence"] = ("cluster", conf, {"units": "1", "long_name": "match confidence"})
     out["match_mixture"] = ("cluster", mix.astype(str), {"long_name": "best two-phase mixture"})
+    out["match_elements"] = (
+        "cluster",
+        found.astype(str),
+        {"long_name": "elements found in the spectrum, strongest line first"},
+    )
     out["cluster_name"] = ("cluster", np.array(new, dtype=str), ds["cluster_name"].attrs)
     out = out.assign_coords(rank=np.arange(3))
     return out
+
+
+#: an unmatched cluster's name lists the elements at or above this atomic fraction
+NAME_MIN_AT = 0.02
+
+
+def name_unmatched_by_composition(results: Any) -> Any:
+    """Name each unmatched cluster by its major elements once compositions are known.
+
+    :func:`identify_phases` names an unmatched cluster by every element it found
+    (``"unmatched: O, Si, Fe, Al, Mg, Ca, Ti, K, Mn, C"`` on a real map, where a cluster's
+    spectrum also holds traces of its neighbours). With compositions
+    (:func:`sigma.quantify.quantify_results`), the name keeps the elements of at least
+    :data:`NAME_MIN_AT` atomic fraction, in the order found (strongest line first), e.g.
+    ``"unmatched: O, Si, Fe, Al, Mg"``; ``match_elements`` keeps the full list. Clusters whose
+    composition is undefined keep their names. Returns new results.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset(
+    ...     {
+    ...         "cluster_name": ("cluster", ["unmatched: Ca, P, Fe", "quartz"]),
+    ...         "match_kind": ("cluster", ["unmatched", "single"]),
+    ...         "match_elements": ("cluster", ["Ca, P, Fe", "Si, O"]),
+    ...         "composition_at": (("cluster", "element"), [[0.5, 0.49, 0.01], [0, 0, 0]]),
+    ...     },
+    ...     coords={"element": ["Ca", "P", "Fe"]},
+    ... )
+    >>> name_unmatched_by_composition(ds)["cluster_name"].values.tolist()
+    ['unmatched: Ca, P', 'quartz']
+    """
+    from sigma.results import SigmaResults
+
+    is_results = hasattr(results, "dataset")
+    ds = results.dataset if is_results else results
+    if not {"match_kind", "match_elements", "composition_at"} <= set(ds.variables):
+        return results
+    known = [str(v) for v in ds["element"].values]
+    at = np.asarray(ds["composition_at"].values, dtype=np.float64)
+    names = [str(v) for v in ds["cluster_name"].values]
+    for c in range(ds.sizes["cluster"]):
+        if str(ds["match_kind"].values[c]) != "unmatched" or not np.all(np.isfinite(at[c])):
+            continue
+        found = [el.strip() for el in str(ds["match_elements"].values[c]).split(",") if el]
+        keep = [el for el in found if el in known and at[c, known.index(el)] >= NAME_MIN_AT]
+        if keep:
+            names[c] = f"{UNMATCHED}: {', '.join(keep)}"
+    out = ds.copy()
+    out["cluster_name"] = ("cluster", np.array(names, dtype=str), ds["cluster_name"].attrs)
+    return SigmaResults(out) if is_results else out
 
 
 def check_library(library: str | None) -> None:

@@ -289,7 +289,7 @@ def run(
         )
         _refer_to_source(results, data, shape_steps, load_options)
         if "cluster_sum_spectrum" in results.dataset:  # names and compositions (issue 16)
-            from sigma.phases import core_spectra, identify_phases
+            from sigma.phases import core_spectra, identify_phases, name_unmatched_by_composition
             from sigma.quantify import quantify_results
 
             core = core_spectra(
@@ -299,7 +299,7 @@ def run(
                 results = identify_phases(
                     results, library=None if cfg.library == "default" else cfg.library, spectra=core
                 )
-            results = quantify_results(results, spectra=core)
+            results = name_unmatched_by_composition(quantify_results(results, spectra=core))
         results.dataset.attrs["pipeline_config"] = json.dumps(cfg.to_dict())
         if client is not None:
             n_workers = len(client.scheduler_info().get("workers", {}))

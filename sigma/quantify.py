@@ -282,20 +282,34 @@ def quantify_results(results: Any, *, spectra: npt.ArrayLike | None = None) -> A
     all_spec = np.asarray(
         ds["cluster_sum_spectrum"].values if spectra is None else spectra, dtype=np.float64
     )
+    # the elements the library match found, so that a cluster's name and composition agree
+    found = (
+        [str(v) for v in ds["match_elements"].values]
+        if "match_elements" in ds
+        else [""] * ds.sizes["cluster"]
+    )
     comps: list[Composition | None] = []
     for c in range(ds.sizes["cluster"]):
         if all_spec[c].sum() <= 0:
             comps.append(None)
             continue
-        comps.append(
-            quantify_spectrum(
-                all_spec[c],
-                energy,
-                beam_energy_kev=beam,
-                mnka_resolution_ev=res_ev,
-                geometry=geometry,
-            )
+        measured = quantify_spectrum(
+            all_spec[c],
+            energy,
+            beam_energy_kev=beam,
+            mnka_resolution_ev=res_ev,
+            geometry=geometry,
+            elements=[el.strip() for el in found[c].split(",")] if found[c] else None,
         )
+        if not any(v > 0 for v in measured.atomic.values()):
+            logger.info(
+                "cluster %d: no element above %g sigma; its composition is left undefined (NaN)",
+                c,
+                DETECTION_SIGMA,
+            )
+            comps.append(None)
+            continue
+        comps.append(measured)
     elements = sorted({el for c in comps if c for el in c.atomic}, key=ELEMENTS.index)
     out = ds.copy()
     k = ds.sizes["cluster"]

@@ -225,6 +225,68 @@ def test_run_names_and_quantifies(small_run, tmp_path: Path) -> None:  # noqa: A
     assert list(back.dataset["match_name"].values[0]) == list(ds["match_name"].values[0])
 
 
+def _results_of(spectra: np.ndarray, **extra: object):  # noqa: ANN202
+    """A minimal results dataset with cluster sum spectra (15 kV SEM) and ``extra`` variables."""
+    import xarray as xr
+
+    k = spectra.shape[0]
+    ds = xr.Dataset(
+        {
+            "cluster_sum_spectrum": (("cluster", "energy"), spectra),
+            "cluster_name": ("cluster", [f"phase {c}" for c in range(k)]),
+            "label": (("y", "x"), np.arange(k).reshape(1, k)),
+            "probability": (("y", "x", "cluster"), np.eye(k).reshape(1, k, k)),
+            **{name: ("cluster", value) for name, value in extra.items()},
+        },
+        coords={"cluster": np.arange(k), "energy": ENERGY},
+        attrs={"beam_energy_kev": 15.0, "energy_resolution_mnka_ev": 130.0},
+    )
+    return ds
+
+
+def test_composition_uses_the_elements_the_match_found() -> None:
+    from sigma.quantify import quantify_results
+
+    albite = _counts("albite", 1e5)
+    ds = _results_of(np.stack([albite, albite]), match_elements=["Si, Al, O", ""])
+    out = quantify_results(ds).dataset
+    at = out["composition_at"].to_pandas()
+    # cluster 0 is quantified on the match's three elements only; cluster 1 (no match
+    # elements) identifies its own, Na included, as an unnamed cluster would
+    assert sorted(at.columns[at.iloc[0] > 0]) == ["Al", "O", "Si"]
+    assert sorted(at.columns[at.iloc[1] > 0]) == ["Al", "Na", "O", "Si"]
+
+
+def test_cluster_with_nothing_detected_has_undefined_composition() -> None:
+    from sigma.quantify import quantify_results
+
+    albite = _counts("albite", 1e5)
+    faint = np.zeros_like(albite)
+    faint[[170, 320]] = 1.0  # two counts: nothing at 3 sigma
+    ds = _results_of(np.stack([albite, faint]), match_elements=["", "Si, Ca"])
+    at = quantify_results(ds).dataset["composition_at"].values
+    assert np.all(np.isfinite(at[0]))
+    assert at[0].sum() == pytest.approx(1.0)
+    assert np.all(np.isnan(at[1]))  # not a row of zeros that reads as "no Si, no Ca"
+
+
+def test_unmatched_names_keep_the_major_elements() -> None:
+    from sigma.phases import name_unmatched_by_composition
+    from sigma.quantify import quantify_results
+
+    albite = _counts("albite", 1e5)
+    ds = _results_of(
+        np.stack([albite, albite]),
+        match_elements=["Si, Al, Na, O, K", "Si, Al, Na, O"],
+        match_kind=["unmatched", "single"],
+    )
+    ds["cluster_name"] = ("cluster", ["unmatched: Si, Al, Na, O, K", "albite"])
+    out = name_unmatched_by_composition(quantify_results(ds)).dataset
+    # K (0 at.% in albite) leaves the unmatched name; a matched name is kept
+    assert out["cluster_name"].values.tolist() == ["unmatched: Si, Al, Na, O", "albite"]
+    assert str(out["match_elements"].values[0]) == "Si, Al, Na, O, K"
+
+
 def test_ternary_plot(small_run) -> None:  # noqa: ANN001
     import matplotlib
 

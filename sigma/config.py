@@ -184,6 +184,17 @@ def _check_top(d: dict[str, Any]) -> None:
                 "config key 'lines' must be 'auto', null or a list of X-ray lines like "
                 f"['Fe_Ka', 'Si_Ka']. Got {lines!r} instead."
             )
+        if isinstance(lines, list):  # names checked now, not after the file is read
+            from sigma.exceptions import XrayLineError
+            from sigma.xray import parse_line
+
+            for name in lines:
+                try:
+                    parse_line(name)
+                except XrayLineError as err:
+                    raise ConfigurationError(
+                        f"config key 'lines' (--lines): {err} Fix or remove it, or use 'auto'."
+                    ) from err
     if (
         "preprocessing" in d
         and d["preprocessing"] is not None

@@ -152,6 +152,14 @@ CASES = [
     Case("k abc", (*R, "--k", "abc"), 2, "--k: must be 'auto'"),
     Case("k negative", (*R, "--k", "-3"), 2, "--k"),
     Case("k too many", (*R, "--k", "1000"), 2, "asks for 1000 phases in 576 pixels"),
+    # checked before the file is read: the garbage file's error would come later
+    Case(
+        "lines unknown element",
+        ("run", "garbage.bcf", "--out", "new.nc", "--lines", "Xx_Ka,Fe_Ka"),
+        2,
+        "config key 'lines' (--lines): X-ray line 'Xx_Ka': unknown element 'Xx'",
+    ),
+    Case("lines unknown family", (*R, "--lines", "Fe_Kz"), 2, "unknown family 'Kz'"),
     Case("bin zero", (*R, "--bin", "0"), 2, "--bin: must be >= 1"),
     Case("bin negative", (*R, "--bin", "-2"), 2, "--bin: must be >= 1"),
     Case("bin abc", (*R, "--bin", "two"), 2, "--bin: must be a whole number"),

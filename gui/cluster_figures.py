@@ -141,32 +141,55 @@ class ClusterFigures:
         prob.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1), width=10,
                                  title="probability"), "right")  # fmt: skip
         binary = _map_figure(ds, "binary map")
-        bsrc = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], **place})
-        binary.image(
-            source=bsrc,
-            color_mapper=LinearColorMapper(palette=["#ffffff", "#000000"], low=0, high=1),
-        )
-        self._prob = {"prob": prob, "psrc": psrc, "binary": binary, "bsrc": bsrc}
+        # the phase map's label image under a palette black for the chosen cluster only: showing
+        # another cluster, or a merge, sends a palette, never a second image
+        k = gd.n_clusters(ds)
+        bmapper = LinearColorMapper(palette=self._binary_palette(cluster), low=-0.5, high=k + 0.5)
+        bsrc = self._label_src
+        if bsrc is None:
+            bsrc = ColumnDataSource({"image": [label_image(ds)], **place})
+        binary.image(source=bsrc, color_mapper=bmapper)
+        self._prob = {
+            "prob": prob,
+            "psrc": psrc,
+            "binary": binary,
+            "bsrc": bsrc,
+            "bmapper": bmapper,
+        }
         self.update_cluster_maps(cluster)
         return prob, binary
+
+    def _binary_palette(self, cluster: int) -> list[str]:
+        """Palette over the label image (0 = no data, ``i + 1`` = cluster ``i``): ``cluster`` black."""
+        k = gd.n_clusters(self.state.results)
+        return ["#000000" if i == cluster + 1 else "#ffffff" for i in range(k + 1)]
 
     def update_cluster_maps(self, cluster: int) -> None:
         """Show ``cluster``'s maps."""
         if self._prob is None:
             return
         ds = self.state.results
-        binary = (ds["label"].values == cluster).view(np.uint8)
         if "probability" in ds:
             p = ds["probability"].isel(cluster=cluster).values
             prob = np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)
         else:
-            prob = binary * np.uint8(255)
-        # a merge or a new cluster elsewhere leaves this cluster's maps as they are: 1 MB each
-        # per million pixels not sent again
-        for key, image in (("psrc", prob), ("bsrc", binary)):
-            shown = self._prob[key].data["image"][0]
-            if shown.shape != image.shape or not np.array_equal(shown, image):
-                self._prob[key].data["image"] = [image]
+            prob = (ds["label"].values == cluster).view(np.uint8) * np.uint8(255)
+        # a merge or a new cluster elsewhere leaves this cluster's map as it is: 1 MB per
+        # million pixels not sent again
+        shown = self._prob["psrc"].data["image"][0]
+        if shown.shape != prob.shape or not np.array_equal(shown, prob):
+            self._prob["psrc"].data["image"] = [prob]
+        bsrc, bmapper = self._prob["bsrc"], self._prob["bmapper"]
+        if bsrc is not self._label_src:  # no phase map figure: the binary map's own labels
+            image = label_image(ds)
+            if not np.array_equal(bsrc.data["image"][0], image):
+                bsrc.data["image"] = [image]
+        palette = self._binary_palette(cluster)
+        if list(bmapper.palette) != palette:
+            bmapper.palette = palette
+        high = gd.n_clusters(ds) + 0.5
+        if bmapper.high != high:
+            bmapper.high = high
         self.set_titles(cluster)
 
     def set_titles(self, cluster: int) -> None:

@@ -503,10 +503,10 @@ class LatentView(pn.viewable.Viewer):
                 src.data = bars
 
     def map_mask(self) -> npt.NDArray[np.uint8]:
-        """The selection as a ``(y, x)`` 0/1 image (a view of the mask, no copy)."""
+        """The selection as a ``(y, x)`` 0/1 image (a view of the mask, no copy); ``(1, 1)`` zeros without one."""
         sel = self.state.selection
-        if sel is None:
-            return np.zeros(self.state.shape, np.uint8)
+        if sel is None:  # one transparent pixel stretched over the map: 1 byte, not one per pixel
+            return np.zeros((1, 1), np.uint8)
         return sel.view(np.uint8).reshape(self.state.shape)
 
     def map_plot(self) -> figure:

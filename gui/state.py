@@ -190,12 +190,18 @@ class ResultsState(param.Parameterized):
 
 
 def guarded(method: _F) -> _F:
-    """Turn an exception in a GUI callback into an error notification (never a dead page)."""
+    """Turn an exception in a GUI callback into an error notification (never a dead page).
+
+    The callback's changes to the page are held and sent together when it returns: one
+    patch, applied by the browser in one go (an edit sent as ten patches made the browser lay
+    the page out after each of them).
+    """
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args, **kwargs)
+            with pn.io.hold():
+                return method(self, *args, **kwargs)
         except Exception as err:  # the GUI reports every error instead of dying
             logger.exception("GUI callback %s failed", method.__name__)
             self.state.notify(f"{type(err).__name__}: {err}", "error")

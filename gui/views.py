@@ -112,8 +112,12 @@ class SigmaApp(pn.viewable.Viewer):
 
     def template(self) -> pn.template.BaseTemplate:
         """The app in a Panel template, ready for ``.servable()``."""
-        # Bootstrap, not Fast: the Fast design fetches a Google web font, which fails offline
+        # Bootstrap, not Fast: the Fast design fetches a Google web font, which fails offline.
+        # The edit controls go in the sidebar, a root of its own (see ClustersView.edit_controls),
+        # where they are also at hand in the Latent tab, next to the lasso
+        self.clusters.controls_in_sidebar = True
         return pn.template.BootstrapTemplate(title="sigma: phases in spectrum images", main=[self],
+                                             sidebar=[self.clusters.edit_controls()], sidebar_width=340,
                                              header_background="#1f3b73", main_max_width="1800px")  # fmt: skip
 
 

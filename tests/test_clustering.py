@@ -412,3 +412,23 @@ def test_auto_gaussian_mixture_refuses_bad_parameters_and_unfitted_use() -> None
     np.testing.assert_allclose(est.probabilities_, est.predict_proba(X))
     with pytest.raises(ValueError, match="3 features"):
         est.predict(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("bayesian", [False, True])
+def test_blocked_probabilities_equal_predict_proba(
+    bayesian: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blocked, max-shifted softmax gives scikit-learn's responsibilities, summed per phase."""
+    from sigma.clustering import gmm
+
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(c, 0.4, (700, 2)) for c in ((0, 0), (3, 0), (0, 3))])
+    est = AutoGaussianMixture(k_max=4, n_init=1, random_state=0, bayesian=bayesian).fit(X)
+    monkeypatch.setattr(gmm, "PROBA_CHUNK", 512)  # several blocks and a short last one
+    got = est._phase_proba(X)
+    resp = est.gaussian_.predict_proba(est._transform(X))
+    want = np.zeros_like(got)
+    for g, c in enumerate(est.component_cluster_):
+        want[:, c] += resp[:, g]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(est.predict(X), np.argmax(want, axis=1))

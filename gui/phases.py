@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -76,8 +75,33 @@ def ternary_points(ds: xr.Dataset, elements: list[str]) -> pd.DataFrame:
     return df[np.isfinite(df["x"]) & np.isfinite(df["y"])]
 
 
+def _patch_table(table: pn.widgets.Tabulator, frame: pd.DataFrame) -> None:
+    """Show ``frame`` in ``table``: the changed cells only when the rows and columns are the same.
+
+    A rename changes one cell: that cell is sent, not the table (whose rows the browser would
+    draw again).
+    """
+    old = table.value
+    if old is not None and list(old.columns) == list(frame.columns) and len(old) == len(frame):
+        patch: dict[str, list[tuple[int, Any]]] = {}
+        for col in frame.columns:
+            new_col, old_col = frame[col].tolist(), old[col].tolist()
+            changed = [(i, v) for i, (v, w) in enumerate(zip(new_col, old_col, strict=True))
+                       if not (v == w or (v != v and w != w))]  # fmt: skip
+            if changed:
+                patch[col] = changed
+        if patch:
+            table.patch(patch)
+        return
+    table.value = frame
+
+
 class PhasesView(pn.viewable.Viewer):
-    """Library match table, compositions and a ternary plot for three chosen elements."""
+    """Library match table, compositions and a ternary plot for three chosen elements.
+
+    Built once; an edit patches the changed table cells and the ternary plot's points (it used
+    to rebuild the tab, tables and plot, on every edit once opened).
+    """
 
     corner_a: str | None = param.Selector(objects=[], doc="bottom-left element")  # type: ignore[assignment]
     corner_b: str | None = param.Selector(objects=[], doc="bottom-right element")  # type: ignore[assignment]
@@ -87,7 +111,9 @@ class PhasesView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self._set_elements()
-        state.param.watch(lambda *_: self._set_elements(), "results")
+        self._parts: dict[str, Any] | None = None
+        state.param.watch(lambda *_: self._on_results(), "results")
+        self.param.watch(lambda *_: self._fill_ternary(), ["corner_a", "corner_b", "corner_c"])
 
     def _set_elements(self) -> None:
         ds = self.state.results
@@ -95,63 +121,98 @@ class PhasesView(pn.viewable.Viewer):
         if "composition_at" in ds and els:
             order = np.argsort(-np.nanmax(ds["composition_at"].values, axis=0))
             els = [els[i] for i in order]
-        for i, name in enumerate(("corner_a", "corner_b", "corner_c")):
-            self.param[name].objects = els
-            if els:
-                setattr(self, name, els[min(i, len(els) - 1)])
+        corners = ("corner_a", "corner_b", "corner_c")
+        if els == list(self.param["corner_a"].objects):
+            return  # the same elements: keep the user's corners
+        with param.parameterized.batch_call_watchers(self):
+            for i, name in enumerate(corners):
+                self.param[name].objects = els
+                if els:
+                    setattr(self, name, els[min(i, len(els) - 1)])
 
-    @param.depends("state.results")
-    def _tables(self) -> pn.viewable.Viewable:
+    def _on_results(self) -> None:
+        self._set_elements()
+        if self._parts is not None:
+            self._fill_tables()
+            self._fill_ternary()
+
+    def _fill_tables(self) -> None:
+        assert self._parts is not None
         ds = self.state.results
-        if "match_kind" not in ds and "composition_at" not in ds:
-            return pn.pane.Markdown(
-                "These results have no library names or compositions (element-map input, or "
-                "made with `library: none` / an older sigma)."
-            )
-        return pn.Column(
+        has = "match_kind" in ds or "composition_at" in ds
+        self._parts["note"].visible = not has
+        self._parts["tables"].visible = has
+        if has:
+            _patch_table(self._parts["match"], match_frame(ds))
+            _patch_table(self._parts["composition"], composition_frame(ds))
+            self._parts[
+                "quant"
+            ].object = f"**Composition** ({ds.attrs.get('quantification', '')}; ± counting error)"
+
+    def _fill_ternary(self) -> None:
+        if self._parts is None:
+            return
+        corners = [c for c in (self.corner_a, self.corner_b, self.corner_c) if c is not None]
+        ok = len(set(corners)) == 3
+        self._parts["ternary_note"].visible = not ok
+        self._parts["ternary"].visible = ok
+        pts = ternary_points(self.state.results, corners if ok else [])
+        self._parts["points"].data = {
+            "x": pts["x"].to_numpy(float),
+            "y": pts["y"].to_numpy(float),
+            "name": [str(v) for v in pts["name"]],
+            "color": [str(v) for v in pts["color"]],
+        }
+        if ok:
+            self._parts["corners"].data = {**self._parts["corners"].data, "text": corners}
+
+    def _build(self) -> None:
+        if self._parts is not None:
+            return
+        from bokeh.models import ColumnDataSource, HoverTool, Range1d
+        from bokeh.models.annotations import LabelSet  # (bokeh's stubs miss the re-export)
+        from bokeh.plotting import figure
+
+        h = math.sqrt(3) / 2
+        fig = figure(title="atomic fractions", width=460, height=420, toolbar_location=None,
+                     tools="", x_range=Range1d(start=-0.1, end=1.1), y_range=Range1d(start=-0.1, end=h + 0.12), output_backend="canvas")  # fmt: skip
+        fig.axis.visible = False
+        fig.grid.visible = False
+        fig.line([0, 1, 0.5, 0], [0, 0, h, 0], color="gray")
+        points = ColumnDataSource({"x": [], "y": [], "name": [], "color": []})
+        glyph = fig.scatter("x", "y", source=points, color="color", size=12, line_color="black")
+        fig.add_tools(HoverTool(tooltips=[("", "@name")], renderers=[glyph]))
+        corners = ColumnDataSource({"x": [-0.04, 1.04, 0.5], "y": [-0.06, -0.06, h + 0.05],
+                                    "text": ["", "", ""]})  # fmt: skip
+        fig.add_layout(LabelSet(x="x", y="y", text="text", source=corners, text_align="center"))
+        tables = pn.Column(
             pn.pane.Markdown(
                 "**Library match** (candidate misfit: chi-square per degree of freedom; "
                 "*unmatched* when no entry explains the spectrum with confidence)"
             ),
-            pn.widgets.Tabulator(match_frame(ds), disabled=True, show_index=False),
-            pn.pane.Markdown(
-                f"**Composition** ({ds.attrs.get('quantification', '')}; ± counting error)"
-            ),
-            pn.widgets.Tabulator(composition_frame(ds), disabled=True, show_index=False),
+            match := pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False),
+            quant := pn.pane.Markdown(""),
+            composition := pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False),
         )
-
-    @param.depends("state.results", "corner_a", "corner_b", "corner_c")
-    def _ternary(self) -> pn.viewable.Viewable:
-        ds = self.state.results
-        corners = [c for c in (self.corner_a, self.corner_b, self.corner_c) if c is not None]
-        if len(set(corners)) < 3:
-            return pn.pane.Markdown("Choose three different elements for the ternary plot.")
-        pts = ternary_points(ds, corners)
-        h = math.sqrt(3) / 2
-        frame = hv.Curve([(0, 0), (1, 0), (0.5, h), (0, 0)]).opts(color="gray")
-        labels = hv.Labels(
-            {"x": [-0.04, 1.04, 0.5], "y": [-0.04, -0.04, h + 0.05], "text": corners},
-            ["x", "y"],
-            "text",
+        note = pn.pane.Markdown(
+            "These results have no library names or compositions (element-map input, or "
+            "made with `library: none` / an older sigma)."
         )
-        scatter = hv.Points(pts, ["x", "y"], ["name", "color"]).opts(
-            color="color", size=12, line_color="black", tools=["hover"]
-        )
-        return pn.pane.HoloViews(
-            (frame * scatter * labels).opts(
-                width=460,
-                height=420,
-                xaxis=None,
-                yaxis=None,
-                title="atomic fractions",
-                show_grid=False,
-            )
-        )
+        self._parts = {"tables": tables, "note": note, "match": match, "composition": composition,
+                       "quant": quant, "points": points, "corners": corners,
+                       "ternary": pn.pane.Bokeh(fig),
+                       "ternary_note": pn.pane.Markdown("Choose three different elements for the ternary plot.")}  # fmt: skip
+        self._fill_tables()
+        self._fill_ternary()
 
     def __panel__(self) -> pn.viewable.Viewable:
+        self._build()
+        assert self._parts is not None
         widgets = pn.Row(
             pn.widgets.Select.from_param(self.param.corner_a, name="left"),
             pn.widgets.Select.from_param(self.param.corner_b, name="right"),
             pn.widgets.Select.from_param(self.param.corner_c, name="top"),
         )
-        return pn.Row(self._tables, pn.Column(widgets, self._ternary))
+        p = self._parts
+        return pn.Row(pn.Column(p["note"], p["tables"]),
+                      pn.Column(widgets, p["ternary_note"], p["ternary"]))  # fmt: skip

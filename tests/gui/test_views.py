@@ -699,3 +699,37 @@ def test_merge_leaves_its_input_alone_and_shares_the_counts(small_results):
         np.testing.assert_array_equal(small_results[v].values, arr)
     # the kept counts are not copied by an edit (a deep copy cost seconds on 1M pixels)
     assert merged["counts_value"].values is small_results["counts_value"].values
+
+
+def test_phases_tab_patches_cells_instead_of_rebuilding(small_results):
+    """Issue 15 note: the Phases tab rebuilt its tables and plot on every edit once opened."""
+    from bokeh.document import Document
+
+    from gui.phases import PhasesView
+    from gui.state import ResultsState
+
+    k = small_results.sizes["cluster"]
+    at = np.tile(np.array([0.5, 0.3, 0.2]), (k, 1))
+    ds = small_results.assign_coords(element=["O", "Si", "Fe"]).assign(
+        composition_at=(("cluster", "element"), at),
+        composition_at_error=(("cluster", "element"), at * 0.01),
+    )
+    state = ResultsState(ds)
+    view = PhasesView(state)
+    doc = Document()
+    root = pn.panel(view).get_root(doc)
+    doc.add_root(root)
+    tables = [m for m in root.select({"type": pn.models.tabulator.DataTabulator})]
+    assert len(tables) == 2
+    points = view._parts["points"]
+    assert list(points.data["name"]) == state.names()
+    sent: list[object] = []
+    doc.on_change(lambda event: sent.append(event))
+    state.update_results(gd.rename_cluster(state.results, 1, "olivine"))
+    # the same models, one patched name cell per table and the ternary points' names
+    assert [m for m in root.select({"type": pn.models.tabulator.DataTabulator})] == tables
+    assert view._parts["composition"].value["name"].tolist()[1] == "olivine"
+    assert list(points.data["name"])[1] == "olivine"
+    kinds = {type(e).__name__ for e in sent}
+    assert "ColumnsPatchedEvent" in kinds, kinds
+    assert not any(type(e).__name__ == "ModelChangedEvent" and e.attr == "children" for e in sent)

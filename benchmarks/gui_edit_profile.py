@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -114,21 +113,15 @@ def _top_functions(profile: dict, n: int = 25) -> list[tuple[str, float]]:
     return [(k, round(v, 1)) for k, v in sorted(self_ms.items(), key=lambda kv: -kv[1])[:n]]
 
 
-def profile_edit(page, click, done: str, timeout_s: float = 120.0) -> dict[str, object]:
-    """Time one edit (``click()``) until the legend matches ``done``, with the page's message log."""
-    legend = page.locator(".phase-legend div").first
+def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict[str, object]:
+    """Time one edit (a click on ``button``) until the legend matches ``done``, with the page's message log."""
+    from test_browser import time_edit
+
     cdp = getattr(page, "cdp", None)
     if cdp is not None:
         cdp.send("Profiler.start")
     t0 = page.evaluate("() => performance.now()")
-    start = time.perf_counter()
-    click()
-    while not re.search(done, legend.inner_text(), flags=re.DOTALL):
-        if time.perf_counter() - start > timeout_s:
-            raise AssertionError(f"no repaint matching {done!r}")
-        page.wait_for_timeout(20)
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    total = time.perf_counter() - start
+    total = time_edit(page, button, done, timeout_s)
     page.wait_for_timeout(1500)  # late messages (after the legend) still belong to the edit
     t1 = page.evaluate("() => performance.now()")
     s = page.evaluate(_SUMMARY, [t0, t1])
@@ -171,15 +164,13 @@ def _profile_page(url: str, cpu_profile: bool) -> dict[str, object]:
         box.fill("matrix")
         box.press("Enter")
         page.wait_for_timeout(500)
-        edits["rename"] = profile_edit(page, lambda: page.get_by_role("button", name="Rename", exact=True).click(),
-                                       r"0: matrix")  # fmt: skip
+        edits["rename"] = profile_edit(page, "Rename", r"0: matrix")
         print(json.dumps(edits["rename"]), flush=True)
         k_box = page.locator(".refit-k input").first
         k_box.fill("5")
         k_box.press("Enter")
         page.wait_for_timeout(500)
-        edits["refit"] = profile_edit(page, lambda: page.get_by_role("button", name="Refit GMM", exact=True).click(),
-                                      r"^(?!.*\b5: ).*\b4: ")  # fmt: skip
+        edits["refit"] = profile_edit(page, "Refit GMM", r"^(?!.*\b5: ).*\b4: ")  # fmt: skip
         print(json.dumps(edits["refit"]), flush=True)
         picker = page.locator(".merge-choice input[type=search]").first
         for label in ("3: ", "4: "):
@@ -189,8 +180,7 @@ def _profile_page(url: str, cpu_profile: bool) -> dict[str, object]:
         picker.press("Escape")
         page.mouse.click(5, 5)
         page.wait_for_timeout(500)
-        edits["merge"] = profile_edit(page, lambda: page.get_by_role("button", name="Merge", exact=True).click(),
-                                      r"^(?!.*\b4: ).*\b3: ")  # fmt: skip
+        edits["merge"] = profile_edit(page, "Merge", r"^(?!.*\b4: ).*\b3: ")  # fmt: skip
         print(json.dumps(edits["merge"]), flush=True)
         page.get_by_text("Latent", exact=True).first.click()
         page.wait_for_selector(".latent-plot canvas", timeout=60_000)
@@ -198,11 +188,7 @@ def _profile_page(url: str, cpu_profile: bool) -> dict[str, object]:
         _lasso(page, timeout_s=120)
         page.get_by_text("Clusters", exact=True).first.click()
         page.wait_for_timeout(3000)
-        edits["new_cluster"] = profile_edit(
-            page,
-            lambda: page.get_by_role("button", name="New cluster from selection", exact=True).click(),
-            r"\b4: ",
-        )  # fmt: skip
+        edits["new_cluster"] = profile_edit(page, "New cluster from selection", r"\b4: ")
         print(json.dumps(edits["new_cluster"]), flush=True)
         browser.close()
     return edits

@@ -188,36 +188,46 @@ def test_every_tab_loads_without_a_navigation_image(ui_browser, nonav_server):
     assert _open_every_tab(ui_browser, nonav_server, "no_nav_image") == []
 
 
-def _repainted(page) -> None:
-    """Wait for two animation frames: what Bokeh changed is on screen."""
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-
-
 #: a frame at least this large is part of an edit's patch (Panel's busy indicator sends ~120 bytes)
 PATCH_FRAME_BYTES = 1000
 
 
-def time_edit(page, click, done: str, timeout_s: float = 60.0) -> float:
-    """Seconds from ``click()`` until the phase legend's text matches ``done`` (a regex) and repainted.
+#: in the page: click ``button``, then wait until the phase legend's text matches ``pattern``
+#: (a MutationObserver, no polling from outside that would take the page's main thread) and
+#: two animation frames passed; resolves to the milliseconds since the click
+_CLICK_TO_REPAINT_JS = """
+([button, legend, pattern, timeout]) => new Promise((resolve, reject) => {
+  const re = new RegExp(pattern, "s");
+  const root = legend.shadowRoot || legend;
+  const text = () => Array.from(root.children).filter(e => e.tagName === "DIV").map(e => e.innerText).join("\\n");
+  const t0 = performance.now();
+  const obs = new MutationObserver(() => {
+    if (!re.test(text())) return;
+    obs.disconnect();
+    clearTimeout(timer);
+    requestAnimationFrame(() => requestAnimationFrame(() => resolve(performance.now() - t0)));
+  });
+  obs.observe(root, {subtree: true, childList: true, characterData: true});
+  const timer = setTimeout(() => { obs.disconnect(); reject(new Error(`no repaint matching ${pattern}: ${text()}`)); }, timeout);
+  button.click();
+})
+"""
+
+
+def time_edit(page, button: str, done: str, timeout_s: float = 60.0) -> float:
+    """Seconds from a click on ``button`` until the phase legend's text matches ``done`` (a regex)
+    and two animation frames passed (what Bokeh changed is on screen), timed in the page.
 
     With ``page.ws_frames`` (:func:`watch_frames`), ``page.last_edit`` holds the seconds from the
     click to the edit's patch (its server time and the round trip) and the bytes the server
     sent until the repaint.
     """
-    import re
-
-    legend = page.locator(".phase-legend div").first  # inside the pane's shadow root
+    target = page.get_by_role("button", name=button, exact=True).first.element_handle()
+    legend = page.locator(".phase-legend").first.element_handle()  # its text is in its shadow root
     sent: list[tuple[float, int]] = getattr(page, "ws_frames", [])
     n0 = len(sent)
     start = time.perf_counter()
-    click()
-    deadline = start + timeout_s
-    while not re.search(done, legend.inner_text(), flags=re.DOTALL):
-        if time.perf_counter() > deadline:
-            raise AssertionError(f"no repaint matching {done!r}: {legend.inner_text()!r}")
-        page.wait_for_timeout(20)
-    _repainted(page)
-    took = time.perf_counter() - start
+    took = page.evaluate(_CLICK_TO_REPAINT_JS, [target, legend, done, timeout_s * 1000]) / 1000
     page.wait_for_timeout(300)  # frames after the legend (the busy indicator) belong to the edit
     frames = sent[n0:]
     patch = next((t for t, n in frames if n >= PATCH_FRAME_BYTES), float("nan"))
@@ -231,8 +241,8 @@ def edit_timings(page) -> dict[str, float]:
     each (``*_bytes``, WebSocket frames): the Clusters tab must be open."""
     out: dict[str, float] = {}
 
-    def timed(name: str, click, done: str) -> None:
-        out[f"{name}_s"] = time_edit(page, click, done)
+    def timed(name: str, button: str, done: str) -> None:
+        out[f"{name}_s"] = time_edit(page, button, done)
         for key, value in getattr(page, "last_edit", {}).items():
             out[f"{name}_{key}"] = value
 
@@ -240,17 +250,12 @@ def edit_timings(page) -> dict[str, float]:
     name_box.fill("matrix")
     name_box.press("Enter")
     page.wait_for_timeout(500)
-    timed(
-        "rename",
-        lambda: page.get_by_role("button", name="Rename", exact=True).click(),
-        r"0: matrix",
-    )
+    timed("rename", "Rename", r"0: matrix")
     k_box = page.locator(".refit-k input").first
     k_box.fill("5")
     k_box.press("Enter")
     page.wait_for_timeout(500)
-    timed("refit", lambda: page.get_by_role("button", name="Refit GMM", exact=True).click(),
-          r"^(?!.*\b5: ).*\b4: ")  # five clusters 0..4: a '4:' entry and no '5:'  # fmt: skip
+    timed("refit", "Refit GMM", r"^(?!.*\b5: ).*\b4: ")  # five clusters 0..4: a '4:' entry and no '5:'  # fmt: skip
     # merge 3 and 4 of the five: typed into the merge picker (choices.js), then the button
     picker = page.locator(".merge-choice input[type=search]").first
     for label in ("3: ", "4: "):
@@ -260,8 +265,7 @@ def edit_timings(page) -> dict[str, float]:
     picker.press("Escape")  # close the drop-down: it lies over the Merge button
     page.mouse.click(5, 5)
     page.wait_for_timeout(500)
-    timed("merge", lambda: page.get_by_role("button", name="Merge", exact=True).click(),
-          r"^(?!.*\b4: ).*\b3: ")  # four clusters 0..3  # fmt: skip
+    timed("merge", "Merge", r"^(?!.*\b4: ).*\b3: ")  # four clusters 0..3  # fmt: skip
     # a new cluster from a lasso in the Latent tab (the lasso itself is not timed)
     page.get_by_text("Latent", exact=True).first.click()
     page.wait_for_selector(".latent-plot canvas", timeout=60_000)
@@ -269,8 +273,7 @@ def edit_timings(page) -> dict[str, float]:
     _lasso(page)
     page.get_by_text("Clusters", exact=True).first.click()
     page.wait_for_timeout(1000)
-    timed("new_cluster",
-          lambda: page.get_by_role("button", name="New cluster from selection", exact=True).click(), r"\b4: ")  # fmt: skip
+    timed("new_cluster", "New cluster from selection", r"\b4: ")  # fmt: skip
     return out
 
 

@@ -152,3 +152,26 @@ def test_console_script_exit_status_and_error_on_a_missing_file(tmp_path) -> Non
     )
     assert bad.returncode != 0
     assert "missing.nc" in bad.stderr
+
+
+def test_reader_warning_printed_once() -> None:
+    """RosettaSciIO's own console handler is dropped under a command: one line per warning."""
+    import subprocess
+    import sys
+
+    path = hyperspy_test_file("emd_files/fei_emd_files.zip/fei_SI_SuperX-HAADF_10frames_10x50.emd")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from sigma.cli import entry; entry()",
+            "info",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count("only one spectrum stream") == 1

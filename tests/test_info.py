@@ -114,7 +114,21 @@ def test_info_on_a_file_without_counts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "y=2, x=3, feature=4" in _row(out, "dims")
     assert _row(out, "variable features") == "(y, x, feature)"
-    assert "not a spectrum image" in _row(out, "note")
+    assert "no spectra" in _row(out, "note")
+    assert _row(out, "element maps").startswith("4: ")
+
+
+def test_info_lists_the_element_maps_of_a_folder(tmp_path, capsys):
+    import tifffile
+
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    for i, name in enumerate(("Fe Ka", "Si Ka")):
+        tifffile.imwrite(folder / f"{name}.tif", np.full((4, 5), 2.0 * (i + 1), np.float32))
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert _row(out, "element maps") == "2: Fe_Ka, Si_Ka"
+    assert _row(out, "  Si_Ka") == "mean 4, min 4, max 4"
 
 
 _ENTRY = "import sys; from sigma.cli import entry; sys.argv = ['sigma', *sys.argv[1:]]; entry()"
@@ -152,3 +166,26 @@ def test_console_script_exit_status_and_error_on_a_missing_file(tmp_path) -> Non
     )
     assert bad.returncode != 0
     assert "missing.nc" in bad.stderr
+
+
+def test_reader_warning_printed_once() -> None:
+    """RosettaSciIO's own console handler is dropped under a command: one line per warning."""
+    import subprocess
+    import sys
+
+    path = hyperspy_test_file("emd_files/fei_emd_files.zip/fei_SI_SuperX-HAADF_10frames_10x50.emd")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from sigma.cli import entry; entry()",
+            "info",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count("only one spectrum stream") == 1

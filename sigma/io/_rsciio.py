@@ -61,7 +61,25 @@ _LENGTH_UNITS_NORMALISED = {"µm": "um", "μm": "um", "micron": "um", "Å": "A",
 
 def _reader(plugin: str) -> Callable[..., list[dict[str, Any]]]:
     module = importlib.import_module(f"rsciio.{plugin}")
+    _one_log_line_per_message()
     return module.file_reader  # type: ignore[no-any-return]
+
+
+def _one_log_line_per_message() -> None:
+    """Drop RosettaSciIO's own console handler where the root logger already prints.
+
+    RosettaSciIO adds a stream handler to its ``rsciio`` logger on import; under a sigma
+    command (root handler configured) each of its warnings would print twice, once in each
+    format. In a notebook without a root handler, its handler stays.
+    """
+    import logging
+
+    if not logging.getLogger().handlers:
+        return
+    log = logging.getLogger("rsciio")
+    for handler in list(log.handlers):
+        if type(handler) is logging.StreamHandler:
+            log.removeHandler(handler)
 
 
 def _get(tree: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

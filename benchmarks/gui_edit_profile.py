@@ -115,8 +115,9 @@ def _top_functions(profile: dict, n: int = 25) -> list[tuple[str, float]]:
 
 def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict[str, object]:
     """Time one edit (a click on ``button``) until the legend matches ``done``, with the page's message log."""
-    from test_browser import time_edit
+    from test_browser import settle, time_edit
 
+    settle(page)  # timed from a quiet page, as the browser test does
     cdp = getattr(page, "cdp", None)
     if cdp is not None:
         cdp.send("Profiler.start")

@@ -214,6 +214,27 @@ _CLICK_TO_REPAINT_JS = """
 """
 
 
+#: resolves once ``frames`` animation frames in a row came less than 100 ms apart (the page is
+#: not busy rendering), or after ``timeout`` ms
+_SETTLED_JS = """
+([frames, timeout]) => new Promise(resolve => {
+  const t0 = performance.now();
+  let last = t0, quiet = 0;
+  const step = now => {
+    quiet = now - last < 100 ? quiet + 1 : 0;
+    last = now;
+    if (quiet >= frames || now - t0 > timeout) resolve(now - t0); else requestAnimationFrame(step);
+  };
+  requestAnimationFrame(step);
+})
+"""
+
+
+def settle(page, frames: int = 20, timeout_s: float = 60.0) -> None:
+    """Wait until the page has stopped rendering (an edit is timed from a quiet page)."""
+    page.evaluate(_SETTLED_JS, [frames, timeout_s * 1000])
+
+
 def time_edit(page, button: str, done: str, timeout_s: float = 60.0) -> float:
     """Seconds from a click on ``button`` until the phase legend's text matches ``done`` (a regex)
     and two animation frames passed (what Bokeh changed is on screen), timed in the page.
@@ -222,6 +243,7 @@ def time_edit(page, button: str, done: str, timeout_s: float = 60.0) -> float:
     click to the edit's patch (its server time and the round trip) and the bytes the server
     sent until the repaint.
     """
+    settle(page)
     target = page.get_by_role("button", name=button, exact=True).first.element_handle()
     legend = page.locator(".phase-legend").first.element_handle()  # its text is in its shadow root
     sent: list[tuple[float, int]] = getattr(page, "ws_frames", [])

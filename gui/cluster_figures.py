@@ -272,7 +272,7 @@ class ClusterFigures:
         if self._nmf is None or "nmf_weight" not in self.state.results:
             return
         w = self.state.results["nmf_weight"].transpose("cluster", "component").values
-        labels = self.state.labels()
+        labels = self.state.short_labels()
         comps = [f"component {j}" for j in range(w.shape[1])]
         ii, jj = np.meshgrid(np.arange(w.shape[0]), np.arange(w.shape[1]), indexing="ij")
         self._nmf["fig"].x_range.factors = comps

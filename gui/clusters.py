@@ -198,7 +198,7 @@ class ClustersView(pn.viewable.Viewer):
         if parts is None or figs is None or "cluster_mean_spectrum" not in ds:
             return
         cms = ds["cluster_mean_spectrum"].transpose("cluster", "energy").values
-        labels, colors = self.state.labels(), self.state.colors()
+        labels, colors = self.state.short_labels(), self.state.colors()
         curves = {labels[i]: (cms[i], colors[i]) for i in sorted(self.shown) if i < len(labels)}
         figs.fill_spectra(parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev)
 
@@ -207,7 +207,7 @@ class ClustersView(pn.viewable.Viewer):
         parts = self._spectra_parts
         if parts is None:
             return
-        labels = self.state.labels()
+        labels = self.state.short_labels()
         new = [labels[i] for i in sorted(self.shown) if i < len(labels)]
         if len(new) == len(parts["src"].data["label"]):
             parts["src"].patch({"label": [(slice(0, len(new)), new)]})

@@ -161,6 +161,14 @@ class ResultsState(param.Parameterized):
             for i, (n, p) in enumerate(zip(self.names(), self.pixel_counts(), strict=True))
         ]
 
+    def short_labels(self) -> list[str]:
+        """``"i: name"`` of each cluster, for plot legends and axes.
+
+        Their size must not change with every edit's pixel counts: a legend or axis that changes
+        size makes the browser lay out the whole page again.
+        """
+        return [f"{i}: {n}" for i, n in enumerate(self.names())]
+
     def notify(self, text: str, kind: str = "info") -> None:
         """Show ``text`` as a notification (when served) and remember it in ``message``."""
         self.message = text

@@ -14,6 +14,9 @@ new cluster from a lasso). For each edit it reports, measured inside the page:
 - ``handle_s``: main-thread time in the page's message handlers (Bokeh applying the patch);
 - ``long_tasks_s``: main-thread tasks over 50 ms between click and repaint (rendering included);
 - ``changes``: the patch's events, ``model type.attribute`` with their count;
+- ``plots_laid_out_again``: plots whose axis, legend, colour bar or title changed size, which
+  makes the browser lay out the whole page (a rename: the probability map's title; a refit: the
+  NMF weights' cluster axis);
 - ``click_to_repaint_s``: click until the phase legend shows the edit and two frames passed.
 """
 
@@ -113,6 +116,32 @@ def _top_functions(profile: dict, n: int = 25) -> list[tuple[str, float]]:
     return [(k, round(v, 1)) for k, v in sorted(self_ms.items(), key=lambda kv: -kv[1])[:n]]
 
 
+#: wraps every plot view's ``compute_layout`` (a plot whose side panel - axis, legend, colour
+#: bar, title - changed size lays out the whole root): records the plot titles that did
+_WATCH_LAYOUTS = r"""
+() => {
+  window.__layouts = [];
+  const seen = new Set();
+  const walk = v => {
+    if (!v || seen.has(v)) return;
+    seen.add(v);
+    const type = v.model ? v.model.type : "";
+    if ((type === "Figure" || type === "Plot") && !v.__wrapped) {
+      const orig = v.compute_layout.bind(v);
+      v.__wrapped = true;
+      v.compute_layout = function(...args) {
+        window.__layouts.push([performance.now(), (v.model.title && v.model.title.text) || type]);
+        return orig(...args);
+      };
+    }
+    for (const c of (v.child_views || [])) walk(c);
+  };
+  for (const r of Object.values(Bokeh.index || {})) walk(r);
+  return seen.size;
+}
+"""
+
+
 def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict[str, object]:
     """Time one edit (a click on ``button``) until the legend matches ``done``, with the page's message log."""
     from test_browser import settle, time_edit
@@ -121,11 +150,16 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
     cdp = getattr(page, "cdp", None)
     if cdp is not None:
         cdp.send("Profiler.start")
+    page.evaluate(_WATCH_LAYOUTS)  # (again: views built since are wrapped too)
     t0 = page.evaluate("() => performance.now()")
     total = time_edit(page, button, done, timeout_s)
     page.wait_for_timeout(1500)  # late messages (after the legend) still belong to the edit
     t1 = page.evaluate("() => performance.now()")
     s = page.evaluate(_SUMMARY, [t0, t1])
+    s["layouts"] = page.evaluate(
+        "([t0, t1]) => window.__layouts.filter(([t]) => t >= t0 && t <= t1).map(([t, n]) => n)",
+        [t0, t1],
+    )
     if cdp is not None:
         prof = cdp.send("Profiler.stop")["profile"]
         s["top_functions"] = _top_functions(prof)
@@ -139,7 +173,7 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
             "last_message_s": None if s["last"] is None else round(s["last"] / 1000, 3),
             "messages": s["messages"], "bytes": s["bytes"], "binary_bytes": s["binary_bytes"],
             "handle_s": round(s["handle_ms"] / 1000, 3), "long_tasks_s": round(s["long_ms"] / 1000, 3),
-            "changes": s["changes"], "timeline": s["timeline"],
+            "changes": s["changes"], "plots_laid_out_again": s["layouts"], "timeline": s["timeline"],
             "top_functions": s.get("top_functions")}  # fmt: skip
 
 

@@ -370,17 +370,18 @@ def _cluster_counts(counts_ds: xr.Dataset) -> tuple[Any, np.ndarray, int] | None
     if n_px * n_ch <= _SPLIT_MAX_VALUES and counts_ds[COUNTS].chunks is None:
         counts, centres = cluster_channels(np.asarray(counts_ds[COUNTS].values), energy, fwhm_ev)
         return counts, centres, 1
-    counts, centres = sparse_cluster_channels(counts_ds[COUNTS].data, energy, fwhm_ev)
-    if counts.nnz > _SPLIT_MAX_VALUES:
+    counts, centres = sparse_cluster_channels(
+        counts_ds[COUNTS].data, energy, fwhm_ev, max_nnz=_SPLIT_MAX_VALUES
+    )
+    if counts is None:
         logger.info(
-            "split test and spatial assignment skipped: %d pixels hold %d non-zero channels, "
-            "more than %d",
+            "split test and spatial assignment skipped: %d pixels hold more than %d non-zero "
+            "channels",
             n_px,
-            counts.nnz,
             _SPLIT_MAX_VALUES,
         )
         return None
-    b = block_factor(n_px, n_ch, _SPLIT_MAX_VALUES)
+    b = block_factor(n_px, int(counts.shape[1]), _SPLIT_MAX_VALUES)
     logger.info(
         "%d pixels x %d channels: sparse counts (%d non-zero), split test on %d x %d blocks",
         n_px,
@@ -513,9 +514,16 @@ def _sparse_hint(ds: xr.Dataset) -> list[str]:
     if mean >= SPARSE_HINT_COUNTS:
         return []
     b = max(2, math.ceil(math.sqrt(20.0 / max(mean, 1e-9))))
+    # the counts are per binned pixel when the run binned already: the option is the product
+    done = json.loads(ds.attrs.get("pipeline_config") or "{}").get("bin_factor") or 1
+    if isinstance(done, (list, tuple)):
+        by, bx = (int(v) for v in done)
+        option = f"{by * b},{bx * b}"
+    else:
+        option = str(int(done) * b)
     return [
         f"note: {mean:.1f} counts per data pixel; phases that differ little are hard to tell "
-        f"apart at this level. Try --bin {b} (about {mean * b * b:.0f} counts per pixel)."
+        f"apart at this level. Try --bin {option} (about {mean * b * b:.0f} counts per pixel)."
     ]
 
 

@@ -107,5 +107,35 @@ def test_run_on_a_map_too_large_for_dense_counts(scene, monkeypatch: pytest.Monk
     res = sigma.run(ds, config=FAST, show_progress=False)
     info = res.dataset.attrs["clustering"]
     assert '"split_blocks": 2' in info
+    assert '"block_px": 2' in info  # the split test ran, on blocks
+    assert '"skipped": "blocks"' in info  # no pixel-wise reassignment
     assert res.n_clusters == 3
     assert adjusted_rand_score(truth.label.values.ravel(), res.label.values.ravel()) > 0.9
+
+
+def test_a_new_phase_never_takes_the_number_of_a_scattered_one() -> None:
+    """Phase 2 holds one pixel per block (no block's majority): a split-off phase is 3."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(4)
+    ny, nx, n_ch = 60, 80, 40
+    spec = {c: np.zeros(n_ch) for c in range(4)}
+    spec[0][[5, 20]] = [0.7, 0.3]
+    spec[1][[5, 30]] = [0.3, 0.7]
+    spec[2][[10]] = [1.0]
+    spec[3][[5, 35]] = [0.3, 0.7]  # a hidden sub-phase inside phase 0's half
+    truth = np.where(np.arange(nx)[None, :] >= nx // 2, 1, 0).repeat(ny, axis=0)
+    truth[:30, :20] = 3
+    label = np.where(truth == 3, 0, truth)
+    scattered = np.zeros((ny, nx), bool)
+    scattered[::2, ::2] = True  # one pixel in each 2 x 2 block
+    truth[scattered] = 2
+    label[scattered] = 2
+    rate = np.stack([spec[int(c)] for c in truth.ravel()]) * 3.0
+    counts = sparse.csr_matrix(rng.poisson(rate).astype(np.float64))
+    new, splits, _ = split_blocks(counts, label.ravel(), (ny, nx), 2)
+    assert [s["new"] for s in splits] == [3]
+    assert splits[0]["block_px"] == 2
+    assert (new[label.ravel() == 2] == 2).all()  # the scattered phase keeps its pixels
+    hidden = (truth == 3).ravel()
+    assert np.mean(new[hidden] == 3) > 0.9

@@ -327,3 +327,6 @@ def test_summary_suggests_binning_a_sparse_map() -> None:
     assert "Try --bin 4 (about 20 counts per pixel)" in text
     dense = ds.assign(total_counts=ds["total_counts"] * 10)
     assert "--bin" not in summary(SimpleNamespace(dataset=dense))
+    # a run that binned 2 x 2 already: the option is the total factor
+    binned = ds.assign_attrs(pipeline_config='{"bin_factor": 2}')
+    assert "Try --bin 8 (about 20 counts per pixel)" in summary(SimpleNamespace(dataset=binned))

@@ -11,10 +11,12 @@ STEM map at 1 count per pixel holds about one non-zero value per pixel). On such
 2. :func:`split_on_blocks` runs the split test on the counts summed over ``b x b`` blocks of
    pixels (``b`` the smallest that fits the dense budget, :func:`block_factor`), each block
    labelled with the phase most of its pixels hold; a block split off to a new phase takes
-   all its pixels with data. A sparse map loses little by this: its
-   split test pools pixels over windows of 3-7 pixels anyway, and the spatial assignment that
-   follows moves every pixel, at full resolution, to the phase whose spectrum explains its
-   counts best.
+   those of its pixels that held that phase. A sparse map loses little by this: its split test pools pixels
+   over windows of 3-7 pixels anyway, and at 1-2 counts a pixel the phase of a single pixel is
+   mostly noise. The labels then stand as the blocks give them (boundaries on a ``b``-pixel
+   grid): a pixel-wise reassignment at such counts dissolves a phase of scattered blocks into
+   the majority (:func:`sigma.clustering.spatial.spatial_clustering`), and the merge test
+   still runs on every pixel's counts.
 
 Examples
 --------
@@ -58,13 +60,15 @@ def sparse_cluster_channels(
     *,
     width_fwhm: float = 1.0 / 3.0,
     min_energy_kev: float = 0.1,
+    max_nnz: int | None = None,
 ) -> tuple[Any, npt.NDArray[np.float64]]:
     """:func:`sigma.clustering.spatial.cluster_channels` as a CSR matrix, without a dense copy.
 
-    ``cube`` ``(y, x, energy)`` (NumPy, or anything sliceable along ``y`` whose slices
-    ``np.asarray`` reads, e.g. dask) is read ``_ROWS_PER_BLOCK`` rows at a time; only its
+    ``cube`` ``(y, x, energy)`` (NumPy, or a dask array, read along its own row chunks) is
+    read ``_ROWS_PER_BLOCK`` rows at a time, its energies sliced before reading; only its
     non-zero counts are kept. Returns the ``(pixels, channels)`` float64 CSR counts and the
-    channels' centre energies in keV.
+    channels' centre energies in keV; the counts are None as soon as they hold more than
+    ``max_nnz`` non-zero values (nothing larger is built).
     """
     from scipy import sparse
 
@@ -76,9 +80,16 @@ def sparse_cluster_channels(
     keep = keep[: n_ch * factor]
     centres = energy[keep].reshape(n_ch, factor).mean(axis=1)
     ny, nx = int(cube.shape[0]), int(cube.shape[1])
+    lo, hi = (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
+    chunks = getattr(cube, "chunks", None)
+    if chunks and isinstance(chunks[0], tuple):  # dask: read along its own row chunks
+        starts = np.concatenate([[0], np.cumsum(chunks[0])]).astype(int).tolist()
+    else:
+        starts = list(range(0, ny, _ROWS_PER_BLOCK)) + [ny]
     blocks = []
-    for y0 in range(0, ny, _ROWS_PER_BLOCK):
-        block = np.asarray(cube[y0 : y0 + _ROWS_PER_BLOCK])[..., keep[0] : keep[-1] + 1]
+    nnz = 0
+    for y0, y1 in zip(starts[:-1], starts[1:], strict=True):
+        block = np.asarray(cube[y0:y1, :, lo:hi])  # energies sliced before reading
         rows, cols = block.shape[0] * nx, block.shape[2]
         flat = block.reshape(rows, cols)
         r, c = np.nonzero(flat)
@@ -87,6 +98,9 @@ def sparse_cluster_channels(
             (v, (r, c // factor)), shape=(rows, max(n_ch, 1)), dtype=np.float64
         )
         part.sum_duplicates()
+        nnz += part.nnz
+        if max_nnz is not None and nnz > max_nnz:
+            return None, centres
         blocks.append(part)
     out = sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((0, n_ch))
     return out, centres
@@ -174,7 +188,8 @@ def split_blocks(
     """:func:`sigma.clustering.auto_k.split_phases` on ``b x b`` block sums of a large map.
 
     Each block carries the phase most of its pixels hold; a block split off to a new phase (or
-    moved to another) takes all its pixels with data. Returns the new
+    moved to another) takes those of its pixels that held the block's phase; new phases are
+    numbered after every full-resolution phase. Returns the new
     full-resolution labels, the splits and the tests (as ``split_phases``'s).
     """
     from sigma.clustering.auto_k import coarse_channels, split_phases
@@ -184,20 +199,28 @@ def split_blocks(
     k = int(lab.max()) + 1 if valid.any() else 0
     sums, grid = block_counts(counts, shape, b, valid)
     lab_b = block_labels(lab, shape, b, k)
+    k_b = int(lab_b.max()) + 1
     tests: list[dict[str, Any]] = []
     new_b, splits = split_phases(
         coarse_channels(sums),
         lab_b,
-        k_max=k_max,
+        k_max=k_b + max(k_max - k, 0),  # never more than k_max phases at full resolution
         random_state=random_state,
         shape=grid,
         tests_out=tests,
     )
+    # a phase that holds no block's majority has no block label: new phases are numbered
+    # after every pixel phase, not after the block labels (they would take its number)
+    fresh = new_b >= k_b
+    new_b[fresh] += k - k_b
+    for rec in splits:
+        rec["new"] = int(rec["new"]) + k - k_b
+    for rec in (*splits, *tests):
+        rec["block_px"] = b  # "pixels" of these records count b x b blocks
     block, _ = _block_index(shape, b)
-    # every valid pixel of a block the test moved follows it: on a map sparse enough to need
-    # blocks, a pixel's own label is mostly noise, and the spatial assignment that follows
-    # moves each pixel to the phase its counts and neighbours support
-    move = valid & (new_b != lab_b)[block]
+    # the pixels of a moved block that held the block's phase follow it; pixels of other
+    # phases in the block (a scattered phase that holds no block's majority) keep theirs
+    move = valid & (new_b != lab_b)[block] & (lab == lab_b[block])
     new = lab.copy()
     new[move] = new_b[block[move]]
     if splits:
@@ -241,7 +264,7 @@ def split_on_blocks(
     if (new == label).all():
         return clustering.assign_attrs(clustering=json.dumps(info))
     prob_old = np.asarray(clustering["probability"].values).reshape(ny * nx, -1)
-    prob = np.zeros((ny * nx, int(new.max()) + 1), dtype=np.float64)
+    prob = np.zeros((ny * nx, max(int(new.max()) + 1, prob_old.shape[1])), dtype=np.float64)
     prob[:, : prob_old.shape[1]] = prob_old
     moved = np.flatnonzero(new != label)
     prob[moved, new[moved]] += prob[moved, label[moved]]

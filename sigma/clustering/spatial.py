@@ -442,7 +442,8 @@ def spatial_clustering(
         Above 1 (a map too large for dense counts, ``counts`` sparse): the split test runs on
         the counts summed over blocks this many pixels wide
         (:func:`sigma.clustering.coarse.split_blocks`), and the labels are not reassigned pixel
-        by pixel (the merge test and the missed-phase search still run on every pixel).
+        by pixel; the merge test still runs on every pixel's counts, the missed-phase search
+        (whose proposals must survive a reassignment) does not run.
 
     Returns
     -------
@@ -514,7 +515,11 @@ def spatial_clustering(
     info["merges"] = merges
     info["spatial"] = sp
     added: list[dict[str, Any]] = []
-    if find_missed:
+    if find_missed and on_blocks:
+        # a proposal is kept only if it holds its pixels on reassignment, which blocks skip
+        logger.info("missed-phase search skipped: the map is tested on %d x %d blocks", *(
+            split_blocks_b, split_blocks_b))  # fmt: skip
+    elif find_missed:
         from sigma.clustering.residual import find_missed_phases
 
         label = np.where(valid, prob.argmax(axis=1), -1)

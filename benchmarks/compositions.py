@@ -84,7 +84,9 @@ def _alt_rows(total: float, seed: int) -> list[dict[str, Any]]:
         )
         weight = {xl.AtomicNumberToSymbol(z): w for z, w in altmodel.composition(formula).items()}
         truth = _atomic(weight, lambda el: xl.AtomicWeight(xl.SymbolToAtomicNumber(el)))
-        rows.append({"phase": name, "geometry": "bulk", "error_at_pct": _errors(comp.atomic, truth)})
+        rows.append(
+            {"phase": name, "geometry": "bulk", "error_at_pct": _errors(comp.atomic, truth)}
+        )
     return rows
 
 

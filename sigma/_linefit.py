@@ -2,7 +2,9 @@
 
 Shared by :mod:`sigma.phases` (library matching) and :mod:`sigma.quantify` (compositions). The
 physics is the simulator's (:mod:`sigma.datasets._spectrum`): xraydb line energies and weights,
-generated intensity ``ln(U) / (U Ec^2)`` x fluorescence yield x edge jump, detector efficiency,
+generated intensity (:func:`sigma.xray.ionisation_yield`: the thick-target law
+``U ln U - U + 1`` for bulk samples, ``ln(U) / (U Ec^2)`` for thin films) x fluorescence yield
+x edge jump, detector efficiency,
 the simplified Philibert absorption for bulk (SEM) samples, Gaussian peaks of the detector's
 FWHM and Si escape peaks.
 

@@ -597,15 +597,7 @@ def feature_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
     for key, maps, units in _FEATURE_CACHE:
         if all(a is b for a, b in zip(key, sources, strict=True)):
             return maps, units
-    if line_intensity.has_line_windows(ds):
-        maps, units = line_intensity.net_line_intensities(ds), "counts per pixel"
-    elif "features" in ds:
-        maps, units = (
-            ds["features"].transpose("y", "x", "feature"),
-            "z-score (no per-pixel counts kept)",
-        )
-    else:
-        maps, units = None, ""
+    maps, units = line_intensity.element_maps(ds)
     _FEATURE_CACHE[:] = [(sources, maps, units)]
     return maps, units
 

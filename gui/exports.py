@@ -16,41 +16,18 @@ Every file is written to a temporary name and renamed, so no half-written file i
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
 from gui import data as gd
+from sigma.io.tiff import pixel_size_um, write_tiff
 
 __all__ = ["pixel_size_um", "scale_bar_length", "phase_map_png", "write_tiff", "export_maps"]
-
-_TO_UM = {
-    "um": 1.0,
-    "µm": 1.0,
-    "μm": 1.0,
-    "micron": 1.0,
-    "nm": 1e-3,
-    "mm": 1e3,
-    "m": 1e6,
-    "pm": 1e-6,
-}
-
-
-def pixel_size_um(ds: xr.Dataset) -> tuple[float, float] | None:
-    """``(dy, dx)`` of one pixel in micrometres, None when the coordinates have no length unit."""
-    units = str(ds["x"].attrs.get("units", "")).strip()
-    factor = _TO_UM.get(units)
-    if factor is None or ds.sizes["x"] < 2 or ds.sizes["y"] < 2:
-        return None
-    dx = abs(float(ds["x"].values[1] - ds["x"].values[0])) * factor
-    dy = abs(float(ds["y"].values[1] - ds["y"].values[0])) * factor
-    return (dy, dx) if dx > 0 and dy > 0 else None
 
 
 def scale_bar_length(width: float) -> float:
@@ -141,40 +118,6 @@ def _atomic_bytes(data: bytes, path: Path) -> Path:
 def write_png(data: bytes, path: str | os.PathLike[str]) -> Path:
     """Write PNG bytes atomically."""
     return _atomic_bytes(data, Path(path))
-
-
-def write_tiff(image: npt.ArrayLike, path: str | os.PathLike[str], ds: xr.Dataset, *,
-               description: dict[str, object] | None = None) -> Path:  # fmt: skip
-    """Write ``image`` (``(y, x)``, ``(y, x, 3|4)`` or ``(n, y, x)``) as TIFF with its pixel size.
-
-    The resolution tags hold pixels per micrometre (``ResolutionUnit`` micrometre); the image
-    description is JSON with ``pixel_size_um`` and ``description``'s items.
-    """
-    import tifffile
-
-    path = Path(path)
-    arr = np.asarray(image)
-    size = pixel_size_um(ds)
-    meta: dict[str, object] = {"source": str(ds.attrs.get("source", "")), **(description or {})}
-    kwargs: dict[str, Any] = {}
-    if size is not None:
-        dy, dx = size
-        kwargs = {
-            "resolution": (1.0 / dx, 1.0 / dy),
-            "resolutionunit": tifffile.RESUNIT.MICROMETER,
-        }
-        meta["pixel_size_um"] = [dy, dx]
-    photometric = (
-        "rgb"
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8
-        else "minisblack"
-    )
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    tifffile.imwrite(
-        tmp, arr, photometric=photometric, description=json.dumps(meta), metadata=None, **kwargs
-    )
-    tmp.replace(path)
-    return path
 
 
 def export_maps(ds: xr.Dataset, folder: str | os.PathLike[str], stem: str, *,

@@ -27,7 +27,16 @@ import xarray as xr
 
 from sigma import sparse_counts
 
-__all__ = ["INTENSITY_ATTRS", "line_weights", "net_line_intensities", "has_line_windows"]
+__all__ = [
+    "INTENSITY_ATTRS",
+    "line_weights",
+    "net_line_intensities",
+    "has_line_windows",
+    "element_maps",
+]
+
+#: units of the standardised features, shown when no counts are kept
+ZSCORE_UNITS = "z-score (no per-pixel counts kept)"
 
 #: attrs of net line intensities
 INTENSITY_ATTRS = {"units": "counts", "long_name": "net line intensity (background subtracted)"}
@@ -94,3 +103,17 @@ def net_line_intensities(ds: xr.Dataset) -> xr.DataArray:
         attrs=dict(INTENSITY_ATTRS),
         name="net_intensity",
     )
+
+
+def element_maps(ds: xr.Dataset) -> tuple[xr.DataArray | None, str]:
+    """The per-pixel line maps to show or export, ``(y, x, feature)``, and their units.
+
+    Net line intensities in counts (:func:`net_line_intensities`) when the results keep their
+    counts; else the standardised features, labelled as z-scores (:data:`ZSCORE_UNITS`); None
+    when there are no features.
+    """
+    if has_line_windows(ds):
+        return net_line_intensities(ds), "counts per pixel"
+    if "features" in ds:
+        return ds["features"].transpose("y", "x", "feature"), ZSCORE_UNITS
+    return None, ""

@@ -449,10 +449,11 @@ class SigmaResults:
         """Write maps (PNG, TIFF), spectra and tables (CSV) into ``directory``; returns the paths.
 
         Files: ``phase_map.png``, ``phase_map.tif`` (int16 labels), ``probability.tif``
-        (float32, ``(cluster, y, x)``), ``probability_<i>.png``, ``cluster_spectra.csv``
+        (float32, ``(cluster, y, x)``; TIFFs carry the pixel size in micrometres), ``probability_<i>.png``, ``cluster_spectra.csv``
         (energy and one mean and one sum column per cluster), ``phase_table.csv`` and, when
         present, ``nmf_spectra.csv``, ``nmf_weights.csv`` and ``element_maps/`` (one TIFF per
-        feature, ``Fe Ka.tif``, and the navigation image: :func:`sigma.io.maps.load_maps`).
+        feature, ``Fe Ka.tif``: net line counts per pixel when the results keep counts, and the
+        navigation image: :func:`sigma.io.maps.load_maps`).
 
         Raises
         ------
@@ -460,7 +461,8 @@ class SigmaResults:
             If any of these files exists and ``overwrite`` is False (nothing is written then).
         """
         import matplotlib.pyplot as plt
-        import tifffile
+
+        from sigma.io.tiff import write_tiff
 
         out = Path(directory)
         ds = self.dataset
@@ -485,13 +487,17 @@ class SigmaResults:
         fig = self.plot_phase_map()
         fig.savefig(out / "phase_map.png", dpi=dpi, bbox_inches="tight")
         written.append(out / "phase_map.png")
-        tifffile.imwrite(out / "phase_map.tif", self.label.values.astype(np.int16))
-        written.append(out / "phase_map.tif")
+        names = {str(i): name for i, name in enumerate(self.names)}
+        written.append(
+            write_tiff(self.label.values.astype(np.int16), out / "phase_map.tif", ds,
+                       description={"map": "phase label (-1: no data)", "phases": names})
+        )  # fmt: skip
         prob = self.probability.transpose(DIM_CLUSTER, DIM_Y, DIM_X).values.astype(np.float32)
-        tifffile.imwrite(
-            out / "probability.tif", prob, photometric="minisblack", metadata={"axes": "CYX"}
-        )
-        written.append(out / "probability.tif")
+        written.append(
+            write_tiff(prob, out / "probability.tif", ds,
+                       description={"map": "membership probability", "axes": "CYX",
+                                    "phases": names})
+        )  # fmt: skip
         ext = _extent(ds)
         for i in range(self.n_clusters):
             f, ax = plt.subplots(figsize=(4, 3.5), layout="constrained")

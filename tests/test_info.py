@@ -114,7 +114,21 @@ def test_info_on_a_file_without_counts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "y=2, x=3, feature=4" in _row(out, "dims")
     assert _row(out, "variable features") == "(y, x, feature)"
-    assert "not a spectrum image" in _row(out, "note")
+    assert "no spectra" in _row(out, "note")
+    assert _row(out, "element maps").startswith("4: ")
+
+
+def test_info_lists_the_element_maps_of_a_folder(tmp_path, capsys):
+    import tifffile
+
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    for i, name in enumerate(("Fe Ka", "Si Ka")):
+        tifffile.imwrite(folder / f"{name}.tif", np.full((4, 5), 2.0 * (i + 1), np.float32))
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert _row(out, "element maps") == "2: Fe_Ka, Si_Ka"
+    assert _row(out, "  Si_Ka") == "mean 4, min 4, max 4"
 
 
 _ENTRY = "import sys; from sigma.cli import entry; sys.argv = ['sigma', *sys.argv[1:]]; entry()"

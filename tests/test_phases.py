@@ -363,9 +363,24 @@ def test_maps_roundtrip_and_run(small_run, tmp_path: Path) -> None:  # noqa: ANN
     assert ds.sizes["feature"] == res.dataset.sizes["feature"]
     names = [str(f) for f in res.dataset["feature"].values]
     assert sorted(str(f) for f in ds["feature"].values) == sorted(names)
+    # the maps are net line counts per pixel (kept counts), not the model's z-scores, and
+    # every TIFF carries its pixel size in micrometres
+    from sigma.line_intensity import net_line_intensities
+
+    net = net_line_intensities(res.dataset)
     np.testing.assert_allclose(
-        ds["features"].sel(feature=names).values, res.dataset["features"].values, rtol=1e-6
+        ds["features"].sel(feature=names).values, net.sel(feature=names).values, rtol=1e-6
     )
+    assert float(ds["features"].sum()) > 10 * ds.sizes["y"] * ds.sizes["x"]  # z-scores: ~0
+    import json
+
+    import tifffile
+
+    with tifffile.TiffFile(folder / f"{names[0].replace('_', ' ')}.tif") as tif:
+        desc = json.loads(tif.pages[0].description)
+        assert desc["units"] == "counts per pixel"
+        assert desc["pixel_size_um"] == pytest.approx([0.1, 0.1])
+        assert tif.pages[0].tags["ResolutionUnit"].value == tifffile.RESUNIT.MICROMETER
     out = sigma.run(
         folder,
         config={"max_epochs": 1, "clustering": {"n_components": 3}},

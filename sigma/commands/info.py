@@ -104,6 +104,13 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
         "attrs": dict(ds.attrs),
     }
     if COUNTS not in ds.data_vars or tuple(ds[COUNTS].dims) != (DIM_Y, DIM_X, DIM_ENERGY):
+        if "features" in ds.data_vars and tuple(ds["features"].dims)[:2] == (DIM_Y, DIM_X):
+            values = np.asarray(ds["features"].values, dtype=np.float64)
+            values = values.reshape(-1, values.shape[-1])
+            out["element_maps"] = {
+                str(name): (float(np.nanmean(col)), float(np.nanmin(col)), float(np.nanmax(col)))
+                for name, col in zip(ds["feature"].values, values.T, strict=True)
+            }
         return out
     counts = ds[COUNTS]
     ny, nx, ne = counts.shape
@@ -182,7 +189,16 @@ def format_summary(summary: dict[str, Any], *, path: str = "", reader: str = "")
         rows.append(("dims", ", ".join(f"{k}={v}" for k, v in summary["dims"].items())))
         for name, dims in summary["variables"].items():
             rows.append((f"variable {name}", f"({', '.join(dims)})"))
-        rows.append(("note", "no 'counts' (y, x, energy) variable: not a spectrum image"))
+        maps = summary.get("element_maps")
+        if maps:
+            rows.append(("element maps", f"{len(maps)}: {', '.join(maps)}"))
+            for name, (mean, lo, hi) in maps.items():
+                rows.append(
+                    (f"  {name}", f"mean {_fmt_num(mean)}, min {_fmt_num(lo)}, max {_fmt_num(hi)}")
+                )
+            rows.append(("note", "element maps, no spectra: `sigma run` clusters the maps"))
+        else:
+            rows.append(("note", "no 'counts' (y, x, energy) variable: not a spectrum image"))
     else:
         ny, nx = summary["navigation_shape"]
         dy, dx = summary["pixel_size"]

@@ -207,24 +207,28 @@ def load_maps(
 
 
 def write_element_maps(ds: xr.Dataset, directory: str | os.PathLike[str]) -> list[Path]:
-    """Write ``features`` (one TIFF per feature, ``Fe Ka.tif``) and the navigation image.
+    """Write the element maps (one TIFF per feature, ``Fe Ka.tif``) and the navigation image.
 
-    The inverse of :func:`load_maps` (used by :meth:`sigma.results.SigmaResults.export`).
+    The maps are net line intensities in counts per pixel
+    (:func:`sigma.line_intensity.element_maps`) when the results keep their counts, else the
+    standardised features; the TIFF description says which (``units``), and the resolution
+    tags hold the pixel size (:func:`sigma.io.tiff.write_tiff`). The inverse of
+    :func:`load_maps` (used by :meth:`sigma.results.SigmaResults.export`).
     """
-    import tifffile
+    from sigma.io.tiff import write_tiff
+    from sigma.line_intensity import element_maps
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    if "features" in ds:
-        feats = ds["features"].transpose("y", "x", "feature")
-        for i, name in enumerate(str(v) for v in ds["feature"].values):
+    maps, units = element_maps(ds)
+    if maps is not None:
+        for name in (str(v) for v in maps["feature"].values):
+            arr = np.asarray(maps.sel(feature=name).values, dtype=np.float32)
             path = out / f"{name.replace('_', ' ')}.tif"
-            tifffile.imwrite(path, np.asarray(feats.values[..., i], dtype=np.float32))
-            written.append(path)
+            written.append(write_tiff(arr, path, ds, description={"map": name, "units": units}))
     if "nav_image" in ds:
         kind = str(ds["nav_image"].attrs.get("kind", "bse")).upper()
-        path = out / f"{kind}.tif"
-        tifffile.imwrite(path, np.asarray(ds["nav_image"].values, dtype=np.float32))
-        written.append(path)
+        arr = np.asarray(ds["nav_image"].values, dtype=np.float32)
+        written.append(write_tiff(arr, out / f"{kind}.tif", ds, description={"map": kind}))
     return written

@@ -35,6 +35,11 @@ FILES: dict[str, tuple[str, tuple[int, int] | None, str]] = {
     "Hitachi": ("bruker_data/Hitachi_TM3030Plus.bcf", None, "79 % of pixels empty"),
     "bcf_v2": ("bruker_data/bcf_v2_50x50px.bcf", None, ""),
     "SuperX": ("emd_files/fei_emd_files.zip/fei_SI_SuperX-HAADF_10frames_10x50.emd", None, ""),
+    "JEOL": (
+        "JEOL_files/Sample/00_View000/View000_0000006.pts",
+        None,
+        "512 x 512 STEM map, 1.2 counts/px: sparse counts, split test on blocks",
+    ),
 }
 
 

@@ -618,12 +618,33 @@ def selection_sum_spectrum(ds: xr.Dataset, mask: npt.ArrayLike) -> tuple[xr.Data
     return da.assign_attrs(units="counts", long_name="summed counts of the selection"), exact
 
 
+def _counts_source(ds: xr.Dataset) -> xr.Dataset | None:
+    """``ds``'s per-pixel counts: kept, else read from the input file it refers to; else None.
+
+    A referenced file that moved or changed gives None (logged): spectra are then estimates.
+    """
+    if sparse_counts.has_counts(ds):
+        return ds
+    if not sparse_counts.has_source(ds):
+        return None
+    try:
+        return with_source_counts(ds)
+    except SchemaError as err:
+        logger.warning("cluster spectra are estimates: %s", err)
+        return None
+
+
 def exact_cluster_spectra(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with cluster sum and mean spectra recomputed from the kept counts (if it has them)."""
-    if not sparse_counts.has_counts(ds) or "cluster" not in ds.sizes:
+    """``ds`` with cluster sum and mean spectra recomputed from its per-pixel counts.
+
+    The counts are the kept ones, else those of the input file the results refer to
+    (:func:`with_source_counts`); without either, ``ds`` is returned unchanged.
+    """
+    src = _counts_source(ds)
+    if src is None or "cluster" not in ds.sizes:
         return ds
     k = n_clusters(ds)
-    sums = sparse_counts.cluster_sums(ds, ds["label"].values, k)
+    sums = sparse_counts.cluster_sums(src, ds["label"].values, k)
     n = np.bincount(ds["label"].values.ravel().clip(-1) + 1, minlength=k + 1)[1 : k + 1]
     coords = {"cluster": ds["cluster"], "energy": ds["energy"]}
     return ds.assign(
@@ -889,7 +910,8 @@ def refit_clusters(
     ``max_samples`` random pixels (a 2-D latent space needs no more; it keeps a refit of a
     million pixels around a second), then labels and probabilities come from it for every pixel
     with data (no-data pixels keep label -1). Cluster spectra are exact when the results keep
-    per-pixel counts, else estimated from the old probabilities and spectra. Names and colours
+    per-pixel counts or refer to their input file (:func:`with_source_counts`), else estimated
+    from the old probabilities and spectra. Names and colours
     carry over to the new clusters that match old ones (:func:`matched_names`).
     """
     from sigma.clustering import fit_gmm
@@ -903,9 +925,10 @@ def refit_clusters(
     prob = fit["probability"].transpose("y", "x", "cluster").values
     cms = _cms(ds)
     sums = None
-    if sparse_counts.has_counts(ds):  # exact: one sparse product of the kept counts
+    src = _counts_source(ds)
+    if src is not None:  # exact: one sparse product of the kept (or referenced) counts
         n_new = np.bincount(label.ravel()[label.ravel() >= 0], minlength=k)[:k]
-        sums = sparse_counts.cluster_sums(ds, label, k)
+        sums = sparse_counts.cluster_sums(src, label, k)
         cms = sums / np.maximum(n_new, 1)[:, None]
     elif cms is not None:  # estimate: the old clusters' mix of each new cluster
         if "probability" in ds:

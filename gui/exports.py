@@ -5,9 +5,9 @@ Phase-map pictures, element (net line intensity) maps and NMF abundance maps.
 - :func:`phase_map_png` draws the phase map with matplotlib, upscaled so a 30 x 30 pixel map is
   still a readable picture (nearest-neighbour: no pixel is blurred), a legend of the phases with
   their pixel counts and a scale bar in the scan's units;
-- :func:`write_tiff` writes an array with the pixel size in micrometres in the TIFF resolution
-  tags (``XResolution``/``YResolution`` in pixels per micrometre, ``ResolutionUnit`` 5 =
-  micrometre, as :mod:`tifffile` names it) and the same in an ImageJ-readable description;
+- :func:`write_tiff` (:mod:`sigma.io.tiff`) writes an array with the pixel size in the TIFF
+  resolution tags (pixels per centimetre, the baseline unit) and in micrometres in a JSON
+  description;
 - :func:`export_maps` writes the element maps and NMF abundance maps, one TIFF each.
 
 Every file is written to a temporary name and renamed, so no half-written file is left behind.

@@ -186,11 +186,11 @@ def _check_top(d: dict[str, Any]) -> None:
             )
         if isinstance(lines, list):  # names checked now, not after the file is read
             from sigma.exceptions import XrayLineError
-            from sigma.xray import parse_line
+            from sigma.preprocessing.lines import parse_line_spec
 
-            for name in lines:
+            for name in lines:  # elements (any case) or lines, by the run's own rules
                 try:
-                    parse_line(name)
+                    parse_line_spec([name])
                 except XrayLineError as err:
                     raise ConfigurationError(
                         f"config key 'lines' (--lines): {err} Fix or remove it, or use 'auto'."

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -267,7 +268,7 @@ def run(
         auto_k = cfg.clustering.n_components == "auto"
         spatial = cfg.spatial is not False and refinable(cfg.clustering.method)
         if channels is not None and auto_k:
-            clusters = _split_significant(clusters, emb, channels[0], cfg)
+            clusters = _split_significant(clusters, emb, channels, cfg)
         if channels is not None and spatial:
             # the split test runs again on the spatially assigned labels
             clusters = _spatial_assign(clusters, emb, channels, counts_ds, cfg, split=auto_k)
@@ -344,42 +345,71 @@ def _finish(results: Any, timer: Any, out: Any, overwrite: bool) -> Any:
 _SPLIT_MAX_VALUES = 40_000_000
 
 
-def _cluster_counts(counts_ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+def _cluster_counts(counts_ds: xr.Dataset) -> tuple[Any, np.ndarray, int] | None:
     """The binned counts above the zero peak, channels summed to about a third of the Mn Ka FWHM.
 
-    ``(pixels, channels)`` counts and the channel centres (keV) used by the split test and the
-    spatial assignment; None (logged) for cubes not in memory or too large.
+    ``(pixels, channels)`` counts, the channel centres (keV) used by the split test and the
+    spatial assignment, and the block side the split test sums pixels over (1: none). Dense
+    counts while they fit :data:`_SPLIT_MAX_VALUES`; for larger maps a sparse matrix (EDS
+    counts are mostly zeros) and blocks that bring the split test within that budget
+    (:mod:`sigma.clustering.coarse`), unless even the non-zero counts exceed it (None, logged).
     """
+    from sigma.clustering.coarse import block_factor, sparse_cluster_channels
     from sigma.clustering.spatial import cluster_channels
-
-    if counts_ds[COUNTS].chunks is not None:
-        logger.info("split test and spatial assignment skipped: the binned cube is not in memory")
-        return None
-    energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
-    width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
     from sigma.preprocessing import _mnka
 
+    energy = np.asarray(counts_ds[DIM_ENERGY].values, dtype=np.float64)
+    width_ev = 1000.0 * float(np.median(np.diff(energy))) if energy.size > 1 else 0.0
     fwhm_ev = _mnka(counts_ds, None)
     factor = max(1, int(fwhm_ev / 3.0 // width_ev)) if width_ev > 0 else 1
     n_ch = int((energy >= 0.1).sum()) // factor
     n_px = counts_ds.sizes["y"] * counts_ds.sizes["x"]
-    if n_ch < 2 or n_px * n_ch > _SPLIT_MAX_VALUES:
+    if n_ch < 2:
+        logger.info("split test and spatial assignment skipped: fewer than 2 channels")
+        return None
+    if n_px * n_ch <= _SPLIT_MAX_VALUES and counts_ds[COUNTS].chunks is None:
+        counts, centres = cluster_channels(np.asarray(counts_ds[COUNTS].values), energy, fwhm_ev)
+        return counts, centres, 1
+    counts, centres = sparse_cluster_channels(
+        counts_ds[COUNTS].data, energy, fwhm_ev, max_nnz=_SPLIT_MAX_VALUES
+    )
+    if counts is None:
         logger.info(
-            "split test and spatial assignment skipped: %d pixels x %d channels is too large",
+            "split test and spatial assignment skipped: %d pixels hold more than %d non-zero "
+            "channels",
             n_px,
-            n_ch,
+            _SPLIT_MAX_VALUES,
         )
         return None
-    return cluster_channels(np.asarray(counts_ds[COUNTS].values), energy, fwhm_ev)
+    b = block_factor(n_px, int(counts.shape[1]), _SPLIT_MAX_VALUES)
+    logger.info(
+        "%d pixels x %d channels: sparse counts (%d non-zero), split test on %d x %d blocks",
+        n_px,
+        n_ch,
+        counts.nnz,
+        b,
+        b,
+    )
+    return counts, centres, b
 
 
 def _split_significant(
-    clusters: xr.Dataset, emb: xr.DataArray, counts: np.ndarray, cfg: PipelineConfig
+    clusters: xr.Dataset,
+    emb: xr.DataArray,
+    channels: tuple[Any, np.ndarray, int],
+    cfg: PipelineConfig,
 ) -> xr.Dataset:
-    """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`)."""
-    from sigma.clustering.auto_k import coarse_channels, split_clustering
+    """More phases where the counts demand them (:func:`sigma.clustering.auto_k.split_phases`).
 
+    On block sums for a map too large for dense counts (:mod:`sigma.clustering.coarse`).
+    """
+    from sigma.clustering.auto_k import coarse_channels, split_clustering
+    from sigma.clustering.coarse import split_on_blocks
+
+    counts, _, b = channels
     k_max = int(cfg.clustering.k_max)
+    if b > 1 or not isinstance(counts, np.ndarray):
+        return split_on_blocks(clusters, emb, counts, b, k_max=k_max, random_state=cfg.seed)
     return split_clustering(
         clusters, emb, coarse_channels(counts), k_max=k_max, random_state=cfg.seed
     )
@@ -388,7 +418,7 @@ def _split_significant(
 def _spatial_assign(
     clusters: xr.Dataset,
     emb: xr.DataArray,
-    channels: tuple[np.ndarray, np.ndarray],
+    channels: tuple[Any, np.ndarray, int],
     counts_ds: xr.Dataset,
     cfg: PipelineConfig,
     *,
@@ -415,6 +445,7 @@ def _spatial_assign(
         k_max=int(cfg.clustering.k_max),
         split=split,
         random_state=cfg.seed,
+        split_blocks_b=channels[2],
     )
 
 
@@ -462,6 +493,40 @@ def _apply_shape_steps(raw: xr.Dataset, shape_steps: list[dict[str, Any]]) -> xr
     return ds
 
 
+#: under this many counts per data pixel, the summary suggests binning
+SPARSE_HINT_COUNTS = 5.0
+
+
+def _sparse_hint(ds: xr.Dataset) -> list[str]:
+    """A hint to bin a map with few counts per pixel (a pixel's phase is then mostly noise).
+
+    Two phases whose spectra differ by a few % need hundreds of counts to tell apart; at under
+    :data:`SPARSE_HINT_COUNTS` counts per data pixel the pipeline pools neighbours, but binning
+    (``--bin``) gives the autoencoder more counts per pixel too: the suggested factor brings
+    the map to about 20 counts per pixel.
+    """
+    if "total_counts" not in ds or "label" not in ds:
+        return []
+    valid = np.asarray(ds["label"].values) >= 0
+    if not valid.any():
+        return []
+    mean = float(np.asarray(ds["total_counts"].values)[valid].mean())
+    if mean >= SPARSE_HINT_COUNTS:
+        return []
+    b = max(2, math.ceil(math.sqrt(20.0 / max(mean, 1e-9))))
+    # the counts are per binned pixel when the run binned already: the option is the product
+    done = json.loads(ds.attrs.get("pipeline_config") or "{}").get("bin_factor") or 1
+    if isinstance(done, (list, tuple)):
+        by, bx = (int(v) for v in done)
+        option = f"{by * b},{bx * b}"
+    else:
+        option = str(int(done) * b)
+    return [
+        f"note: {mean:.1f} counts per data pixel; phases that differ little are hard to tell "
+        f"apart at this level. Try --bin {option} (about {mean * b * b:.0f} counts per pixel)."
+    ]
+
+
 def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
     """A short human-readable summary: phases found, pixels each, top elements, time per stage."""
     ds = results.dataset
@@ -491,6 +556,7 @@ def summary(results: Any, timings: Mapping[str, float] | None = None) -> str:
                 f"  no data (label -1): {n_bad:,d} px ({100.0 * n_bad / ds['label'].size:.1f} % "
                 "of the map; not counted above)"
             )
+    lines.extend(_sparse_hint(ds))
     info = json.loads(ds.attrs.get("clustering") or "{}")
     added = info.get("added_phases") or []
     if added:

@@ -159,7 +159,7 @@ CASES = [
         2,
         "config key 'lines' (--lines): X-ray line 'Xx_Ka': unknown element 'Xx'",
     ),
-    Case("lines unknown family", (*R, "--lines", "Fe_Kz"), 2, "unknown family 'Kz'"),
+    Case("lines unknown family", (*R, "--lines", "Fe_Kz"), 2, "X-ray line 'Fe_Kz'"),
     Case("bin zero", (*R, "--bin", "0"), 2, "--bin: must be >= 1"),
     Case("bin negative", (*R, "--bin", "-2"), 2, "--bin: must be >= 1"),
     Case("bin abc", (*R, "--bin", "two"), 2, "--bin: must be a whole number"),

@@ -171,3 +171,13 @@ def test_quiet_hides_info_lines() -> None:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_lines_take_elements_in_any_case_and_lines() -> None:
+    """The config check accepts what the run accepts (README: --lines Fe,Si), refuses the rest."""
+    from sigma.config import PipelineConfig
+    from sigma.exceptions import ConfigurationError
+
+    assert PipelineConfig.from_dict({"lines": ["Fe", "si", "fe_Ka"]}).lines == ["Fe", "si", "fe_Ka"]
+    with pytest.raises(ConfigurationError, match="'Qq' is neither a chemical symbol"):
+        PipelineConfig.from_dict({"lines": ["Fe", "Qq"]})

@@ -189,3 +189,11 @@ def test_reader_warning_printed_once() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout + proc.stderr).count("only one spectrum stream") == 1
+
+
+def test_info_on_a_results_file_is_not_element_maps(scene_results, tmp_path, capsys):
+    path = scene_results.save(tmp_path / "results.nc")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "element maps" not in out
+    assert "not a spectrum image" in _row(out, "note")

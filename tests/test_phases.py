@@ -372,6 +372,10 @@ def test_maps_roundtrip_and_run(small_run, tmp_path: Path) -> None:  # noqa: ANN
         ds["features"].sel(feature=names).values, net.sel(feature=names).values, rtol=1e-6
     )
     assert float(ds["features"].sum()) > 10 * ds.sizes["y"] * ds.sizes["x"]  # z-scores: ~0
+    # read back with the export's pixel size and units
+    assert ds["features"].attrs["units"] == "counts per pixel"
+    assert ds["x"].attrs["units"] == "um"
+    assert float(ds["x"].values[1] - ds["x"].values[0]) == pytest.approx(0.1)
     import json
 
     import tifffile
@@ -380,7 +384,9 @@ def test_maps_roundtrip_and_run(small_run, tmp_path: Path) -> None:  # noqa: ANN
         desc = json.loads(tif.pages[0].description)
         assert desc["units"] == "counts per pixel"
         assert desc["pixel_size_um"] == pytest.approx([0.1, 0.1])
-        assert tif.pages[0].tags["ResolutionUnit"].value == tifffile.RESUNIT.MICROMETER
+        assert tif.pages[0].tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        num, den = tif.pages[0].tags["XResolution"].value
+        assert den / num * 1e4 == pytest.approx(0.1)  # um per pixel
     out = sigma.run(
         folder,
         config={"max_epochs": 1, "clustering": {"n_components": 3}},

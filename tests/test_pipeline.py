@@ -303,3 +303,30 @@ def test_summary_shows_match_confidence_only_for_named_phases() -> None:
     lines = summary(SimpleNamespace(dataset=ds), {}).splitlines()
     assert lines[1].rstrip().endswith("match 0.97")
     assert "match" not in lines[2].replace("unmatched", "")
+
+
+def test_summary_suggests_binning_a_sparse_map() -> None:
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from sigma.pipeline import summary
+
+    label = np.zeros((6, 6), int)
+    label[0] = -1  # no-data pixels do not count towards the mean
+    ds = xr.Dataset(
+        {
+            "cluster_name": ("cluster", ["matrix"]),
+            "n_pixels": ("cluster", [30]),
+            "label": (("y", "x"), label),
+            "total_counts": (("y", "x"), np.where(label < 0, 0.0, 1.25)),
+        }
+    )
+    text = summary(SimpleNamespace(dataset=ds))
+    assert "1.2 counts per data pixel" in text
+    assert "Try --bin 4 (about 20 counts per pixel)" in text
+    dense = ds.assign(total_counts=ds["total_counts"] * 10)
+    assert "--bin" not in summary(SimpleNamespace(dataset=dense))
+    # a run that binned 2 x 2 already: the option is the total factor
+    binned = ds.assign_attrs(pipeline_config='{"bin_factor": 2}')
+    assert "Try --bin 8 (about 20 counts per pixel)" in summary(SimpleNamespace(dataset=binned))

@@ -566,7 +566,7 @@ def split_clustering(
     if not splits and (new == label).all():
         return clustering.assign_attrs(clustering=json.dumps(info))
     prob_old = np.asarray(clustering["probability"].values).reshape(ny * nx, -1)
-    k = int(new.max()) + 1
+    k = max(int(new.max()) + 1, prob_old.shape[1])  # a phase emptied by moves keeps its column
     prob = np.zeros((ny * nx, k), dtype=np.float64)
     prob[:, : prob_old.shape[1]] = prob_old
     # a pixel moved to another (new or existing) phase takes its old phase's probability there

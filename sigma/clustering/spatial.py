@@ -401,6 +401,7 @@ def spatial_clustering(
     k_max: int = 16,
     split: bool = False,
     random_state: int | None = 0,
+    split_blocks_b: int = 1,
 ) -> Any:
     """:func:`potts_assign` and the residual search applied to a spatial clustering result.
 
@@ -418,8 +419,9 @@ def spatial_clustering(
         A :func:`sigma.clustering.cluster` result with dims ``(y, x)``.
     latent : xr.DataArray
         The embedding ``(y, x, latent)`` the clustering was made from (for the phases' moments).
-    counts : int array (pixels, channels)
-        :func:`cluster_channels` of the same pixels.
+    counts : int array or scipy sparse matrix (pixels, channels)
+        :func:`cluster_channels` of the same pixels (or
+        :func:`sigma.clustering.coarse.sparse_cluster_channels` for a large map).
     energy_kev : float array (channels,)
         The channels' centre energies.
     beta : float or "auto"
@@ -436,6 +438,12 @@ def spatial_clustering(
         Split phases where the counts demand it (``n_components="auto"``), see above.
     random_state : int or None
         Seed of the split test.
+    split_blocks_b : int
+        Above 1 (a map too large for dense counts, ``counts`` sparse): the split test runs on
+        the counts summed over blocks this many pixels wide
+        (:func:`sigma.clustering.coarse.split_blocks`), and the labels are not reassigned pixel
+        by pixel; the merge test still runs on every pixel's counts, the missed-phase search
+        (whose proposals must survive a reassignment) does not run.
 
     Returns
     -------
@@ -456,37 +464,62 @@ def spatial_clustering(
     valid = label0 >= 0
     prob0 = np.asarray(clustering["probability"].values, dtype=np.float64).reshape(ny * nx, -1)
     info = json.loads(clustering.attrs.get("clustering", "{}"))
-    dense = counts
+    from scipy import sparse
+
+    dense = None if sparse.issparse(counts) else counts
     counts = as_sparse(counts)
-    prob, sp = potts_assign(counts, prob0, shape, beta=beta, valid=valid)
+    on_blocks = split_blocks_b > 1
+
+    def assign(
+        start: npt.NDArray[np.float64], b: float | str
+    ) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
+        if on_blocks:
+            # a map tested on blocks is too sparse per pixel for a pixel-wise assignment: at
+            # 1-2 counts a pixel, the mean field dissolves a phase of scattered blocks into the
+            # majority; the block labels stand
+            return start, {"beta": b, "n_iter": 0, "changed": 0.0, "skipped": "blocks"}
+        return potts_assign(counts, start, shape, beta=b, valid=valid)
+
+    prob, sp = assign(prob0, beta)
     # the split test again only where the assignment changed the labels (sparse maps): on
     # well-exposed maps the spatial labels are the latent ones and the test would repeat itself
     n_valid = max(int(np.count_nonzero(valid)), 1)
-    sparse_map = float(np.asarray(dense).sum()) / n_valid < RESPLIT_MAX_COUNTS
+    sparse_map = float(counts.sum()) / n_valid < RESPLIT_MAX_COUNTS
     if split and sp["changed"] >= RESPLIT_CHANGED and sparse_map:
-        from sigma.clustering.auto_k import coarse_channels, split_phases
-
         label = np.where(valid, prob.argmax(axis=1), -1)
-        new, splits = split_phases(
-            coarse_channels(np.asarray(dense)),
-            label,
-            k_max=k_max,
-            random_state=random_state,
-            shape=shape,
-        )
+        if dense is not None:
+            from sigma.clustering.auto_k import coarse_channels, split_phases
+
+            new, splits = split_phases(
+                coarse_channels(np.asarray(dense)),
+                label,
+                k_max=k_max,
+                random_state=random_state,
+                shape=shape,
+            )
+        else:  # a map too large for dense counts: the test on block sums
+            from sigma.clustering.coarse import split_blocks
+
+            new, splits, _ = split_blocks(
+                counts, label, shape, split_blocks_b, k_max=k_max, random_state=random_state
+            )
         info["splits"] = [*info.get("splits", []), *splits]
         if splits:
             k = int(new.max()) + 1
             start = np.zeros((ny * nx, k))
             start[valid, new[valid]] = 1.0
-            prob, sp = potts_assign(counts, start, shape, beta=sp["beta"], valid=valid)
+            prob, sp = assign(start, sp["beta"])
     prob, merges = merge_alike(counts, prob, valid)
     if merges:
-        prob, sp = potts_assign(counts, prob, shape, beta=sp["beta"], valid=valid)
+        prob, sp = assign(prob, sp["beta"])
     info["merges"] = merges
     info["spatial"] = sp
     added: list[dict[str, Any]] = []
-    if find_missed:
+    if find_missed and on_blocks:
+        # a proposal is kept only if it holds its pixels on reassignment, which blocks skip
+        logger.info("missed-phase search skipped: the map is tested on %d x %d blocks", *(
+            split_blocks_b, split_blocks_b))  # fmt: skip
+    elif find_missed:
         from sigma.clustering.residual import find_missed_phases
 
         label = np.where(valid, prob.argmax(axis=1), -1)
@@ -505,7 +538,7 @@ def spatial_clustering(
             trial = np.concatenate([prob, np.zeros((ny * nx, 1))], axis=1)
             trial[prop["pixels"]] = 0.0
             trial[prop["pixels"], k] = 1.0
-            new_prob, _ = potts_assign(counts, trial, shape, beta=sp["beta"], valid=valid)
+            new_prob, _ = assign(trial, sp["beta"])
             n_new = int((new_prob.argmax(axis=1)[valid] == k).sum())
             if n_new < max(4, prop["n_pixels"] // 4):
                 logger.info("residual: %s phase lost its pixels on reassignment", prop["line"])

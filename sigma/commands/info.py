@@ -104,7 +104,12 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
         "attrs": dict(ds.attrs),
     }
     if COUNTS not in ds.data_vars or tuple(ds[COUNTS].dims) != (DIM_Y, DIM_X, DIM_ENERGY):
-        if "features" in ds.data_vars and tuple(ds["features"].dims)[:2] == (DIM_Y, DIM_X):
+        is_results = "label" in ds.data_vars or "cluster" in ds.dims
+        if (
+            not is_results
+            and "features" in ds.data_vars
+            and tuple(ds["features"].dims)[:2] == (DIM_Y, DIM_X)
+        ):
             values = np.asarray(ds["features"].values, dtype=np.float64)
             values = values.reshape(-1, values.shape[-1])
             out["element_maps"] = {

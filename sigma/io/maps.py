@@ -100,7 +100,8 @@ def load_maps(
     path : path
         The folder.
     pixel_size : float, optional
-        Pixel size in ``pixel_units``; default 1 px.
+        Pixel size in ``pixel_units``; default: the size TIFFs written by
+        :func:`write_element_maps` (``sigma`` exports) record, else 1 px.
     pixel_units : str
         Units of the pixel size (``"um"``, ``"nm"`` ...).
 
@@ -108,7 +109,7 @@ def load_maps(
     -------
     xr.Dataset
         ``features`` ``(y, x, feature)`` float32 (one feature per map, in the maps' own
-        intensity units), ``bse``/``se`` when present, attrs ``source``, ``history``,
+        intensity units: ``units`` from a sigma export, else "arbitrary"), ``bse``/``se`` when present, attrs ``source``, ``history``,
         ``input_kind = "element_maps"``, ``elements`` and ``xray_lines``.
 
     Raises
@@ -175,6 +176,13 @@ def load_maps(
     ny, nx = common
     step = float(pixel_size) if pixel_size is not None else 1.0
     units = pixel_units if pixel_size is not None else "px"
+    value_units = "arbitrary"
+    meta = _tiff_meta(maps[names[0]][0])
+    if pixel_size is None and meta.get("pixel_size_um"):
+        step, units = float(meta["pixel_size_um"][-1]), "um"  # what write_element_maps wrote
+    if meta.get("units") and all(_tiff_meta(f).get("units") == meta["units"] for f, _ in
+                                 maps.values()):  # fmt: skip
+        value_units = str(meta["units"])
     coords: dict[str, Any] = {
         "y": ("y", np.arange(ny) * step, {"units": units, "long_name": "y"}),
         "x": ("x", np.arange(nx) * step, {"units": units, "long_name": "x"}),
@@ -185,7 +193,7 @@ def load_maps(
             "features": (
                 ("y", "x", "feature"),
                 stack,
-                {"long_name": "element-map intensity", "units": "arbitrary"},
+                {"long_name": "element-map intensity", "units": value_units},
             )
         },
         coords=coords,
@@ -204,6 +212,22 @@ def load_maps(
         ds.attrs, f"load element maps {os.fspath(folder)!r}: {', '.join(names)}"
     )
     return ds
+
+
+def _tiff_meta(path: Path) -> dict[str, Any]:
+    """The JSON description :func:`sigma.io.tiff.write_tiff` writes; {} for other images."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return {}
+    import json
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            meta = json.loads(tif.pages[0].description or "{}")  # type: ignore[union-attr]
+    except (ValueError, TypeError, IndexError, AttributeError, tifffile.TiffFileError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def write_element_maps(ds: xr.Dataset, directory: str | os.PathLike[str]) -> list[Path]:

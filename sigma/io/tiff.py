@@ -1,8 +1,8 @@
-"""TIFF files that carry their pixel size: the resolution tags in micrometres.
+"""TIFF files that carry their pixel size: the resolution tags (pixels per centimetre).
 
 :func:`write_tiff` writes an array with the pixel size in the TIFF resolution tags
-(``XResolution``/``YResolution`` in pixels per micrometre, ``ResolutionUnit`` micrometre, as
-:mod:`tifffile` names it) and a JSON image description (``pixel_size_um`` plus what the caller
+(``XResolution``/``YResolution`` in pixels per centimetre, ``ResolutionUnit`` centimetre: the
+baseline unit ImageJ/Fiji and other readers understand) and a JSON image description (``pixel_size_um`` plus what the caller
 adds, e.g. the units of the values). Files are written to a temporary sibling and renamed into
 place, so no half-written file is left behind.
 
@@ -37,6 +37,8 @@ _TO_UM = {
     "mm": 1e3,
     "m": 1e6,
     "pm": 1e-6,
+    "A": 1e-4,
+    "Å": 1e-4,
 }
 
 
@@ -55,7 +57,7 @@ def write_tiff(image: npt.ArrayLike, path: str | os.PathLike[str], ds: xr.Datase
                description: dict[str, object] | None = None) -> Path:  # fmt: skip
     """Write ``image`` (``(y, x)``, ``(y, x, 3|4)`` or ``(n, y, x)``) as TIFF with its pixel size.
 
-    The resolution tags hold pixels per micrometre (``ResolutionUnit`` micrometre); the image
+    The resolution tags hold pixels per centimetre (``ResolutionUnit`` centimetre); the image
     description is JSON with ``pixel_size_um`` and ``description``'s items.
     """
     import tifffile
@@ -67,9 +69,9 @@ def write_tiff(image: npt.ArrayLike, path: str | os.PathLike[str], ds: xr.Datase
     kwargs: dict[str, Any] = {}
     if size is not None:
         dy, dx = size
-        kwargs = {
-            "resolution": (1.0 / dx, 1.0 / dy),
-            "resolutionunit": tifffile.RESUNIT.MICROMETER,
+        kwargs = {  # pixels per centimetre: the baseline TIFF unit every reader knows
+            "resolution": (1e4 / dx, 1e4 / dy),
+            "resolutionunit": tifffile.RESUNIT.CENTIMETER,
         }
         meta["pixel_size_um"] = [dy, dx]
     photometric = (

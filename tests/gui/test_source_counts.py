@@ -89,3 +89,24 @@ def test_a_changed_input_file_is_refused(run_without_counts, cube_file, tmp_path
     _, exact = means.sum_spectrum(np.ones(16 * 24, bool))
     assert not exact
     assert "changed since" in means.source_error
+
+
+def test_new_cluster_and_refit_spectra_are_exact_from_the_referenced_file(
+    run_without_counts, cube_file
+) -> None:
+    """No kept counts, only the file reference: edited clusters get their summed counts."""
+    from gui import data as gd
+
+    ds = gd.load_results(run_without_counts)
+    raw = sigma.load(cube_file)["counts"].values.astype(np.float64)
+    binned = raw.reshape(16, 2, 24, 2, -1).sum(axis=(1, 3)).reshape(16 * 24, -1)
+    mask = np.zeros(16 * 24, bool)
+    mask[:40] = True
+    new = gd.add_cluster_from_mask(ds, mask, name="grain")
+    np.testing.assert_allclose(new["cluster_sum_spectrum"].values[-1], binned[mask].sum(axis=0))
+    refit = gd.refit_clusters(ds, 2)
+    label = refit["label"].values.ravel()
+    for c in range(2):
+        np.testing.assert_allclose(
+            refit["cluster_sum_spectrum"].values[c], binned[label == c].sum(axis=0)
+        )

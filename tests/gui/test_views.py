@@ -412,9 +412,9 @@ def test_exports_and_save_refuses_to_overwrite(app, small_results_path, tmp_path
     for path in (tif, prob):
         with tifffile.TiffFile(path) as f:
             page = f.pages[0]
-            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.MICROMETER
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
             num, den = page.tags["XResolution"].value
-            np.testing.assert_allclose(den / num, 0.1)  # 0.1 um per pixel
+            np.testing.assert_allclose(den / num * 1e4, 0.1)  # 0.1 um per pixel
             assert json.loads(page.description)["pixel_size_um"] == [0.1, 0.1]
     assert tifffile.imread(tif).shape == (48, 64, 3)
     maps = app.clusters.export_maps()

@@ -2,7 +2,9 @@
 
 Shared by :mod:`sigma.phases` (library matching) and :mod:`sigma.quantify` (compositions). The
 physics is the simulator's (:mod:`sigma.datasets._spectrum`): xraydb line energies and weights,
-generated intensity ``ln(U) / (U Ec^2)`` x fluorescence yield x edge jump, detector efficiency,
+generated intensity (:func:`sigma.xray.ionisation_yield`: the thick-target law
+``U ln U - U + 1`` for bulk samples, ``ln(U) / (U Ec^2)`` for thin films) x fluorescence yield
+x edge jump, detector efficiency,
 the simplified Philibert absorption for bulk (SEM) samples, Gaussian peaks of the detector's
 FWHM and Si escape peaks.
 
@@ -149,8 +151,8 @@ class Physics:
         shells: list[_Shell] = []
         for el in sorted(set(elements), key=ELEMENTS.index):
             lines = element_lines(el)
-            gen = _generated(el, self.beam)
-            scale = _element_scale(el, self.beam)
+            gen = _generated(el, self.beam, geometry)
+            scale = _element_scale(el, self.beam, geometry)
             if scale <= 0:
                 continue
             for shell in "KLM":
@@ -191,6 +193,26 @@ class Physics:
         """Indices of the shells of ``elements`` (those that have any)."""
         want = set(elements)
         return [i for i, s in enumerate(self.shells) if s.element in want]
+
+    @functools.cached_property
+    def main_yield(self) -> npt.NDArray[np.float64]:
+        """Yield of each shell per unit mass fraction that picks an element's main shell.
+
+        Bulk: absorbed in the pure element (the thick-target law generates more Fe L than Fe K
+        at 15 kV, but Fe L is absorbed in the sample: Fe K is the shell to quantify); thin films:
+        :attr:`unit_yield`.
+        """
+        if self.geometry != "bulk":
+            return self.unit_yield
+        out = np.zeros(len(self.shells))
+        for el in self.elements:
+            idx = self.shells_of([el])
+            out[idx] = self.shell_yields({el: 1.0})[idx]
+        return out
+
+    def main_shell(self, element: str) -> int:
+        """Index of the shell of ``element`` with the largest :attr:`main_yield`."""
+        return max(self.shells_of([element]), key=lambda i: float(self.main_yield[i]))
 
     def templates(
         self, indices: list[int], composition: Mapping[str, float] | None
@@ -496,19 +518,20 @@ def rough_composition(
     """Mass fractions from each element's main shell, with the absorption iterated.
 
     The main shell of an element is the one with the largest yield per unit mass fraction
-    (without absorption); elements measured at less than 3 sigma are left out.
+    (:attr:`Physics.main_yield`: self-absorbed for bulk samples); elements measured at less than
+    3 sigma are left out.
     """
     main: dict[str, tuple[float, int]] = {}
     for val, sig, i in zip(intensity, sigma, indices, strict=True):
         el = physics.shells[i].element
-        y1 = physics.unit_yield[i]
-        if y1 > 0 and val > 3 * sig and y1 > main.get(el, (0.0, -1))[0]:
-            main[el] = (y1, i)
+        rank = float(physics.main_yield[i])
+        if rank > 0 and val > 3 * sig and rank > main.get(el, (0.0, -1))[0]:
+            main[el] = (rank, i)
     if not main:
         return None
     val_of = {i: float(v) for v, i in zip(intensity, indices, strict=True)}
     value = {el: val_of[i] for el, (_, i) in main.items()}
-    comp = {el: value[el] / y1 for el, (y1, _) in main.items()}
+    comp = {el: value[el] / physics.unit_yield[i] for el, (_, i) in main.items()}
     total = sum(comp.values())
     comp = {el: v / total for el, v in comp.items()}
     for _ in range(n_iter if physics.geometry == "bulk" else 0):

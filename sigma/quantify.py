@@ -3,7 +3,9 @@ r"""Compositions of the phases: element atomic and weight fractions with countin
 Line intensities are background-subtracted by fitting the spectrum (:mod:`sigma._linefit`:
 one template per element shell and a smooth continuum, sigma's simulator physics at the file's
 beam energy, energy axis and detector resolution). Each element is quantified from its main
-shell (the one that yields the most counts per unit mass fraction at this beam energy).
+shell (the one that yields the most counts per unit mass fraction at this beam energy; for bulk
+samples after absorption in the pure element, so Fe is quantified from Fe K, not the more
+strongly generated but absorbed Fe L, at 15 kV).
 
 Methods
 -------
@@ -14,9 +16,11 @@ Methods
     :math:`\ln U / (U E_c^2)` and the detector efficiency (:func:`k_factors`); the weight
     fractions are normalised to 100 %.
 ``"standardless-za"`` (SEM, bulk samples; semi-quantitative)
-    The same generated intensities with an absorption (A) correction, the simplified Philibert
-    model at a 35 degree take-off angle, iterated to convergence on the composition; no
-    atomic-number (Z) or fluorescence (F) correction. Standardless analysis of this kind is
+    Generated intensities from the thick-target law :math:`U_0 \ln U_0 - U_0 + 1` (the same
+    cross-section integrated along the electron's path with Bethe's :math:`dE/ds \propto -1/E`,
+    :func:`sigma.xray.ionisation_yield`) with an absorption (A) correction, the simplified
+    Philibert model at a 35 degree take-off angle, iterated to convergence on the composition;
+    no backscatter/stopping-power (Z) or fluorescence (F) correction. Standardless analysis of this kind is
     good to a few % relative for major elements above 1 keV and much worse for light elements.
 
 The errors are 1-sigma from counting statistics alone (the line-fit covariance propagated
@@ -187,11 +191,7 @@ def quantify_spectrum(
         return Composition({}, {}, {}, {}, method, {})
     fit, _ = fit_lines(y, phys, els)
     pos = {k: i for i, k in enumerate(fit.keys)}
-    main: dict[str, int] = {}
-    for el in els:
-        idx = phys.shells_of([el])
-        best = max(idx, key=lambda i: phys.unit_yield[i])
-        main[el] = best
+    main = {el: phys.main_shell(el) for el in els}
     rows = [pos[phys.keys[main[el]]] for el in els]
     intensity = fit.intensity[rows]
     cov = fit.covariance[np.ix_(rows, rows)]

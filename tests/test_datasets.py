@@ -109,6 +109,34 @@ def test_thin_film_has_a_weaker_continuum_than_a_bulk_sample():
     assert ratio(thin) > 3 * ratio(bulk)
 
 
+def test_bulk_quartz_si_ka_peak_to_background_is_kept():
+    """The continuum scale was rescaled with the thick-target law: Si Ka P/B of quartz at 15 kV
+    (10 eV channels) stays ~58, as with the thin-film law before."""
+    kw = {"beam_energy_kev": 15.0, "zero_peak_fraction": 0.0, "normalise": False}
+    full = phase_spectrum(PHASES["quartz"], ENERGY_2048, **kw)
+    lines = phase_spectrum(PHASES["quartz"], ENERGY_2048, continuum_scale=0.0, **kw)
+    si = round(get_line("Si_Ka").energy_kev / 0.01)
+    j = si - 3 + int(np.argmax(full[si - 3 : si + 4]))
+    assert 50 < lines[j] / (full[j] - lines[j]) < 66
+
+
+def test_bulk_lines_follow_the_thick_target_law():
+    """Bulk spectra: the generated O Ka / Fe Ka ratio is the thick-target law's (twice the
+    thin-film cross-section's at 20 kV); thin films keep the cross-section."""
+    from sigma.datasets._spectrum import _element_scale
+    from sigma.xray import generated_weights, ionisation_yield
+
+    def ratio(geometry: str) -> float:
+        o = _element_scale("O", 20.0, geometry) * generated_weights("O", 20.0)["O_Ka"]
+        fe = _element_scale("Fe", 20.0, geometry)
+        fe *= generated_weights("Fe", 20.0, geometry=geometry)["Fe_Ka"]  # type: ignore[arg-type]
+        return o / fe
+
+    law = lambda g: ionisation_yield(20.0, 0.532, g) / ionisation_yield(20.0, 7.112, g)  # noqa: E731
+    assert ratio("bulk") / ratio("thin") == pytest.approx(law("bulk") / law("thin"), rel=0.02)
+    assert 1.8 < ratio("bulk") / ratio("thin") < 2.1
+
+
 def test_si_escape_peak_of_fe_ka():
     energy = np.arange(2048) * 0.01
     with_esc = phase_spectrum(PHASES["hematite"], energy, normalise=False)

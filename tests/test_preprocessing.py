@@ -215,6 +215,38 @@ def test_line_features_uses_attrs_lines_and_keeps_nav_and_attrs(cube: xr.Dataset
     assert out.y.attrs["units"] == "um"
 
 
+# --------------------------------------------------------------------------- X-ray generation
+
+
+def test_thick_target_law_is_the_cross_section_integrated_along_the_path() -> None:
+    """``U0 ln U0 - U0 + 1`` = integral of Q(E) / S(E) dE from E_c to E0, with the thin-film
+    cross-section Q = ln U / (U E_c^2) and Bethe's S = 1/E: the E_c^2 cancels."""
+    from scipy.integrate import quad
+
+    from sigma.xray import ionisation_yield
+
+    for e0, ec in ((15.0, 1.839), (20.0, 0.532), (20.0, 7.112), (200.0, 8.979)):
+        q = lambda e, ec=ec: ionisation_yield(e, ec, "thin")  # noqa: E731
+        integral, _ = quad(lambda e, q=q: q(e) * e, ec, e0, limit=200)
+        assert ionisation_yield(e0, ec, "bulk") == pytest.approx(integral, rel=1e-6)
+    # near threshold it rises as (U - 1)^2 / 2; nothing below the edge
+    assert ionisation_yield(1.01, 1.0, "bulk") == pytest.approx(0.01**2 / 2, rel=0.01)
+    assert ionisation_yield(1.0, 1.0, "bulk") == 0.0 == ionisation_yield(0.5, 1.0, "thin")
+    with pytest.raises(ValueError, match="geometry"):
+        ionisation_yield(15.0, 1.0, "thick")  # type: ignore[arg-type]
+
+
+def test_generated_weights_across_shells_depend_on_the_geometry() -> None:
+    """The thick-target law favours the low-energy L shell of Fe over its K shell more than
+    the thin-film cross-section does (lower edge, higher overvoltage); within a shell nothing
+    changes."""
+    thin = generated_weights("Fe", 15.0)
+    bulk = generated_weights("Fe", 15.0, geometry="bulk")
+    assert bulk["Fe_La"] / bulk["Fe_Ka"] > 2 * thin["Fe_La"] / thin["Fe_Ka"]
+    assert bulk["Fe_Kb"] / bulk["Fe_Ka"] == pytest.approx(thin["Fe_Kb"] / thin["Fe_Ka"])
+    assert generated_weights("Fe", 15.0, geometry="thin") == thin
+
+
 # --------------------------------------------------------------------------- line identification
 
 

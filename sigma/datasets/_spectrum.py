@@ -5,7 +5,9 @@ The model is physically plausible, not a quantification:
 - characteristic lines of every element from :mod:`sigma.xray` (xraydb energies; cross-shell
   weights from :func:`sigma.xray.generated_weights`), each element scaled by its mass fraction
   over its atomic mass times the generated intensity of its strongest line (fluorescence yield,
-  edge jump, Bethe-like ionisation ``ln(U) / (U E_c^2)``);
+  edge jump and :func:`sigma.xray.ionisation_yield`: for bulk samples the thick-target law
+  ``U ln U - U + 1``, the Bethe-like cross-section integrated along the electron's path; for
+  thin films the cross-section itself, ``ln(U) / (U E_c^2)``);
 - Kramers' continuum ``Zmean * (E0 - E) / E``;
 - for bulk (SEM) samples, self-absorption with the simplified Philibert model
   ``f(chi) = 1 / ((1 + chi/sigma) (1 + h/(1+h) chi/sigma))`` with
@@ -43,9 +45,12 @@ Geometry = Literal["bulk", "thin"]
 Window = Literal["polymer", "none"]
 
 #: Kramers constant relative to the characteristic scale, per geometry (chosen so that the
-#: Si Ka peak-to-background of quartz at 15 kV is ~60 per 10 eV channel, and thin films have a
-#: continuum several times weaker relative to their lines)
-_CONTINUUM_SCALE = {"bulk": 1.2e-7, "thin": 1.2e-9}
+#: Si Ka peak-to-background of quartz at 15 kV is ~58 per 10 eV channel, and thin films have a
+#: continuum several times weaker relative to their lines). The two geometries' ionisation laws
+#: have different units (:func:`sigma.xray.ionisation_yield`): bulk's 1.57e-5 kept that
+#: peak-to-background when its law changed from the thin-film cross-section (1.2e-7) to the
+#: thick-target law.
+_CONTINUUM_SCALE = {"bulk": 1.57e-5, "thin": 1.2e-9}
 _MIN_E_EV = 100.0  # Elam tables are unreliable below 100 eV
 
 
@@ -75,8 +80,8 @@ def _mu_table(element: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.flo
 
 
 @functools.cache
-def _generated(element: str, beam_energy_kev: float) -> dict[str, float]:
-    return generated_weights(element, beam_energy_kev)
+def _generated(element: str, beam_energy_kev: float, geometry: Geometry) -> dict[str, float]:
+    return generated_weights(element, beam_energy_kev, geometry=geometry)
 
 
 def detector_efficiency(
@@ -114,12 +119,13 @@ def detector_efficiency(
 
 
 @functools.cache
-def _element_scale(element: str, beam_energy_kev: float) -> float:
+def _element_scale(element: str, beam_energy_kev: float, geometry: Geometry) -> float:
     """Generated intensity of the strongest line of ``element`` per atom (arbitrary units).
 
-    ``generated_weights(...)[line] * _element_scale(...)`` compares across elements.
+    ``generated_weights(...)[line] * _element_scale(...)`` compares across elements of one
+    ``geometry`` (the bulk and thin ionisation laws have different units).
     """
-    raw = generated_weights(element, beam_energy_kev, normalise=False)
+    raw = generated_weights(element, beam_energy_kev, normalise=False, geometry=geometry)
     return max(raw.values()) if raw else 0.0
 
 
@@ -128,7 +134,10 @@ def main_line(
 ) -> str | None:
     """Name of the strongest generated line of ``element`` inside ``energy_range_kev`` (or None).
 
-    Lines below 0.1 keV (under the detector threshold) are not considered.
+    Lines below 0.1 keV (under the detector threshold) are not considered. The lines are ranked
+    by the thin-film cross-section whatever the sample: the thick-target law ranks the L lines
+    of the 3d metals above their K lines at 15 kV (``Fe_La`` over ``Fe_Ka``), but in a bulk
+    sample those soft lines are absorbed, and the K line is the one to map.
 
     Examples
     --------
@@ -139,7 +148,7 @@ def main_line(
     lines = element_lines(element)
     inside = {
         name: w
-        for name, w in _generated(element, beam_energy_kev).items()
+        for name, w in _generated(element, beam_energy_kev, "thin").items()
         if max(lo, 0.1) <= lines[name].energy_kev <= hi
     }
     if not inside:
@@ -293,11 +302,11 @@ def phase_spectrum(
     names, centres, areas, edge_e = [], [], [], []
     lo, hi = edges[0], edges[-1]
     for element, c in phase.composition.items():
-        scale = _element_scale(element, beam_energy_kev)
+        scale = _element_scale(element, beam_energy_kev, geometry)
         if scale <= 0:
             continue
         lines = element_lines(element)
-        for name, w in _generated(element, beam_energy_kev).items():
+        for name, w in _generated(element, beam_energy_kev, geometry).items():
             line = lines[name]
             sig = float(fwhm_kev(line.energy_kev, mnka_resolution_ev)) / 2.3548
             if line.energy_kev + 5 * sig < lo or line.energy_kev - 5 * sig > hi:

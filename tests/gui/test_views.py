@@ -13,6 +13,7 @@ import numpy as np
 import panel as pn
 import pytest
 import xarray as xr
+from scipy import ndimage
 
 from gui import data as gd
 from gui.demo import scene_results, write_results
@@ -42,9 +43,11 @@ def test_demo_results_follow_the_schema(small_results):
     assert (ds["probability"].argmax("cluster") == ds["label"]).mean() > 0.99
     np.testing.assert_allclose(ds["probability"].sum("cluster"), 1, atol=1e-5)
     assert int(ds["n_pixels"].sum()) == 48 * 64
-    # calcite (phase 4) has its strongest peak above 1 keV at Ca Ka
+    # calcite (phase 4) has its strongest peak above 1 keV at Ca Ka (smoothed over 3 channels,
+    # less than the peak's width: the top channel of a few hundred Ca Ka counts is noisy)
     spec = ds["cluster_mean_spectrum"].sel(cluster=4).sel(energy=slice(1.0, 10.0))
-    e_peak = float(spec["energy"][int(spec.argmax("energy"))])
+    smooth = ndimage.gaussian_filter1d(spec.values.astype(np.float64), 3.0)
+    e_peak = float(spec["energy"][int(np.argmax(smooth))])
     assert abs(e_peak - get_line("Ca_Ka").energy_kev) <= 0.015
 
 

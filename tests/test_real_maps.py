@@ -223,3 +223,16 @@ def test_p45_finds_its_fe_grains(loaded):
     matrix_fe = fe[label == big].mean()
     others = [k for k in range(res.n_clusters) if k != big]
     assert max(fe[label == k].mean() for k in others) > 2.0 * matrix_fe
+
+
+@pytest.mark.slow
+def test_jeol_map_too_large_for_dense_counts_is_split_on_blocks(loaded):
+    """The 512 x 512 x 4096 JEOL STEM map at 2 x 2 binning (65,536 px x 997 channels, over the
+    dense budget): sparse counts and the split test on block sums find more than one phase."""
+    ds = loaded("JEOL_files/Sample/00_View000/View000_0000006.pts")
+    res = sigma.run(ds, config={**FAST, "bin_factor": 2}, show_progress=False)
+    info = res.dataset.attrs["clustering"]
+    assert '"split_blocks": 2' in info
+    assert res.n_clusters >= 2
+    # every phase holds a real share of the counts: no empty or one-pixel phases
+    assert int(res.dataset.n_pixels.min()) >= 100

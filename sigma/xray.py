@@ -1024,6 +1024,14 @@ def identify_lines(
             key = (score, -abs(cand.energy_kev - peak.energy_kev))
             if best is None or key > best[0]:
                 best = (key, cand, matches)
+        escape = _escape_explains(peak, peaks[:k], tol(peak.energy_kev))
+        if escape:
+            logger.info(
+                "the peak at %.3f keV is the Si escape peak of %s; no element added",
+                peak.energy_kev,
+                escape,
+            )
+            continue
         artefact = _artefact_of(peak, peaks[:k], tol(peak.energy_kev))
         if best is None or best[0][0] < 1.0 or (artefact and best[0][0] < 1.5):
             logger.info(
@@ -1047,6 +1055,34 @@ _UNSTABLE = frozenset({"Tc", "Pm", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Pa"})
 
 #: Si Ka energy: escape peaks of a Si detector lie this far below their parent
 _SI_KA_KEV = 1.7398
+
+
+#: an escape peak up to this many times its Reed & Ware estimate is taken for one: the
+#: normal-incidence fraction is an estimate, and a detector's collimation and incidence angle
+#: change it
+ESCAPE_MARGIN = 2.0
+
+
+def _escape_explains(peak: SpectrumPeak, stronger: list[SpectrumPeak], tolerance_kev: float) -> str:
+    """Name the stronger peak whose Si escape peak holds all of ``peak``'s counts, or ``""``.
+
+    The escape peak of a parent of ``N`` net counts at ``E`` lies at ``E - 1.74 keV`` and holds
+    ``f(E) N`` counts (Reed & Ware's escape fraction, as sigma's simulator models it). A peak
+    there with no more than :data:`ESCAPE_MARGIN` times that plus 3 standard deviations of its
+    own counting noise needs no element (Fe Ka's escape at 4.66 keV is not La La, Ca Ka's at
+    1.95 keV is not Y La).
+    """
+    from sigma.datasets._spectrum import _si_escape
+
+    sd = peak.net_counts / peak.significance if peak.significance > 0 else math.inf
+    for p in stronger:
+        if abs(p.energy_kev - _SI_KA_KEV - peak.energy_kev) > tolerance_kev:
+            continue
+        frac, _ = _si_escape(np.array([p.energy_kev]))
+        expected = float(frac[0]) * p.net_counts
+        if expected > 0 and peak.net_counts <= ESCAPE_MARGIN * expected + 3.0 * sd:
+            return f"{p.energy_kev:.3f} keV (expected {expected:.0f} counts, found {peak.net_counts:.0f})"
+    return ""
 
 
 def _artefact_of(peak: SpectrumPeak, stronger: list[SpectrumPeak], tolerance_kev: float) -> str:

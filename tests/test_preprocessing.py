@@ -576,3 +576,24 @@ def test_steps_say_whether_they_change_the_shape() -> None:
     shape_steps, rest = _split_shape_steps(pre)
     assert [s["name"] for s in shape_steps] == ["crop_energy", "bin_spatial"]
     assert [s["name"] for s in rest.steps] == ["remove_noise_peak", "line_features"]
+
+
+def test_si_escape_peaks_add_no_element() -> None:
+    """Calcite's Ca Ka escape (1.95 keV) is not Y La, hematite's Fe Ka escape (4.66 keV) is
+    not La La; a real line at an escape energy, far above the escape's size, stays."""
+    from sigma.datasets import PHASES, phase_spectrum
+    from sigma.xray import identify_lines
+
+    energy = np.arange(2048) * 0.01
+    rng = np.random.default_rng(0)
+    for phase, stray in (("calcite", "Y"), ("hematite", "La")):
+        s = rng.poisson(phase_spectrum(PHASES[phase], energy) * 1e6).astype(float)
+        found = {name.split("_")[0] for name in identify_lines(energy, s, 15.0)}
+        assert stray not in found, (phase, found)
+        assert set(PHASES[phase].composition) - {"H"} <= found | {"C"}
+    # hematite with 5 % lanthanum oxide: La La at 4.65 keV far above Fe Ka's escape peak
+    from sigma.datasets._phases import Phase
+
+    mix = {"Fe": 0.66, "O": 0.30, "La": 0.04}
+    s = rng.poisson(phase_spectrum(Phase("la-hematite", mix, 5.3), energy) * 1e6).astype(float)
+    assert "La" in {name.split("_")[0] for name in identify_lines(energy, s, 15.0)}

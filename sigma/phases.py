@@ -87,6 +87,7 @@ __all__ = [
     "match_spectrum",
     "identify_phases",
     "name_unmatched_by_composition",
+    "match_elements",
     "NAME_MIN_AT",
     "UNMATCHED",
 ]
@@ -926,6 +927,20 @@ def add_matches(ds: xr.Dataset, matches: Sequence[Match | None]) -> xr.Dataset:
     return out
 
 
+def match_elements(ds: xr.Dataset, cluster: int) -> list[str]:
+    """The elements the library match found in ``cluster`` (``match_elements``); [] if none.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> match_elements(xr.Dataset({"match_elements": ("cluster", ["Ca, P, O", ""])}), 0)
+    ['Ca', 'P', 'O']
+    """
+    if "match_elements" not in ds:
+        return []
+    return [el.strip() for el in str(ds["match_elements"].values[cluster]).split(",") if el.strip()]
+
+
 #: an unmatched cluster's name lists the elements at or above this atomic fraction
 NAME_MIN_AT = 0.02
 
@@ -968,7 +983,7 @@ def name_unmatched_by_composition(results: Any) -> Any:
     for c in range(ds.sizes["cluster"]):
         if str(ds["match_kind"].values[c]) != "unmatched" or not np.all(np.isfinite(at[c])):
             continue
-        found = [el.strip() for el in str(ds["match_elements"].values[c]).split(",") if el]
+        found = match_elements(ds, c)
         keep = [el for el in found if el in known and at[c, known.index(el)] >= NAME_MIN_AT]
         if keep:
             names[c] = f"{UNMATCHED}: {', '.join(keep)}"

@@ -282,12 +282,8 @@ def quantify_results(results: Any, *, spectra: npt.ArrayLike | None = None) -> A
     all_spec = np.asarray(
         ds["cluster_sum_spectrum"].values if spectra is None else spectra, dtype=np.float64
     )
-    # the elements the library match found, so that a cluster's name and composition agree
-    found = (
-        [str(v) for v in ds["match_elements"].values]
-        if "match_elements" in ds
-        else [""] * ds.sizes["cluster"]
-    )
+    from sigma.phases import match_elements
+
     comps: list[Composition | None] = []
     for c in range(ds.sizes["cluster"]):
         if all_spec[c].sum() <= 0:
@@ -299,7 +295,8 @@ def quantify_results(results: Any, *, spectra: npt.ArrayLike | None = None) -> A
             beam_energy_kev=beam,
             mnka_resolution_ev=res_ev,
             geometry=geometry,
-            elements=[el.strip() for el in found[c].split(",")] if found[c] else None,
+            # the elements the library match found: a cluster's name and composition agree
+            elements=match_elements(ds, c) or None,
         )
         if not any(v > 0 for v in measured.atomic.values()):
             logger.info(

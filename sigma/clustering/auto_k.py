@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["split_phases", "split_clustering", "coarse_channels"]
+__all__ = ["split_phases", "split_clustering", "apply_moves", "coarse_channels"]
 
 #: maps under this many counts per pixel are pooled until each half holds as many on average
 _POOL_COUNTS = 100.0
@@ -551,8 +551,6 @@ def split_clustering(
     """
     import json
 
-    from sigma.clustering.result import _repackage
-
     label_da = clustering["label"]
     ny, nx = label_da.shape
     label = np.asarray(label_da.values).ravel().astype(np.int64)
@@ -563,15 +561,41 @@ def split_clustering(
     info = json.loads(clustering.attrs.get("clustering", "{}"))
     info["splits"] = splits
     info["split_tests"] = tests
-    if not splits and (new == label).all():
+    out = apply_moves(clustering, latent, label, new, info)
+    if not (new == label).all():
+        logger.info(
+            "split_phases: %d phases after %d significant split(s)",
+            out.sizes["cluster"],
+            len(splits),
+        )
+    return out
+
+
+def apply_moves(
+    clustering: Any,
+    latent: Any,
+    label: npt.NDArray[np.int_],
+    new: npt.NDArray[np.int_],
+    info: dict[str, Any],
+) -> Any:
+    """``clustering`` with the pixels moved from ``label`` to ``new`` and ``info`` as its attr.
+
+    A pixel moved to another (new or existing) phase takes its old phase's probability there;
+    a phase emptied by the moves keeps its column; the latent moments are recomputed. With no
+    pixel moved only the attr changes.
+    """
+    import json
+
+    from sigma.clustering.result import _repackage
+
+    if (new == label).all():
         return clustering.assign_attrs(clustering=json.dumps(info))
-    prob_old = np.asarray(clustering["probability"].values).reshape(ny * nx, -1)
-    k = max(int(new.max()) + 1, prob_old.shape[1])  # a phase emptied by moves keeps its column
-    prob = np.zeros((ny * nx, k), dtype=np.float64)
+    n = label.size
+    prob_old = np.asarray(clustering["probability"].values).reshape(n, -1)
+    k = max(int(new.max()) + 1, prob_old.shape[1])
+    prob = np.zeros((n, k), dtype=np.float64)
     prob[:, : prob_old.shape[1]] = prob_old
-    # a pixel moved to another (new or existing) phase takes its old phase's probability there
     moved = np.flatnonzero((new != label) & (new >= 0) & (label >= 0))
     prob[moved, new[moved]] += prob[moved, label[moved]]
     prob[moved, label[moved]] = 0.0
-    logger.info("split_phases: %d phases after %d significant split(s)", k, len(splits))
     return _repackage(clustering, latent, new, prob, info)

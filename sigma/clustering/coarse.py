@@ -249,7 +249,7 @@ def split_on_blocks(
     :func:`sigma.clustering.auto_k.split_clustering`; the ``clustering`` attr records the
     splits, the tests and ``split_blocks`` (``b``).
     """
-    from sigma.clustering.result import _repackage
+    from sigma.clustering.auto_k import apply_moves
 
     label_da = clustering["label"]
     ny, nx = (int(n) for n in label_da.shape)
@@ -258,15 +258,5 @@ def split_on_blocks(
         counts, label, (ny, nx), b, k_max=k_max, random_state=random_state
     )
     info = json.loads(clustering.attrs.get("clustering", "{}"))
-    info["splits"] = splits
-    info["split_tests"] = tests
-    info["split_blocks"] = b
-    if (new == label).all():
-        return clustering.assign_attrs(clustering=json.dumps(info))
-    prob_old = np.asarray(clustering["probability"].values).reshape(ny * nx, -1)
-    prob = np.zeros((ny * nx, max(int(new.max()) + 1, prob_old.shape[1])), dtype=np.float64)
-    prob[:, : prob_old.shape[1]] = prob_old
-    moved = np.flatnonzero(new != label)
-    prob[moved, new[moved]] += prob[moved, label[moved]]
-    prob[moved, label[moved]] = 0.0
-    return _repackage(clustering, latent, new, prob, info)
+    info.update(splits=splits, split_tests=tests, split_blocks=b)
+    return apply_moves(clustering, latent, label, new, info)

@@ -176,13 +176,11 @@ def load_maps(
     ny, nx = common
     step = float(pixel_size) if pixel_size is not None else 1.0
     units = pixel_units if pixel_size is not None else "px"
-    value_units = "arbitrary"
-    meta = _tiff_meta(maps[names[0]][0])
-    if pixel_size is None and meta.get("pixel_size_um"):
-        step, units = float(meta["pixel_size_um"][-1]), "um"  # what write_element_maps wrote
-    if meta.get("units") and all(_tiff_meta(f).get("units") == meta["units"] for f, _ in
-                                 maps.values()):  # fmt: skip
-        value_units = str(meta["units"])
+    metas = [_tiff_meta(maps[n][0]) for n in names]  # what write_element_maps wrote, if it did
+    if pixel_size is None and metas[0].get("pixel_size_um"):
+        step, units = float(metas[0]["pixel_size_um"][-1]), "um"
+    given = {str(m.get("units", "")) for m in metas}  # one unit for all maps, or none
+    value_units = given.pop() if len(given) == 1 and "" not in given else "arbitrary"
     coords: dict[str, Any] = {
         "y": ("y", np.arange(ny) * step, {"units": units, "long_name": "y"}),
         "x": ("x", np.arange(nx) * step, {"units": units, "long_name": "x"}),

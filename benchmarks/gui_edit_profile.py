@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests" / "gui"))
 #: wraps the page's WebSocket: arrival time, size and handler time of every server message
 _INIT = r"""
 (() => {
-  window.__msgs = []; window.__long = [];
+  window.__msgs = []; window.__long = []; window.__sent = [];
   try { new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); })
         .observe({entryTypes: ["longtask"]}); } catch (e) {}
   const WS = window.WebSocket;
@@ -56,6 +56,8 @@ _INIT = r"""
       window.__msgs.push({t: t0, handle: t1 - t0, size: size, binary: typeof d !== "string", text: text});
       return r;
     };
+    const send = ws.send.bind(ws);
+    ws.send = d => { window.__sent.push({t: performance.now(), text: typeof d === "string" ? d.slice(0, 300) : "(binary)"}); return send(d); };
     ws.addEventListener = (type, fn, opts) => add(type, type === "message" ? wrap(fn) : fn, opts);
     Object.defineProperty(ws, "onmessage", {set(fn) { add("message", wrap(fn)); }});
     return ws;
@@ -96,6 +98,7 @@ _SUMMARY = r"""
   const long = window.__long.filter(([s, d]) => s + d >= t0 && s <= t1).reduce((a, [s, d]) => a + d, 0);
   return {messages: msgs.length, bytes: msgs.reduce((a, m) => a + m.size, 0),
           binary_bytes: msgs.filter(m => m.binary).reduce((a, m) => a + m.size, 0),
+          sent: window.__sent.filter(m => m.t >= t0 && m.t <= t1).map(m => [Math.round(m.t - t0), m.text]),
           first: msgs.length ? msgs[0].t - t0 : null, last: msgs.length ? msgs[msgs.length - 1].t - t0 : null,
           patch: (msgs.find(m => (m.keys || []).some(k => !k.endsWith(".css_classes"))) || {t: null}).t,
           handle_ms: msgs.reduce((a, m) => a + m.handle, 0), long_ms: long, changes,
@@ -173,14 +176,14 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
             "last_message_s": None if s["last"] is None else round(s["last"] / 1000, 3),
             "messages": s["messages"], "bytes": s["bytes"], "binary_bytes": s["binary_bytes"],
             "handle_s": round(s["handle_ms"] / 1000, 3), "long_tasks_s": round(s["long_ms"] / 1000, 3),
-            "changes": s["changes"], "plots_laid_out_again": s["layouts"], "timeline": s["timeline"],
+            "sent": s["sent"], "changes": s["changes"], "plots_laid_out_again": s["layouts"], "timeline": s["timeline"],
             "top_functions": s.get("top_functions")}  # fmt: skip
 
 
 def _profile_page(url: str, cpu_profile: bool) -> dict[str, object]:
     """The edits of tests/gui/test_browser.py on the page at ``url``, each profiled."""
     from playwright.sync_api import sync_playwright
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, _lasso
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, _lasso, pick_merge
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -207,14 +210,7 @@ def _profile_page(url: str, cpu_profile: bool) -> dict[str, object]:
         page.wait_for_timeout(500)
         edits["refit"] = profile_edit(page, "Refit GMM", r"^(?!.*\b5: ).*\b4: ")  # fmt: skip
         print(json.dumps(edits["refit"]), flush=True)
-        picker = page.locator(".merge-choice input[type=search]").first
-        for label in ("3: ", "4: "):
-            picker.fill(label)
-            picker.press("Enter")
-            page.wait_for_timeout(300)
-        picker.press("Escape")
-        page.mouse.click(5, 5)
-        page.wait_for_timeout(500)
+        pick_merge(page, ("3: ", "4: "))
         edits["merge"] = profile_edit(page, "Merge", r"^(?!.*\b4: ).*\b3: ")  # fmt: skip
         print(json.dumps(edits["merge"]), flush=True)
         page.get_by_text("Latent", exact=True).first.click()

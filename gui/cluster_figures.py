@@ -35,6 +35,7 @@ from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
 from gui import data as gd
+from gui.images import ScreenImage, full_extent_ranges
 from gui.live_text import LiveText
 from sigma.xray import lines_in_range
 
@@ -63,9 +64,19 @@ def label_image(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
 
 
 def _map_figure(ds: xr.Dataset, title: str) -> figure:
+    """A map figure whose ranges (and reset) span the whole scan, whatever window is sent."""
     units = ds["x"].attrs.get("units", "px")
-    return figure(title=title, x_range=DataRange1d(range_padding=0), y_range=DataRange1d(range_padding=0, flipped=True),
-                  x_axis_label=f"x ({units})", y_axis_label=f"y ({units})", **_MAP)  # fmt: skip
+    fig = figure(title=title, x_range=DataRange1d(range_padding=0), y_range=DataRange1d(range_padding=0, flipped=True),
+                 x_axis_label=f"x ({units})", y_axis_label=f"y ({units})", **_MAP)  # fmt: skip
+    full_extent_ranges(fig, image_place(ds))
+    return fig
+
+
+def map_image(fig: figure, ds: xr.Dataset, image: npt.NDArray[Any], **glyph: Any) -> ScreenImage:
+    """``image`` (``(y, x)``) on the map figure ``fig`` at screen resolution (:class:`ScreenImage`)."""
+    src = ColumnDataSource({"image": [np.zeros((1, 1), image.dtype)], **image_place(ds)})
+    fig.image(source=src, **glyph)
+    return ScreenImage(fig, src, image_place(ds), image)
 
 
 class ClusterFigures:
@@ -82,7 +93,8 @@ class ClusterFigures:
     def __init__(self, state: Any, grey: npt.NDArray[np.uint8]) -> None:
         self.state = state
         self._grey = grey
-        self._label_src: ColumnDataSource | None = None
+        self._labels: ScreenImage | None = None
+        self._grey_image: ScreenImage | None = None
         self._label_mapper: LinearColorMapper | None = None
         self._label_glyph: Any = None
         self._prob: dict[str, Any] | None = None
@@ -98,21 +110,30 @@ class ClusterFigures:
     def phase_map(self, opacity: float) -> figure:
         """Phase map in the cluster colours over the grey image; no-data pixels grey."""
         ds = self.state.results
-        place = image_place(ds)
         fig = _map_figure(ds, "phase map")
         rgba = np.empty(self._grey.shape + (4,), np.uint8)
         rgba[..., :3] = self._grey[..., None]
         rgba[..., 3] = 255
-        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)  # type: ignore[list-item, arg-type]
+        grey_src = ColumnDataSource({"image": [np.zeros((1, 1), np.uint32)], **image_place(ds)})
+        fig.image_rgba(source=grey_src)
+        self._grey_image = ScreenImage(fig, grey_src, image_place(ds), rgba.view(np.uint32)[..., 0])
         k = gd.n_clusters(ds)
         self._label_mapper = LinearColorMapper(palette=self._palette(), low=-0.5, high=k + 0.5)
-        self._label_src = ColumnDataSource({"image": [label_image(ds)], **place})
-        self._label_glyph = fig.image(source=self._label_src, color_mapper=self._label_mapper,
-                                      global_alpha=opacity, name="phases")  # fmt: skip
+        self._labels = map_image(fig, ds, label_image(ds), color_mapper=self._label_mapper,
+                                 global_alpha=opacity, name="phases")  # fmt: skip
+        self._label_glyph = fig.select_one({"name": "phases"})
         fig.add_tools(HoverTool(tooltips=[("x", "$x{0.00}"), ("y", "$y{0.00}"), ("cluster", "@image{0} - 1")],
                                 renderers=[self._label_glyph]))  # fmt: skip
         self.update_legend()
         return fig
+
+    def set_labels(self) -> None:
+        """The results' label map in the phase map and the binary map (sent only where it changed)."""
+        image = label_image(self.state.results)
+        if self._labels is not None:
+            self._labels.set(image)
+        if self._prob is not None:
+            self._prob["binary_image"].set(image)
 
     def update_legend(self) -> None:
         """Legend entries that never wrap inside one entry."""
@@ -133,29 +154,19 @@ class ClusterFigures:
     def cluster_maps(self, cluster: int) -> tuple[figure, figure]:
         """Probability and binary map of ``cluster``."""
         ds = self.state.results
-        place = image_place(ds)
         prob = _map_figure(ds, "probability")
         mapper = LinearColorMapper(palette=Viridis256, low=0, high=255)
-        psrc = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], **place})
-        prob.image(source=psrc, color_mapper=mapper)
+        prob_image = map_image(prob, ds, np.zeros((1, 1), np.uint8), color_mapper=mapper)
         prob.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1), width=10,
                                  title="probability"), "right")  # fmt: skip
         binary = _map_figure(ds, "binary map")
-        # the phase map's label image under a palette black for the chosen cluster only: showing
-        # another cluster, or a merge, sends a palette, never a second image
+        # the label image under a palette black for the chosen cluster only: showing another
+        # cluster, or a merge, sends a palette, not an image
         k = gd.n_clusters(ds)
         bmapper = LinearColorMapper(palette=self._binary_palette(cluster), low=-0.5, high=k + 0.5)
-        bsrc = self._label_src
-        if bsrc is None:
-            bsrc = ColumnDataSource({"image": [label_image(ds)], **place})
-        binary.image(source=bsrc, color_mapper=bmapper)
-        self._prob = {
-            "prob": prob,
-            "psrc": psrc,
-            "binary": binary,
-            "bsrc": bsrc,
-            "bmapper": bmapper,
-        }
+        binary_image = map_image(binary, ds, label_image(ds), color_mapper=bmapper)
+        self._prob = {"prob": prob, "prob_image": prob_image, "binary": binary,
+                      "binary_image": binary_image, "bmapper": bmapper}  # fmt: skip
         self.update_cluster_maps(cluster)
         return prob, binary
 
@@ -174,16 +185,10 @@ class ClusterFigures:
             prob = np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)
         else:
             prob = (ds["label"].values == cluster).view(np.uint8) * np.uint8(255)
-        # a merge or a new cluster elsewhere leaves this cluster's map as it is: 1 MB per
-        # million pixels not sent again
-        shown = self._prob["psrc"].data["image"][0]
-        if shown.shape != prob.shape or not np.array_equal(shown, prob):
-            self._prob["psrc"].data["image"] = [prob]
-        bsrc, bmapper = self._prob["bsrc"], self._prob["bmapper"]
-        if bsrc is not self._label_src:  # no phase map figure: the binary map's own labels
-            image = label_image(ds)
-            if not np.array_equal(bsrc.data["image"][0], image):
-                bsrc.data["image"] = [image]
+        # a merge or a new cluster elsewhere leaves this cluster's map as it is: not sent again
+        self._prob["prob_image"].set(prob)
+        self._prob["binary_image"].set(label_image(ds))
+        bmapper = self._prob["bmapper"]
         palette = self._binary_palette(cluster)
         if list(bmapper.palette) != palette:
             bmapper.palette = palette

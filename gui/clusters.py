@@ -15,7 +15,6 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import (
-    ColumnDataSource,
     LinearColorMapper,
 )
 from bokeh.models.annotations import ColorBar  # (bokeh's stubs miss the re-export)
@@ -23,8 +22,8 @@ from bokeh.palettes import Viridis256
 
 from gui import data as gd
 from gui import exports
-from gui.cluster_figures import ClusterFigures, image_place, label_image
-from gui.images import _PLOT, _grey_u8
+from gui.cluster_figures import ClusterFigures
+from gui.images import _PLOT, ScreenImage, _grey_u8
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, guarded
 from sigma.exceptions import EmptySelectionError
@@ -73,7 +72,7 @@ class ClustersView(pn.viewable.Viewer):
         self._spectra_parts: dict[str, Any] | None = None
         self._nmf_parts: dict[str, Any] | None = None
         self._abundance_fig: Any = None
-        self._abundance_src: ColumnDataSource | None = None
+        self._abundance: ScreenImage | None = None
         self._abundance_bar: LinearColorMapper | None = None
         self._map_figs: tuple[Any, Any] = (None, None)
         self._nmf_weight_fig: Any = None
@@ -157,10 +156,9 @@ class ClustersView(pn.viewable.Viewer):
         if figs is None:
             return
         with pn.io.hold():
-            if "labels" in change and figs._label_src is not None:
-                k = gd.n_clusters(self.state.results)
-                figs._label_src.data["image"] = [label_image(self.state.results)]
-                figs._label_mapper.high = k + 0.5  # type: ignore[union-attr]
+            if "labels" in change and figs._label_mapper is not None:
+                figs.set_labels()
+                figs._label_mapper.high = gd.n_clusters(self.state.results) + 0.5
             if change & {"labels", "colors"} and figs._label_mapper is not None:
                 figs._label_mapper.palette = figs._palette()
             figs.update_legend()
@@ -237,7 +235,7 @@ class ClustersView(pn.viewable.Viewer):
             for j in range(len(comps))
         }
         figs.fill_spectra(parts, curves, list(self.spectra.elements), self.spectra.beam_energy_kev)
-        if self._abundance_src is not None and "nmf_abundance" in ds:
+        if self._abundance is not None and "nmf_abundance" in ds:
             ab = (
                 ds["nmf_abundance"]
                 .isel(component=min(self.component, ds.sizes["component"] - 1))
@@ -246,9 +244,7 @@ class ClustersView(pn.viewable.Viewer):
             # one byte per pixel (1/255 of the largest abundance), sent only when it changed
             top = float(np.nanmax(ab, initial=0.0)) or 1.0
             image = np.round(np.clip(np.nan_to_num(ab) / top, 0, 1) * 255).astype(np.uint8)
-            shown = self._abundance_src.data["image"][0]
-            if shown.shape != image.shape or not np.array_equal(shown, image):
-                self._abundance_src.data["image"] = [image]
+            self._abundance.set(image)
             if self._abundance_bar is not None:
                 self._abundance_bar.high = top
             self._abundance_fig.title.text = f"component {self.component} abundance"  # type: ignore[union-attr]
@@ -267,15 +263,14 @@ class ClustersView(pn.viewable.Viewer):
         if self._nmf_weight_fig is not None:
             items.append(pn.pane.Bokeh(self._nmf_weight_fig, sizing_mode="stretch_width"))
         if "nmf_abundance" in ds and self._abundance_fig is None:
-            from gui.cluster_figures import _map_figure
+            from gui.cluster_figures import _map_figure, map_image
 
             self._abundance_fig = _map_figure(ds, "abundance")
             mapper = LinearColorMapper(palette=Viridis256, low=0, high=255)
             self._abundance_bar = LinearColorMapper(palette=Viridis256, low=0, high=1)
-            self._abundance_src = ColumnDataSource(
-                {"image": [np.zeros((1, 1), np.uint8)], **image_place(ds)}
+            self._abundance = map_image(
+                self._abundance_fig, ds, np.zeros((1, 1), np.uint8), color_mapper=mapper
             )
-            self._abundance_fig.image(source=self._abundance_src, color_mapper=mapper)
             self._abundance_fig.add_layout(
                 ColorBar(color_mapper=self._abundance_bar, width=10, title="abundance"), "right"
             )
@@ -537,6 +532,7 @@ class ClustersView(pn.viewable.Viewer):
                 button(label="BIC sweep", on_click=self.sweep),
             ),
             self._shown_picker(),
+            self.state.status.panel(),
             title="Edit clusters",
             sizing_mode="stretch_width",
         )
@@ -574,6 +570,7 @@ class ClustersView(pn.viewable.Viewer):
             pn.widgets.TextInput.from_param(self.param.output_name, name="edited results file"),
             pn.widgets.Checkbox.from_param(self.param.overwrite, name="overwrite existing files"),
             button(label="Save edited results", on_click=self.save, css_classes=["save-results"]),
+            self.state.status.panel(),
             title="Export",
             sizing_mode="stretch_width",
         )

@@ -78,3 +78,123 @@ def _grey_u8(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
             _GREY_U8.clear()
         _GREY_U8[id(src)] = (src, grey)
     return grey
+
+
+def _screen_extent(fig: Any, default: tuple[int, int]) -> tuple[int, int]:
+    """The figure's drawing area in screen pixels as the browser reported it, else ``default``."""
+    from bokeh.core.property.descriptors import UnsetValueError
+
+    try:
+        return int(fig.inner_width) or default[0], int(fig.inner_height) or default[1]
+    except UnsetValueError:  # not shown in a browser yet
+        return default
+
+
+class ScreenImage:
+    """A ``(y, x)`` map image sent at the plot's screen resolution, in full when zoomed in.
+
+    A 1000 x 1000 map in a 300-pixel-high plot is drawn by the browser at one pixel in three:
+    sending all 10^6 values on every edit, and colour-mapping them in the browser, was most of
+    an edit's click-to-repaint time. The data source holds the visible window sampled at the
+    nearest pixels to about ``oversample`` times the plot's drawing area (an integer stride, so
+    every sent pixel is a real pixel of the map); zooming in (Bokeh's ``RangesUpdate``) sends
+    the new window, at full resolution once it fits, as HoloViews' datashader ``rasterize``
+    does. Maps that fit are sent whole and unchanged.
+
+    Parameters
+    ----------
+    fig
+        The Bokeh figure that shows the image (its ranges give the window).
+    source
+        The glyph's ``ColumnDataSource``: ``image``, ``x``, ``y``, ``dw``, ``dh`` are set here.
+    place
+        ``x, y, dw, dh`` (one-element lists) of the full image, as :func:`gui.cluster_figures.image_place`.
+    image
+        The full-resolution ``(y, x)`` array.
+    default_size
+        Drawing area assumed until the browser reports the figure's size.
+    oversample
+        Sent pixels per screen pixel (2 keeps a high-DPI screen sharp).
+    """
+
+    def __init__(self, fig: Any, source: Any, place: dict[str, list[float]],
+                 image: npt.NDArray[Any], *, default_size: tuple[int, int] = (600, 320),
+                 oversample: float = 2.0) -> None:  # fmt: skip
+        from bokeh.events import RangesUpdate
+
+        self.fig, self.source = fig, source
+        self.x0, self.y0 = float(place["x"][0]), float(place["y"][0])
+        self.dw, self.dh = float(place["dw"][0]), float(place["dh"][0])
+        self.default_size, self.oversample = default_size, oversample
+        self.full = np.asarray(image)
+        #: the visible window ``(x0, x1, y0, y1)`` in data coordinates; None: the whole map
+        self.window: tuple[float, float, float, float] | None = None
+        self._push()
+        fig.on_event(RangesUpdate, self._on_ranges)
+
+    def set(self, image: npt.NDArray[Any]) -> bool:
+        """Show ``image`` (full resolution); False (nothing sent) when it is the one shown."""
+        image = np.asarray(image)
+        if image.shape == self.full.shape and np.array_equal(image, self.full):
+            return False
+        self.full = image
+        self._push()
+        return True
+
+    def _on_ranges(self, event: Any) -> None:
+        vals = (event.x0, event.x1, event.y0, event.y1)
+        if any(v is None for v in vals):
+            return
+        x0, x1, y0, y1 = (float(v) for v in vals)
+        self.window = (min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1))
+        self._push()
+
+    def _span(self, lo: float, hi: float, origin: float, extent: float, n: int) -> tuple[int, int]:
+        """Pixel index range ``[i0, i1)`` of the data interval ``[lo, hi]`` (at least one pixel)."""
+        step = extent / n
+        i0 = int(np.clip(np.floor((lo - origin) / step), 0, n - 1))
+        i1 = int(np.clip(np.ceil((hi - origin) / step), i0 + 1, n))
+        return i0, i1
+
+    def view(self) -> tuple[npt.NDArray[Any], dict[str, list[float]]]:
+        """The image to send and its place: the window, strided to the screen's resolution."""
+        full = self.full
+        ny, nx = full.shape[:2]
+        if (ny, nx) == (1, 1):  # a placeholder stretched over the map
+            return full, {"x": [self.x0], "y": [self.y0], "dw": [self.dw], "dh": [self.dh]}
+        if self.window is None:
+            ix0, ix1, iy0, iy1 = 0, nx, 0, ny
+        else:
+            wx0, wx1, wy0, wy1 = self.window
+            ix0, ix1 = self._span(wx0, wx1, self.x0, self.dw, nx)
+            iy0, iy1 = self._span(wy0, wy1, self.y0, self.dh, ny)
+        w, h = _screen_extent(self.fig, self.default_size)
+        stride = max(1, int(np.ceil(max((ix1 - ix0) / (w * self.oversample),
+                                        (iy1 - iy0) / (h * self.oversample)))))  # fmt: skip
+        if stride == 1:
+            img = full[iy0:iy1, ix0:ix1]
+        else:  # the pixel nearest each block's centre, blocks spread over the whole window
+            rows = np.minimum(np.arange(iy0, iy1, stride) + stride // 2, iy1 - 1)
+            cols = np.minimum(np.arange(ix0, ix1, stride) + stride // 2, ix1 - 1)
+            img = full[np.ix_(rows, cols)]
+        px, py = self.dw / nx, self.dh / ny
+        place = {"x": [self.x0 + ix0 * px], "y": [self.y0 + iy0 * py],
+                 "dw": [(ix1 - ix0) * px], "dh": [(iy1 - iy0) * py]}  # fmt: skip
+        return np.ascontiguousarray(img), place
+
+    def _push(self) -> None:
+        img, place = self.view()
+        self.source.data = {"image": [img], **place}
+
+
+def full_extent_ranges(fig: Any, place: dict[str, list[float]]) -> None:
+    """Make the figure's data ranges (and its reset) span the whole map, not the image sent.
+
+    An invisible rectangle over the map is the only renderer the ranges follow: a
+    :class:`ScreenImage` that holds a zoomed-in window must not become what "reset" returns to.
+    """
+    x0, y0 = place["x"][0], place["y"][0]
+    bounds = fig.quad(left=[x0], right=[x0 + place["dw"][0]], bottom=[y0], top=[y0 + place["dh"][0]],
+                      fill_alpha=0, line_alpha=0, name="map extent")  # fmt: skip
+    fig.x_range.renderers = [bounds]
+    fig.y_range.renderers = [bounds]

@@ -38,7 +38,7 @@ from bokeh.transform import dodge
 
 from gui import data as gd
 from gui.cluster_figures import _spread_labels
-from gui.images import _grey_u8
+from gui.images import ScreenImage, _grey_u8, full_extent_ranges
 from gui.live_text import LiveText
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, guarded
@@ -165,7 +165,9 @@ class LatentView(pn.viewable.Viewer):
         self._clusters_stale = False
         #: the last aggregation: (points frame, grid, (height, width, category) counts)
         self._agg_cache: tuple[pd.DataFrame, Any, npt.NDArray[Any]] | None = None
-        self._map_sources: list[ColumnDataSource] = []
+        #: the selection masks of the map figures (the navigation images: ``_map_images``)
+        self._map_sources: list[ScreenImage] = []
+        self._map_images: list[ScreenImage] = []
         self._spectrum_parts: list[dict[str, Any]] = []
         self._bar_sources: list[ColumnDataSource] = []
         self.lasso = hv.streams.Lasso()
@@ -491,8 +493,8 @@ class LatentView(pn.viewable.Viewer):
             parts["selected"].data_source.data["image"] = [self.selected_layer(parts)]
         if self._map_sources:
             mask = self.map_mask()
-            for src in self._map_sources:
-                src.data["image"] = [mask]
+            for image in self._map_sources:
+                image.set(mask)
         if self._spectrum_parts:
             curves = self.spectrum_curves()
             for parts in self._spectrum_parts:
@@ -527,19 +529,22 @@ class LatentView(pn.viewable.Viewer):
                      match_aspect=True, x_range=DataRange1d(range_padding=0),
                      y_range=DataRange1d(range_padding=0, flipped=True), x_axis_label=f"x ({units})",
                      y_axis_label=f"y ({units})", output_backend="canvas")  # fmt: skip
+        full_extent_ranges(fig, place)
         grey = _grey_u8(ds)
         rgba = np.empty(grey.shape + (4,), np.uint8)
         rgba[..., :3] = grey[..., None]
         rgba[..., 3] = 255
-        fig.image_rgba(image=[rgba.view(np.uint32)[..., 0]], **place)  # type: ignore[list-item, arg-type]
-        src = ColumnDataSource({"image": [self.map_mask()], **place})
+        grey_src = ColumnDataSource({"image": [np.zeros((1, 1), np.uint32)], **place})
+        fig.image_rgba(source=grey_src)
+        self._map_images.append(ScreenImage(fig, grey_src, place, rgba.view(np.uint32)[..., 0]))
+        src = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], **place})
         fig.image(
             source=src,
             color_mapper=_transparent_mapper("#ff2020"),
             global_alpha=0.65,
             name="selection",
         )
-        self._map_sources.append(src)
+        self._map_sources.append(ScreenImage(fig, src, place, self.map_mask()))
         fig.on_event(SelectionGeometry, cast(Any, self._on_map_geometry))
         return fig
 

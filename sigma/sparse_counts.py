@@ -220,20 +220,42 @@ class SelectionSums:
         return np.asarray(m.astype(np.float64) @ self.matrix, dtype=np.float64)
 
 
-def cluster_sums(ds: xr.Dataset, label: npt.ArrayLike, n_clusters: int) -> npt.NDArray[np.float64]:
-    """Summed counts ``(cluster, energy)`` of every cluster of ``label`` (-1: in none)."""
+def cluster_sums(
+    ds: xr.Dataset, label: npt.ArrayLike, n_clusters: int, *, block_cells: int = 2**22
+) -> npt.NDArray[np.float64]:
+    """Summed counts ``(cluster, energy)`` of every cluster of ``label`` (-1: in none).
+
+    The counts' transpose (a CSC view of the CSR matrix, no copy) times a dense one-hot of the
+    labels, a block of pixels at a time (``block_cells`` one-hot values, 32 MB): one pass over
+    the non-zero counts, exact in float64. 0.11 s for 18 M non-zeros and 8 clusters, where a
+    sparse one-hot times the counts took 0.4 s (it converts the counts to float64 first).
+    """
     from scipy import sparse
 
     mat = counts_matrix(ds)
-    lab = np.asarray(label).reshape(-1).astype(np.int64)
-    ok = np.flatnonzero((lab >= 0) & (lab < n_clusters))
-    # a sparse (clusters, pixels) one-hot times the counts: one pass over the non-zero counts,
-    # 0.15 s for 18 M of them whatever the number of clusters (a dense one-hot's product cost
-    # 0.15-1.8 s: one pass per cluster column, and a 64 MB array to fill)
-    onehot = sparse.csr_array(
-        (np.ones(ok.size), (lab[ok], ok)), shape=(n_clusters, lab.size), dtype=np.float64
-    )
-    return np.asarray((onehot @ mat).toarray(), dtype=np.float64)
+    n_pix, n_ch = mat.shape
+    lab = np.asarray(label).reshape(-1)
+    if lab.size != n_pix:
+        raise ValueError(f"label must have {n_pix} pixels. Got {lab.size}.")
+    out = np.zeros((n_clusters, n_ch))
+    if n_clusters < 1:
+        return out
+    step = max(1, block_cells // n_clusters)
+    indptr = mat.indptr
+    for r0 in range(0, n_pix, step):
+        r1 = min(n_pix, r0 + step)
+        lb = lab[r0:r1]
+        ok = np.flatnonzero((lb >= 0) & (lb < n_clusters))
+        if not ok.size:
+            continue
+        onehot = np.zeros((r1 - r0, n_clusters))
+        onehot[ok, lb[ok]] = 1.0
+        a, b = int(indptr[r0]), int(indptr[r1])
+        part = sparse.csc_array(
+            (mat.data[a:b], mat.indices[a:b], indptr[r0 : r1 + 1] - a), shape=(n_ch, r1 - r0)
+        )
+        out += (part @ onehot).T
+    return out
 
 
 # ----------------------------------------------------------------------- counts over the budget

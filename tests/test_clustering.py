@@ -414,15 +414,17 @@ def test_auto_gaussian_mixture_refuses_bad_parameters_and_unfitted_use() -> None
         est.predict(np.zeros((4, 3)))
 
 
-@pytest.mark.parametrize("bayesian", [False, True])
+@pytest.mark.parametrize(("bayesian", "dims"), [(False, 2), (False, 3), (True, 2)])
 def test_blocked_probabilities_equal_predict_proba(
-    bayesian: bool, monkeypatch: pytest.MonkeyPatch
+    bayesian: bool, dims: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The blocked, max-shifted softmax gives scikit-learn's responsibilities, summed per phase."""
+    """The blocked, max-shifted softmax gives scikit-learn's responsibilities, summed per phase
+    (a full-covariance mixture through the transposed kernel, a Bayesian one through sklearn's)."""
     from sigma.clustering import gmm
 
     rng = np.random.default_rng(3)
-    X = np.concatenate([rng.normal(c, 0.4, (700, 2)) for c in ((0, 0), (3, 0), (0, 3))])
+    centres = ((0, 0, 0), (3, 0, 1), (0, 3, -1))
+    X = np.concatenate([rng.normal(c[:dims], 0.4, (700, dims)) for c in centres])
     est = AutoGaussianMixture(k_max=4, n_init=1, random_state=0, bayesian=bayesian).fit(X)
     monkeypatch.setattr(gmm, "PROBA_CHUNK", 512)  # several blocks and a short last one
     got = est._phase_proba(X)

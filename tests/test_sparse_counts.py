@@ -52,6 +52,13 @@ def test_selection_sums_and_cluster_sums_are_exact(rng):
     got = sc.cluster_sums(packed, label, 3)
     for k in range(3):
         np.testing.assert_array_equal(got[k], flat[label == k].sum(0))
+    # in blocks of a few pixels (a block without labelled pixels too), labels past k ignored
+    label[:6] = -1
+    got = sc.cluster_sums(packed, label, 2, block_cells=6)
+    for k in range(2):
+        np.testing.assert_array_equal(got[k], flat[label == k].sum(0))
+    with pytest.raises(ValueError, match="42 pixels"):
+        sc.cluster_sums(packed, label[:10], 2)
 
 
 def test_results_keep_counts_and_save_them(tmp_path):

@@ -257,6 +257,29 @@ def time_edit(page, button: str, done: str, timeout_s: float = 60.0) -> float:
     return took
 
 
+def pick_merge(page, prefixes: tuple[str, ...]) -> None:
+    """Choose the clusters whose labels start with ``prefixes`` in the merge picker (choices.js).
+
+    Each choice is clicked in the picker's drop-down: Enter would take the first match of its
+    fuzzy search, which for "3: " was "0: matrix (35,439 px)".
+    """
+    picker = page.locator(".merge-choice input[type=search]").first
+    for prefix in prefixes:
+        picker.click()
+        picker.fill(prefix)
+        item = page.locator(".merge-choice .choices__list--dropdown .choices__item--choice",
+                            has_text=re.compile(rf"^\s*{re.escape(prefix)}")).first  # fmt: skip
+        item.click()
+        page.wait_for_timeout(300)
+    picker.press("Escape")  # close the drop-down: it lies over the Merge button
+    page.mouse.click(5, 5)
+    page.wait_for_timeout(500)
+    chosen = page.locator(".merge-choice .choices__list--multiple .choices__item").all_inner_texts()
+    assert [c.strip()[: len(p)] for c, p in zip(chosen, prefixes, strict=False)] == list(
+        prefixes
+    ), chosen
+
+
 def edit_timings(page) -> dict[str, float]:
     """Click-to-repaint seconds of a rename, a refit, a merge and a new cluster from a lasso, with
     the seconds until the server's patch came (``*_patch_s``) and the bytes the server sent for
@@ -278,16 +301,10 @@ def edit_timings(page) -> dict[str, float]:
     k_box.press("Enter")
     page.wait_for_timeout(500)
     timed("refit", "Refit GMM", r"^(?!.*\b5: ).*\b4: ")  # five clusters 0..4: a '4:' entry and no '5:'  # fmt: skip
-    # merge 3 and 4 of the five: typed into the merge picker (choices.js), then the button
-    picker = page.locator(".merge-choice input[type=search]").first
-    for label in ("3: ", "4: "):
-        picker.fill(label)
-        picker.press("Enter")
-        page.wait_for_timeout(300)
-    picker.press("Escape")  # close the drop-down: it lies over the Merge button
-    page.mouse.click(5, 5)
-    page.wait_for_timeout(500)
+    pick_merge(page, ("3: ", "4: "))  # merge 3 and 4 of the five
     timed("merge", "Merge", r"^(?!.*\b4: ).*\b3: ")  # four clusters 0..3  # fmt: skip
+    status = page.locator(".edit-status").first.inner_text()
+    assert "Merged clusters [3, 4] into 3." in status, status
     # a new cluster from a lasso in the Latent tab (the lasso itself is not timed)
     page.get_by_text("Latent", exact=True).first.click()
     page.wait_for_selector(".latent-plot canvas", timeout=60_000)

@@ -139,7 +139,7 @@ def test_lasso_stream_selects_pixels_and_updates_linked_views(app, small_results
     # the linked map tints exactly the selected pixels
     app.latent.map_plot()
     np.testing.assert_array_equal(
-        app.latent._map_sources[-1].data["image"][0].ravel(), app.state.selection
+        app.latent._map_sources[-1].source.data["image"][0].ravel(), app.state.selection
     )
 
 
@@ -149,7 +149,7 @@ def _bokeh_parts(app):
     latent = app.latent._latent_figs[-1]
     return (
         latent,
-        app.latent._map_sources[-1],
+        app.latent._map_sources[-1].source,
         app.latent._spectrum_parts[-1],
         app.latent._bar_sources[-1],
     )
@@ -619,7 +619,7 @@ def test_edits_update_the_clusters_tab_in_place(app):
     pn.panel(app).get_root(doc)
     app.tabs.active = 2  # build the Clusters tab
     figs = app.clusters._figs
-    phase_fig, label_src = app.clusters._phase_fig, figs._label_src
+    phase_fig, label_src = app.clusters._phase_fig, figs._labels.source
     image_before = label_src.data["image"][0]
     n_models = len(doc.models)
     app.clusters.cluster = 0
@@ -644,6 +644,9 @@ def test_edits_update_the_clusters_tab_in_place(app):
     np.testing.assert_array_equal(new_image, app.state.results["label"].values + 1)
     assert app.clusters._phase_fig is phase_fig
     assert len(doc.models) <= n_models + 5  # legend items may change, figures stay
+    # success goes to the status line next to the controls, not a new notification model
+    assert app.state.status.object == "✓ Merged clusters [3, 4] into 3."
+    assert app.state.message == "Merged clusters [3, 4] into 3."
 
 
 def test_phase_map_png_has_a_legend_and_a_scale_bar(small_results):

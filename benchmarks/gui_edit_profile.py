@@ -123,7 +123,7 @@ def _top_functions(profile: dict, n: int = 25) -> list[tuple[str, float]]:
 #: bar, title - changed size lays out the whole root): records the plot titles that did
 _WATCH_LAYOUTS = r"""
 () => {
-  window.__layouts = [];
+  window.__layouts = []; window.__paints = [];
   const seen = new Set();
   const walk = v => {
     if (!v || seen.has(v)) return;
@@ -135,6 +135,13 @@ _WATCH_LAYOUTS = r"""
       v.compute_layout = function(...args) {
         window.__layouts.push([performance.now(), (v.model.title && v.model.title.text) || type]);
         return orig(...args);
+      };
+      const paint = v.paint.bind(v);
+      v.paint = function(...args) {
+        const t = performance.now();
+        const r = paint(...args);
+        window.__paints.push([t, performance.now() - t, (v.model.title && v.model.title.text) || type]);
+        return r;
       };
     }
     for (const c of (v.child_views || [])) walk(c);
@@ -163,6 +170,10 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
         "([t0, t1]) => window.__layouts.filter(([t]) => t >= t0 && t <= t1).map(([t, n]) => n)",
         [t0, t1],
     )
+    s["paints"] = page.evaluate(
+        "([t0, t1]) => window.__paints.filter(([t]) => t >= t0 && t <= t1).map(([t, d, n]) => [Math.round(t - t0), Math.round(d), n])",
+        [t0, t1],
+    )
     if cdp is not None:
         prof = cdp.send("Profiler.stop")["profile"]
         s["top_functions"] = _top_functions(prof)
@@ -176,7 +187,7 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
             "last_message_s": None if s["last"] is None else round(s["last"] / 1000, 3),
             "messages": s["messages"], "bytes": s["bytes"], "binary_bytes": s["binary_bytes"],
             "handle_s": round(s["handle_ms"] / 1000, 3), "long_tasks_s": round(s["long_ms"] / 1000, 3),
-            "sent": s["sent"], "changes": s["changes"], "plots_laid_out_again": s["layouts"], "timeline": s["timeline"],
+            "sent": s["sent"], "paints": s["paints"], "changes": s["changes"], "plots_laid_out_again": s["layouts"], "timeline": s["timeline"],
             "top_functions": s.get("top_functions")}  # fmt: skip
 
 

@@ -611,6 +611,31 @@ def test_tiny_phases_start_hidden_and_spectra_skip_the_zero_peak(small_results):
     assert curve.data.iloc[:, 0].min() >= 0.1
 
 
+def test_a_hidden_latent_tab_is_redrawn_when_shown_again(app):
+    """Edits and selections made in another tab reach the Latent tab's plots when it is shown
+    (a hidden plot repaints for nothing when its data changes)."""
+    from bokeh.document import Document
+
+    pn.panel(app).get_root(Document())
+    parts = app.latent._latent_figs[-1]
+    map_src = app.latent._map_sources[-1].source
+    n_ellipses = len(parts["ellipses"].data_source.data["xs"])
+    app.tabs.active = 2  # the Clusters tab
+    assert not app.latent.tab_visible
+    app.clusters.merge = [3, 4]
+    app.clusters.merge_selected()
+    mask = np.zeros(app.state.xy.shape[0], bool)
+    mask[:50] = True
+    app.state.select(mask, "map")
+    assert len(parts["ellipses"].data_source.data["xs"]) == n_ellipses  # not yet
+    assert not map_src.data["image"][0].any()
+    app.tabs.active = 0
+    assert len(parts["ellipses"].data_source.data["xs"]) == n_ellipses - 1
+    assert parts["labels"].source.data["name"][-1].startswith("3: ")
+    np.testing.assert_array_equal(map_src.data["image"][0].ravel().astype(bool), mask)
+    assert "Selected pixels: 50" in app.latent.summary.object
+
+
 def test_edits_update_the_clusters_tab_in_place(app):
     """Issue 15, item 5: an edit changes data sources, it does not rebuild the tab's figures."""
     from bokeh.document import Document

@@ -35,8 +35,10 @@ def test_a_large_map_is_sent_at_screen_resolution_as_real_pixels():
     np.testing.assert_array_equal(rows[:, 0], np.arange(250) * 4 + 2)
     np.testing.assert_array_equal(cols[0], np.arange(300) * 4 + 2)
     # placed over the whole map
-    assert img.source.data["x"] == [-0.5] and img.source.data["dw"] == [1200.0]
-    assert img.source.data["y"] == [-0.5] and img.source.data["dh"] == [1000.0]
+    assert img.source.data["x"] == [-0.5]
+    assert img.source.data["dw"] == [1200.0]
+    assert img.source.data["y"] == [-0.5]
+    assert img.source.data["dh"] == [1000.0]
 
 
 def test_zooming_in_sends_the_window_at_full_resolution():
@@ -46,8 +48,10 @@ def test_zooming_in_sends_the_window_at_full_resolution():
     img._on_ranges(SimpleNamespace(x0=99.5, x1=299.5, y0=199.5, y1=49.5))  # y flipped
     sent = img.source.data["image"][0]
     np.testing.assert_array_equal(sent, full[50:200, 100:300])
-    assert img.source.data["x"] == [99.5] and img.source.data["dw"] == [200.0]
-    assert img.source.data["y"] == [49.5] and img.source.data["dh"] == [150.0]
+    assert img.source.data["x"] == [99.5]
+    assert img.source.data["dw"] == [200.0]
+    assert img.source.data["y"] == [49.5]
+    assert img.source.data["dh"] == [150.0]
     # a window partly outside the map is clipped to it
     img._on_ranges(SimpleNamespace(x0=-50.0, x1=20.0, y0=-10.0, y1=30.0))
     np.testing.assert_array_equal(img.source.data["image"][0], full[0:31, 0:21])
@@ -68,7 +72,8 @@ def test_a_map_that_fits_is_sent_whole_and_unchanged_images_are_not_sent_again()
     # a (1, 1) placeholder (no selection) is stretched over the whole map
     assert img.set(np.zeros((1, 1), np.int64)) is True
     assert img.source.data["image"][0].shape == (1, 1)
-    assert img.source.data["dw"] == [60.0] and img.source.data["dh"] == [40.0]
+    assert img.source.data["dw"] == [60.0]
+    assert img.source.data["dh"] == [40.0]
 
 
 @pytest.mark.parametrize("size", [(300, 250), (64, 64)])
@@ -80,7 +85,8 @@ def test_every_label_of_a_large_map_keeps_its_place(size):
     sent = img.source.data["image"][0]
     assert set(np.unique(sent)) == {0, 3}
     half = sent.shape[1] // 2
-    assert (sent[:, : half - 1] == 0).all() and (sent[:, half + 1 :] == 3).all()
+    assert (sent[:, : half - 1] == 0).all()
+    assert (sent[:, half + 1 :] == 3).all()
 
 
 def test_map_ranges_follow_the_whole_map_not_the_sent_window():
@@ -89,5 +95,7 @@ def test_map_ranges_follow_the_whole_map_not_the_sent_window():
     full_extent_ranges(fig, place)
     (bounds,) = fig.x_range.renderers
     assert fig.y_range.renderers == [bounds]
-    assert bounds.data_source.data["right"] == [10.0] and bounds.data_source.data["top"] == [5.0]
-    assert bounds.glyph.fill_alpha == 0 and bounds.glyph.line_alpha == 0
+    assert bounds.data_source.data["right"] == [10.0]
+    assert bounds.data_source.data["top"] == [5.0]
+    assert bounds.glyph.fill_alpha == 0
+    assert bounds.glyph.line_alpha == 0

@@ -115,17 +115,20 @@ class ScreenImage:
         Drawing area assumed until the browser reports the figure's size.
     oversample
         Sent pixels per screen pixel (2 keeps a high-DPI screen sharp).
+    margin
+        When zoomed in, the window sent reaches this fraction of the visible one further on each
+        side, so a short pan shows pixels before the new window comes.
     """
 
     def __init__(self, fig: Any, source: Any, place: dict[str, list[float]],
                  image: npt.NDArray[Any], *, default_size: tuple[int, int] = (600, 320),
-                 oversample: float = 2.0) -> None:  # fmt: skip
+                 oversample: float = 2.0, margin: float = 0.25) -> None:  # fmt: skip
         from bokeh.events import RangesUpdate
 
         self.fig, self.source = fig, source
         self.x0, self.y0 = float(place["x"][0]), float(place["y"][0])
         self.dw, self.dh = float(place["dw"][0]), float(place["dh"][0])
-        self.default_size, self.oversample = default_size, oversample
+        self.default_size, self.oversample, self.margin = default_size, oversample, margin
         self.full = np.asarray(image)
         #: the visible window ``(x0, x1, y0, y1)`` in data coordinates; None: the whole map
         self.window: tuple[float, float, float, float] | None = None
@@ -143,17 +146,25 @@ class ScreenImage:
 
     def _on_ranges(self, event: Any) -> None:
         vals = (event.x0, event.x1, event.y0, event.y1)
-        if any(v is None for v in vals):
+        if any(v is None or not np.isfinite(v) for v in vals):
             return
         x0, x1, y0, y1 = (float(v) for v in vals)
         self.window = (min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1))
         self._push()
 
-    def _span(self, lo: float, hi: float, origin: float, extent: float, n: int) -> tuple[int, int]:
-        """Pixel index range ``[i0, i1)`` of the data interval ``[lo, hi]`` (at least one pixel)."""
+    @staticmethod
+    def _span(lo: float, hi: float, origin: float, extent: float, n: int,
+              margin: float = 0.0) -> tuple[int, int]:  # fmt: skip
+        """Pixel index range ``[i0, i1)`` of the data interval ``[lo, hi]`` (at least one pixel).
+
+        Widened by ``margin`` times its length on each side, clipped to the map; ``extent`` is
+        negative for descending coordinates: the indices are ordered either way.
+        """
         step = extent / n
-        i0 = int(np.clip(np.floor((lo - origin) / step), 0, n - 1))
-        i1 = int(np.clip(np.ceil((hi - origin) / step), i0 + 1, n))
+        f0, f1 = sorted(((lo - origin) / step, (hi - origin) / step))
+        pad = margin * (f1 - f0)
+        i0 = int(np.clip(np.floor(f0 - pad), 0, n - 1))
+        i1 = int(np.clip(np.ceil(f1 + pad), i0 + 1, n))
         return i0, i1
 
     def view(self) -> tuple[npt.NDArray[Any], dict[str, list[float]]]:
@@ -166,17 +177,25 @@ class ScreenImage:
             ix0, ix1, iy0, iy1 = 0, nx, 0, ny
         else:
             wx0, wx1, wy0, wy1 = self.window
-            ix0, ix1 = self._span(wx0, wx1, self.x0, self.dw, nx)
-            iy0, iy1 = self._span(wy0, wy1, self.y0, self.dh, ny)
+            # the resolution of the visible window; a margin around it, so a pan shows pixels
+            # at once (the new window follows when the pan ends)
+            vx = self._span(wx0, wx1, self.x0, self.dw, nx)
+            vy = self._span(wy0, wy1, self.y0, self.dh, ny)
+            ix0, ix1 = self._span(wx0, wx1, self.x0, self.dw, nx, self.margin)
+            iy0, iy1 = self._span(wy0, wy1, self.y0, self.dh, ny, self.margin)
         w, h = _screen_extent(self.fig, self.default_size)
-        stride = max(1, int(np.ceil(max((ix1 - ix0) / (w * self.oversample),
-                                        (iy1 - iy0) / (h * self.oversample)))))  # fmt: skip
+        visible = (ix1 - ix0, iy1 - iy0) if self.window is None else (vx[1] - vx[0], vy[1] - vy[0])
+        stride = max(1, int(np.ceil(max(visible[0] / (w * self.oversample),
+                                        visible[1] / (h * self.oversample)))))  # fmt: skip
         if stride == 1:
             img = full[iy0:iy1, ix0:ix1]
-        else:  # the pixel nearest each block's centre, blocks spread over the whole window
-            rows = np.minimum(np.arange(iy0, iy1, stride) + stride // 2, iy1 - 1)
-            cols = np.minimum(np.arange(ix0, ix1, stride) + stride // 2, ix1 - 1)
-            img = full[np.ix_(rows, cols)]
+        else:  # m blocks over the n pixels, each shown by the pixel nearest its centre: the
+            # samples sit exactly where they are drawn
+            def centres(i0: int, i1: int) -> npt.NDArray[np.intp]:
+                m = -(-(i1 - i0) // stride)
+                return i0 + ((np.arange(m) + 0.5) * ((i1 - i0) / m)).astype(np.intp)
+
+            img = full[np.ix_(centres(iy0, iy1), centres(ix0, ix1))]
         px, py = self.dw / nx, self.dh / ny
         place = {"x": [self.x0 + ix0 * px], "y": [self.y0 + iy0 * py],
                  "dw": [(ix1 - ix0) * px], "dh": [(iy1 - iy0) * py]}  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,7 +121,8 @@ class ResultsState(param.Parameterized):
                 selection_version=self.selection_version + 1,
             )
             return 0
-        m = np.asarray(mask, dtype=bool).ravel()
+        # a copy: the maps show a view of it, and a caller's array may change after
+        m = np.array(mask, dtype=bool).ravel()
         n = self.shape[0] * self.shape[1]
         if m.size != n:
             raise ValueError(f"mask must have {n} elements (one per pixel). Got {m.size}.")
@@ -183,9 +185,10 @@ class ResultsState(param.Parameterized):
         self.message = text
         log = logger.warning if kind in ("error", "warning") else logger.info
         log("%s", text)
-        if kind == "success":
-            self.status.object = f"✓ {text}"
+        if kind == "success":  # the time: the same message twice still shows it happened
+            self.status.object = f"✓ {time.strftime('%H:%M:%S')} {text}"
             return
+        self.status.object = ""  # no earlier success next to a new error
         notifications = pn.state.notifications
         if notifications is not None:
             getattr(notifications, kind)(text, duration=6000 if kind != "error" else 0)

@@ -234,7 +234,7 @@ def cluster_sums(
 
     mat = counts_matrix(ds)
     n_pix, n_ch = mat.shape
-    lab = np.asarray(label).reshape(-1)
+    lab = np.asarray(label).reshape(-1).astype(np.int64, copy=False)
     if lab.size != n_pix:
         raise ValueError(f"label must have {n_pix} pixels. Got {lab.size}.")
     out = np.zeros((n_clusters, n_ch))

@@ -414,6 +414,22 @@ def test_auto_gaussian_mixture_refuses_bad_parameters_and_unfitted_use() -> None
         est.predict(np.zeros((4, 3)))
 
 
+@pytest.mark.parametrize("dims", [1, 2, 4])
+def test_transposed_log_prob_kernel_equals_sklearn(dims: int) -> None:
+    """The (Gaussians, points) kernel gives scikit-learn's weighted log-probabilities."""
+    from sklearn.mixture import GaussianMixture
+
+    from sigma.clustering.gmm import _weighted_log_prob_t
+
+    rng = np.random.default_rng(dims)
+    X = np.concatenate([rng.normal(c, s, (400, dims)) for c, s in ((0, 0.3), (2, 1.0), (-3, 0.1))])
+    X[:, 0] *= 50  # anisotropic
+    g = GaussianMixture(3, covariance_type="full", random_state=0).fit(X)
+    want = g._estimate_weighted_log_prob(X)
+    got = _weighted_log_prob_t(g, np.ascontiguousarray(X.T)).T
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
 @pytest.mark.parametrize(("bayesian", "dims"), [(False, 2), (False, 3), (True, 2)])
 def test_blocked_probabilities_equal_predict_proba(
     bayesian: bool, dims: int, monkeypatch: pytest.MonkeyPatch

@@ -303,7 +303,7 @@ def edit_timings(page) -> dict[str, float]:
     timed("refit", "Refit GMM", r"^(?!.*\b5: ).*\b4: ")  # five clusters 0..4: a '4:' entry and no '5:'  # fmt: skip
     pick_merge(page, ("3: ", "4: "))  # merge 3 and 4 of the five
     timed("merge", "Merge", r"^(?!.*\b4: ).*\b3: ")  # four clusters 0..3  # fmt: skip
-    status = page.locator(".edit-status").first.inner_text()
+    status = page.locator(".edit-status").first.evaluate("e => (e.shadowRoot || e).textContent")
     assert "Merged clusters [3, 4] into 3." in status, status
     # a new cluster from a lasso in the Latent tab (the lasso itself is not timed)
     page.get_by_text("Latent", exact=True).first.click()

@@ -17,12 +17,14 @@ def _map(ny: int = 1000, nx: int = 1200) -> np.ndarray:
     return np.arange(ny * nx, dtype=np.int64).reshape(ny, nx)
 
 
-def _screen(image: np.ndarray, size: tuple[int, int] = (300, 250)) -> ScreenImage:
+def _screen(image: np.ndarray, size: tuple[int, int] = (300, 250), margin: float = 0.0,
+            place: dict | None = None) -> ScreenImage:  # fmt: skip
     fig = figure()
-    place = {"x": [-0.5], "y": [-0.5], "dw": [float(image.shape[1])], "dh": [float(image.shape[0])]}
+    place = place or {"x": [-0.5], "y": [-0.5], "dw": [float(image.shape[1])],
+                      "dh": [float(image.shape[0])]}  # fmt: skip
     src = ColumnDataSource({"image": [np.zeros((1, 1), image.dtype)], **place})
     fig.image(source=src)
-    return ScreenImage(fig, src, place, image, default_size=size, oversample=1.0)
+    return ScreenImage(fig, src, place, image, default_size=size, oversample=1.0, margin=margin)
 
 
 def test_a_large_map_is_sent_at_screen_resolution_as_real_pixels():
@@ -99,3 +101,42 @@ def test_map_ranges_follow_the_whole_map_not_the_sent_window():
     assert bounds.data_source.data["top"] == [5.0]
     assert bounds.glyph.fill_alpha == 0
     assert bounds.glyph.line_alpha == 0
+
+
+def test_a_zoomed_window_comes_with_a_margin_for_panning_and_odd_sizes_stay_in_place():
+    full = _map()
+    img = _screen(full, margin=0.25)
+    img._on_ranges(SimpleNamespace(x0=99.5, x1=299.5, y0=49.5, y1=199.5))
+    # 200 x 150 visible pixels fit the screen: full resolution, 50 / 37.5 more on each side
+    np.testing.assert_array_equal(img.source.data["image"][0], full[12:238, 50:350])
+    assert img.source.data["x"] == [49.5]
+    assert img.source.data["y"] == [11.5]
+    # a window that is not a multiple of the stride: samples spread over all of it, in place
+    odd = _map(1001, 1003)
+    img = _screen(odd)
+    sent = img.source.data["image"][0]
+    rows, cols = np.divmod(sent, odd.shape[1])
+    m = sent.shape[1]
+    drawn_at = (np.arange(m) + 0.5) * (1003 / m) - 0.5  # the sent pixel's centre, map pixels
+    assert np.abs(cols[0] - drawn_at).max() <= 1.0
+    assert rows[-1, 0] >= 1001 - 4
+
+
+def test_descending_coordinates_and_bad_ranges():
+    full = _map(100, 200)
+    # x runs from 199.5 down to -0.5 (a negative step), y as usual
+    img = _screen(
+        full, (1000, 1000), place={"x": [199.5], "y": [-0.5], "dw": [-200.0], "dh": [100.0]}
+    )
+    img._on_ranges(SimpleNamespace(x0=150.0, x1=100.0, y0=10.0, y1=20.0))
+    sent = img.source.data["image"][0]
+    cols = sent[0] % 200
+    assert cols.min() == 49
+    assert cols.max() == 99  # map column j is centred on x = 199 - j: 49..99 hold x 150..100
+    assert sent.shape == (11, 51)
+    assert img.source.data["x"] == [150.5]  # the edge of column 49, drawn leftwards
+    assert img.source.data["dw"] == [-51.0]
+    before = img.source.data
+    img._on_ranges(SimpleNamespace(x0=float("nan"), x1=1.0, y0=0.0, y1=1.0))  # ignored
+    img._on_ranges(SimpleNamespace(x0=None, x1=1.0, y0=0.0, y1=1.0))
+    assert img.source.data is before

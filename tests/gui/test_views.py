@@ -636,6 +636,33 @@ def test_a_hidden_latent_tab_is_redrawn_when_shown_again(app):
     assert "Selected pixels: 50" in app.latent.summary.object
 
 
+def test_a_selection_changed_in_place_and_repeated_or_failed_edits_show(app):
+    """The state keeps its own copy of a selection (the maps show a view of it); the status
+    line shows every success, also a repeated one, and no old success next to an error."""
+    from bokeh.document import Document
+
+    pn.panel(app).get_root(Document())
+    map_img = app.latent._map_sources[-1]
+    mask = np.zeros(app.state.xy.shape[0], bool)
+    mask[:10] = True
+    app.state.select(mask, "map")
+    mask[10:500] = True  # the caller's array changes, then is selected again
+    app.state.select(mask, "map")
+    assert int(map_img.source.data["image"][0].sum()) == 500
+    app.clusters.cluster = 0
+    app.clusters.new_name = "matrix"
+    app.clusters.rename()
+    first = app.state.status.object
+    assert first.endswith("Cluster 0 is now 'matrix'.")
+    app.state.notify("Cluster 0 is now 'matrix'.", "success")  # the same text: still shown anew
+    assert app.state.status.object.endswith("Cluster 0 is now 'matrix'.")
+    app.clusters.new_name = "matrix"
+    app.clusters.cluster = 1
+    app.clusters.rename()  # refused: the name is taken
+    assert "already called 'matrix'" in app.state.message
+    assert app.state.status.object == ""
+
+
 def test_edits_update_the_clusters_tab_in_place(app):
     """Issue 15, item 5: an edit changes data sources, it does not rebuild the tab's figures."""
     from bokeh.document import Document
@@ -669,8 +696,12 @@ def test_edits_update_the_clusters_tab_in_place(app):
     np.testing.assert_array_equal(new_image, app.state.results["label"].values + 1)
     assert app.clusters._phase_fig is phase_fig
     assert len(doc.models) <= n_models + 5  # legend items may change, figures stay
+    # the binary map shows the merged labels too (its own screen-resolution copy)
+    binary = app.clusters._figs._prob["binary_image"].source.data["image"][0]
+    np.testing.assert_array_equal(binary, app.state.results["label"].values + 1)
     # success goes to the status line next to the controls, not a new notification model
-    assert app.state.status.object == "✓ Merged clusters [3, 4] into 3."
+    assert app.state.status.object.startswith("✓ ")
+    assert app.state.status.object.endswith(" Merged clusters [3, 4] into 3.")
     assert app.state.message == "Merged clusters [3, 4] into 3."
 
 

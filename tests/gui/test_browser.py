@@ -312,7 +312,14 @@ def edit_timings(page) -> dict[str, float]:
     _lasso(page)
     page.get_by_text("Clusters", exact=True).first.click()
     page.wait_for_timeout(1000)
+    rows = page.locator(".tabulator .tabulator-row").first
+    before = rows.inner_text()
     timed("new_cluster", "New cluster from selection", r"\b4: ")  # fmt: skip
+    # the particles of the new cluster follow in a patch of their own (after the maps)
+    deadline = time.perf_counter() + 60
+    while rows.inner_text() == before:
+        assert time.perf_counter() < deadline, "the particle table kept the old cluster's particles"
+        page.wait_for_timeout(200)
     return out
 
 

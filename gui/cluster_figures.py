@@ -25,6 +25,7 @@ import panel as pn
 import xarray as xr
 from bokeh.models import (
     ColumnDataSource,
+    CustomJSHover,
     DataRange1d,
     FactorRange,
     HoverTool,
@@ -94,6 +95,7 @@ class ClusterFigures:
         self.state = state
         self._grey = grey
         self._labels: ScreenImage | None = None
+        self._hover_names: CustomJSHover | None = None
         self._grey_image: ScreenImage | None = None
         self._label_mapper: LinearColorMapper | None = None
         self._label_glyph: Any = None
@@ -122,8 +124,12 @@ class ClusterFigures:
         self._labels = map_image(fig, ds, label_image(ds), color_mapper=self._label_mapper,
                                  global_alpha=opacity, name="phases")  # fmt: skip
         self._label_glyph = fig.select_one({"name": "phases"})
-        fig.add_tools(HoverTool(tooltips=[("x", "$x{0.00}"), ("y", "$y{0.00}"), ("cluster", "@image{0} - 1")],
-                                renderers=[self._label_glyph]))  # fmt: skip
+        # the label image holds cluster + 1 (0: no data): the tooltip names the cluster (a plain
+        # "@image{0} - 1" format showed the text "5 - 1")
+        self._hover_names = CustomJSHover(args={"labels": self.state.labels()},
+                                          code="return value > 0 ? labels[value - 1] : 'no data'")  # fmt: skip
+        fig.add_tools(HoverTool(tooltips=[("x", "$x{0.00}"), ("y", "$y{0.00}"), ("cluster", "@image{custom}")],
+                                formatters={"@image": self._hover_names}, renderers=[self._label_glyph]))  # fmt: skip
         self.update_legend()
         return fig
 
@@ -136,7 +142,12 @@ class ClusterFigures:
             self._prob["binary_image"].set(image)
 
     def update_legend(self) -> None:
-        """Legend entries that never wrap inside one entry."""
+        """Legend entries that never wrap inside one entry (and the phase map's hover names)."""
+        if (
+            self._hover_names is not None
+            and list(self._hover_names.args["labels"]) != self.state.labels()
+        ):
+            self._hover_names.args = {"labels": self.state.labels()}
         items = [f"<span style='white-space:nowrap;margin-right:1em'><span style='color:{c}'>&#9632;</span> {label}</span>"
                  for label, c in zip(self.state.labels(), self.state.colors(), strict=True)]  # fmt: skip
         n_nodata = int(np.count_nonzero(self.state.results["label"].values < 0))

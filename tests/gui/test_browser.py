@@ -358,3 +358,62 @@ def test_edits_repaint_within_a_second(demo_page):
     assert times["refit_s"] < 60.0, times
     assert times["merge_s"] < 60.0, times
     assert times["new_cluster_s"] < 60.0, times
+
+
+_PHASE_IMAGE_JS = """
+() => {
+  for (const doc of Bokeh.documents) for (const m of doc.all_models) {
+    if (m.name !== "phases" || !m.data_source) continue;
+    const d = m.data_source.data, img = d.image[0];
+    return {shape: Array.from(img.shape || [img.length]), x: d.x[0], dw: d.dw[0], dh: d.dh[0]};
+  }
+  return null;
+}
+"""
+
+
+#: the text of every Bokeh tooltip on the page (they live in shadow roots)
+_TOOLTIPS_JS = """
+() => {
+  const out = [];
+  const walk = root => {
+    for (const el of root.querySelectorAll("*")) {
+      if (/tooltip/i.test(el.className || "") && el.textContent.includes("cluster")) out.push(el.textContent);
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return out.join(" | ");
+}
+"""
+
+
+def test_zooming_the_phase_map_sends_the_visible_window(demo_page):
+    """The map images follow the view (gui.images.ScreenImage): a wheel zoom on the phase map
+    brings the visible window (and a margin) from the server, not the whole map again."""
+    page = demo_page
+    page.get_by_text("Clusters", exact=True).first.click()
+    page.wait_for_selector(".phase-map canvas", timeout=120_000)
+    page.wait_for_timeout(1500)
+    whole = page.evaluate(_PHASE_IMAGE_JS)
+    assert whole is not None
+    page.locator(".phase-map .bk-tool-icon-wheel-zoom").first.click()  # scroll zooms the map
+    box = page.locator(".phase-map canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(6):
+        page.mouse.wheel(0, -240)
+        page.wait_for_timeout(150)
+    deadline = time.perf_counter() + 30
+    zoomed = page.evaluate(_PHASE_IMAGE_JS)
+    while zoomed["dw"] >= whole["dw"] and time.perf_counter() < deadline:
+        page.wait_for_timeout(300)
+        zoomed = page.evaluate(_PHASE_IMAGE_JS)
+    page.screenshot(path=str(ARTIFACTS / "07_zoomed_phase_map.png"))
+    assert zoomed["dw"] < whole["dw"], (whole, zoomed)  # a window of the map, not all of it
+    assert zoomed["shape"][0] * zoomed["shape"][1] < whole["shape"][0] * whole["shape"][1]
+    # hovering the map names the cluster under the pointer (the label image holds cluster + 1)
+    page.mouse.move(box["x"] + box["width"] / 2 + 3, box["y"] + box["height"] / 2 + 3)
+    deadline = time.perf_counter() + 10
+    while not (text := page.evaluate(_TOOLTIPS_JS)) and time.perf_counter() < deadline:
+        page.wait_for_timeout(200)
+    assert re.search(r"cluster\s*:?\s*(\d+: |no data)", text), text

@@ -680,6 +680,7 @@ def test_edits_update_the_clusters_tab_in_place(app):
     assert app.state.last_change == {"names"}
     assert label_src.data["image"][0] is image_before  # no image sent for a rename
     assert "0: matrix" in figs.legend.object
+    assert figs._hover_names.args["labels"][0].startswith("0: matrix")  # the map's tooltip names
     assert app.clusters._spectra_parts["src"].data["label"][0].startswith("0: matrix")  # patched
     assert len(doc.models) == n_models  # no new Bokeh models
     app.clusters.cluster = 1

@@ -36,7 +36,7 @@ from bokeh.palettes import Blues256, Viridis256
 from bokeh.plotting import figure
 
 from gui import data as gd
-from gui.images import ScreenImage, full_extent_ranges
+from gui.images import ScreenImage, full_extent_ranges, grey_rgba, map_image
 from gui.live_text import LiveText
 from sigma.xray import lines_in_range
 
@@ -73,13 +73,6 @@ def _map_figure(ds: xr.Dataset, title: str) -> figure:
     return fig
 
 
-def map_image(fig: figure, ds: xr.Dataset, image: npt.NDArray[Any], **glyph: Any) -> ScreenImage:
-    """``image`` (``(y, x)``) on the map figure ``fig`` at screen resolution (:class:`ScreenImage`)."""
-    src = ColumnDataSource({"image": [np.zeros((1, 1), image.dtype)], **image_place(ds)})
-    fig.image(source=src, **glyph)
-    return ScreenImage(fig, src, image_place(ds), image)
-
-
 class ClusterFigures:
     """The Clusters tab's Bokeh figures of one session, with in-place updates.
 
@@ -113,15 +106,11 @@ class ClusterFigures:
         """Phase map in the cluster colours over the grey image; no-data pixels grey."""
         ds = self.state.results
         fig = _map_figure(ds, "phase map")
-        rgba = np.empty(self._grey.shape + (4,), np.uint8)
-        rgba[..., :3] = self._grey[..., None]
-        rgba[..., 3] = 255
-        grey_src = ColumnDataSource({"image": [np.zeros((1, 1), np.uint32)], **image_place(ds)})
-        fig.image_rgba(source=grey_src)
-        self._grey_image = ScreenImage(fig, grey_src, image_place(ds), rgba.view(np.uint32)[..., 0])
+        place = image_place(ds)
+        self._grey_image = map_image(fig, place, grey_rgba(self._grey), rgba=True)
         k = gd.n_clusters(ds)
         self._label_mapper = LinearColorMapper(palette=self._palette(), low=-0.5, high=k + 0.5)
-        self._labels = map_image(fig, ds, label_image(ds), color_mapper=self._label_mapper,
+        self._labels = map_image(fig, place, label_image(ds), color_mapper=self._label_mapper,
                                  global_alpha=opacity, name="phases")  # fmt: skip
         self._label_glyph = fig.select_one({"name": "phases"})
         # the label image holds cluster + 1 (0: no data): the tooltip names the cluster (a plain
@@ -167,7 +156,9 @@ class ClusterFigures:
         ds = self.state.results
         prob = _map_figure(ds, "probability")
         mapper = LinearColorMapper(palette=Viridis256, low=0, high=255)
-        prob_image = map_image(prob, ds, np.zeros((1, 1), np.uint8), color_mapper=mapper)
+        prob_image = map_image(
+            prob, image_place(ds), np.zeros((1, 1), np.uint8), color_mapper=mapper
+        )
         prob.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1), width=10,
                                  title="probability"), "right")  # fmt: skip
         binary = _map_figure(ds, "binary map")
@@ -175,7 +166,7 @@ class ClusterFigures:
         # cluster, or a merge, sends a palette, not an image
         k = gd.n_clusters(ds)
         bmapper = LinearColorMapper(palette=self._binary_palette(cluster), low=-0.5, high=k + 0.5)
-        binary_image = map_image(binary, ds, label_image(ds), color_mapper=bmapper)
+        binary_image = map_image(binary, image_place(ds), label_image(ds), color_mapper=bmapper)
         self._prob = {"prob": prob, "prob_image": prob_image, "binary": binary,
                       "binary_image": binary_image, "bmapper": bmapper}  # fmt: skip
         self.update_cluster_maps(cluster)
@@ -196,9 +187,9 @@ class ClusterFigures:
             prob = np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)
         else:
             prob = (ds["label"].values == cluster).view(np.uint8) * np.uint8(255)
-        # a merge or a new cluster elsewhere leaves this cluster's map as it is: not sent again
+        # a merge or a new cluster elsewhere leaves this cluster's map as it is: not sent again;
+        # the binary map's labels follow edits in set_labels, here only its palette changes
         self._prob["prob_image"].set(prob)
-        self._prob["binary_image"].set(label_image(ds))
         bmapper = self._prob["bmapper"]
         palette = self._binary_palette(cluster)
         if list(bmapper.palette) != palette:

@@ -6,7 +6,6 @@ Figures are built once (:mod:`gui.cluster_figures`); an edit pushes only what it
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,6 @@ from gui.images import _PLOT, ScreenImage, _grey_u8
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, guarded
 from sigma.exceptions import EmptySelectionError
-
-logger = logging.getLogger(__name__)
 
 
 class ClustersView(pn.viewable.Viewer):
@@ -156,18 +153,12 @@ class ClustersView(pn.viewable.Viewer):
         (its rows restyled: 0.2-0.5 s) no longer hold up the rest. Without a server (tests,
         notebooks) it runs at once.
         """
+        pn.state.execute(self._update_particles, schedule=True)
 
-        def show() -> None:
-            if self._figs is None:
-                return
-            try:
-                with pn.io.hold():
-                    self._figs.update_particles(self.particles(), self._particles_title())
-            except Exception as err:  # a callback of the page's loop: report, never die
-                logger.exception("particle statistics failed")
-                self.state.notify(f"{type(err).__name__}: {err}", "error")
-
-        pn.state.execute(show, schedule=True)
+    @guarded
+    def _update_particles(self) -> None:
+        if self._figs is not None:
+            self._figs.update_particles(self.particles(), self._particles_title())
 
     def _on_spectra_inputs(self, *events: Any) -> None:
         with pn.io.hold():
@@ -288,13 +279,17 @@ class ClustersView(pn.viewable.Viewer):
         if self._nmf_weight_fig is not None:
             items.append(pn.pane.Bokeh(self._nmf_weight_fig, sizing_mode="stretch_width"))
         if "nmf_abundance" in ds and self._abundance_fig is None:
-            from gui.cluster_figures import _map_figure, map_image
+            from gui.cluster_figures import _map_figure, image_place
+            from gui.images import map_image
 
             self._abundance_fig = _map_figure(ds, "abundance")
             mapper = LinearColorMapper(palette=Viridis256, low=0, high=255)
             self._abundance_bar = LinearColorMapper(palette=Viridis256, low=0, high=1)
             self._abundance = map_image(
-                self._abundance_fig, ds, np.zeros((1, 1), np.uint8), color_mapper=mapper
+                self._abundance_fig,
+                image_place(ds),
+                np.zeros((1, 1), np.uint8),
+                color_mapper=mapper,
             )
             self._abundance_fig.add_layout(
                 ColorBar(color_mapper=self._abundance_bar, width=10, title="abundance"), "right"

@@ -80,7 +80,7 @@ def _grey_u8(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
     return grey
 
 
-def _screen_extent(fig: Any, default: tuple[int, int]) -> tuple[int, int]:
+def screen_extent(fig: Any, default: tuple[int, int]) -> tuple[int, int]:
     """The figure's drawing area in screen pixels as the browser reported it, else ``default``."""
     from bokeh.core.property.descriptors import UnsetValueError
 
@@ -174,7 +174,8 @@ class ScreenImage:
         if (ny, nx) == (1, 1):  # a placeholder stretched over the map
             return full, {"x": [self.x0], "y": [self.y0], "dw": [self.dw], "dh": [self.dh]}
         if self.window is None:
-            ix0, ix1, iy0, iy1 = 0, nx, 0, ny
+            vx, vy = (0, nx), (0, ny)
+            (ix0, ix1), (iy0, iy1) = vx, vy
         else:
             wx0, wx1, wy0, wy1 = self.window
             # the resolution of the visible window; a margin around it, so a pan shows pixels
@@ -183,10 +184,9 @@ class ScreenImage:
             vy = self._span(wy0, wy1, self.y0, self.dh, ny)
             ix0, ix1 = self._span(wx0, wx1, self.x0, self.dw, nx, self.margin)
             iy0, iy1 = self._span(wy0, wy1, self.y0, self.dh, ny, self.margin)
-        w, h = _screen_extent(self.fig, self.default_size)
-        visible = (ix1 - ix0, iy1 - iy0) if self.window is None else (vx[1] - vx[0], vy[1] - vy[0])
-        stride = max(1, int(np.ceil(max(visible[0] / (w * self.oversample),
-                                        visible[1] / (h * self.oversample)))))  # fmt: skip
+        w, h = screen_extent(self.fig, self.default_size)
+        stride = max(1, int(np.ceil(max((vx[1] - vx[0]) / (w * self.oversample),
+                                        (vy[1] - vy[0]) / (h * self.oversample)))))  # fmt: skip
         if stride == 1:
             img = full[iy0:iy1, ix0:ix1]
         else:  # m blocks over the n pixels, each shown by the pixel nearest its centre: the
@@ -204,6 +204,27 @@ class ScreenImage:
     def _push(self) -> None:
         img, place = self.view()
         self.source.data = {"image": [img], **place}
+
+
+def map_image(fig: Any, place: dict[str, list[float]], image: npt.NDArray[Any], *,
+              rgba: bool = False, **glyph: Any) -> ScreenImage:  # fmt: skip
+    """``image`` (``(y, x)``, at ``place``) on ``fig`` at screen resolution (:class:`ScreenImage`).
+
+    An ``image`` glyph with ``glyph``'s options, or ``image_rgba`` for packed RGBA (``rgba``).
+    """
+    from bokeh.models import ColumnDataSource
+
+    src = ColumnDataSource({"image": [np.zeros((1, 1), image.dtype)], **place})
+    (fig.image_rgba if rgba else fig.image)(source=src, **glyph)
+    return ScreenImage(fig, src, place, image)
+
+
+def grey_rgba(grey: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+    """A ``(y, x)`` uint8 grey image as opaque packed RGBA (``image_rgba``'s uint32 pixels)."""
+    rgba = np.empty(grey.shape + (4,), np.uint8)
+    rgba[..., :3] = grey[..., None]
+    rgba[..., 3] = 255
+    return rgba.view(np.uint32)[..., 0]
 
 
 def full_extent_ranges(fig: Any, place: dict[str, list[float]]) -> None:

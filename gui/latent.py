@@ -6,6 +6,7 @@ The linked map, spectrum and feature bars are Bokeh figures whose sources are up
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, cast
 
 import datashader as dsh
@@ -16,7 +17,6 @@ import pandas as pd
 import panel as pn
 import param
 import xarray as xr
-from bokeh.core.property.descriptors import UnsetValueError
 from bokeh.events import RangesUpdate, SelectionGeometry
 from bokeh.models import (
     ColorMapper,
@@ -38,7 +38,14 @@ from bokeh.transform import dodge
 
 from gui import data as gd
 from gui.cluster_figures import _spread_labels
-from gui.images import ScreenImage, _grey_u8, full_extent_ranges
+from gui.images import (
+    ScreenImage,
+    _grey_u8,
+    full_extent_ranges,
+    grey_rgba,
+    map_image,
+    screen_extent,
+)
 from gui.live_text import LiveText
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, guarded
@@ -115,14 +122,6 @@ def _forward_geometry(event: SelectionGeometry, lasso: Any, bounds: Any) -> None
         bounds.event(bounds=geom[1])
 
 
-def _inner_size(fig: figure, default: tuple[int, int]) -> tuple[int, int]:
-    """The figure's drawing area in screen pixels as the browser reported it, else ``default``."""
-    try:
-        return int(fig.inner_width) or default[0], int(fig.inner_height) or default[1]
-    except UnsetValueError:  # not shown in a browser yet
-        return default
-
-
 class LatentView(pn.viewable.Viewer):
     """Latent tab: datashaded density of every pixel, GMM ellipses, lasso/box selection, linked views.
 
@@ -162,8 +161,8 @@ class LatentView(pn.viewable.Viewer):
         self._selection_means: tuple[xr.Dataset, gd.SelectionMeans] | None = None
         self._overall_spectrum: tuple[xr.Dataset, npt.NDArray[Any]] | None = None
         self._latent_figs: list[dict[str, Any]] = []
-        #: what changed while the tab was hidden, drawn when it is shown (:meth:`_on_tab_visible`)
-        self._clusters_stale = self._ellipses_stale = self._linked_stale = False
+        #: redraws asked for while the tab was hidden, run when it is shown (:meth:`_hidden`)
+        self._pending: dict[str, Callable[[], None]] = {}
         #: the last aggregation: (points frame, grid, (height, width, category) counts)
         self._agg_cache: tuple[pd.DataFrame, Any, npt.NDArray[Any]] | None = None
         #: the selection masks of the map figures (the navigation images: ``_map_images``)
@@ -325,10 +324,8 @@ class LatentView(pn.viewable.Viewer):
 
     def _render_clusters(self) -> None:
         """New cluster colours in every latent figure, now if the tab is shown, else when it is."""
-        if not self.tab_visible:
-            self._clusters_stale = True
+        if self._hidden(self._render_clusters):
             return
-        self._clusters_stale = False
         for parts in self._latent_figs:
             self._render_view(parts, clusters_only=True)
 
@@ -337,19 +334,27 @@ class LatentView(pn.viewable.Viewer):
         """Draw what changed while the tab was hidden (edits and selections made elsewhere)."""
         if not self.tab_visible:
             return
+        pending, self._pending = list(self._pending.values()), {}
         with pn.io.hold():
-            if self._clusters_stale:
-                self._render_clusters()
-            if self._ellipses_stale:
-                self._on_ellipses()
-            if self._linked_stale:
-                self._update_linked()
+            for redraw in pending:
+                redraw()
+
+    def _hidden(self, redraw: Callable[[], None]) -> bool:
+        """True while the tab is hidden, with ``redraw`` kept to run (once) when it is shown.
+
+        A hidden plot still repaints in the browser when its data changes (30-50 ms each, for
+        nothing on screen): edits and selections made in other tabs wait until this one is shown.
+        """
+        if self.tab_visible:
+            return False
+        self._pending[redraw.__name__] = redraw
+        return True
 
     def _on_ranges(self, parts: dict[str, Any], event: RangesUpdate) -> None:
         x0, x1, y0, y1 = event.x0, event.x1, event.y0, event.y1
         if x0 is None or x1 is None or y0 is None or y1 is None:
             return
-        w, h = _inner_size(parts["fig"], self.default_size)
+        w, h = screen_extent(parts["fig"], self.default_size)
         parts["grid"] = (
             (float(x0), float(x1)),
             (float(y0), float(y1)),
@@ -403,8 +408,7 @@ class LatentView(pn.viewable.Viewer):
 
     def _on_ellipses(self, *events: param.parameterized.Event) -> None:
         """Redraw the ellipses and their labels, now if the tab is shown, else when it is."""
-        self._ellipses_stale = not self.tab_visible
-        if self._ellipses_stale:
+        if self._hidden(self._on_ellipses):
             return
         for parts in self._latent_figs:
             self._draw_ellipses(parts)
@@ -501,11 +505,9 @@ class LatentView(pn.viewable.Viewer):
         """Push the selection to every linked plot: count, latent layer, map, spectrum, bars.
 
         Only while the tab is shown: a selection changed elsewhere (a refit clears it; the
-        Clusters tab's edits) is drawn when the tab is shown again. A hidden plot still repaints
-        when its data changes (30-50 ms each in the browser, for nothing on screen).
+        Clusters tab's edits) is drawn when the tab is shown again (:meth:`_hidden`).
         """
-        self._linked_stale = not self.tab_visible
-        if self._linked_stale:
+        if self._hidden(self._update_linked):
             return
         self.summary.object = self.summary_text()
         for parts in self._latent_figs:
@@ -549,21 +551,9 @@ class LatentView(pn.viewable.Viewer):
                      y_range=DataRange1d(range_padding=0, flipped=True), x_axis_label=f"x ({units})",
                      y_axis_label=f"y ({units})", output_backend="canvas")  # fmt: skip
         full_extent_ranges(fig, place)
-        grey = _grey_u8(ds)
-        rgba = np.empty(grey.shape + (4,), np.uint8)
-        rgba[..., :3] = grey[..., None]
-        rgba[..., 3] = 255
-        grey_src = ColumnDataSource({"image": [np.zeros((1, 1), np.uint32)], **place})
-        fig.image_rgba(source=grey_src)
-        self._map_images.append(ScreenImage(fig, grey_src, place, rgba.view(np.uint32)[..., 0]))
-        src = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], **place})
-        fig.image(
-            source=src,
-            color_mapper=_transparent_mapper("#ff2020"),
-            global_alpha=0.65,
-            name="selection",
-        )
-        self._map_sources.append(ScreenImage(fig, src, place, self.map_mask()))
+        self._map_images.append(map_image(fig, place, grey_rgba(_grey_u8(ds)), rgba=True))
+        self._map_sources.append(map_image(fig, place, self.map_mask(), name="selection",
+                                           color_mapper=_transparent_mapper("#ff2020"), global_alpha=0.65))  # fmt: skip
         fig.on_event(SelectionGeometry, cast(Any, self._on_map_geometry))
         return fig
 

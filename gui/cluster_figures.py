@@ -245,8 +245,20 @@ class ClusterFigures:
         top = max((float(np.max(v)) for v in ys if v.size), default=1.0) or 1.0
         if parts["log"]:
             ys = [np.maximum(v, top * 1e-4) for v in ys]
-        parts["src"].data = {"xs": [e] * len(ys), "ys": ys, "color": [c for _, c in curves.values()],
-                             "label": list(curves)}  # fmt: skip
+        colors, labels = [c for _, c in curves.values()], list(curves)
+        # An edit fills the spectra from several watchers (the shown clusters, the results); what
+        # the page already has is not sent again (each resend repaints the figure in the browser).
+        last = parts.get("_last")
+        same_curves = (
+            last is not None
+            and last["labels"] == labels
+            and last["colors"] == colors
+            and len(last["ys"]) == len(ys)
+            and np.array_equal(last["e"], e)
+            and all(np.array_equal(a, b) for a, b in zip(last["ys"], ys, strict=True))
+        )
+        if not same_curves:
+            parts["src"].data = {"xs": [e] * len(ys), "ys": ys, "color": colors, "label": labels}
         lines = (
             lines_in_range(elements, (float(e[0]), float(e[-1])), beam_energy_kev=beam_energy_kev, min_weight=0.3)
             if elements
@@ -254,8 +266,11 @@ class ClusterFigures:
         )  # fmt: skip
         lines = _spread_labels(lines, min_gap_kev=(float(e[-1]) - float(e[0])) / 70)  # ~12 px apart
         y = top * (0.5 if parts["log"] else 0.9)
-        parts["markers"].data = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
-                                 "line": [ln.name for ln in lines]}  # fmt: skip
+        markers = {"energy": [ln.energy_kev for ln in lines], "y": [y] * len(lines),
+                   "line": [ln.name for ln in lines]}  # fmt: skip
+        if last is None or last["markers"] != markers:
+            parts["markers"].data = markers
+        parts["_last"] = {"labels": labels, "colors": colors, "e": e, "ys": ys, "markers": markers}
 
     # -- NMF weights -------------------------------------------------------------------------
     def nmf_weights(self) -> figure:

@@ -113,7 +113,8 @@ class ClustersView(pn.viewable.Viewer):
         )
         self.param.watch(self._on_opacity, ["opacity"])
         self.param.watch(self._on_cluster, ["cluster"])
-        self.param.watch(self._on_spectra_inputs, ["shown", "component"])
+        self.param.watch(lambda e: self._fill_cluster_spectra(), ["shown"])
+        self.param.watch(lambda e: self._fill_nmf(), ["component"])
         self.spectra.param.watch(self._on_spectra_inputs, ["elements"])
         self.state.param.watch(self._on_results, ["results_version"])
 
@@ -161,6 +162,7 @@ class ClustersView(pn.viewable.Viewer):
             self._figs.update_particles(self.particles(), self._particles_title())
 
     def _on_spectra_inputs(self, *events: Any) -> None:
+        """New elements: the line markers of both spectra figures."""
         with pn.io.hold():
             self._fill_cluster_spectra()
             self._fill_nmf()
@@ -225,6 +227,8 @@ class ClustersView(pn.viewable.Viewer):
         new = [labels[i] for i in sorted(self.shown) if i < len(labels)]
         if len(new) == len(parts["src"].data["label"]):
             parts["src"].patch({"label": [(slice(0, len(new)), new)]})
+            if "_last" in parts:
+                parts["_last"]["labels"] = new
         else:
             self._fill_cluster_spectra()
 

@@ -221,9 +221,17 @@ class SelectionSums:
 
 
 def cluster_sums(
-    ds: xr.Dataset, label: npt.ArrayLike, n_clusters: int, *, block_cells: int = 2**20
+    ds: xr.Dataset,
+    label: npt.ArrayLike,
+    n_clusters: int,
+    *,
+    pixels: npt.ArrayLike | None = None,
+    block_cells: int = 2**20,
 ) -> npt.NDArray[np.float64]:
     """Summed counts ``(cluster, energy)`` of every cluster of ``label`` (-1: in none).
+
+    With ``pixels`` (flat pixel indices, or a boolean mask of every pixel) only those pixels
+    are summed: what an edit moved between clusters, without a pass over the whole map.
 
     The counts' transpose (a CSC view of the CSR matrix, no copy) times a dense one-hot of the
     labels, a block of pixels at a time (``block_cells`` one-hot values, 8 MB): one pass over
@@ -237,6 +245,14 @@ def cluster_sums(
     lab = np.asarray(label).reshape(-1).astype(np.int64, copy=False)
     if lab.size != n_pix:
         raise ValueError(f"label must have {n_pix} pixels. Got {lab.size}.")
+    if pixels is not None:
+        rows = np.asarray(pixels).reshape(-1)
+        if rows.dtype == bool:
+            if rows.size != n_pix:
+                raise ValueError(f"pixels as a mask must have {n_pix} values. Got {rows.size}.")
+            rows = np.flatnonzero(rows)
+        mat, lab = mat[rows], lab[rows]  # a row gather of the CSR matrix: the chosen pixels only
+        n_pix = lab.size
     out = np.zeros((n_clusters, n_ch))
     if n_clusters < 1:
         return out

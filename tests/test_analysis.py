@@ -308,3 +308,23 @@ def test_count_summaries_nmf_and_line_names_from_a_clustering(
     assert nmf.attrs["nmf_reconstruction_error"] >= 0
     with pytest.raises(SchemaError, match="cluster spectra"):
         analysis.add_nmf(ds, 2)
+
+
+def test_edits_keep_dims_dtypes_and_units(results: SigmaResults) -> None:
+    """Merge and new cluster build the result in one go: every variable keeps its dims order,
+    dtype and attrs (the mean spectrum stays counts / pixel), on transposed results too."""
+    ds = results.dataset.transpose("x", "y", ...)
+    mask = xr.DataArray(np.zeros((ds.sizes["y"], ds.sizes["x"]), bool), dims=("y", "x"))
+    mask[2:5, 1:3] = True
+    for out in (analysis.merge_clusters(ds, [0, 2]), analysis.add_cluster_from_mask(ds, mask)):
+        for name, var in ds.variables.items():
+            assert out[name].dims == var.dims, name
+            if var.dtype.kind in "biuf":
+                assert out[name].dtype == var.dtype, name
+        assert out.cluster_mean_spectrum.attrs["units"] == "counts / pixel"
+        assert out.cluster_sum_spectrum.attrs["units"] == "counts"
+        np.testing.assert_allclose(out.probability.sum("cluster"), 1.0, atol=1e-5)
+    added = analysis.add_cluster_from_mask(ds, mask)
+    k = ds.sizes["cluster"]
+    assert (added.label.transpose("y", "x").values[mask.values] == k).all()
+    assert (added.probability.isel(cluster=k).transpose("y", "x").values == mask.values).all()

@@ -110,3 +110,28 @@ def test_new_cluster_and_refit_spectra_are_exact_from_the_referenced_file(
         np.testing.assert_allclose(
             refit["cluster_sum_spectrum"].values[c], binned[label == c].sum(axis=0)
         )
+
+
+def test_new_cluster_sums_only_the_moved_pixels_and_stays_exact() -> None:
+    """A new cluster moves its pixels' counts between exact sums (no pass over the whole map);
+    results whose sums are estimates are summed again from the counts instead."""
+    from gui import data as gd
+    from gui.demo import scene_results
+
+    ds = scene_results((30, 40), n_phases=4, n_channels=128, energy_scale_kev=0.08)
+    assert sparse_counts.has_counts(ds)
+    assert gd._sums_are_counts(ds, ds)
+    label = ds["label"].values.copy()
+    label[:2, :3] = -1  # some pixels in no cluster, one of them selected below
+    ds = gd.exact_cluster_spectra(ds.assign(label=(("y", "x"), label)))
+    mask = (np.arange(30 * 40) % 7 == 0).reshape(30, 40)
+    dense = sparse_counts.counts_matrix(ds).toarray().astype(np.float64)
+    for start in (ds, ds.assign(cluster_sum_spectrum=ds["cluster_sum_spectrum"] * 1.01)):
+        new = gd.add_cluster_from_mask(start, mask)
+        lab = new["label"].values.ravel()
+        for c in range(new.sizes["cluster"]):
+            np.testing.assert_array_equal(
+                new["cluster_sum_spectrum"].values[c], dense[lab == c].sum(axis=0)
+            )
+        assert new["cluster_mean_spectrum"].attrs["units"] == "counts / pixel"
+    assert not gd._sums_are_counts(start, start)  # the estimate was seen and summed again

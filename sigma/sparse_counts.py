@@ -234,9 +234,11 @@ def cluster_sums(
     are summed: what an edit moved between clusters, without a pass over the whole map.
 
     The counts' transpose (a CSC view of the CSR matrix, no copy) times a dense one-hot of the
-    labels, a block of pixels at a time (``block_cells`` one-hot values, 8 MB): one pass over
-    the non-zero counts, exact in float64. 0.11 s for 18 M non-zeros and 8 clusters, where a
-    sparse one-hot times the counts took 0.4 s (it converts the counts to float64 first).
+    labels, a block of pixels at a time (``block_cells`` one-hot values, 8 MB), the blocks in
+    threads: one pass over the non-zero counts, exact in float64. 18 M non-zeros and 8
+    clusters: 0.065 s on 2 cores (0.19 s with one block after another, each checked by the
+    sparse constructor); a sparse one-hot times the counts took 0.4 s (it converts the counts
+    to float64 first).
     """
     from scipy import sparse
 
@@ -258,20 +260,47 @@ def cluster_sums(
         return out
     step = max(1, block_cells // n_clusters)
     indptr = mat.indptr
-    for r0 in range(0, n_pix, step):
+
+    def block(r0: int) -> npt.NDArray[np.float64] | None:
         r1 = min(n_pix, r0 + step)
         lb = lab[r0:r1]
         ok = np.flatnonzero((lb >= 0) & (lb < n_clusters))
         if not ok.size:
-            continue
+            return None
         onehot = np.zeros((r1 - r0, n_clusters))
         onehot[ok, lb[ok]] = 1.0
         a, b = int(indptr[r0]), int(indptr[r1])
-        part = sparse.csc_array(
-            (mat.data[a:b], mat.indices[a:b], indptr[r0 : r1 + 1] - a), shape=(n_ch, r1 - r0)
-        )
-        out += (part @ onehot).T
+        # the block's columns of the transpose, as views: the constructor would check them and
+        # copy the views of the whole matrix (a third of the time); they come from a checked matrix
+        part = sparse.csc_array((n_ch, r1 - r0), dtype=mat.data.dtype)
+        part.indptr = (indptr[r0 : r1 + 1] - a).astype(mat.indices.dtype, copy=False)
+        part.indices, part.data = mat.indices[a:b], mat.data[a:b]
+        return (part @ onehot).T
+
+    starts = range(0, n_pix, step)
+    workers = min(len(starts), _n_threads())
+    if workers > 1:  # the sparse products release the GIL: blocks in threads (2 cores: 2x)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(block, starts))
+    else:
+        parts = [block(r0) for r0 in starts]
+    for p in parts:
+        if p is not None:
+            out += p
     return out
+
+
+def _n_threads(cap: int = 8) -> int:
+    """CPUs this process may use (its affinity where the OS tells it), at most ``cap``."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(cap, n))
 
 
 # ----------------------------------------------------------------------- counts over the budget

@@ -442,7 +442,7 @@ def test_blocked_probabilities_equal_predict_proba(
     centres = ((0, 0, 0), (3, 0, 1), (0, 3, -1))
     X = np.concatenate([rng.normal(c[:dims], 0.4, (700, dims)) for c in centres])
     est = AutoGaussianMixture(k_max=4, n_init=1, random_state=0, bayesian=bayesian).fit(X)
-    monkeypatch.setattr(gmm, "PROBA_CHUNK", 512)  # several blocks and a short last one
+    monkeypatch.setattr(gmm, "PROBA_CHUNK", 128)  # 17 blocks (in threads) and a short last one
     got = est._phase_proba(X)
     resp = est.gaussian_.predict_proba(est._transform(X))
     want = np.zeros_like(got)

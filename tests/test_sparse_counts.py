@@ -57,8 +57,16 @@ def test_selection_sums_and_cluster_sums_are_exact(rng):
     got = sc.cluster_sums(packed, label, 2, block_cells=6)
     for k in range(2):
         np.testing.assert_array_equal(got[k], flat[label == k].sum(0))
+    # only some pixels (what an edit moved), as indices or as a mask
+    some = rng.random(42) < 0.5
+    for pixels in (some, np.flatnonzero(some)):
+        got = sc.cluster_sums(packed, label, 2, pixels=pixels, block_cells=6)
+        for k in range(2):
+            np.testing.assert_array_equal(got[k], flat[some & (label == k)].sum(0))
     with pytest.raises(ValueError, match="42 pixels"):
         sc.cluster_sums(packed, label[:10], 2)
+    with pytest.raises(ValueError, match="42 values"):
+        sc.cluster_sums(packed, label, 2, pixels=some[:10])
 
 
 def test_results_keep_counts_and_save_them(tmp_path):

@@ -796,3 +796,40 @@ def test_phases_tab_patches_cells_instead_of_rebuilding(small_results):
     kinds = {type(e).__name__ for e in sent}
     assert "ColumnsPatchedEvent" in kinds, kinds
     assert not any(type(e).__name__ == "ModelChangedEvent" and e.attr == "children" for e in sent)
+
+
+def test_an_edit_sends_each_spectra_figure_once_at_most(app):
+    """Issue 15, item 5: a merge refills the cluster spectra once (three watchers each used to
+    resend them: the figure repainted 3-4 times) and leaves the NMF components alone."""
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent
+
+    doc = Document()
+    doc.add_root(pn.panel(app).get_root(doc))
+    app.tabs.active = 2
+    c = app.clusters
+    assert c._spectra_parts is not None
+    assert c._nmf_parts is not None
+    sent: list = []
+    doc.on_change(lambda event: sent.append(event))
+
+    def changed(source) -> int:
+        kinds = (ColumnDataChangedEvent, ColumnsPatchedEvent)
+        return sum(isinstance(e, kinds) and e.model is source for e in sent)
+
+    c.merge = [3, 4]
+    c.merge_selected()
+    assert changed(c._spectra_parts["src"]) == 1
+    assert changed(c._spectra_parts["markers"]) == 0  # same elements, same top: not resent
+    assert changed(c._nmf_parts["src"]) == 0  # the components do not change with the labels
+    assert len(c._spectra_parts["src"].data["label"]) == len(c.shown)
+    sent.clear()
+    c.shown = c.shown[:-1]  # hiding a phase: one refill of the cluster spectra only
+    assert changed(c._spectra_parts["src"]) == 1
+    assert changed(c._nmf_parts["src"]) == 0
+    sent.clear()
+    c.new_name = "matrix"
+    c.cluster = 0
+    c.rename()
+    assert changed(c._spectra_parts["src"]) == 1  # a patch of the labels
+    assert c._spectra_parts["src"].data["label"][0].startswith("0: matrix")

@@ -7,10 +7,18 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 logger = logging.getLogger("sigma.pipeline")
 
-__all__ = ["StageTimer", "import_in_background", "quiet_lightning", "peak_rss_mb"]
+__all__ = [
+    "StageTimer",
+    "import_in_background",
+    "quiet_lightning",
+    "peak_rss_mb",
+    "usable_cpus",
+    "blocks_in_threads",
+]
 
 
 class StageTimer:
@@ -108,3 +116,36 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def usable_cpus(cap: int = 8) -> int:
+    """CPUs this process may use (its affinity where the OS tells it), at most ``cap``."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(cap, n))
+
+
+def blocks_in_threads(block: Any, starts: range, min_blocks: int = 8) -> None:
+    """``block(start)`` for every start, split between the process's CPUs in threads.
+
+    For blocks that write disjoint parts of one output with numpy or scipy operations that
+    release the GIL. Fewer than ``min_blocks`` blocks per thread run in this thread (threads
+    would cost more than they save).
+    """
+    n = min(usable_cpus(), len(starts) // min_blocks)
+    if n <= 1:
+        for start in starts:
+            block(start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(share: range) -> None:
+        for start in share:
+            block(start)
+
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(run, [starts[i::n] for i in range(n)]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,8 +79,8 @@ def _with_clusters(
     """
     changed, final = changed or {}, final or {}
     idx = np.asarray(index, dtype=np.intp)
-    data_vars: dict[str, xr.Variable] = {}
-    coords: dict[str, Any] = {DIM_CLUSTER: np.arange(idx.size)}
+    data_vars: dict[Hashable, xr.Variable] = {}
+    coords: dict[Hashable, Any] = {DIM_CLUSTER: np.arange(idx.size)}
     for name, var in ds.variables.items():
         if name == DIM_CLUSTER:
             continue

@@ -242,6 +242,8 @@ def cluster_sums(
     """
     from scipy import sparse
 
+    from sigma._runtime import usable_cpus
+
     mat = counts_matrix(ds)
     n_pix, n_ch = mat.shape
     lab = np.asarray(label).reshape(-1).astype(np.int64, copy=False)
@@ -278,7 +280,7 @@ def cluster_sums(
         return (part @ onehot).T
 
     starts = range(0, n_pix, step)
-    workers = min(len(starts), _n_threads())
+    workers = min(len(starts), usable_cpus())
     if workers > 1:  # the sparse products release the GIL: blocks in threads (2 cores: 2x)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -290,17 +292,6 @@ def cluster_sums(
         if p is not None:
             out += p
     return out
-
-
-def _n_threads(cap: int = 8) -> int:
-    """CPUs this process may use (its affinity where the OS tells it), at most ``cap``."""
-    import os
-
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        n = os.cpu_count() or 1
-    return max(1, min(cap, n))
 
 
 # ----------------------------------------------------------------------- counts over the budget

@@ -38,6 +38,7 @@ from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sigma._runtime import blocks_in_threads
 from sigma.clustering.inputs import _subsample_index
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
@@ -504,7 +505,7 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
         refit; the automatic 2-D fit's density-peaks mixture has a tied covariance) is evaluated
         with the Gaussians along the first axis (:func:`_weighted_log_prob_t`), so every step
         is a vector operation over the block's points: 1M points, 5 Gaussians 0.15 s where
-        scikit-learn's per-point rows took 0.45 s. The blocks run in threads (:func:`_in_threads`).
+        scikit-learn's per-point rows took 0.45 s. The blocks run in threads (:func:`sigma._runtime.blocks_in_threads`).
         """
         Z = self._transform(X)
         g = self.gaussian_
@@ -536,7 +537,8 @@ class AutoGaussianMixture(ClusterMixin, BaseEstimator):
                 for comp, c in enumerate(self.component_cluster_):  # (in order, as np.add.at)
                     part[:, c] += resp[:, comp]
 
-        _in_threads(block, range(0, Z.shape[0], PROBA_CHUNK))
+        # numpy releases the GIL: 1M points, 5 Gaussians 0.11-0.13 s in 2 threads, 0.17-0.21 s in 1
+        blocks_in_threads(block, range(0, Z.shape[0], PROBA_CHUNK))
         return out
 
 
@@ -568,30 +570,6 @@ def _weighted_log_prob_t(
 
 #: points per block when membership probabilities are computed (16k x k floats: in cache)
 PROBA_CHUNK = 16384
-
-
-def _in_threads(block: Any, starts: range, min_blocks: int = 8) -> None:
-    """``block(start)`` for every start, split between the process's CPUs in threads.
-
-    The blocks write disjoint rows and numpy releases the GIL in their array operations: 1M
-    points, 5 Gaussians 0.11-0.13 s in two threads where one took 0.17-0.21 s. Few blocks run
-    in this thread (threads would cost more than they save).
-    """
-    from sigma.sparse_counts import _n_threads
-
-    n = min(_n_threads(), len(starts) // min_blocks)
-    if n <= 1:
-        for start in starts:
-            block(start)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run(share: range) -> None:
-        for start in share:
-            block(start)
-
-    with ThreadPoolExecutor(n) as pool:
-        list(pool.map(run, [starts[i::n] for i in range(n)]))
 
 
 #: the ``"bgmm"`` method: :class:`AutoGaussianMixture` with a Dirichlet-process mixture

@@ -102,6 +102,8 @@ def _with_clusters(
                 enc = dict(var.encoding)
             if arr.dtype.kind in "biuf" and var.dtype.kind in "biuf":  # text keeps its width
                 arr = arr.astype(var.dtype, copy=False)
+            elif arr.dtype != var.dtype:  # a longer name: the file's old text width would cut it
+                enc = {k: v for k, v in enc.items() if k not in ("dtype", "char_dim_name")}
             new = xr.Variable(var.dims, arr, var.attrs, enc)
         if name in ds.coords:
             coords[name] = new
@@ -560,7 +562,9 @@ def add_cluster_from_mask(
             final[var] = np.array(values)
     out = _with_clusters(ds, [*range(k), 0], attrs, changed=changed, final=final)
     for var, (values, long_name) in text.items():
-        if var not in final:
+        if var in final:
+            out[var].attrs.setdefault("long_name", long_name)
+        else:
             out[var] = xr.DataArray(np.array(values), dims=DIM_CLUSTER,
                                     coords={DIM_CLUSTER: np.arange(k + 1)}, attrs={"long_name": long_name})  # fmt: skip
     return _finish(out, attrs)

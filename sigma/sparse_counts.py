@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,7 @@ def cluster_sums(
     """
     from scipy import sparse
 
-    from sigma._runtime import usable_cpus
+    from sigma._runtime import blocks_in_threads
 
     mat = counts_matrix(ds)
     n_pix, n_ch = mat.shape
@@ -255,6 +256,7 @@ def cluster_sums(
             if rows.size != n_pix:
                 raise ValueError(f"pixels as a mask must have {n_pix} values. Got {rows.size}.")
             rows = np.flatnonzero(rows)
+        rows = rows.astype(np.intp, copy=False)  # (an empty list is float)
         mat, lab = mat[rows], lab[rows]  # a row gather of the CSR matrix: the chosen pixels only
         n_pix = lab.size
     out = np.zeros((n_clusters, n_ch))
@@ -263,12 +265,14 @@ def cluster_sums(
     step = max(1, block_cells // n_clusters)
     indptr = mat.indptr
 
-    def block(r0: int) -> npt.NDArray[np.float64] | None:
+    lock = threading.Lock()
+
+    def block(r0: int) -> None:
         r1 = min(n_pix, r0 + step)
         lb = lab[r0:r1]
         ok = np.flatnonzero((lb >= 0) & (lb < n_clusters))
         if not ok.size:
-            return None
+            return
         onehot = np.zeros((r1 - r0, n_clusters))
         onehot[ok, lb[ok]] = 1.0
         a, b = int(indptr[r0]), int(indptr[r1])
@@ -277,20 +281,12 @@ def cluster_sums(
         part = sparse.csc_array((n_ch, r1 - r0), dtype=mat.data.dtype)
         part.indptr = (indptr[r0 : r1 + 1] - a).astype(mat.indices.dtype, copy=False)
         part.indices, part.data = mat.indices[a:b], mat.data[a:b]
-        return (part @ onehot).T
+        sums = (part @ onehot).T
+        with lock:  # added at once: one (cluster, energy) array per block is never held
+            np.add(out, sums, out=out)
 
-    starts = range(0, n_pix, step)
-    workers = min(len(starts), usable_cpus())
-    if workers > 1:  # the sparse products release the GIL: blocks in threads (2 cores: 2x)
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(block, starts))
-    else:
-        parts = [block(r0) for r0 in starts]
-    for p in parts:
-        if p is not None:
-            out += p
+    # the sparse products release the GIL: blocks in threads
+    blocks_in_threads(block, range(0, n_pix, step), min_blocks=1)
     return out
 
 

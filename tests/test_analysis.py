@@ -328,3 +328,20 @@ def test_edits_keep_dims_dtypes_and_units(results: SigmaResults) -> None:
     k = ds.sizes["cluster"]
     assert (added.label.transpose("y", "x").values[mask.values] == k).all()
     assert (added.probability.isel(cluster=k).transpose("y", "x").values == mask.values).all()
+
+
+def test_a_new_cluster_keeps_its_long_name_in_a_file(results: SigmaResults, tmp_path) -> None:
+    """Names read from a file carry its text width in their encoding: a longer new name is
+    written whole, not cut to the old width."""
+    path = tmp_path / "r.nc"
+    results.dataset[["label", "cluster_name"]].to_netcdf(path)
+    ds = xr.load_dataset(path)
+    mask = np.zeros(ds["label"].shape, bool)
+    mask[0, :3] = True
+    out = analysis.add_cluster_from_mask(ds, mask, name="a much longer cluster name")
+    assert out.cluster_name.attrs["long_name"] == "cluster name"
+    out[["cluster_name"]].to_netcdf(tmp_path / "b.nc")
+    assert (
+        str(xr.load_dataset(tmp_path / "b.nc").cluster_name.values[-1])
+        == "a much longer cluster name"
+    )

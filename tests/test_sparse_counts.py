@@ -81,3 +81,15 @@ def test_results_keep_counts_and_save_them(tmp_path):
     assert (sc.counts_matrix(back) != mat).nnz == 0
     with pytest.raises(SchemaError, match="no per-pixel counts"):
         sc.counts_matrix(ds.drop_vars("counts_value"))
+
+
+def test_cluster_sums_of_no_pixels_and_many_blocks_in_threads(rng):
+    """An empty pixel list sums nothing; one pixel per block (many blocks, in threads) is exact."""
+    da, data = _cube(rng)
+    packed = sc.pack_counts(da)
+    flat = data.reshape(42, 50).astype(np.float64)
+    label = rng.integers(-1, 4, size=42)
+    np.testing.assert_array_equal(sc.cluster_sums(packed, label, 4, pixels=[]), np.zeros((4, 50)))
+    got = sc.cluster_sums(packed, label, 4, block_cells=4)  # 42 blocks of one pixel
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], flat[label == k].sum(0))

@@ -17,7 +17,9 @@ new cluster from a lasso). For each edit it reports, measured inside the page:
 - ``plots_laid_out_again``: plots whose axis, legend, colour bar or title changed size, which
   makes the browser lay out the whole page (a rename: the probability map's title; a refit: the
   NMF weights' cluster axis);
-- ``click_to_repaint_s``: click until the phase legend shows the edit and two frames passed.
+- ``click_to_repaint_s``: click until the phase legend shows the edit and two frames passed;
+- ``repaint_requests``: which plot asked for a paint or a layout, and who asked (the first
+  frames of the JavaScript stack; readable with ``BOKEH_MINIFIED=no``), with their count.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ def _top_functions(profile: dict, n: int = 25) -> list[tuple[str, float]]:
 #: bar, title - changed size lays out the whole root): records the plot titles that did
 _WATCH_LAYOUTS = r"""
 () => {
-  window.__layouts = []; window.__paints = [];
+  window.__layouts = window.__layouts || []; window.__paints = window.__paints || [];
+  window.__requests = window.__requests || [];
   const seen = new Set();
   const walk = v => {
     if (!v || seen.has(v)) return;
@@ -136,6 +139,16 @@ _WATCH_LAYOUTS = r"""
         window.__layouts.push([performance.now(), (v.model.title && v.model.title.text) || type]);
         return orig(...args);
       };
+      // who asked for the repaints: the first frames of the stack of each request
+      const why = kind => {
+        const stack = (new Error()).stack.split("\n").slice(3, 9)
+          .map(l => l.trim().replace(/^at /, "").replace(/ \(.*$/, "")).filter(l => !l.startsWith("Object."));
+        window.__requests.push([performance.now(), kind, (v.model.title && v.model.title.text) || type, stack.join(" < ")]);
+      };
+      for (const kind of ["request_paint", "request_layout", "invalidate_layout"]) {
+        const orig_request = v[kind].bind(v);
+        v[kind] = function(...args) { why(kind); return orig_request(...args); };
+      }
       const paint = v.paint.bind(v);
       v.paint = function(...args) {
         const t = performance.now();
@@ -174,6 +187,12 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
         "([t0, t1]) => window.__paints.filter(([t]) => t >= t0 && t <= t1).map(([t, d, n]) => [Math.round(t - t0), Math.round(d), n])",
         [t0, t1],
     )
+    # what asked each plot to repaint: {"title: kind < caller < ...": count}
+    requests = page.evaluate(
+        "([t0, t1]) => window.__requests.filter(([t]) => t >= t0 && t <= t1).map(([t, k, n, st]) => n + ': ' + k + ' < ' + st)",
+        [t0, t1],
+    )
+    s["repaint_requests"] = {r: requests.count(r) for r in dict.fromkeys(requests)}
     if cdp is not None:
         prof = cdp.send("Profiler.stop")["profile"]
         s["top_functions"] = _top_functions(prof)
@@ -188,7 +207,7 @@ def profile_edit(page, button: str, done: str, timeout_s: float = 120.0) -> dict
             "messages": s["messages"], "bytes": s["bytes"], "binary_bytes": s["binary_bytes"],
             "handle_s": round(s["handle_ms"] / 1000, 3), "long_tasks_s": round(s["long_ms"] / 1000, 3),
             "sent": s["sent"], "paints": s["paints"], "changes": s["changes"], "plots_laid_out_again": s["layouts"], "timeline": s["timeline"],
-            "top_functions": s.get("top_functions")}  # fmt: skip
+            "repaint_requests": s["repaint_requests"], "top_functions": s.get("top_functions")}  # fmt: skip
 
 
 def _profile_page(url: str, cpu_profile: bool) -> dict[str, object]:

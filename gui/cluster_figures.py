@@ -56,6 +56,10 @@ def image_place(ds: xr.Dataset) -> dict[str, list[float]]:
     return {"x": [x[0] - dx / 2], "y": [y[0] - dy / 2], "dw": [len(x) * dx], "dh": [len(y) * dy]}
 
 
+#: values a label image can hold (uint8: no data and up to 255 clusters); its mappers span them all
+LABEL_VALUES = 256
+
+
 def label_image(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
     """The label map as ``uint8``: 0 for no data (label -1), ``i + 1`` for cluster ``i``."""
     lab = ds["label"].values
@@ -100,7 +104,14 @@ class ClusterFigures:
 
     # -- phase map ------------------------------------------------------------------------
     def _palette(self) -> list[str]:
-        return [NO_DATA_COLOR, *self.state.colors()]
+        """One colour per value of the label image (0: no data), padded to :data:`LABEL_VALUES`.
+
+        The mappers of the label images keep their range (``low``/``high``) through every
+        edit: a merge or a new cluster changes the palette only, and each change of a mapper
+        makes the page recolour every image drawn with it.
+        """
+        colors = [NO_DATA_COLOR, *self.state.colors()]
+        return colors + [NO_DATA_COLOR] * (LABEL_VALUES - len(colors))
 
     def phase_map(self, opacity: float) -> figure:
         """Phase map in the cluster colours over the grey image; no-data pixels grey."""
@@ -108,8 +119,9 @@ class ClusterFigures:
         fig = _map_figure(ds, "phase map")
         place = image_place(ds)
         self._grey_image = map_image(fig, place, grey_rgba(self._grey), rgba=True)
-        k = gd.n_clusters(ds)
-        self._label_mapper = LinearColorMapper(palette=self._palette(), low=-0.5, high=k + 0.5)
+        self._label_mapper = LinearColorMapper(
+            palette=self._palette(), low=-0.5, high=LABEL_VALUES - 0.5
+        )
         self._labels = map_image(fig, place, label_image(ds), color_mapper=self._label_mapper,
                                  global_alpha=opacity, name="phases")  # fmt: skip
         self._label_glyph = fig.select_one({"name": "phases"})
@@ -164,8 +176,9 @@ class ClusterFigures:
         binary = _map_figure(ds, "binary map")
         # the label image under a palette black for the chosen cluster only: showing another
         # cluster, or a merge, sends a palette, not an image
-        k = gd.n_clusters(ds)
-        bmapper = LinearColorMapper(palette=self._binary_palette(cluster), low=-0.5, high=k + 0.5)
+        bmapper = LinearColorMapper(
+            palette=self._binary_palette(cluster), low=-0.5, high=LABEL_VALUES - 0.5
+        )
         binary_image = map_image(binary, image_place(ds), label_image(ds), color_mapper=bmapper)
         self._prob = {"prob": prob, "prob_image": prob_image, "binary": binary,
                       "binary_image": binary_image, "bmapper": bmapper}  # fmt: skip
@@ -174,8 +187,7 @@ class ClusterFigures:
 
     def _binary_palette(self, cluster: int) -> list[str]:
         """Palette over the label image (0 = no data, ``i + 1`` = cluster ``i``): ``cluster`` black."""
-        k = gd.n_clusters(self.state.results)
-        return ["#000000" if i == cluster + 1 else "#ffffff" for i in range(k + 1)]
+        return ["#000000" if i == cluster + 1 else "#ffffff" for i in range(LABEL_VALUES)]
 
     def update_cluster_maps(self, cluster: int) -> None:
         """Show ``cluster``'s maps."""
@@ -194,9 +206,6 @@ class ClusterFigures:
         palette = self._binary_palette(cluster)
         if list(bmapper.palette) != palette:
             bmapper.palette = palette
-        high = gd.n_clusters(ds) + 0.5
-        if bmapper.high != high:
-            bmapper.high = high
         self.set_titles(cluster)
 
     def set_titles(self, cluster: int) -> None:
@@ -275,15 +284,20 @@ class ClusterFigures:
     # -- NMF weights -------------------------------------------------------------------------
     def nmf_weights(self) -> figure:
         """Heat map of each cluster's NMF weights."""
+        units = self.state.results["nmf_weight"].attrs.get("units", "")
         fig = figure(title="NMF weight per cluster", x_range=FactorRange(), y_range=FactorRange(),
                      sizing_mode="stretch_width", height=340, min_height=300, toolbar_location=None,
-                     tools="hover", tooltips=[("cluster", "@cluster"), ("component", "@component"), ("weight", "@weight{0.000}")],
+                     tools="hover", tooltips=[("cluster", "@cluster"), ("component", "@component"),
+                                              ("share of the cluster", "@share{0.0%}"),
+                                              ("weight", f"@weight{{0.000}} {units}".rstrip())],
                      output_backend="canvas")  # fmt: skip
-        src = ColumnDataSource({"cluster": [], "component": [], "weight": []})
+        src = ColumnDataSource({"cluster": [], "component": [], "weight": [], "share": []})
+        # colour: each cluster's share of its summed weights, on a fixed 0-1 scale (a scale that
+        # followed the largest weight re-laid the figure out after every edit)
         mapper = LinearColorMapper(palette=Blues256[::-1], low=0, high=1)
-        fig.rect("component", "cluster", 1, 1, source=src, fill_color={"field": "weight", "transform": mapper},
+        fig.rect("component", "cluster", 1, 1, source=src, fill_color={"field": "share", "transform": mapper},
                  line_color=None)  # fmt: skip
-        fig.add_layout(ColorBar(color_mapper=mapper, width=10, title="weight"), "right")
+        fig.add_layout(ColorBar(color_mapper=mapper, width=10, title="share"), "right")
         fig.xaxis.major_label_orientation = np.pi / 4
         self._nmf = {"fig": fig, "src": src, "mapper": mapper}
         self.update_nmf_weights()
@@ -299,9 +313,11 @@ class ClusterFigures:
         ii, jj = np.meshgrid(np.arange(w.shape[0]), np.arange(w.shape[1]), indexing="ij")
         self._nmf["fig"].x_range.factors = comps
         self._nmf["fig"].y_range.factors = labels[::-1]
+        rows = w.sum(axis=1, keepdims=True)
+        share = np.divide(w, rows, out=np.zeros_like(w, dtype=np.float64), where=rows > 0)
         self._nmf["src"].data = {"cluster": [labels[i] for i in ii.ravel()],
-                                 "component": [comps[j] for j in jj.ravel()], "weight": w.ravel()}  # fmt: skip
-        self._nmf["mapper"].high = float(np.max(w, initial=0)) or 1.0
+                                 "component": [comps[j] for j in jj.ravel()], "weight": w.ravel(),
+                                 "share": share.ravel()}  # fmt: skip
 
     # -- particles -------------------------------------------------------------------------
     def particles(self, table: pd.DataFrame, title: str) -> pn.Row:

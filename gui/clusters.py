@@ -176,9 +176,10 @@ class ClustersView(pn.viewable.Viewer):
         with pn.io.hold():
             if "labels" in change and figs._label_mapper is not None:
                 figs.set_labels()
-                figs._label_mapper.high = gd.n_clusters(self.state.results) + 0.5
             if change & {"labels", "colors"} and figs._label_mapper is not None:
-                figs._label_mapper.palette = figs._palette()
+                palette = figs._palette()
+                if list(figs._label_mapper.palette) != palette:
+                    figs._label_mapper.palette = palette
             figs.update_legend()
             if "labels" in change and not self._switching_cluster:
                 figs.update_cluster_maps(self.cluster)
@@ -261,11 +262,14 @@ class ClustersView(pn.viewable.Viewer):
                 .isel(component=min(self.component, ds.sizes["component"] - 1))
                 .values
             )
-            # one byte per pixel (1/255 of the largest abundance), sent only when it changed
+            # one byte per pixel (1/255 of the largest abundance), sent only when it changed; the
+            # colour bar's top rounded up to 2 digits, so a small change of the largest
+            # abundance leaves the bar (and the figure's layout) as it is
             top = float(np.nanmax(ab, initial=0.0)) or 1.0
+            top = min(1.0, float(np.ceil(top * 100) / 100)) if top <= 1 else top
             image = np.round(np.clip(np.nan_to_num(ab) / top, 0, 1) * 255).astype(np.uint8)
             self._abundance.set(image)
-            if self._abundance_bar is not None:
+            if self._abundance_bar is not None and self._abundance_bar.high != top:
                 self._abundance_bar.high = top
             self._abundance_fig.title.text = f"component {self.component} abundance"  # type: ignore[union-attr]
 

@@ -823,6 +823,14 @@ def test_an_edit_sends_each_spectra_figure_once_at_most(app):
     assert changed(c._spectra_parts["markers"]) == 0  # same elements, same top: not resent
     assert changed(c._nmf_parts["src"]) == 0  # the components do not change with the labels
     assert len(c._spectra_parts["src"].data["label"]) == len(c.shown)
+    # the label images' mappers and the NMF weights' colour bar keep their range: a changed
+    # range recolours every image drawn with the mapper, or lays the heat map out again
+    figs = c._figs
+    fixed = {figs._label_mapper, figs._prob["bmapper"], figs._nmf["mapper"]}
+    assert not [e for e in sent if getattr(e, "model", None) in fixed and e.attr != "palette"]
+    assert figs._label_mapper.palette[1 + 3] == app.state.colors()[3]  # the merged cluster's colour
+    shares = np.asarray(figs._nmf["src"].data["share"]).reshape(app.state.results.sizes["cluster"], -1)
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)  # each cluster's shares of its weight
     sent.clear()
     c.shown = c.shown[:-1]  # hiding a phase: one refill of the cluster spectra only
     assert changed(c._spectra_parts["src"]) == 1

@@ -829,7 +829,9 @@ def test_an_edit_sends_each_spectra_figure_once_at_most(app):
     fixed = {figs._label_mapper, figs._prob["bmapper"], figs._nmf["mapper"]}
     assert not [e for e in sent if getattr(e, "model", None) in fixed and e.attr != "palette"]
     assert figs._label_mapper.palette[1 + 3] == app.state.colors()[3]  # the merged cluster's colour
-    shares = np.asarray(figs._nmf["src"].data["share"]).reshape(app.state.results.sizes["cluster"], -1)
+    shares = np.asarray(figs._nmf["src"].data["share"]).reshape(
+        app.state.results.sizes["cluster"], -1
+    )
     np.testing.assert_allclose(shares.sum(axis=1), 1.0)  # each cluster's shares of its weight
     sent.clear()
     c.shown = c.shown[:-1]  # hiding a phase: one refill of the cluster spectra only

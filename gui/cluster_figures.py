@@ -16,6 +16,7 @@ more in the browser. Here each figure is built once; an edit changes only what i
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
@@ -149,8 +150,7 @@ class ClusterFigures:
             and list(self._hover_names.args["labels"]) != self.state.labels()
         ):
             self._hover_names.args = {"labels": self.state.labels()}
-        items = [f"<span style='white-space:nowrap;margin-right:1em'><span style='color:{c}'>&#9632;</span> {label}</span>"
-                 for label, c in zip(self.state.labels(), self.state.colors(), strict=True)]  # fmt: skip
+        items = _legend_items(self.state.labels(), self.state.colors())
         n_nodata = int(np.count_nonzero(self.state.results["label"].values < 0))
         if n_nodata:
             items.append(f"<span style='white-space:nowrap'><span style='color:{NO_DATA_COLOR}'>&#9632;</span> "
@@ -222,14 +222,21 @@ class ClusterFigures:
             self._particles["hist"].title.text = title
 
     # -- spectra ---------------------------------------------------------------------------
-    def spectra_figure(self, log: bool, title: str, ylabel: str) -> tuple[figure, dict[str, Any]]:
-        """An empty spectra figure (lines, line markers) to fill with :meth:`fill_spectra`."""
+    def spectra_figure(self, log: bool, title: str, ylabel: str, *, html_legend: bool = False
+                       ) -> tuple[figure, dict[str, Any]]:  # fmt: skip
+        """An empty spectra figure (lines, line markers) to fill with :meth:`fill_spectra`.
+
+        With ``html_legend`` the legend is ``parts["legend"]`` (a :class:`LiveText` to show above
+        the figure), not a Bokeh legend inside it: a legend inside resizes with its entries,
+        and the figure is laid out and painted again after each edit that changes them.
+        """
         fig = figure(title=title, y_axis_type="log" if log else "linear", sizing_mode="stretch_width", height=340,
                      min_height=300, toolbar_location="above", tools="pan,wheel_zoom,reset",
                      x_axis_label="X-ray energy (keV)", y_axis_label=ylabel, output_backend="canvas")  # fmt: skip
         src = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
+        legend_opts = {} if html_legend else {"legend_field": "label"}
         lines = fig.multi_line(
-            "xs", "ys", line_color="color", line_width=1.5, source=src, legend_field="label"
+            "xs", "ys", line_color="color", line_width=1.5, source=src, **legend_opts
         )
         fig.add_tools(HoverTool(tooltips=[("", "@label"), ("energy", "$x{0.000} keV"), ("value", "$y{0.00}")],
                                 renderers=[lines]))  # fmt: skip
@@ -239,10 +246,16 @@ class ClusterFigures:
         )
         fig.add_layout(LabelSet(x="energy", y="y", text="line", source=markers, angle=np.pi / 2, text_font_size="8pt",
                                 text_baseline="middle", x_offset=-4))  # fmt: skip
-        legend = fig.legend[0]
-        legend.label_text_font_size = "8pt"
-        fig.add_layout(legend, "right")  # beside the plot: the legend never hides lines or labels
-        return fig, {"fig": fig, "src": src, "markers": markers, "log": log}
+        parts = {"fig": fig, "src": src, "markers": markers, "log": log}
+        if html_legend:
+            parts["legend"] = LiveText("", css_classes=["spectra-legend"])
+        else:
+            legend = fig.legend[0]
+            legend.label_text_font_size = "8pt"
+            fig.add_layout(
+                legend, "right"
+            )  # beside the plot: the legend never hides lines or labels
+        return fig, parts
 
     def fill_spectra(self, parts: dict[str, Any], curves: dict[str, tuple[npt.NDArray[Any], str]],
                      elements: list[str], beam_energy_kev: float | None) -> None:  # fmt: skip
@@ -268,6 +281,8 @@ class ClusterFigures:
         )
         if not same_curves:
             parts["src"].data = {"xs": [e] * len(ys), "ys": ys, "color": colors, "label": labels}
+        if "legend" in parts:
+            parts["legend"].object = legend_html(labels, colors)
         lines = (
             lines_in_range(elements, (float(e[0]), float(e[-1])), beam_energy_kev=beam_energy_kev, min_weight=0.3)
             if elements
@@ -291,12 +306,14 @@ class ClusterFigures:
                                               ("share of the cluster", "@share{0.0%}"),
                                               ("weight", f"@weight{{0.000}} {units}".rstrip())],
                      output_backend="canvas")  # fmt: skip
-        src = ColumnDataSource({"cluster": [], "component": [], "weight": [], "share": []})
-        # colour: each cluster's share of its summed weights, on a fixed 0-1 scale (a scale that
-        # followed the largest weight re-laid the figure out after every edit)
+        src = ColumnDataSource(
+            {"cluster": [], "component": [], "weight": [], "share": [], "color": []}
+        )
+        # colour: each cluster's share of its summed weights on a fixed 0-1 scale, mapped here: a
+        # mapper in the page re-measures its colour bar whenever it maps new data, and the
+        # figure is laid out again (4 times per edit); the bar's own mapper maps nothing else
         mapper = LinearColorMapper(palette=Blues256[::-1], low=0, high=1)
-        fig.rect("component", "cluster", 1, 1, source=src, fill_color={"field": "share", "transform": mapper},
-                 line_color=None)  # fmt: skip
+        fig.rect("component", "cluster", 1, 1, source=src, fill_color="color", line_color=None)
         fig.add_layout(ColorBar(color_mapper=mapper, width=10, title="share"), "right")
         fig.xaxis.major_label_orientation = np.pi / 4
         self._nmf = {"fig": fig, "src": src, "mapper": mapper}
@@ -315,9 +332,11 @@ class ClusterFigures:
         self._nmf["fig"].y_range.factors = labels[::-1]
         rows = w.sum(axis=1, keepdims=True)
         share = np.divide(w, rows, out=np.zeros_like(w, dtype=np.float64), where=rows > 0)
+        palette = np.array(self._nmf["mapper"].palette)
+        colors = palette[np.clip((share.ravel() * len(palette)).astype(int), 0, len(palette) - 1)]
         self._nmf["src"].data = {"cluster": [labels[i] for i in ii.ravel()],
                                  "component": [comps[j] for j in jj.ravel()], "weight": w.ravel(),
-                                 "share": share.ravel()}  # fmt: skip
+                                 "share": share.ravel(), "color": colors.tolist()}  # fmt: skip
 
     # -- particles -------------------------------------------------------------------------
     def particles(self, table: pd.DataFrame, title: str) -> pn.Row:
@@ -352,6 +371,21 @@ class ClusterFigures:
         p["src"].data = {"left": edges[:-1], "right": edges[1:], "top": freq}
         p["hist"].title.text = title
         p["table"].value = table.round(4)
+
+
+def _legend_items(labels: list[str], colors: list[str]) -> list[str]:
+    """One HTML legend entry per label, a square in its colour; an entry never wraps inside."""
+    return [f"<span style='white-space:nowrap;margin-right:1em'><span style='color:{c}'>&#9632;</span> {html.escape(label)}</span>"
+            for label, c in zip(labels, colors, strict=True)]  # fmt: skip
+
+
+def legend_html(labels: list[str], colors: list[str]) -> str:
+    """An HTML legend of ``labels`` in ``colors`` that wraps between entries only."""
+    return (
+        "<div style='display:flex;flex-wrap:wrap'>"
+        + "".join(_legend_items(labels, colors))
+        + "</div>"
+    )
 
 
 def _spread_labels(lines: list[Any], min_gap_kev: float = 0.06) -> list[Any]:

@@ -22,7 +22,7 @@ from bokeh.palettes import Viridis256
 
 from gui import data as gd
 from gui import exports
-from gui.cluster_figures import ClusterFigures
+from gui.cluster_figures import ClusterFigures, legend_html
 from gui.images import _PLOT, ScreenImage, _grey_u8
 from gui.spectra import SpectrumView
 from gui.state import ResultsState, guarded
@@ -230,6 +230,8 @@ class ClustersView(pn.viewable.Viewer):
             parts["src"].patch({"label": [(slice(0, len(new)), new)]})
             if "_last" in parts:
                 parts["_last"]["labels"] = new
+            if "legend" in parts:
+                parts["legend"].object = legend_html(new, list(parts["src"].data["color"]))
         else:
             self._fill_cluster_spectra()
 
@@ -240,10 +242,14 @@ class ClustersView(pn.viewable.Viewer):
         if "cluster_mean_spectrum" not in self.state.results:
             return pn.pane.Markdown("No cluster spectra in these results.")
         fig, self._spectra_parts = self._figs.spectra_figure(  # type: ignore[union-attr]
-            bool(self.spectra.log_scale), "cluster mean spectra", "counts per pixel"
+            bool(self.spectra.log_scale),
+            "cluster mean spectra",
+            "counts per pixel",
+            html_legend=True,
         )
         self._fill_cluster_spectra()
-        return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+        return pn.Column(self._spectra_parts["legend"].panel(), pn.pane.Bokeh(fig, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")  # fmt: skip
 
     def _fill_nmf(self) -> None:
         parts, figs = self._nmf_parts, self._figs

@@ -843,3 +843,7 @@ def test_an_edit_sends_each_spectra_figure_once_at_most(app):
     c.rename()
     assert changed(c._spectra_parts["src"]) == 1  # a patch of the labels
     assert c._spectra_parts["src"].data["label"][0].startswith("0: matrix")
+    # the cluster spectra's legend is HTML above the figure (a legend inside it resized with its
+    # entries and re-laid the figure out): it follows the rename
+    assert "0: matrix" in c._spectra_parts["legend"].object
+    assert not c._spectra_parts["fig"].legend

@@ -331,9 +331,12 @@ class ClusterFigures:
         self._nmf["fig"].x_range.factors = comps
         self._nmf["fig"].y_range.factors = labels[::-1]
         rows = w.sum(axis=1, keepdims=True)
-        share = np.divide(w, rows, out=np.zeros_like(w, dtype=np.float64), where=rows > 0)
+        ok = np.isfinite(rows) & (rows > 0)
+        share = np.divide(w, rows, out=np.full(w.shape, np.nan), where=ok)  # NaN: no weights
         palette = np.array(self._nmf["mapper"].palette)
-        colors = palette[np.clip((share.ravel() * len(palette)).astype(int), 0, len(palette) - 1)]
+        flat = share.ravel()
+        index = np.clip(np.nan_to_num(flat * len(palette)).astype(int), 0, len(palette) - 1)
+        colors = np.where(np.isfinite(flat), palette[index], self._nmf["mapper"].nan_color)
         self._nmf["src"].data = {"cluster": [labels[i] for i in ii.ravel()],
                                  "component": [comps[j] for j in jj.ravel()], "weight": w.ravel(),
                                  "share": share.ravel(), "color": colors.tolist()}  # fmt: skip

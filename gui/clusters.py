@@ -272,7 +272,9 @@ class ClustersView(pn.viewable.Viewer):
             # colour bar's top rounded up to 2 digits, so a small change of the largest
             # abundance leaves the bar (and the figure's layout) as it is
             top = float(np.nanmax(ab, initial=0.0)) or 1.0
-            top = min(1.0, float(np.ceil(top * 100) / 100)) if top <= 1 else top
+            if 0 < top <= 1:  # 2 significant digits, rounded up (0.0034 -> 0.0034, 0.934 -> 0.94)
+                step = 10.0 ** (np.floor(np.log10(top)) - 1)
+                top = min(1.0, float(np.ceil(round(top / step, 9)) * step))
             image = np.round(np.clip(np.nan_to_num(ab) / top, 0, 1) * 255).astype(np.uint8)
             self._abundance.set(image)
             if self._abundance_bar is not None and self._abundance_bar.high != top:

@@ -155,7 +155,7 @@ class ClusterFigures:
         if n_nodata:
             items.append(f"<span style='white-space:nowrap'><span style='color:{NO_DATA_COLOR}'>&#9632;</span> "
                          f"no data ({n_nodata:,} px)</span>")  # fmt: skip
-        self.legend.object = "<div style='display:flex;flex-wrap:wrap'>" + "".join(items) + "</div>"
+        self.legend.object = _legend_div(items)
 
     def set_opacity(self, opacity: float) -> None:
         """Phase colours' opacity over the grey image."""
@@ -252,9 +252,8 @@ class ClusterFigures:
         else:
             legend = fig.legend[0]
             legend.label_text_font_size = "8pt"
-            fig.add_layout(
-                legend, "right"
-            )  # beside the plot: the legend never hides lines or labels
+            # beside the plot: the legend never hides lines or labels
+            fig.add_layout(legend, "right")
         return fig, parts
 
     def fill_spectra(self, parts: dict[str, Any], curves: dict[str, tuple[npt.NDArray[Any], str]],
@@ -384,11 +383,12 @@ def _legend_items(labels: list[str], colors: list[str]) -> list[str]:
 
 def legend_html(labels: list[str], colors: list[str]) -> str:
     """An HTML legend of ``labels`` in ``colors`` that wraps between entries only."""
-    return (
-        "<div style='display:flex;flex-wrap:wrap'>"
-        + "".join(_legend_items(labels, colors))
-        + "</div>"
-    )
+    return _legend_div(_legend_items(labels, colors))
+
+
+def _legend_div(items: list[str]) -> str:
+    """Legend entries in a row that wraps between entries only."""
+    return "<div style='display:flex;flex-wrap:wrap'>" + "".join(items) + "</div>"
 
 
 def _spread_labels(lines: list[Any], min_gap_kev: float = 0.06) -> list[Any]:

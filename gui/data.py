@@ -850,8 +850,10 @@ def _moved_cluster_spectra(before: xr.Dataset, after: xr.Dataset, mask: np.ndarr
     src = _counts_source(before)
     if src is None or "cluster" not in after.sizes:
         return after
-    if not _sums_are_counts(before, src):
-        return exact_cluster_spectra(after)
+    if not _sums_are_counts(before, src):  # every cluster summed again, from the same counts
+        return _with_sums(
+            after, sparse_counts.cluster_sums(src, after["label"].values, n_clusters(after))
+        )
     k = n_clusters(before)
     old_lab = before["label"].values.ravel()
     moved = sparse_counts.cluster_sums(
